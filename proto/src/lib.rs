@@ -1,0 +1,29 @@
+//! The sans-I/O core of imageswarm.
+//!
+//! Everything here computes and nothing here performs I/O: no sockets, no
+//! files, no clock, no OS randomness. Time is always an argument
+//! ([`Timestamp`]), so the node and the simulator drive the same code and
+//! every decision can be replayed.
+//!
+//! * [`imagelist`]: the HEPiX image list model, its JSON codec and the
+//!   `hv:version` order.
+//! * [`smime`]: S/MIME signing and message parsing with CRLF
+//!   canonicalisation.
+//! * [`trust`]: CA certificates, CRLs, endorser policy, and the one path from
+//!   signed bytes to a [`trust::VerifiedList`].
+//! * [`manifest`]: fixed-size chunking, BLAKE3 per chunk, and the root a list
+//!   vouches for.
+//!
+//! Parse, don't validate: bytes become a `VerifiedList` only through
+//! [`trust::verify_list`], and errors ([`Error`]) name the check that failed.
+
+mod error;
+mod ffi;
+pub mod imagelist;
+pub mod manifest;
+pub mod smime;
+mod timestamp;
+pub mod trust;
+
+pub use error::{ChainCheck, Error};
+pub use timestamp::Timestamp;

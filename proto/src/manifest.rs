@@ -1,0 +1,343 @@
+//! Image manifests: fixed-size chunks, a BLAKE3 hash per chunk, and a root.
+//!
+//! # Contract
+//! * An image of `size` bytes is cut into `ceil(size / chunk_size)` chunks;
+//!   every chunk is `chunk_size` bytes except possibly the last. An empty
+//!   image has no chunks.
+//! * Chunk `i` is identified by `BLAKE3(bytes of chunk i)`.
+//! * The root binds the geometry and every chunk hash:
+//!   `BLAKE3-derive-key("imageswarm 2026-11 manifest root v1",
+//!   u64le(chunk_size) ‖ u64le(size) ‖ hash_0 ‖ … ‖ hash_{n-1})`.
+//!   A list vouches for an image's root; a manifest whose root matches is
+//!   then trusted chunk by chunk.
+//! * [`ManifestBuilder`] takes the bytes in any slicing and keeps at most one
+//!   partial chunk buffered, so memory does not grow with the image. Whole
+//!   chunks handed over together are hashed in parallel, and a single large
+//!   chunk uses BLAKE3's own parallelism.
+
+use std::fmt;
+
+use rayon::prelude::*;
+
+use crate::Error;
+
+const ROOT_CONTEXT: &str = "imageswarm 2026-11 manifest root v1";
+
+/// A chunk size: a power of two from 1 KiB to 1 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChunkSize(u32);
+
+impl ChunkSize {
+    /// The default: 4 MiB.
+    pub const DEFAULT: Self = Self(4 << 20);
+    const MIN: u64 = 1 << 10;
+    const MAX: u64 = 1 << 30;
+
+    /// Accepts powers of two from 1 KiB to 1 GiB.
+    pub fn new(bytes: u64) -> Result<Self, Error> {
+        if bytes.is_power_of_two() && (Self::MIN..=Self::MAX).contains(&bytes) {
+            Ok(Self(bytes as u32))
+        } else {
+            Err(Error::ChunkSize(bytes))
+        }
+    }
+
+    /// The size in bytes.
+    pub fn get(self) -> u64 {
+        u64::from(self.0)
+    }
+
+    /// How many chunks an image of `size` bytes has.
+    pub fn chunk_count(self, size: u64) -> u64 {
+        size.div_ceil(self.get())
+    }
+
+    /// The length of chunk `index` of an image of `size` bytes, or `None`
+    /// when there is no such chunk.
+    pub fn chunk_len(self, size: u64, index: u64) -> Option<u64> {
+        let start = index.checked_mul(self.get())?;
+        (start < size).then(|| (size - start).min(self.get()))
+    }
+}
+
+impl Default for ChunkSize {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The BLAKE3 hash of one chunk.
+pub type ChunkHash = [u8; 32];
+
+/// A manifest root, written as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ManifestRoot(pub [u8; 32]);
+
+impl ManifestRoot {
+    /// Parses 64 hex digits (either case).
+    pub fn parse_hex(s: &str) -> Result<Self, String> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| format!("`{s}` is not 64 hex digits"))?;
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for ManifestRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ManifestRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ManifestRoot({self})")
+    }
+}
+
+/// The chunk hashes of one image and the root over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    chunk_size: ChunkSize,
+    size: u64,
+    hashes: Vec<ChunkHash>,
+    root: ManifestRoot,
+}
+
+impl Manifest {
+    /// Builds a manifest from its parts and computes the root.
+    pub fn from_hashes(
+        chunk_size: ChunkSize,
+        size: u64,
+        hashes: Vec<ChunkHash>,
+    ) -> Result<Self, Error> {
+        let expected = chunk_size.chunk_count(size);
+        if hashes.len() as u64 != expected {
+            return Err(Error::Field {
+                at: "manifest".into(),
+                reason: format!("{} chunk hashes for {expected} chunks", hashes.len()),
+            });
+        }
+        let root = root_of(chunk_size, size, &hashes);
+        Ok(Self {
+            chunk_size,
+            size,
+            hashes,
+            root,
+        })
+    }
+
+    /// Checks that this manifest has the root a trusted source vouched for.
+    pub fn check_root(&self, expected: ManifestRoot) -> Result<(), Error> {
+        if self.root == expected {
+            Ok(())
+        } else {
+            Err(Error::ManifestRoot {
+                expected: expected.to_string(),
+                computed: self.root.to_string(),
+            })
+        }
+    }
+
+    /// The chunk size.
+    pub fn chunk_size(&self) -> ChunkSize {
+        self.chunk_size
+    }
+
+    /// The image size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root over all chunk hashes.
+    pub fn root(&self) -> ManifestRoot {
+        self.root
+    }
+
+    /// The hash of every chunk, in order.
+    pub fn hashes(&self) -> &[ChunkHash] {
+        &self.hashes
+    }
+}
+
+fn root_of(chunk_size: ChunkSize, size: u64, hashes: &[ChunkHash]) -> ManifestRoot {
+    let mut h = blake3::Hasher::new_derive_key(ROOT_CONTEXT);
+    h.update(&chunk_size.get().to_le_bytes());
+    h.update(&size.to_le_bytes());
+    for c in hashes {
+        h.update(c);
+    }
+    ManifestRoot(*h.finalize().as_bytes())
+}
+
+/// Hashes one chunk's bytes.
+pub fn hash_chunk(bytes: &[u8]) -> ChunkHash {
+    // Above a few hundred KiB BLAKE3's tree splits well across cores.
+    if bytes.len() >= 1 << 20 {
+        *blake3::Hasher::new()
+            .update_rayon(bytes)
+            .finalize()
+            .as_bytes()
+    } else {
+        *blake3::hash(bytes).as_bytes()
+    }
+}
+
+/// Builds a [`Manifest`] from a stream of bytes in any slicing.
+#[derive(Debug)]
+pub struct ManifestBuilder {
+    chunk_size: ChunkSize,
+    size: u64,
+    partial: Vec<u8>,
+    hashes: Vec<ChunkHash>,
+}
+
+impl ManifestBuilder {
+    /// Starts an empty manifest.
+    pub fn new(chunk_size: ChunkSize) -> Self {
+        Self {
+            chunk_size,
+            size: 0,
+            partial: Vec::new(),
+            hashes: Vec::new(),
+        }
+    }
+
+    /// Feeds the next bytes of the image.
+    pub fn update(&mut self, mut data: &[u8]) {
+        let cs = self.chunk_size.get() as usize;
+        self.size += data.len() as u64;
+        if !self.partial.is_empty() {
+            let take = (cs - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() < cs {
+                return;
+            }
+            self.hashes.push(hash_chunk(&self.partial));
+            self.partial.clear();
+        }
+        let whole = data.len() / cs * cs;
+        let (chunks, tail) = data.split_at(whole);
+        match chunks.len() / cs {
+            0 => {}
+            1 => self.hashes.push(hash_chunk(chunks)),
+            _ => {
+                let hashed: Vec<ChunkHash> = chunks
+                    .par_chunks(cs)
+                    .map(|c| *blake3::hash(c).as_bytes())
+                    .collect();
+                self.hashes.extend(hashed);
+            }
+        }
+        if !tail.is_empty() {
+            self.partial.reserve_exact(cs);
+            self.partial.extend_from_slice(tail);
+        }
+    }
+
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether nothing has been fed yet.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Hashes the last, short chunk and returns the manifest.
+    pub fn finish(mut self) -> Manifest {
+        if !self.partial.is_empty() {
+            self.hashes.push(hash_chunk(&self.partial));
+        }
+        let root = root_of(self.chunk_size, self.size, &self.hashes);
+        Manifest {
+            chunk_size: self.chunk_size,
+            size: self.size,
+            hashes: self.hashes,
+            root,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cs(n: u64) -> ChunkSize {
+        ChunkSize::new(n).unwrap()
+    }
+
+    #[test]
+    fn chunk_sizes_are_bounded_powers_of_two() {
+        assert!(ChunkSize::new(1024).is_ok());
+        assert!(ChunkSize::new(1 << 30).is_ok());
+        for bad in [0, 512, 1000, 3 << 20, 1 << 31] {
+            assert!(ChunkSize::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn geometry() {
+        let c = cs(1024);
+        assert_eq!(c.chunk_count(0), 0);
+        assert_eq!(c.chunk_count(1), 1);
+        assert_eq!(c.chunk_count(2048), 2);
+        assert_eq!(c.chunk_count(2049), 3);
+        assert_eq!(c.chunk_len(2049, 2), Some(1));
+        assert_eq!(c.chunk_len(2049, 3), None);
+        assert_eq!(c.chunk_len(u64::MAX, u64::MAX), None);
+    }
+
+    #[test]
+    fn chunk_hashes_are_plain_blake3() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let mut b = ManifestBuilder::new(cs(1024));
+        b.update(&data);
+        let m = b.finish();
+        assert_eq!(m.hashes().len(), 5);
+        assert_eq!(m.hashes()[4], *blake3::hash(&data[4096..]).as_bytes());
+        assert_eq!(
+            m,
+            Manifest::from_hashes(cs(1024), 5000, m.hashes().to_vec()).unwrap()
+        );
+    }
+
+    #[test]
+    fn root_binds_geometry() {
+        let a = Manifest::from_hashes(cs(1024), 1024, vec![[1; 32]]).unwrap();
+        let b = Manifest::from_hashes(cs(2048), 1024, vec![[1; 32]]).unwrap();
+        let c = Manifest::from_hashes(cs(1024), 1000, vec![[1; 32]]).unwrap();
+        assert_ne!(a.root(), b.root());
+        assert_ne!(a.root(), c.root());
+        assert!(a.check_root(a.root()).is_ok());
+        assert!(matches!(
+            a.check_root(b.root()),
+            Err(Error::ManifestRoot { .. })
+        ));
+        assert!(Manifest::from_hashes(cs(1024), 2000, vec![[1; 32]]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn slicing_does_not_change_the_manifest(
+            len in 0usize..20_000,
+            cuts in proptest::collection::vec(0usize..20_000, 0..6),
+        ) {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut whole = ManifestBuilder::new(cs(1024));
+            whole.update(&data);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
+            cuts.sort_unstable();
+            let mut sliced = ManifestBuilder::new(cs(1024));
+            let mut at = 0;
+            for c in cuts.into_iter().chain([len]) {
+                sliced.update(&data[at..c]);
+                at = c;
+            }
+            prop_assert_eq!(whole.finish(), sliced.finish());
+        }
+    }
+}
