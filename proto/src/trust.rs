@@ -21,6 +21,11 @@
 //! 8. `created` / `expires`: `dc:date:created` is not after the given time and
 //!    the list has not expired (`at <= dc:date:expires`).
 //!
+//! Every certificate in [`TrustAnchors`] is a trust anchor, self-signed or
+//! not (OpenSSL's `PARTIAL_CHAIN`): a site may pin an intermediate CA, or a
+//! single endorser certificate, and the path stops there. Revocation of a
+//! pinned certificate still needs its issuer's CRL unless checking is off.
+//!
 //! No code path sets `NOVERIFY`, `NO_SIGNER_CERT_VERIFY` or the purpose
 //! "any"; a workspace test fails if one appears.
 //!
@@ -286,54 +291,76 @@ pub fn succession(
 /// checks and their order.
 pub fn verify_list(message: &[u8], trust: &Trust, at: Timestamp) -> Result<VerifiedList, Error> {
     let parsed = SignedMessage::parse(message)?;
+    let signer_cert = verify_signature(&parsed, trust, at)?;
+    let list = ImageList::from_json(parsed.content())?;
+    let signer = Signer::of(&signer_cert);
+    check_endorser(&list, &signer)?;
+    if !trust.endorsers.admits(&signer) {
+        return Err(Error::NotApproved { dn: signer.dn, ca: signer.ca });
+    }
+    if list.created > at {
+        return Err(Error::CreatedInFuture { created: list.created, at });
+    }
+    if at > list.expires {
+        return Err(Error::Expired { expires: list.expires, at });
+    }
+    let content_sha512 = Sha512::digest(parsed.content()).into();
+    tracing::debug!(list = %list.identifier, version = %list.version, signer = %signer.dn, "image list verified");
+    Ok(VerifiedList { list, signer, message: message.to_vec(), content_sha512, verified_at: at })
+}
+
+/// What an integrity check established, and no more.
+#[derive(Debug, Clone)]
+pub struct Integrity {
+    /// The signer the message names; not checked against any CA.
+    pub signer: Signer,
+    /// The decoded list; not checked for dates, endorser or approval.
+    pub list: ImageList,
+    /// The time inside the signer certificate's validity the signature was
+    /// checked at.
+    pub checked_at: Timestamp,
+}
+
+/// Checks only that the content is intact under the signer certificate the
+/// message carries: that certificate is pinned as its own anchor and the
+/// signature is checked at its `notBefore`, revocation and list dates are not
+/// checked. For inspecting old or foreign lists whose CA is not at hand; it
+/// never yields a [`VerifiedList`].
+pub fn check_integrity(message: &[u8]) -> Result<Integrity, Error> {
+    let parsed = SignedMessage::parse(message)?;
+    let signers = parsed.claimed_signers()?;
+    let [cert] = signers.as_slice() else {
+        return Err(Error::SignerCount(signers.len()));
+    };
+    let mut anchors = TrustAnchors::new();
+    anchors.cas.push(cert.clone());
+    let trust = Trust { anchors, crl: CrlPolicy::NotChecked, endorsers: EndorserPolicy::AnyTrustedSigner };
+    let checked_at = not_before(cert)?;
+    verify_signature(&parsed, &trust, checked_at)?;
+    let list = ImageList::from_json(parsed.content())?;
+    Ok(Integrity { signer: Signer::of(cert), list, checked_at })
+}
+
+/// Steps 2–4: one signer, a valid path, a signature over the content.
+fn verify_signature(parsed: &SignedMessage, trust: &Trust, at: Timestamp) -> Result<X509, Error> {
     let signers = parsed.claimed_signers()?;
     let [signer_cert] = signers.as_slice() else {
         return Err(Error::SignerCount(signers.len()));
     };
     let store = build_store(trust, at)?;
-    check_chain(&store, signer_cert, &parsed)?;
+    check_chain(&store, signer_cert, parsed)?;
     let no_extra = empty_stack()?;
     parsed
         .pkcs7()
-        .verify(
-            &no_extra,
-            &store,
-            Some(parsed.content()),
-            None,
-            Pkcs7Flags::empty(),
-        )
+        .verify(&no_extra, &store, Some(parsed.content()), None, Pkcs7Flags::empty())
         .map_err(|e| Error::Signature(first_reason(&e)))?;
+    Ok(signer_cert.clone())
+}
 
-    let list = ImageList::from_json(parsed.content())?;
-    let signer = Signer::of(signer_cert);
-    check_endorser(&list, &signer)?;
-    if !trust.endorsers.admits(&signer) {
-        return Err(Error::NotApproved {
-            dn: signer.dn,
-            ca: signer.ca,
-        });
-    }
-    if list.created > at {
-        return Err(Error::CreatedInFuture {
-            created: list.created,
-            at,
-        });
-    }
-    if at > list.expires {
-        return Err(Error::Expired {
-            expires: list.expires,
-            at,
-        });
-    }
-    let content_sha512 = Sha512::digest(parsed.content()).into();
-    tracing::debug!(list = %list.identifier, version = %list.version, signer = %signer.dn, "image list verified");
-    Ok(VerifiedList {
-        list,
-        signer,
-        message: message.to_vec(),
-        content_sha512,
-        verified_at: at,
-    })
+fn not_before(cert: &X509Ref) -> Result<Timestamp, Error> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).map_err(|e| Error::TrustStore(first_reason(&e)))?;
+    let diff = epoch.diff(cert.not_before()).map_err(|e| Error::TrustStore(first_reason(&e)))?;
+    Timestamp::from_unix(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
 
 fn build_store(trust: &Trust, at: Timestamp) -> Result<X509Store, Error> {
@@ -347,11 +374,11 @@ fn build_store(trust: &Trust, at: Timestamp) -> Result<X509Store, Error> {
     }
     let mut param = X509VerifyParam::new().map_err(err)?;
     param.set_time(at.unix());
+    let mut flags = X509VerifyFlags::PARTIAL_CHAIN;
     if trust.crl == CrlPolicy::Required {
-        param
-            .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
-            .map_err(err)?;
+        flags |= X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL;
     }
+    param.set_flags(flags).map_err(err)?;
     builder.set_param(&param).map_err(err)?;
     builder
         .set_purpose(X509PurposeId::SMIME_SIGN)
