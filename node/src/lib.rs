@@ -1,1 +1,22 @@
+//! The imageswarm node: the library behind the `imageswarm` command.
+//!
+//! * [`endorse`]: the endorser's tools: build, extend and sign image lists.
+//! * [`trustfiles`]: load CA certificates and CRLs from files and
+//!   IGTF-style directories.
+//! * [`fsutil`]: crash-safe file writes.
+//! * [`units`]: human-friendly sizes.
+//!
+//! All checks live in `proto`; this crate does the I/O around them.
 
+pub mod endorse;
+mod error;
+pub mod fsutil;
+pub mod trustfiles;
+pub mod units;
+
+pub use error::{Error, Result};
+
+/// The current time, for the checks in `proto` (which never read the clock).
+pub fn now() -> proto::Timestamp {
+    proto::Timestamp::from_datetime(time::OffsetDateTime::now_utc())
+}

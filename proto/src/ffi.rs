@@ -11,32 +11,18 @@ use openssl::x509::store::X509StoreBuilderRef;
 use openssl::x509::{X509CrlRef, X509NameRef};
 
 unsafe extern "C" {
-    fn X509_STORE_add_crl(
-        store: *mut openssl_sys::X509_STORE,
-        crl: *mut openssl_sys::X509_CRL,
-    ) -> c_int;
-    fn X509_NAME_oneline(
-        name: *const openssl_sys::X509_NAME,
-        buf: *mut c_char,
-        size: c_int,
-    ) -> *mut c_char;
+    fn X509_STORE_add_crl(store: *mut openssl_sys::X509_STORE, crl: *mut openssl_sys::X509_CRL) -> c_int;
+    fn X509_NAME_oneline(name: *const openssl_sys::X509_NAME, buf: *mut c_char, size: c_int) -> *mut c_char;
 }
 
 /// Adds a CRL to a store under construction. The store takes its own
 /// reference, so `crl` stays owned by the caller.
-pub(crate) fn store_add_crl(
-    store: &mut X509StoreBuilderRef,
-    crl: &X509CrlRef,
-) -> Result<(), ErrorStack> {
+pub(crate) fn store_add_crl(store: &mut X509StoreBuilderRef, crl: &X509CrlRef) -> Result<(), ErrorStack> {
     // SAFETY: both pointers come from live, owned OpenSSL objects borrowed
     // for the duration of the call; X509_STORE_add_crl increments the CRL's
     // reference count and does not retain `crl` beyond that reference.
     let rc = unsafe { X509_STORE_add_crl(store.as_ptr(), crl.as_ptr()) };
-    if rc == 1 {
-        Ok(())
-    } else {
-        Err(ErrorStack::get())
-    }
+    if rc == 1 { Ok(()) } else { Err(ErrorStack::get()) }
 }
 
 /// Renders a name exactly as OpenSSL's `X509_NAME_oneline` does

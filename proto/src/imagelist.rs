@@ -188,18 +188,12 @@ impl ImageList {
         let root = json::parse_strict(bytes)?;
         let mut top = Fields::new("", root)?;
         if !top.has("hv:imagelist") {
-            return Err(top.error(
-                "hv:imagelist",
-                "required field is missing (not an image list)",
-            ));
+            return Err(top.error("hv:imagelist", "required field is missing (not an image list)"));
         }
         let body = top.value("hv:imagelist")?;
         let extra_top = top.rest();
         if let Some(key) = extra_top.keys().next() {
-            return Err(Error::Field {
-                at: format!("/{key}"),
-                reason: "unexpected field beside hv:imagelist".into(),
-            });
+            return Err(Error::Field { at: format!("/{key}"), reason: "unexpected field beside hv:imagelist".into() });
         }
         Self::from_fields(Fields::new("hv:imagelist", body)?)
     }
@@ -246,29 +240,17 @@ impl ImageList {
             };
             match missing {
                 Some(missing) => {
-                    tracing::warn!(
-                        position,
-                        missing,
-                        "image entry lacks a required key; leaving it out"
-                    );
-                    skipped.push(SkippedImage {
-                        position,
-                        missing,
-                        raw,
-                    });
+                    tracing::warn!(position, missing, "image entry lacks a required key; leaving it out");
+                    skipped.push(SkippedImage { position, missing, raw });
                 }
-                None => images.push(Image::from_fields(Fields::new(
-                    format!("{images_at}[{position}]/hv:image"),
-                    raw,
-                )?)?),
+                None => {
+                    images.push(Image::from_fields(Fields::new(format!("{images_at}[{position}]/hv:image"), raw)?)?)
+                }
             }
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = images.iter().find(|i| !seen.insert(i.identifier)) {
-            return Err(Error::Field {
-                at: images_at,
-                reason: format!("image {} appears twice", dup.identifier),
-            });
+            return Err(Error::Field { at: images_at, reason: format!("image {} appears twice", dup.identifier) });
         }
         Ok(Self {
             identifier,
@@ -294,11 +276,7 @@ impl ImageList {
     /// The list as a JSON value.
     pub fn to_value(&self) -> Value {
         let mut m = self.extra.clone();
-        put(
-            &mut m,
-            "dc:identifier",
-            self.identifier.hyphenated().to_string(),
-        );
+        put(&mut m, "dc:identifier", self.identifier.hyphenated().to_string());
         put(&mut m, "dc:date:created", self.created.to_string());
         put(&mut m, "dc:date:expires", self.expires.to_string());
         put(&mut m, "dc:title", &self.title);
@@ -312,22 +290,12 @@ impl ImageList {
             Err(many) => Value::Array(many),
         };
         m.insert("hv:endorser".into(), endorser);
-        let mut entries: Vec<Value> = self
-            .images
-            .iter()
-            .map(|i| wrap("hv:image", i.to_value()))
-            .collect();
+        let mut entries: Vec<Value> = self.images.iter().map(|i| wrap("hv:image", i.to_value())).collect();
         for s in &self.skipped {
-            entries.insert(
-                s.position.min(entries.len()),
-                wrap("hv:image", s.raw.clone()),
-            );
+            entries.insert(s.position.min(entries.len()), wrap("hv:image", s.raw.clone()));
         }
         m.insert("hv:images".into(), Value::Array(entries));
-        json::object(BTreeMap::from([(
-            "hv:imagelist".to_owned(),
-            json::object(m),
-        )]))
+        json::object(BTreeMap::from([("hv:imagelist".to_owned(), json::object(m))]))
     }
 
     /// The image with this UUID, if the list names it.
@@ -402,11 +370,7 @@ impl Image {
 
     fn to_value(&self) -> Value {
         let mut m = self.extra.clone();
-        put(
-            &mut m,
-            "dc:identifier",
-            self.identifier.hyphenated().to_string(),
-        );
+        put(&mut m, "dc:identifier", self.identifier.hyphenated().to_string());
         put(&mut m, "dc:title", &self.title);
         put(&mut m, "dc:description", &self.description);
         put(&mut m, "hv:uri", &self.uri);

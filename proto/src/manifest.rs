@@ -105,11 +105,7 @@ pub struct Manifest {
 
 impl Manifest {
     /// Builds a manifest from its parts and computes the root.
-    pub fn from_hashes(
-        chunk_size: ChunkSize,
-        size: u64,
-        hashes: Vec<ChunkHash>,
-    ) -> Result<Self, Error> {
+    pub fn from_hashes(chunk_size: ChunkSize, size: u64, hashes: Vec<ChunkHash>) -> Result<Self, Error> {
         let expected = chunk_size.chunk_count(size);
         if hashes.len() as u64 != expected {
             return Err(Error::Field {
@@ -118,12 +114,7 @@ impl Manifest {
             });
         }
         let root = root_of(chunk_size, size, &hashes);
-        Ok(Self {
-            chunk_size,
-            size,
-            hashes,
-            root,
-        })
+        Ok(Self { chunk_size, size, hashes, root })
     }
 
     /// Checks that this manifest has the root a trusted source vouched for.
@@ -131,10 +122,7 @@ impl Manifest {
         if self.root == expected {
             Ok(())
         } else {
-            Err(Error::ManifestRoot {
-                expected: expected.to_string(),
-                computed: self.root.to_string(),
-            })
+            Err(Error::ManifestRoot { expected: expected.to_string(), computed: self.root.to_string() })
         }
     }
 
@@ -173,10 +161,7 @@ fn root_of(chunk_size: ChunkSize, size: u64, hashes: &[ChunkHash]) -> ManifestRo
 pub fn hash_chunk(bytes: &[u8]) -> ChunkHash {
     // Above a few hundred KiB BLAKE3's tree splits well across cores.
     if bytes.len() >= 1 << 20 {
-        *blake3::Hasher::new()
-            .update_rayon(bytes)
-            .finalize()
-            .as_bytes()
+        *blake3::Hasher::new().update_rayon(bytes).finalize().as_bytes()
     } else {
         *blake3::hash(bytes).as_bytes()
     }
@@ -194,12 +179,7 @@ pub struct ManifestBuilder {
 impl ManifestBuilder {
     /// Starts an empty manifest.
     pub fn new(chunk_size: ChunkSize) -> Self {
-        Self {
-            chunk_size,
-            size: 0,
-            partial: Vec::new(),
-            hashes: Vec::new(),
-        }
+        Self { chunk_size, size: 0, partial: Vec::new(), hashes: Vec::new() }
     }
 
     /// Feeds the next bytes of the image.
@@ -222,10 +202,7 @@ impl ManifestBuilder {
             0 => {}
             1 => self.hashes.push(hash_chunk(chunks)),
             _ => {
-                let hashed: Vec<ChunkHash> = chunks
-                    .par_chunks(cs)
-                    .map(|c| *blake3::hash(c).as_bytes())
-                    .collect();
+                let hashed: Vec<ChunkHash> = chunks.par_chunks(cs).map(|c| *blake3::hash(c).as_bytes()).collect();
                 self.hashes.extend(hashed);
             }
         }
@@ -251,12 +228,7 @@ impl ManifestBuilder {
             self.hashes.push(hash_chunk(&self.partial));
         }
         let root = root_of(self.chunk_size, self.size, &self.hashes);
-        Manifest {
-            chunk_size: self.chunk_size,
-            size: self.size,
-            hashes: self.hashes,
-            root,
-        }
+        Manifest { chunk_size: self.chunk_size, size: self.size, hashes: self.hashes, root }
     }
 }
 
@@ -299,10 +271,7 @@ mod tests {
         let m = b.finish();
         assert_eq!(m.hashes().len(), 5);
         assert_eq!(m.hashes()[4], *blake3::hash(&data[4096..]).as_bytes());
-        assert_eq!(
-            m,
-            Manifest::from_hashes(cs(1024), 5000, m.hashes().to_vec()).unwrap()
-        );
+        assert_eq!(m, Manifest::from_hashes(cs(1024), 5000, m.hashes().to_vec()).unwrap());
     }
 
     #[test]
@@ -313,10 +282,7 @@ mod tests {
         assert_ne!(a.root(), b.root());
         assert_ne!(a.root(), c.root());
         assert!(a.check_root(a.root()).is_ok());
-        assert!(matches!(
-            a.check_root(b.root()),
-            Err(Error::ManifestRoot { .. })
-        ));
+        assert!(matches!(a.check_root(b.root()), Err(Error::ManifestRoot { .. })));
         assert!(Manifest::from_hashes(cs(1024), 2000, vec![[1; 32]]).is_err());
     }
 

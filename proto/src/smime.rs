@@ -35,9 +35,7 @@ pub struct SignedMessage {
 
 impl std::fmt::Debug for SignedMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignedMessage")
-            .field("content_len", &self.content.len())
-            .finish_non_exhaustive()
+        f.debug_struct("SignedMessage").field("content_len", &self.content.len()).finish_non_exhaustive()
     }
 }
 
@@ -55,18 +53,14 @@ impl SignedMessage {
             .map_err(|e| Error::Smime(format!("not an S/MIME message: {}", first_reason(&e))))?;
         let Some(content) = content else {
             return Err(Error::Smime(
-                "opaque (attached) signatures are not accepted; image lists are signed detached (multipart/signed)".into(),
+                "opaque (attached) signatures are not accepted; image lists are signed detached (multipart/signed)"
+                    .into(),
             ));
         };
         if pkcs7.signed().is_none() {
-            return Err(Error::Smime(
-                "the signature part is not PKCS#7 SignedData".into(),
-            ));
+            return Err(Error::Smime("the signature part is not PKCS#7 SignedData".into()));
         }
-        Ok(Self {
-            pkcs7,
-            content: canonicalize(&content),
-        })
+        Ok(Self { pkcs7, content: canonicalize(&content) })
     }
 
     /// The canonical (CRLF) content. Unverified.
@@ -81,12 +75,7 @@ impl SignedMessage {
         let signers = self
             .pkcs7
             .signers(&none, Pkcs7Flags::empty())
-            .map_err(|e| {
-                Error::Smime(format!(
-                    "signer certificate not found in the message: {}",
-                    first_reason(&e)
-                ))
-            })?;
+            .map_err(|e| Error::Smime(format!("signer certificate not found in the message: {}", first_reason(&e))))?;
         Ok(signers.into_iter().collect())
     }
 
@@ -95,8 +84,7 @@ impl SignedMessage {
         let mut out = empty_stack()?;
         if let Some(certs) = self.pkcs7.signed().and_then(|s| s.certificates()) {
             for c in certs {
-                out.push(c.to_owned())
-                    .map_err(|e| Error::Smime(first_reason(&e)))?;
+                out.push(c.to_owned()).map_err(|e| Error::Smime(first_reason(&e)))?;
             }
         }
         Ok(out)
@@ -112,10 +100,8 @@ impl SignedMessage {
 pub fn sign(content: &[u8], cert: &X509Ref, key: &PKeyRef<Private>) -> Result<Vec<u8>, Error> {
     let no_chain = empty_stack()?;
     let flags = Pkcs7Flags::DETACHED;
-    let p7 = Pkcs7::sign(cert, key, &no_chain, content, flags)
-        .map_err(|e| Error::Sign(first_reason(&e)))?;
-    p7.to_smime(content, flags)
-        .map_err(|e| Error::Sign(first_reason(&e)))
+    let p7 = Pkcs7::sign(cert, key, &no_chain, content, flags).map_err(|e| Error::Sign(first_reason(&e)))?;
+    p7.to_smime(content, flags).map_err(|e| Error::Sign(first_reason(&e)))
 }
 
 /// Canonicalises text as OpenSSL's S/MIME signer does: every line ending,
@@ -161,16 +147,8 @@ mod tests {
         assert_eq!(canonicalize(b"a\nb\n"), b"a\r\nb\r\n");
         assert_eq!(canonicalize(b"a\r\nb\r\n"), b"a\r\nb\r\n");
         assert_eq!(canonicalize(b"a\r\r\nb"), b"a\r\nb");
-        assert_eq!(
-            canonicalize(b"a \nb"),
-            b"a \r\nb",
-            "trailing spaces are signed"
-        );
-        assert_eq!(
-            canonicalize(b"x\ry\n"),
-            b"x\ry\r\n",
-            "a lone CR inside a line stays"
-        );
+        assert_eq!(canonicalize(b"a \nb"), b"a \r\nb", "trailing spaces are signed");
+        assert_eq!(canonicalize(b"x\ry\n"), b"x\ry\r\n", "a lone CR inside a line stays");
         assert_eq!(canonicalize(b""), b"");
     }
 

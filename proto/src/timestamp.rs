@@ -12,8 +12,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::Error;
 
-const FORMAT: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+const FORMAT: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
 
 /// A point in time with one-second resolution, always UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,9 +21,7 @@ pub struct Timestamp(i64);
 impl Timestamp {
     /// The timestamp `secs` seconds after the Unix epoch.
     pub fn from_unix(secs: i64) -> Result<Self, Error> {
-        OffsetDateTime::from_unix_timestamp(secs)
-            .map(|_| Self(secs))
-            .map_err(|_| Error::Date(secs.to_string()))
+        OffsetDateTime::from_unix_timestamp(secs).map(|_| Self(secs)).map_err(|_| Error::Date(secs.to_string()))
     }
 
     /// Converts from `time`'s representation, dropping sub-second precision.

@@ -55,10 +55,7 @@ pub struct TrustAnchors {
 
 impl std::fmt::Debug for TrustAnchors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrustAnchors")
-            .field("cas", &self.cas.len())
-            .field("crls", &self.crls.len())
-            .finish()
+        f.debug_struct("TrustAnchors").field("cas", &self.cas.len()).field("crls", &self.crls.len()).finish()
     }
 }
 
@@ -70,8 +67,8 @@ impl TrustAnchors {
 
     /// Adds every certificate in a PEM bundle; returns how many.
     pub fn add_ca_pem(&mut self, pem: &[u8]) -> Result<usize, Error> {
-        let certs = X509::stack_from_pem(pem)
-            .map_err(|e| Error::TrustStore(format!("CA file: {}", first_reason(&e))))?;
+        let certs =
+            X509::stack_from_pem(pem).map_err(|e| Error::TrustStore(format!("CA file: {}", first_reason(&e))))?;
         if certs.is_empty() {
             return Err(Error::TrustStore("CA file holds no PEM certificate".into()));
         }
@@ -150,9 +147,9 @@ impl EndorserPolicy {
     fn admits(&self, signer: &Signer) -> bool {
         match self {
             Self::AnyTrustedSigner => true,
-            Self::Approved(list) => list
-                .iter()
-                .any(|e| e.dn == signer.dn && e.ca.as_ref().is_none_or(|ca| *ca == signer.ca)),
+            Self::Approved(list) => {
+                list.iter().any(|e| e.dn == signer.dn && e.ca.as_ref().is_none_or(|ca| *ca == signer.ca))
+            }
         }
     }
 }
@@ -239,16 +236,8 @@ impl VerifiedList {
     /// earlier for the same subscription.
     pub fn succeeds(&self, previous: &Self) -> Result<Succession, Error> {
         succession(
-            (
-                self.list.identifier,
-                &self.list.version,
-                &self.content_sha512,
-            ),
-            (
-                previous.list.identifier,
-                &previous.list.version,
-                &previous.content_sha512,
-            ),
+            (self.list.identifier, &self.list.version, &self.content_sha512),
+            (previous.list.identifier, &previous.list.version, &previous.content_sha512),
         )
     }
 }
@@ -264,15 +253,9 @@ pub enum Succession {
 
 /// The succession rule on plain parts, shared by [`VerifiedList::succeeds`]
 /// and stores that keep only a list's identity, version and content hash.
-pub fn succession(
-    new: (uuid::Uuid, &str, &[u8; 64]),
-    old: (uuid::Uuid, &str, &[u8; 64]),
-) -> Result<Succession, Error> {
+pub fn succession(new: (uuid::Uuid, &str, &[u8; 64]), old: (uuid::Uuid, &str, &[u8; 64])) -> Result<Succession, Error> {
     if new.0 != old.0 {
-        return Err(Error::IdentifierChanged {
-            expected: old.0,
-            got: new.0,
-        });
+        return Err(Error::IdentifierChanged { expected: old.0, got: new.0 });
     }
     if new.2 == old.2 {
         return Ok(Succession::Same);
@@ -280,10 +263,7 @@ pub fn succession(
     match version::compare(new.1, old.1) {
         Ordering::Greater => Ok(Succession::Newer),
         Ordering::Equal => Err(Error::VersionReused(new.1.to_owned())),
-        Ordering::Less => Err(Error::Rollback {
-            stored: old.1.to_owned(),
-            offered: new.1.to_owned(),
-        }),
+        Ordering::Less => Err(Error::Rollback { stored: old.1.to_owned(), offered: new.1.to_owned() }),
     }
 }
 
@@ -380,9 +360,7 @@ fn build_store(trust: &Trust, at: Timestamp) -> Result<X509Store, Error> {
     }
     param.set_flags(flags).map_err(err)?;
     builder.set_param(&param).map_err(err)?;
-    builder
-        .set_purpose(X509PurposeId::SMIME_SIGN)
-        .map_err(err)?;
+    builder.set_purpose(X509PurposeId::SMIME_SIGN).map_err(err)?;
     Ok(builder.build())
 }
 
@@ -421,41 +399,22 @@ fn check_chain(store: &X509Store, signer: &X509Ref, msg: &SignedMessage) -> Resu
         | openssl_sys::X509_V_ERR_CRL_PATH_VALIDATION_ERROR
         | openssl_sys::X509_V_ERR_KEYUSAGE_NO_CRL_SIGN
         | openssl_sys::X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION => ChainCheck::Crl,
-        openssl_sys::X509_V_ERR_CERT_HAS_EXPIRED | openssl_sys::X509_V_ERR_CERT_NOT_YET_VALID => {
-            ChainCheck::Validity
-        }
+        openssl_sys::X509_V_ERR_CERT_HAS_EXPIRED | openssl_sys::X509_V_ERR_CERT_NOT_YET_VALID => ChainCheck::Validity,
         openssl_sys::X509_V_ERR_INVALID_PURPOSE => ChainCheck::Purpose,
         _ => ChainCheck::Chain,
     };
     let whom = subject.unwrap_or_else(|| ffi::name_oneline(signer.subject_name()));
-    Err(Error::Chain {
-        check,
-        detail: format!(
-            "{} (certificate `{whom}`, depth {depth})",
-            result.error_string()
-        ),
-    })
+    Err(Error::Chain { check, detail: format!("{} (certificate `{whom}`, depth {depth})", result.error_string()) })
 }
 
 fn check_endorser(list: &ImageList, signer: &Signer) -> Result<(), Error> {
-    if list
-        .endorsers
-        .iter()
-        .any(|e| e.dn == signer.dn && e.ca == signer.ca)
-    {
+    if list.endorsers.iter().any(|e| e.dn == signer.dn && e.ca == signer.ca) {
         return Ok(());
     }
     match list.endorsers.iter().find(|e| e.dn == signer.dn) {
-        Some(e) => Err(Error::EndorserCa {
-            list: e.ca.clone(),
-            signer: signer.ca.clone(),
-        }),
+        Some(e) => Err(Error::EndorserCa { list: e.ca.clone(), signer: signer.ca.clone() }),
         None => Err(Error::EndorserDn {
-            list: list
-                .endorsers
-                .first()
-                .map(|e| e.dn.clone())
-                .unwrap_or_default(),
+            list: list.endorsers.first().map(|e| e.dn.clone()).unwrap_or_default(),
             signer: signer.dn.clone(),
         }),
     }

@@ -2,6 +2,8 @@
 //! (`shared/reference/trust-and-attacks.md` §7), plus interoperability with
 //! the `openssl smime` command line. T2 is `no_insecure_flags.rs`.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // a failed unwrap is a failed test; stderr is the test log
+
 use proto::smime;
 use proto::trust::{ApprovedEndorser, CrlPolicy, EndorserPolicy, Succession, Trust, TrustAnchors, verify_list};
 use proto::{Error, Timestamp};
@@ -148,7 +150,8 @@ fn t3_endorser_binding_and_approval() {
     assert_eq!(check_of(verify_list(&signed_by("bob", BOB_DN, "1"), &t, at(now()))), "endorser-approval");
     assert_eq!(check_of(verify_list(&signed_by("endorser", ENDORSER_DN, "1"), &t, at(now()))), "accepted");
     // Approval pinned to another issuer does not admit Alice.
-    t.endorsers = EndorserPolicy::Approved(vec![ApprovedEndorser { dn: ENDORSER_DN.into(), ca: Some("/CN=Other".into()) }]);
+    t.endorsers =
+        EndorserPolicy::Approved(vec![ApprovedEndorser { dn: ENDORSER_DN.into(), ca: Some("/CN=Other".into()) }]);
     assert_eq!(check_of(verify_list(&signed_by("endorser", ENDORSER_DN, "1"), &t, at(now()))), "endorser-approval");
     // Bob signs a list that names Alice.
     assert_eq!(check_of(verify_list(&signed_by("bob", ENDORSER_DN, "1"), &trust(), at(now()))), "endorser-dn");

@@ -21,9 +21,7 @@ pub(crate) fn parse_strict(bytes: &[u8]) -> Result<Value, Error> {
     let value = de.deserialize_any(StrictVisitor).map_err(|e| {
         let text = e.to_string();
         match text.strip_prefix(DUPLICATE) {
-            Some(rest) => {
-                Error::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_owned())
-            }
+            Some(rest) => Error::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_owned()),
             None => Error::Json(text),
         }
     })?;
@@ -55,9 +53,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number out of range"))
+        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("number out of range"))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
@@ -116,10 +112,7 @@ impl Fields {
         let at = at.into();
         match value {
             Value::Object(map) => Ok(Self { at, map }),
-            other => Err(Error::Field {
-                at,
-                reason: format!("expected an object, found {}", kind(&other)),
-            }),
+            other => Err(Error::Field { at, reason: format!("expected an object, found {}", kind(&other)) }),
         }
     }
 
@@ -130,10 +123,7 @@ impl Fields {
 
     /// An error about `key`.
     pub(crate) fn error(&self, key: &str, reason: impl Into<String>) -> Error {
-        Error::Field {
-            at: self.path(key),
-            reason: reason.into(),
-        }
+        Error::Field { at: self.path(key), reason: reason.into() }
     }
 
     pub(crate) fn has(&self, key: &str) -> bool {
@@ -142,9 +132,7 @@ impl Fields {
 
     /// Takes a required value.
     pub(crate) fn value(&mut self, key: &str) -> Result<Value, Error> {
-        self.map
-            .remove(key)
-            .ok_or_else(|| self.error(key, "required field is missing"))
+        self.map.remove(key).ok_or_else(|| self.error(key, "required field is missing"))
     }
 
     /// Takes a required string.
@@ -157,19 +145,11 @@ impl Fields {
 
     /// Takes an optional string.
     pub(crate) fn opt_string(&mut self, key: &str) -> Result<Option<String>, Error> {
-        if self.has(key) {
-            self.string(key).map(Some)
-        } else {
-            Ok(None)
-        }
+        if self.has(key) { self.string(key).map(Some) } else { Ok(None) }
     }
 
     /// Takes a required string and parses it with `parse`.
-    pub(crate) fn parsed<T>(
-        &mut self,
-        key: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<T, Error> {
+    pub(crate) fn parsed<T>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, Error> {
         let s = self.string(key)?;
         parse(&s).map_err(|reason| self.error(key, reason))
     }
@@ -180,23 +160,17 @@ impl Fields {
         key: &str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<Option<T>, Error> {
-        if self.has(key) {
-            self.parsed(key, parse).map(Some)
-        } else {
-            Ok(None)
-        }
+        if self.has(key) { self.parsed(key, parse).map(Some) } else { Ok(None) }
     }
 
     /// Takes a non-negative integer given as a JSON number or a decimal
     /// string (both forms occur in published lists).
     pub(crate) fn integer(&mut self, key: &str) -> Result<u64, Error> {
         let parsed = match self.value(key)? {
-            Value::Number(n) => n
-                .as_u64()
-                .ok_or_else(|| format!("{n} is not a non-negative integer below 2^64")),
-            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
-                .parse::<u64>()
-                .map_err(|_| format!("{s} does not fit in 64 bits")),
+            Value::Number(n) => n.as_u64().ok_or_else(|| format!("{n} is not a non-negative integer below 2^64")),
+            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse::<u64>().map_err(|_| format!("{s} does not fit in 64 bits"))
+            }
             other => Err(format!("expected an integer, found {}", kind(&other))),
         };
         parsed.map_err(|reason| self.error(key, reason))
@@ -244,12 +218,8 @@ mod tests {
 
     #[test]
     fn rejects_duplicate_keys_at_any_depth() {
-        assert!(
-            matches!(parse_strict(br#"{"a":1,"a":2}"#), Err(Error::DuplicateKey(k)) if k == "a")
-        );
-        assert!(
-            matches!(parse_strict(br#"{"x":[{"b":1,"b":1}]}"#), Err(Error::DuplicateKey(k)) if k == "b")
-        );
+        assert!(matches!(parse_strict(br#"{"a":1,"a":2}"#), Err(Error::DuplicateKey(k)) if k == "a"));
+        assert!(matches!(parse_strict(br#"{"x":[{"b":1,"b":1}]}"#), Err(Error::DuplicateKey(k)) if k == "b"));
         assert!(parse_strict(br#"{"a":{"a":1}}"#).is_ok());
     }
 
@@ -261,10 +231,7 @@ mod tests {
 
     #[test]
     fn integers_accept_both_published_forms() {
-        let v = parse_strict(
-            br#"{"n":12,"s":"34","neg":-1,"big":"18446744073709551616","f":1.5,"e":""}"#,
-        )
-        .unwrap();
+        let v = parse_strict(br#"{"n":12,"s":"34","neg":-1,"big":"18446744073709551616","f":1.5,"e":""}"#).unwrap();
         let mut f = Fields::new("x", v).unwrap();
         assert_eq!(f.integer("n").unwrap(), 12);
         assert_eq!(f.integer("s").unwrap(), 34);

@@ -19,17 +19,9 @@ use std::cmp::Ordering;
 
 /// Compares two `hv:version` strings as vmcatcher does.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    compare_tokens(
-        &split(a, Split::Delimiters),
-        &split(b, Split::Delimiters),
-        |x, y| {
-            compare_tokens(
-                &split(x, Split::DigitRuns),
-                &split(y, Split::DigitRuns),
-                |p, q| p.as_bytes().cmp(q.as_bytes()),
-            )
-        },
-    )
+    compare_tokens(&split(a, Split::Delimiters), &split(b, Split::Delimiters), |x, y| {
+        compare_tokens(&split(x, Split::DigitRuns), &split(y, Split::DigitRuns), |p, q| p.as_bytes().cmp(q.as_bytes()))
+    })
 }
 
 /// The next version after `v`: the last run of digits incremented by one
@@ -44,16 +36,8 @@ pub fn bump(v: &str) -> String {
     let Some(end) = bytes.iter().rposition(u8::is_ascii_digit).map(|i| i + 1) else {
         return format!("{v}.1");
     };
-    let start = bytes[..end]
-        .iter()
-        .rposition(|b| !b.is_ascii_digit())
-        .map_or(0, |i| i + 1);
-    format!(
-        "{}{}{}",
-        &v[..start],
-        increment_decimal(&v[start..end]),
-        &v[end..]
-    )
+    let start = bytes[..end].iter().rposition(|b| !b.is_ascii_digit()).map_or(0, |i| i + 1);
+    format!("{}{}{}", &v[..start], increment_decimal(&v[start..end]), &v[end..])
 }
 
 fn increment_decimal(digits: &str) -> String {
@@ -72,11 +56,7 @@ fn increment_decimal(digits: &str) -> String {
     carried
 }
 
-fn compare_tokens(
-    a: &[&str],
-    b: &[&str],
-    non_numeric: impl Fn(&str, &str) -> Ordering,
-) -> Ordering {
+fn compare_tokens(a: &[&str], b: &[&str], non_numeric: impl Fn(&str, &str) -> Ordering) -> Ordering {
     for (x, y) in a.iter().zip(b) {
         if x == y {
             continue;
@@ -193,14 +173,8 @@ mod tests {
 
     #[test]
     fn integers_of_any_length() {
-        assert_eq!(
-            compare("9223372036854775808", "9223372036854775807"),
-            Greater
-        );
-        assert_eq!(
-            compare("100000000000000000000000", "99999999999999999999999"),
-            Greater
-        );
+        assert_eq!(compare("9223372036854775808", "9223372036854775807"), Greater);
+        assert_eq!(compare("100000000000000000000000", "99999999999999999999999"), Greater);
     }
 
     #[test]

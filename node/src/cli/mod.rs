@@ -1,0 +1,70 @@
+//! Command-line definitions and dispatch.
+//!
+//! Exit codes: 0 success; 1 a check failed (for example `list verify` found
+//! the list invalid); 2 the command could not run (bad arguments, unreadable
+//! files, ...). Errors are one line on stderr.
+
+mod list;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// imageswarm distributes endorsed virtual machine images to every host of a
+/// site through a verified peer-to-peer swarm. The signed HEPiX image list is
+/// the one authoritative index: nothing that is not on a currently valid list
+/// is stored, served or run.
+#[derive(Debug, Parser)]
+#[command(name = "imageswarm", version, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// The node's state directory (store, images, configuration).
+    #[arg(long, global = true, env = "IMAGESWARM_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG
+    /// overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, extend, sign, verify and inspect image lists (the endorser's tools).
+    #[command(subcommand)]
+    List(list::ListCommand),
+}
+
+/// Runs the parsed command.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::List(cmd) => list::run(cmd),
+    }
+}
+
+/// Logs go to stderr; stdout carries only the command's output.
+pub(crate) fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Prints an error and its causes on one line.
+#[allow(clippy::print_stderr)]
+pub(crate) fn report_error(e: &anyhow::Error) {
+    eprintln!("error: {e:#}");
+}
