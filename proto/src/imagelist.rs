@@ -302,6 +302,16 @@ impl ImageList {
     pub fn image(&self, id: Uuid) -> Option<&Image> {
         self.images.iter().find(|i| i.identifier == id)
     }
+
+    /// `ad:vo`: the VO of an AppDB VO-wide list (exported to hooks).
+    pub fn vo(&self) -> Option<&str> {
+        optional_str(&self.extra, "ad:vo")
+    }
+
+    /// `ad:swid`: the AppDB software id.
+    pub fn swid(&self) -> Option<&str> {
+        optional_str(&self.extra, "ad:swid")
+    }
 }
 
 impl Endorser {
@@ -329,6 +339,68 @@ impl Endorser {
 }
 
 impl Image {
+    /// An optional field seen in published lists (reference §2.4), if present
+    /// as a string. These stay in [`Image::extra`] so that they re-encode
+    /// exactly as received; the named accessors below read them.
+    pub fn optional(&self, key: &str) -> Option<&str> {
+        optional_str(&self.extra, key)
+    }
+
+    /// `ad:mpuri`: the AppDB marketplace URI (exported to hooks).
+    pub fn mpuri(&self) -> Option<&str> {
+        self.optional("ad:mpuri")
+    }
+
+    /// `ad:base_mpuri`: the AppDB virtual-appliance URI.
+    pub fn base_mpuri(&self) -> Option<&str> {
+        self.optional("ad:base_mpuri")
+    }
+
+    /// `ad:appid`: the AppDB application id.
+    pub fn appid(&self) -> Option<&str> {
+        self.optional("ad:appid")
+    }
+
+    /// `ad:group`.
+    pub fn group(&self) -> Option<&str> {
+        self.optional("ad:group")
+    }
+
+    /// `hv:ram_minimum` (MiB, as a string).
+    pub fn ram_minimum(&self) -> Option<&str> {
+        self.optional("hv:ram_minimum")
+    }
+
+    /// `hv:core_minimum`.
+    pub fn core_minimum(&self) -> Option<&str> {
+        self.optional("hv:core_minimum")
+    }
+
+    /// `ad:ram_recommended`.
+    pub fn ram_recommended(&self) -> Option<&str> {
+        self.optional("ad:ram_recommended")
+    }
+
+    /// `ad:core_recommended`.
+    pub fn core_recommended(&self) -> Option<&str> {
+        self.optional("ad:core_recommended")
+    }
+
+    /// `sl:osname`, e.g. `CentOS`.
+    pub fn osname(&self) -> Option<&str> {
+        self.optional("sl:osname")
+    }
+
+    /// `sl:checksum:md5` (informational only; never used for verification).
+    pub fn md5(&self) -> Option<&str> {
+        self.optional("sl:checksum:md5")
+    }
+
+    /// The uploader: `ad:user:fullname`, `ad:user:guid`, `ad:user:uri`.
+    pub fn appdb_user(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        (self.optional("ad:user:fullname"), self.optional("ad:user:guid"), self.optional("ad:user:uri"))
+    }
+
     fn from_fields(mut f: Fields) -> Result<Self, Error> {
         let identifier = f.parsed("dc:identifier", parse_uuid)?;
         let chunk_size = if f.has(CHUNK_SIZE_KEY) {
@@ -394,6 +466,10 @@ impl Image {
         }
         json::object(m)
     }
+}
+
+fn optional_str<'a>(extra: &'a BTreeMap<String, Value>, key: &str) -> Option<&'a str> {
+    extra.get(key).and_then(Value::as_str)
 }
 
 fn put(m: &mut BTreeMap<String, Value>, key: &str, value: impl Into<String>) {

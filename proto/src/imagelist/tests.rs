@@ -51,6 +51,10 @@ fn unknown_fields_survive_at_every_level() {
         first_image(v)["ad:mpuri"] = json!("https://appdb.example/store/vo/image/x:1/");
     });
     let l = ImageList::from_json(&doc).unwrap();
+    assert_eq!(l.vo(), Some("atlas"));
+    assert_eq!(l.images[0].mpuri(), Some("https://appdb.example/store/vo/image/x:1/"));
+    assert_eq!(l.images[0].md5(), Some("79b4436412283bb63c2cba4ac796bcd9"));
+    assert_eq!(l.images[0].osname(), None);
     assert_eq!(l.extra["ad:vo"], json!("atlas"));
     assert_eq!(l.images[0].extra["sl:checksum:md5"], json!("79b4436412283bb63c2cba4ac796bcd9"));
     let out: Value = serde_json::from_slice(&l.to_json()).unwrap();
