@@ -44,6 +44,26 @@ pub enum Error {
     /// The list is not ready to be signed.
     #[error("the list cannot be signed: {0}")]
     Incomplete(String),
+    /// The metadata store failed or holds a record it cannot read.
+    #[error("store: {0}")]
+    Store(String),
+    /// Another process holds the store.
+    #[error("the store at {} is in use by another imageswarm process", .0.display())]
+    StoreBusy(PathBuf),
+    /// A download or fetch failed.
+    #[error("{url}: {reason}")]
+    Fetch {
+        /// The URL, credentials removed.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The data received is not what the list vouches for.
+    #[error("{0}")]
+    BadData(String),
+    /// A refusal by the site's rules, with the reason.
+    #[error("{0}")]
+    Refused(String),
     /// A command-line or configuration value is malformed.
     #[error("{0}")]
     Invalid(String),

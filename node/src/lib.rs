@@ -1,6 +1,9 @@
 //! The imageswarm node: the library behind the `imageswarm` command.
 //!
 //! * [`endorse`]: the endorser's tools: build, extend and sign image lists.
+//! * [`site`]: a host's subscriptions and image cache through one update
+//!   cycle; [`store`] keeps its state, [`cache`] its image files,
+//!   [`fetch`] talks to list and image servers, [`hooks`] runs event hooks.
 //! * [`trustfiles`]: load CA certificates and CRLs from files and
 //!   IGTF-style directories.
 //! * [`fsutil`]: crash-safe file writes.
@@ -8,9 +11,14 @@
 //!
 //! All checks live in `proto`; this crate does the I/O around them.
 
+pub mod cache;
 pub mod endorse;
 mod error;
+pub mod fetch;
 pub mod fsutil;
+pub mod hooks;
+pub mod site;
+pub mod store;
 pub mod trustfiles;
 pub mod units;
 

@@ -440,7 +440,8 @@ impl Image {
         })
     }
 
-    fn to_value(&self) -> Value {
+    /// The entry as a JSON object (the inside of `hv:image`).
+    pub fn to_value(&self) -> Value {
         let mut m = self.extra.clone();
         put(&mut m, "dc:identifier", self.identifier.hyphenated().to_string());
         put(&mut m, "dc:title", &self.title);

@@ -11,12 +11,14 @@
 //!   canonicalisation.
 //! * [`trust`]: CA certificates, CRLs, endorser policy, and the one path from
 //!   signed bytes to a [`trust::VerifiedList`].
+//! * [`bitfield`]: which chunks a node has.
 //! * [`manifest`]: fixed-size chunking, BLAKE3 per chunk, and the root a list
 //!   vouches for.
 //!
 //! Parse, don't validate: bytes become a `VerifiedList` only through
 //! [`trust::verify_list`], and errors ([`Error`]) name the check that failed.
 
+pub mod bitfield;
 mod error;
 mod ffi;
 pub mod imagelist;

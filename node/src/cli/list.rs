@@ -443,7 +443,7 @@ fn read_unsigned(path: &Path) -> anyhow::Result<ImageList> {
     ImageList::from_json(&bytes).with_context(|| format!("reading {}", path.display()))
 }
 
-fn progress_bar(total: u64, what: &'static str) -> ProgressBar {
+pub(crate) fn progress_bar(total: u64, what: &'static str) -> ProgressBar {
     if !std::io::stderr().is_terminal() || total < (64 << 20) {
         return ProgressBar::hidden();
     }

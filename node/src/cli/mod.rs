@@ -5,6 +5,7 @@
 //! files, ...). Errors are one line on stderr.
 
 mod list;
+mod site;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -37,12 +38,42 @@ enum Command {
     /// Create, extend, sign, verify and inspect image lists (the endorser's tools).
     #[command(subcommand)]
     List(list::ListCommand),
+    /// Set up a host's trust: the CAs and CRLs that endorsers' certificates chain to.
+    Init(site::InitArgs),
+    /// Approve, remove and list the endorsers whose lists this site accepts.
+    #[command(subcommand)]
+    Endorser(site::EndorserCommand),
+    /// Subscribe to a signed image list.
+    Subscribe(site::SubscribeArgs),
+    /// List, disable, enable or reset subscriptions.
+    #[command(subcommand)]
+    Subscription(site::SubscriptionCommand),
+    /// Fetch every list, verify it, then expire and download images.
+    ///
+    /// Exits 1 if any list or download failed (the rest is still done).
+    Update(site::UpdateArgs),
+    /// Show every image this host knows: uuid, state, version, list, title.
+    ///
+    /// States: available (verified, in the cache), partial (approved, not
+    /// complete here), expired (no longer endorsed), refused (not approved by
+    /// the site), revoked (revoked by the site).
+    Images(site::ImagesArgs),
+    /// Approve, refuse or revoke one image on this site.
+    Image(site::ImageArgs),
 }
 
 /// Runs the parsed command.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let d = cli.data_dir.as_deref();
     match cli.command {
         Command::List(cmd) => list::run(cmd),
+        Command::Init(a) => site::init(d, a),
+        Command::Endorser(c) => site::endorser(d, c),
+        Command::Subscribe(a) => site::subscribe(d, a),
+        Command::Subscription(c) => site::subscription(d, c),
+        Command::Update(a) => site::update(d, a),
+        Command::Images(a) => site::images(d, a),
+        Command::Image(a) => site::image(d, a),
     }
 }
 

@@ -1,0 +1,418 @@
+//! The image cache: back-to-source download, verification, installation,
+//! expiry and garbage collection.
+//!
+//! # Contract
+//! * [`Cache::download`] fetches an image from its `hv:uri` into
+//!   `images/<uuid>.partial`, one chunk at a time, each chunk synced before
+//!   its have-bit is recorded (see [`crate::store`]). It resumes after the
+//!   last run's durable chunks, reads at most `hv:size` bytes (one more is an
+//!   error), refuses to start without room for what is missing, and trips on
+//!   stalled or trickling sources.
+//! * The image is installed as `images/<uuid>` only after its size, its
+//!   SHA-512 and, when the list carries one, its manifest root match the
+//!   list. On a mismatch the partial data is deleted, so nothing unverified is
+//!   ever kept or exposed.
+//! * [`Cache::expire`] moves a complete image to
+//!   `expired/<uuid>.<YYYY-mm-dd_HH-MM-SS>` (UTC) and deletes partial data.
+//! * [`Cache::gc`] deletes expired images by age and, oldest first, while
+//!   free space is under the watermark. It touches only names of that form.
+//! * [`Cache::reconcile`] repairs what a crash can leave: a complete file the
+//!   record does not know about yet is re-verified, a missing one re-fetched.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use proto::Timestamp;
+use proto::bitfield::Bitfield;
+use proto::manifest::{ChunkSize, Manifest, ManifestRoot, hash_chunk};
+use sha2::{Digest, Sha512};
+
+use crate::fetch::{Fetcher, RateGuard};
+use crate::hooks::{Event, Hooks, Subject};
+use crate::store::{ImageRecord, ImageState, SiteConfig, Store};
+use crate::{Error, Result};
+
+/// The cache of one store.
+#[derive(Debug)]
+pub struct Cache<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// Event hooks.
+    pub hooks: &'a Hooks,
+    /// The fetcher for back-to-source downloads.
+    pub fetcher: &'a Fetcher,
+    /// The site's settings.
+    pub config: &'a SiteConfig,
+}
+
+/// What garbage collection removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Files deleted.
+    pub removed: Vec<PathBuf>,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+impl Cache<'_> {
+    /// Downloads `rec` from its source and installs it. `progress` is told the
+    /// offset reached. On return `rec` is saved with its new state.
+    pub fn download(&self, rec: &mut ImageRecord, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let paths = self.store.paths();
+        let (uuid, size, cs) = (rec.uuid, rec.size, rec.chunk_size);
+        let chunks = rec.chunk_count();
+        let partial = paths.partial(uuid);
+        let mut have = self.store.have(uuid, chunks)?;
+        if have.count() > 0 && (!partial.exists() || rec.data_for.as_deref() != Some(rec.sha512.as_str())) {
+            // Bits without their data, or bits for other bytes: start over.
+            self.store.clear_chunks(uuid)?;
+            have = Bitfield::new(chunks);
+        }
+        let missing_bytes = size.saturating_sub(u64::from(have.count()) * cs);
+        check_space(&paths.images, missing_bytes)?;
+        if rec.data_for.as_deref() != Some(rec.sha512.as_str()) {
+            rec.data_for = Some(rec.sha512.clone());
+            self.store.put_image(rec)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)
+            .map_err(Error::io("opening", &partial))?;
+        file.set_len(size).map_err(Error::io("sizing", &partial))?;
+
+        let first_missing = have.missing().next();
+        let streamed = match first_missing {
+            Some(first) => self.fetch_chunks(rec, &file, &mut have, first, progress)?,
+            None => None,
+        };
+        drop(file);
+        self.install(rec, streamed)
+    }
+
+    /// Streams chunks `first..` from the source into `file`. Returns the
+    /// SHA-512 of the whole image when the stream covered all of it.
+    fn fetch_chunks(
+        &self,
+        rec: &ImageRecord,
+        file: &File,
+        have: &mut Bitfield,
+        first: u32,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Option<[u8; 64]>> {
+        let (uuid, size, cs) = (rec.uuid, rec.size, rec.chunk_size);
+        let chunks = have.len();
+        let url = crate::fetch::redact(&rec.uri);
+        let bad = |reason: String| Error::BadData(format!("{url}: {reason}"));
+        let offset = u64::from(first) * cs;
+        let source = self.fetcher.open(&rec.uri, offset)?;
+        let mut reader = source.reader;
+        let mut guard = RateGuard::new(&self.fetcher.timeouts());
+        if source.start < offset {
+            let skip = offset - source.start;
+            let skipped = io::copy(&mut (&mut reader).take(skip), &mut io::sink())
+                .map_err(|e| Error::Fetch { url: url.clone(), reason: e.to_string() })?;
+            if skipped < skip {
+                return Err(bad(format!("the source ended after {} of {size} bytes", source.start + skipped)));
+            }
+        }
+        let mut sha = (offset == 0).then(Sha512::new);
+        let mut buf = vec![0u8; cs as usize];
+        let mut pos = offset;
+        for index in first..chunks {
+            let want = (size - pos).min(cs) as usize;
+            let got = read_full(&mut reader, &mut buf[..want], &mut guard)
+                .map_err(|e| Error::Fetch { url: url.clone(), reason: e })?;
+            if got < want {
+                return Err(bad(format!("the source ended after {} of {size} bytes", pos + got as u64)));
+            }
+            let data = &buf[..want];
+            if let Some(s) = sha.as_mut() {
+                s.update(data);
+            }
+            if !have.get(index) {
+                let p = self.store.paths().partial(uuid);
+                file.write_all_at(data, pos).map_err(Error::io("writing", &p))?;
+                file.sync_data().map_err(Error::io("syncing", &p))?;
+                self.store.record_chunk(uuid, index, chunks, &hash_chunk(data))?;
+                have.set(index);
+            }
+            pos += want as u64;
+            progress(pos);
+        }
+        let mut extra = [0u8; 1];
+        if matches!(reader.read(&mut extra), Ok(n) if n > 0) {
+            return Err(bad(format!("the source sent more than the {size} bytes the list names")));
+        }
+        Ok(sha.map(|s| s.finalize().into()))
+    }
+
+    /// Checks a complete partial file against the list and moves it into place.
+    fn install(&self, rec: &mut ImageRecord, streamed_sha: Option<[u8; 64]>) -> Result<()> {
+        let paths = self.store.paths();
+        let partial = paths.partial(rec.uuid);
+        if let Err(e) = self.verify_partial(rec, &partial, streamed_sha) {
+            self.discard(rec)?;
+            return Err(e);
+        }
+        let name = format!("{}.partial", rec.uuid);
+        self.fire(Event::AvailablePrefix, rec, Some(&name));
+        let target = paths.image(rec.uuid);
+        fs::rename(&partial, &target).map_err(Error::io("installing", &target))?;
+        sync_dir(&paths.images)?;
+        self.store.clear_have(rec.uuid)?;
+        rec.state = ImageState::Available;
+        rec.last_error = None;
+        self.store.put_image(rec)?;
+        self.fire(Event::AvailablePostfix, rec, Some(&rec.uuid.to_string()));
+        tracing::info!(image = %rec.uuid, "image available");
+        Ok(())
+    }
+
+    fn verify_partial(&self, rec: &ImageRecord, partial: &Path, streamed_sha: Option<[u8; 64]>) -> Result<()> {
+        let chunks = rec.chunk_count();
+        let hashes: Option<Vec<[u8; 32]>> = self.store.chunk_hashes(rec.uuid, chunks)?.into_iter().collect();
+        let hashes = hashes.ok_or_else(|| Error::BadData("some chunks are missing".into()))?;
+        if let Some(root) = &rec.root {
+            let root = ManifestRoot::parse_hex(root).map_err(Error::Invalid)?;
+            let manifest = Manifest::from_hashes(ChunkSize::new(rec.chunk_size)?, rec.size, hashes)?;
+            manifest.check_root(root).map_err(|e| Error::BadData(format!("image {}: {e}", rec.uuid)))?;
+        }
+        let len = fs::metadata(partial).map_err(Error::io("reading", partial))?.len();
+        if len != rec.size {
+            return Err(Error::BadData(format!("image {}: {len} bytes, the list says {}", rec.uuid, rec.size)));
+        }
+        let sha = match streamed_sha {
+            Some(s) => s,
+            None => sha512_file(partial)?,
+        };
+        if hex::encode(sha) != rec.sha512 {
+            return Err(Error::BadData(format!(
+                "image {}: SHA-512 {} does not match the list's {}",
+                rec.uuid,
+                hex::encode(sha),
+                rec.sha512
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deletes partial data and its have-bits.
+    fn discard(&self, rec: &mut ImageRecord) -> Result<()> {
+        let partial = self.store.paths().partial(rec.uuid);
+        match fs::remove_file(&partial) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("deleting", &partial)(e)),
+        }
+        self.store.clear_chunks(rec.uuid)?;
+        rec.data_for = None;
+        self.store.put_image(rec)
+    }
+
+    /// Takes an image out of the cache: a complete one moves to `expired/`,
+    /// partial data is deleted. `rec` is saved with its new state.
+    pub fn expire(&self, rec: &mut ImageRecord, now: Timestamp) -> Result<()> {
+        let paths = self.store.paths();
+        let image = paths.image(rec.uuid);
+        if image.exists() {
+            self.fire(Event::ExpirePrefix, rec, Some(&rec.uuid.to_string()));
+            let (name, target) = expired_target(&paths.expired, rec.uuid, now);
+            fs::rename(&image, &target).map_err(Error::io("expiring", &image))?;
+            sync_dir(&paths.images)?;
+            sync_dir(&paths.expired)?;
+            self.fire(Event::ExpirePostfix, rec, Some(&name));
+            tracing::info!(image = %rec.uuid, to = %target.display(), "image expired");
+        }
+        self.discard(rec)?;
+        rec.state = rec.derived_state(false);
+        self.store.put_image(rec)
+    }
+
+    /// Brings `rec` in line with the files on disk after a crash or outside
+    /// interference.
+    pub fn reconcile(&self, rec: &mut ImageRecord) -> Result<()> {
+        let image = self.store.paths().image(rec.uuid);
+        let complete = image.exists();
+        match (rec.state, complete) {
+            (ImageState::Available, false) => {
+                tracing::warn!(image = %rec.uuid, "cached image file is missing; it will be fetched again");
+                rec.state = rec.derived_state(false);
+                rec.data_for = None;
+                self.store.put_image(rec)?;
+            }
+            (state, true) if state != ImageState::Available => {
+                // Installed, but the record was not saved before a crash.
+                let ok = rec.data_for.as_deref() == Some(rec.sha512.as_str())
+                    && fs::metadata(&image).map(|m| m.len()).ok() == Some(rec.size)
+                    && hex::encode(sha512_file(&image)?) == rec.sha512;
+                if ok {
+                    rec.state = rec.derived_state(true);
+                    self.store.clear_have(rec.uuid)?;
+                    self.store.put_image(rec)?;
+                } else {
+                    tracing::warn!(image = %rec.uuid, "an unverifiable file stood in the cache; deleting it");
+                    fs::remove_file(&image).map_err(Error::io("deleting", &image))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Deletes expired images older than the configured age and, oldest
+    /// first, while free space is under the watermark.
+    pub fn gc(&self, now: Timestamp) -> Result<GcReport> {
+        let dir = &self.store.paths().expired;
+        let mut entries: Vec<(Timestamp, PathBuf, u64)> = Vec::new();
+        for e in fs::read_dir(dir).map_err(Error::io("listing", dir))? {
+            let e = e.map_err(Error::io("listing", dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (Some(when), Ok(meta)) = (parse_expired_name(&name), e.metadata()) else {
+                continue;
+            };
+            if meta.is_file() {
+                entries.push((when, e.path(), meta.len()));
+            }
+        }
+        entries.sort();
+        let mut report = GcReport::default();
+        let max_age = i64::from(self.config.expired_max_age_days) * 86_400;
+        let mut keep = Vec::new();
+        for (when, path, len) in entries {
+            if now.unix() - when.unix() > max_age {
+                remove(&path, len, &mut report)?;
+            } else {
+                keep.push((path, len));
+            }
+        }
+        for (path, len) in keep {
+            if free_percent(dir)? >= f64::from(self.config.min_free_percent) {
+                break;
+            }
+            remove(&path, len, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    fn fire(&self, event: Event, rec: &ImageRecord, filename: Option<&str>) {
+        let subject = Subject { entry: &rec.entry, list: rec.list, vo: rec.vo.as_deref(), filename };
+        self.hooks.fire(event, Some(subject));
+    }
+}
+
+fn remove(path: &Path, len: u64, report: &mut GcReport) -> Result<()> {
+    fs::remove_file(path).map_err(Error::io("deleting", path))?;
+    tracing::info!(file = %path.display(), "expired image deleted");
+    report.removed.push(path.to_path_buf());
+    report.bytes += len;
+    Ok(())
+}
+
+/// A free name in `expired/`: `<uuid>.<stamp>`, or `<uuid>.<stamp>.<n>` when
+/// the image expired more than once within a second.
+fn expired_target(dir: &Path, uuid: uuid::Uuid, now: Timestamp) -> (String, PathBuf) {
+    let base = format!("{uuid}.{}", expired_stamp(now));
+    let mut name = base.clone();
+    let mut n = 0;
+    while dir.join(&name).exists() {
+        n += 1;
+        name = format!("{base}.{n}");
+    }
+    let path = dir.join(&name);
+    (name, path)
+}
+
+/// `YYYY-mm-dd_HH-MM-SS`, the expired-file suffix.
+fn expired_stamp(t: Timestamp) -> String {
+    t.to_string().replace('T', "_").replace(':', "-").trim_end_matches('Z').to_owned()
+}
+
+/// The time in an expired file's name `<uuid>.<YYYY-mm-dd_HH-MM-SS>[.<n>]`;
+/// `None` for any other name, which GC then leaves alone.
+fn parse_expired_name(name: &str) -> Option<Timestamp> {
+    let (id, rest) = name.split_once('.')?;
+    let stamp = match rest.split_once('.') {
+        Some((stamp, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stamp,
+        Some(_) => return None,
+        None => rest,
+    };
+    uuid::Uuid::try_parse(id).ok().filter(|_| id.len() == 36)?;
+    let (date, time) = stamp.split_once('_')?;
+    Timestamp::parse(&format!("{date}T{}Z", time.replace('-', ":"))).ok()
+}
+
+fn free_percent(dir: &Path) -> Result<f64> {
+    let free = fs4::available_space(dir).map_err(Error::io("measuring free space of", dir))?;
+    let total = fs4::total_space(dir).map_err(Error::io("measuring free space of", dir))?;
+    Ok(if total == 0 { 100.0 } else { free as f64 * 100.0 / total as f64 })
+}
+
+fn check_space(dir: &Path, needed: u64) -> Result<()> {
+    let free = fs4::available_space(dir).map_err(Error::io("measuring free space of", dir))?;
+    if free < needed {
+        return Err(Error::Refused(format!(
+            "not enough space in {}: {} needed, {} free",
+            dir.display(),
+            crate::units::format_size(needed),
+            crate::units::format_size(free)
+        )));
+    }
+    Ok(())
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8], guard: &mut RateGuard) -> Result<usize, String> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                guard.progress(k as u64)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(n)
+}
+
+/// SHA-512 of a whole file.
+pub fn sha512_file(path: &Path) -> Result<[u8; 64]> {
+    let mut f = File::open(path).map_err(Error::io("opening", path))?;
+    let mut sha = Sha512::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(Error::io("reading", path))?;
+        if n == 0 {
+            return Ok(sha.finalize().into());
+        }
+        sha.update(&buf[..n]);
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("syncing", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_names_round_trip_and_nothing_else_matches() {
+        let t = Timestamp::parse("2026-11-23T05:06:07Z").unwrap();
+        assert_eq!(expired_stamp(t), "2026-11-23_05-06-07");
+        let name = format!("488dcdc4-9ab1-4fc8-a7ba-b7a5428ecb3d.{}", expired_stamp(t));
+        assert_eq!(parse_expired_name(&name), Some(t));
+        assert_eq!(parse_expired_name(&format!("{name}.2")), Some(t));
+        assert_eq!(parse_expired_name(&format!("{name}.x")), None);
+        for other in ["notes.txt", "488dcdc4-9ab1-4fc8-a7ba-b7a5428ecb3d", "x.2026-11-23_05-06-07", ".hidden"] {
+            assert_eq!(parse_expired_name(other), None, "{other}");
+        }
+    }
+}

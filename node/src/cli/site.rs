@@ -1,0 +1,356 @@
+//! The host's commands: trust set-up, endorsers, subscriptions, updates and
+//! images. They work on the store in `--data-dir` directly; only one command
+//! at a time may hold it.
+#![allow(clippy::print_stdout)] // the CLI's job is printing
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar};
+use node::fetch::Timeouts;
+use node::site::{ImageOutcome, ListOutcome, Site};
+use node::store::{Decision, ImageRecord, NewImages};
+use node::trustfiles::TrustSources;
+use node::units::format_size;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::list::progress_bar;
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Trusted CA certificates, a PEM bundle.
+    #[arg(long, value_name = "FILE", required_unless_present = "ca_dir")]
+    ca_file: Option<PathBuf>,
+    /// Trusted CAs in IGTF layout (<hash>.0 certificates, <hash>.r0 CRLs), as
+    /// fetch-crl keeps /etc/grid-security/certificates. Read afresh on every
+    /// update, so CRL refreshes take effect.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// A CRL file (PEM or DER); repeat for several. Read afresh on every update.
+    #[arg(long, value_name = "FILE")]
+    crl: Vec<PathBuf>,
+    /// Do not check revocation (by default a missing or expired CRL makes a
+    /// list invalid, and its images expire).
+    #[arg(long)]
+    no_crl_check: bool,
+    /// A shell command run on every cache event, with vmcatcher's
+    /// VMCATCHER_EVENT_* environment (existing event handlers work as they are).
+    #[arg(long, value_name = "CMD")]
+    hook: Option<String>,
+    /// Seconds a hook may run before it is killed.
+    #[arg(long, value_name = "SECS")]
+    hook_timeout: Option<u64>,
+    /// Failed downloads allowed per image and list version.
+    #[arg(long, value_name = "N")]
+    download_attempts: Option<u32>,
+    /// Delete expired images after this many days.
+    #[arg(long, value_name = "DAYS")]
+    expired_max_age_days: Option<u32>,
+    /// Delete expired images, oldest first, while free space is below this percentage.
+    #[arg(long, value_name = "PERCENT")]
+    min_free_percent: Option<u8>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EndorserCommand {
+    /// Approve an endorser: lists signed by this subject, issued by this CA, are accepted.
+    Add(EndorserArgs),
+    /// Withdraw an approval; the endorser's lists stop endorsing their images at once.
+    Remove(EndorserArgs),
+    /// List the approved endorsers.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EndorserArgs {
+    /// Subject DN, OpenSSL one-line form (/DC=org/.../CN=Name).
+    #[arg(long)]
+    dn: String,
+    /// Issuer DN of the endorser's certificate, same form.
+    #[arg(long)]
+    issuer: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum NewImagesArg {
+    /// Record new images as refused until `image approve`.
+    Refuse,
+    /// Approve new images without caching them on this host.
+    Accept,
+    /// Approve and cache new images.
+    Cache,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubscribeArgs {
+    /// The list's URL (https, http or file). Credentials in the URL are kept
+    /// in the store and never printed.
+    url: String,
+    /// What to do with images this node has not seen before.
+    #[arg(long, value_enum, default_value = "refuse")]
+    new_images: NewImagesArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubscriptionCommand {
+    /// List subscriptions.
+    List,
+    /// Stop trusting a subscription: its images expire at once.
+    Disable(SubscriptionKey),
+    /// Trust a disabled subscription again.
+    Enable(SubscriptionKey),
+    /// Forget the version in force so that the next valid list is accepted
+    /// whatever its version (recovery after a compromised key published a
+    /// huge version and was revoked).
+    ResetVersion(SubscriptionKey),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubscriptionKey {
+    /// The list's UUID or URL.
+    key: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    /// Seconds any one read from a list or image server may wait.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    read_timeout: u64,
+    /// Abort a download whose rate stays below this many bytes per second
+    /// over --rate-window.
+    #[arg(long, default_value_t = 16384, value_name = "BYTES")]
+    min_rate: u64,
+    /// The window, in seconds, for --min-rate.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    rate_window: u64,
+}
+
+impl UpdateArgs {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            read: Duration::from_secs(self.read_timeout),
+            min_rate: self.min_rate,
+            rate_window: Duration::from_secs(self.rate_window),
+            ..Timeouts::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImagesArgs {
+    /// Print a JSON array of objects (uuid, title, version, state, list, ...).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum DecisionArg {
+    /// Approve the image (and cache it on this host).
+    Approve,
+    /// Refuse the image: it is not kept or run here.
+    Refuse,
+    /// Revoke the image: it leaves the cache at once and stays out until approved.
+    Revoke,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImageArgs {
+    /// What to decide.
+    #[arg(value_enum)]
+    decision: DecisionArg,
+    /// The image's UUID.
+    uuid: Uuid,
+}
+
+fn data_dir(d: Option<&Path>) -> anyhow::Result<&Path> {
+    d.context("--data-dir DIR (or IMAGESWARM_DATA_DIR) is required for this command")
+}
+
+fn open(d: Option<&Path>) -> anyhow::Result<Site> {
+    Ok(Site::open(data_dir(d)?, Timeouts::default())?)
+}
+
+pub(crate) fn init(d: Option<&Path>, a: InitArgs) -> anyhow::Result<ExitCode> {
+    let dir = data_dir(d)?;
+    let sources = TrustSources { ca_file: a.ca_file, ca_dir: a.ca_dir, crls: a.crl };
+    let config = Site::init(dir, &sources, !a.no_crl_check, |c| {
+        if a.hook.is_some() {
+            c.hook = a.hook;
+        }
+        c.hook_timeout_secs = a.hook_timeout.unwrap_or(c.hook_timeout_secs);
+        c.download_attempts = a.download_attempts.unwrap_or(c.download_attempts);
+        c.expired_max_age_days = a.expired_max_age_days.unwrap_or(c.expired_max_age_days);
+        c.min_free_percent = a.min_free_percent.unwrap_or(c.min_free_percent);
+    })?;
+    let site = open(d)?;
+    site.settle(node::now())?;
+    let (cas, crls) = site.trust()?.anchors.counts();
+    println!(
+        "initialised {}: {cas} CA certificates, {crls} CRLs, revocation {}",
+        dir.display(),
+        if config.crl_check { "checked" } else { "NOT checked" }
+    );
+    if site.store().endorsers()?.is_empty() {
+        println!(
+            "next: approve an endorser with `imageswarm --data-dir {} endorser add --dn DN --issuer DN`",
+            dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn endorser(d: Option<&Path>, cmd: EndorserCommand) -> anyhow::Result<ExitCode> {
+    let site = open(d)?;
+    match cmd {
+        EndorserCommand::Add(e) => {
+            let new = site.add_endorser(&e.dn, &e.issuer, node::now())?;
+            println!(
+                "{} endorser {} (issued by {})",
+                if new { "approved" } else { "already approved:" },
+                e.dn,
+                e.issuer
+            );
+        }
+        EndorserCommand::Remove(e) => {
+            if !site.remove_endorser(&e.dn, &e.issuer, node::now())? {
+                anyhow::bail!("{} (issued by {}) was not an approved endorser", e.dn, e.issuer);
+            }
+            println!("removed endorser {} (issued by {})", e.dn, e.issuer);
+        }
+        EndorserCommand::List => {
+            for e in site.store().endorsers()? {
+                println!("{}\t{}", e.dn, e.ca.unwrap_or_default());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn subscribe(d: Option<&Path>, a: SubscribeArgs) -> anyhow::Result<ExitCode> {
+    let site = open(d)?;
+    let mode = match a.new_images {
+        NewImagesArg::Refuse => NewImages::Refuse,
+        NewImagesArg::Accept => NewImages::Accept,
+        NewImagesArg::Cache => NewImages::Cache,
+    };
+    let sub = site.subscribe(&a.url, mode, node::now())?;
+    println!("subscribed to list {} at {}", sub.identifier, node::fetch::redact(&sub.url));
+    println!("next: `imageswarm --data-dir {} update` fetches it and its images", data_dir(d)?.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn subscription(d: Option<&Path>, cmd: SubscriptionCommand) -> anyhow::Result<ExitCode> {
+    let site = open(d)?;
+    let now = node::now();
+    let sub = match cmd {
+        SubscriptionCommand::List => {
+            for s in site.store().subscriptions()? {
+                let version = s.current.as_ref().map_or("-", |c| c.version.as_str()).to_owned();
+                let state = match (s.enabled, s.list_valid, &s.last_error) {
+                    (false, _, _) => "disabled".to_owned(),
+                    (true, false, _) => "invalid".to_owned(),
+                    (true, true, Some(e)) => format!("last update failed: {e}"),
+                    (true, true, None) => "ok".to_owned(),
+                };
+                println!("{}  version {version}  {}  {state}", s.identifier, node::fetch::redact(&s.url));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        SubscriptionCommand::Disable(k) => site.set_enabled(&k.key, false, now)?,
+        SubscriptionCommand::Enable(k) => site.set_enabled(&k.key, true, now)?,
+        SubscriptionCommand::ResetVersion(k) => site.reset_version(&k.key)?,
+    };
+    let version = sub.current.as_ref().map_or("none", |c| c.version.as_str()).to_owned();
+    println!(
+        "list {}: {}, version in force {version}",
+        sub.identifier,
+        if sub.enabled { "enabled" } else { "disabled" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn update(d: Option<&Path>, a: UpdateArgs) -> anyhow::Result<ExitCode> {
+    let site = Site::open(data_dir(d)?, a.timeouts())?;
+    let bars = MultiProgress::new();
+    let mut current: HashMap<Uuid, ProgressBar> = HashMap::new();
+    let report = site.update(node::now(), &mut |rec: &ImageRecord, done| {
+        let bar = current.entry(rec.uuid).or_insert_with(|| {
+            let b = bars.add(progress_bar(rec.size, "download"));
+            b.set_message(format!("{} {}", rec.uuid, rec.title));
+            b
+        });
+        bar.set_position(done);
+    })?;
+    for b in current.values() {
+        b.finish_and_clear();
+    }
+    for (id, url, outcome) in &report.lists {
+        let what = match outcome {
+            ListOutcome::Unchanged => "unchanged".to_owned(),
+            ListOutcome::Accepted(v) => format!("accepted version {v}"),
+            ListOutcome::Failed(e) => format!("FAILED: {e}"),
+            ListOutcome::Disabled => "disabled".to_owned(),
+        };
+        println!("list {id} ({url}): {what}");
+    }
+    for (id, outcome) in &report.images {
+        let what = match outcome {
+            ImageOutcome::Downloaded => "downloaded and verified".to_owned(),
+            ImageOutcome::Expired => "expired".to_owned(),
+            ImageOutcome::Failed(e) => format!("FAILED: {e}"),
+            ImageOutcome::GaveUp(e) => format!("FAILED: {e}"),
+        };
+        println!("image {id}: {what}");
+    }
+    if !report.gc.removed.is_empty() {
+        println!("gc: removed {} expired images ({})", report.gc.removed.len(), format_size(report.gc.bytes));
+    }
+    Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+pub(crate) fn images(d: Option<&Path>, a: ImagesArgs) -> anyhow::Result<ExitCode> {
+    let site = open(d)?;
+    let store = site.store();
+    let mut recs = store.images()?;
+    recs.sort_by(|a, b| (a.list, &a.title).cmp(&(b.list, &b.title)));
+    if a.json {
+        let mut out = Vec::new();
+        for r in &recs {
+            let chunks = r.chunk_count();
+            let have = if r.state == node::store::ImageState::Available {
+                chunks
+            } else {
+                store.have(r.uuid, chunks)?.count()
+            };
+            out.push(json!({
+                "uuid": r.uuid, "title": r.title, "version": r.version, "state": r.state.name(), "list": r.list,
+                "size": r.size, "sha512": r.sha512, "endorsed": r.endorsed, "decision": r.decision, "cache": r.cache,
+                "chunks": chunks, "chunks_present": have, "last_error": r.last_error,
+            }));
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<36}  {:<10}  {:<12}  {:<36}  TITLE", "UUID", "STATE", "VERSION", "LIST");
+    for r in &recs {
+        println!("{:<36}  {:<10}  {:<12}  {:<36}  {}", r.uuid, r.state.name(), r.version, r.list, r.title);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn image(d: Option<&Path>, a: ImageArgs) -> anyhow::Result<ExitCode> {
+    let site = open(d)?;
+    let decision = match a.decision {
+        DecisionArg::Approve => Decision::Approved,
+        DecisionArg::Refuse => Decision::Refused,
+        DecisionArg::Revoke => Decision::Revoked,
+    };
+    let rec = site.decide(a.uuid, decision, node::now())?;
+    println!("image {}: {}", rec.uuid, rec.state.name());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,486 @@
+//! A host's subscriptions and cache, driven through one update cycle.
+//!
+//! # Contract
+//! [`Site::update`] runs one cycle at one fixed time (`now`, read once by the
+//! caller):
+//! 1. Refuse to run when the clock is more than [`CLOCK_TOLERANCE_SECS`]
+//!    behind the latest time a command ran at (T11).
+//! 2. For each enabled subscription: fetch the list, verify it
+//!    ([`proto::trust::verify_list`] with the site's CAs, CRLs and approved
+//!    endorsers), require the pinned `dc:identifier` (T13) and a higher
+//!    `hv:version` than the one in force (T8; identical content is a no-op,
+//!    the same version with other content is refused, T9), then accept it in
+//!    one transaction. A failure leaves the list in force untouched (T17).
+//! 3. Re-check every list in force against the current trust and time
+//!    (T14): a list that expired or no longer verifies stops endorsing its
+//!    images. So do disabled subscriptions and image entries whose own
+//!    `dc:date:expires` passed.
+//! 4. Settle every image: what is no longer endorsed, approved or current
+//!    leaves the cache; approved, endorsed images to be cached are
+//!    downloaded (at most `download_attempts` failures per list version).
+//! 5. Garbage-collect `expired/`.
+//!
+//! Policy changes ([`Site::decide`], [`Site::add_endorser`], ...) re-run
+//! steps 3 and 4 without fetching or downloading.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use proto::Timestamp;
+use proto::manifest::ChunkSize;
+use proto::trust::{CrlPolicy, EndorserPolicy, Succession, Trust, VerifiedList, succession, verify_list};
+use uuid::Uuid;
+
+use crate::cache::{Cache, GcReport};
+use crate::fetch::{Fetcher, Timeouts, redact};
+use crate::hooks::{Event, Hooks, Subject};
+use crate::store::{Decision, ImageRecord, ImageState, ListRef, NewImages, SiteConfig, Store, Subscription};
+use crate::trustfiles::TrustSources;
+use crate::{Error, Result};
+
+/// How far the clock may lag the latest time seen before updates stop.
+pub const CLOCK_TOLERANCE_SECS: i64 = 300;
+
+/// One host's store, fetcher and hooks.
+#[derive(Debug)]
+pub struct Site {
+    store: Store,
+    fetcher: Fetcher,
+    hooks: Hooks,
+    config: SiteConfig,
+}
+
+/// What happened to one subscription in an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListOutcome {
+    /// The list in force is current.
+    Unchanged,
+    /// A new version was accepted.
+    Accepted(String),
+    /// The update failed; the list in force stays.
+    Failed(String),
+    /// The subscription is disabled.
+    Disabled,
+}
+
+/// What happened to one image in an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageOutcome {
+    /// Downloaded and verified.
+    Downloaded,
+    /// The download failed.
+    Failed(String),
+    /// Too many failed attempts for this list version.
+    GaveUp(String),
+    /// Moved out of the cache.
+    Expired,
+}
+
+/// The result of [`Site::update`].
+#[derive(Debug, Clone, Default)]
+pub struct UpdateReport {
+    /// Per subscription: list id, URL and outcome.
+    pub lists: Vec<(Uuid, String, ListOutcome)>,
+    /// Per image touched.
+    pub images: Vec<(Uuid, ImageOutcome)>,
+    /// What garbage collection removed.
+    pub gc: GcReport,
+}
+
+impl UpdateReport {
+    /// Whether anything failed (the command then exits non-zero).
+    pub fn failed(&self) -> bool {
+        self.lists.iter().any(|(_, _, o)| matches!(o, ListOutcome::Failed(_)))
+            || self.images.iter().any(|(_, o)| matches!(o, ImageOutcome::Failed(_) | ImageOutcome::GaveUp(_)))
+    }
+}
+
+impl Site {
+    /// Sets up (or changes) a data directory's trust configuration. The
+    /// sources must load; every other setting is kept.
+    pub fn init(
+        data_dir: &Path,
+        sources: &TrustSources,
+        crl_check: bool,
+        edit: impl FnOnce(&mut SiteConfig),
+    ) -> Result<SiteConfig> {
+        sources.load()?;
+        let store = Store::open(data_dir)?;
+        let mut config = store.site_config()?.unwrap_or_default();
+        let absolute = |p: &Path| std::fs::canonicalize(p).map_err(Error::io("resolving", p));
+        config.ca_file = sources.ca_file.as_deref().map(absolute).transpose()?;
+        config.ca_dir = sources.ca_dir.as_deref().map(absolute).transpose()?;
+        config.crls = sources.crls.iter().map(|p| absolute(p)).collect::<Result<_>>()?;
+        config.crl_check = crl_check;
+        edit(&mut config);
+        store.set_site_config(&config)?;
+        Ok(config)
+    }
+
+    /// Opens an initialised data directory.
+    pub fn open(data_dir: &Path, timeouts: Timeouts) -> Result<Self> {
+        let store = Store::open(data_dir)?;
+        let config = store.site_config()?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} is not initialised: run `imageswarm --data-dir {0} init` first",
+                data_dir.display()
+            ))
+        })?;
+        let hooks = Hooks::new(config.hook.clone(), Duration::from_secs(config.hook_timeout_secs), store.paths());
+        Ok(Self { fetcher: Fetcher::new(timeouts)?, hooks, config, store })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The site configuration.
+    pub fn config(&self) -> &SiteConfig {
+        &self.config
+    }
+
+    /// The trust in force: the configured CAs and CRLs, and only the approved
+    /// endorsers.
+    pub fn trust(&self) -> Result<Trust> {
+        let sources = TrustSources {
+            ca_file: self.config.ca_file.clone(),
+            ca_dir: self.config.ca_dir.clone(),
+            crls: self.config.crls.clone(),
+        };
+        Ok(Trust {
+            anchors: sources.load()?,
+            crl: if self.config.crl_check { CrlPolicy::Required } else { CrlPolicy::NotChecked },
+            endorsers: EndorserPolicy::Approved(self.store.endorsers()?),
+        })
+    }
+
+    /// Subscribes to the list at `url`: fetches and verifies it now and pins
+    /// its identifier. Its images are recorded by the next update.
+    pub fn subscribe(&self, url: &str, new_images: NewImages, now: Timestamp) -> Result<Subscription> {
+        let bytes = self.fetcher.get_list(url)?;
+        let verified = verify_list(&bytes, &self.trust()?, now)?;
+        let id = verified.list().identifier;
+        if let Some(existing) = self.store.subscription(id)? {
+            return Err(Error::Invalid(format!("already subscribed to list {id} at {}", redact(&existing.url))));
+        }
+        let sub = Subscription {
+            url: url.to_owned(),
+            identifier: id,
+            new_images,
+            enabled: true,
+            current: None,
+            next_seq: 0,
+            list_valid: true,
+            last_error: None,
+            updated: None,
+        };
+        self.store.put_subscription(&sub)?;
+        Ok(sub)
+    }
+
+    /// Finds a subscription by list UUID or URL.
+    pub fn find_subscription(&self, key: &str) -> Result<Subscription> {
+        let subs = self.store.subscriptions()?;
+        let id = Uuid::try_parse(key).ok();
+        subs.into_iter()
+            .find(|s| Some(s.identifier) == id || s.url == key)
+            .ok_or_else(|| Error::Invalid(format!("no subscription `{key}`")))
+    }
+
+    /// Enables or disables a subscription, then settles the cache.
+    pub fn set_enabled(&self, key: &str, enabled: bool, now: Timestamp) -> Result<Subscription> {
+        let mut sub = self.find_subscription(key)?;
+        sub.enabled = enabled;
+        self.store.put_subscription(&sub)?;
+        self.settle(now)?;
+        Ok(sub)
+    }
+
+    /// Forgets the version in force so that any valid version is accepted
+    /// next: recovery from a fast-forward attack after the compromised key
+    /// was revoked (T12). History is kept.
+    pub fn reset_version(&self, key: &str) -> Result<Subscription> {
+        let mut sub = self.find_subscription(key)?;
+        sub.current = None;
+        self.store.put_subscription(&sub)?;
+        Ok(sub)
+    }
+
+    /// Approves an endorser, then re-checks the lists in force.
+    pub fn add_endorser(&self, dn: &str, ca: &str, now: Timestamp) -> Result<bool> {
+        let new = self.store.add_endorser(dn, ca)?;
+        self.settle(now)?;
+        Ok(new)
+    }
+
+    /// Withdraws an endorser's approval, then re-checks the lists in force:
+    /// their images expire.
+    pub fn remove_endorser(&self, dn: &str, ca: &str, now: Timestamp) -> Result<bool> {
+        let old = self.store.remove_endorser(dn, ca)?;
+        self.settle(now)?;
+        Ok(old)
+    }
+
+    /// Records the site's decision about an image, then settles the cache.
+    /// Approving also marks the image for caching on this host.
+    pub fn decide(&self, uuid: Uuid, decision: Decision, now: Timestamp) -> Result<ImageRecord> {
+        let mut rec = self.store.image(uuid)?.ok_or_else(|| Error::Invalid(format!("no image {uuid} is known")))?;
+        rec.decision = decision;
+        rec.cache = decision == Decision::Approved;
+        rec.attempts = 0;
+        self.store.put_image(&rec)?;
+        self.settle(now)?;
+        self.store.image(uuid)?.ok_or_else(|| Error::Store(format!("image {uuid} vanished")))
+    }
+
+    /// One update cycle at time `now`; see the module docs.
+    pub fn update(&self, now: Timestamp, progress: &mut dyn FnMut(&ImageRecord, u64)) -> Result<UpdateReport> {
+        self.check_clock(now)?;
+        self.hooks.fire(Event::ProcessPrefix, None);
+        let trust = self.trust()?;
+        let mut report = UpdateReport::default();
+        for mut sub in self.store.subscriptions()? {
+            let outcome = if sub.enabled {
+                match self.update_list(&mut sub, &trust, now) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::warn!(list = %sub.identifier, error = %e, "list update failed");
+                        sub.last_error = Some(e.to_string());
+                        self.store.put_subscription(&sub)?;
+                        ListOutcome::Failed(e.to_string())
+                    }
+                }
+            } else {
+                ListOutcome::Disabled
+            };
+            report.lists.push((sub.identifier, redact(&sub.url), outcome));
+        }
+        self.recheck(&trust, now)?;
+        report.images.extend(self.settle_with(now)?);
+        for mut rec in self.store.images()? {
+            if rec.state != ImageState::Partial || !rec.cache {
+                continue;
+            }
+            if rec.attempts >= self.config.download_attempts {
+                let why = format!("gave up after {} failed attempts for this list version", rec.attempts);
+                report.images.push((rec.uuid, ImageOutcome::GaveUp(why)));
+                continue;
+            }
+            let cache = self.cache();
+            let view = rec.clone();
+            match cache.download(&mut rec, &mut |done| progress(&view, done)) {
+                Ok(()) => report.images.push((rec.uuid, ImageOutcome::Downloaded)),
+                Err(e) => {
+                    tracing::warn!(image = %rec.uuid, error = %e, "download failed");
+                    let mut saved = self.store.image(rec.uuid)?.unwrap_or(rec);
+                    saved.attempts += 1;
+                    saved.last_error = Some(e.to_string());
+                    self.store.put_image(&saved)?;
+                    report.images.push((saved.uuid, ImageOutcome::Failed(e.to_string())));
+                }
+            }
+        }
+        report.gc = self.cache().gc(now)?;
+        self.hooks.fire(Event::ProcessPostfix, None);
+        Ok(report)
+    }
+
+    fn check_clock(&self, now: Timestamp) -> Result<()> {
+        if let Some(last) = self.store.last_seen_time()?
+            && last.unix() - now.unix() > CLOCK_TOLERANCE_SECS
+        {
+            return Err(Error::Refused(format!(
+                "the system clock stepped back: a command ran at {last}, and now it is {now}; \
+                 correct the clock before updating (expired lists could otherwise look valid)"
+            )));
+        }
+        self.store.note_time(now)
+    }
+
+    fn update_list(&self, sub: &mut Subscription, trust: &Trust, now: Timestamp) -> Result<ListOutcome> {
+        let bytes = self.fetcher.get_list(&sub.url)?;
+        let verified = verify_list(&bytes, trust, now)?;
+        let list = verified.list();
+        if list.identifier != sub.identifier {
+            return Err(proto::Error::IdentifierChanged { expected: sub.identifier, got: list.identifier }.into());
+        }
+        let hash = hex::encode(verified.content_sha512());
+        if let Some(cur) = &sub.current {
+            let mut cur_hash = [0u8; 64];
+            hex::decode_to_slice(&cur.content_sha512, &mut cur_hash).map_err(|e| Error::Store(e.to_string()))?;
+            let same = succession(
+                (list.identifier, &list.version, &verified.content_sha512()),
+                (sub.identifier, &cur.version, &cur_hash),
+            )?;
+            if same == Succession::Same {
+                sub.updated = Some(now);
+                sub.last_error = None;
+                self.store.put_subscription(sub)?;
+                return Ok(ListOutcome::Unchanged);
+            }
+        }
+        self.accept(sub, &verified, &bytes, hash, now)?;
+        Ok(ListOutcome::Accepted(list.version.clone()))
+    }
+
+    /// Stores a verified list version with the image records it implies.
+    fn accept(
+        &self,
+        sub: &mut Subscription,
+        v: &VerifiedList,
+        bytes: &[u8],
+        hash: String,
+        now: Timestamp,
+    ) -> Result<()> {
+        let list = v.list();
+        let existing: HashMap<Uuid, ImageRecord> = self.store.images()?.into_iter().map(|r| (r.uuid, r)).collect();
+        let mut records = Vec::new();
+        let mut new_images = Vec::new();
+        for image in &list.images {
+            let entry = image.to_value();
+            let chunk_size = image.chunking.map_or(ChunkSize::DEFAULT, |c| c.chunk_size).get();
+            let root = image.chunking.map(|c| c.root.to_string());
+            let mut rec = match existing.get(&image.identifier) {
+                Some(r) if r.list != list.identifier => {
+                    tracing::warn!(image = %image.identifier, other = %r.list, "image UUID already belongs to another list; ignoring it here");
+                    continue;
+                }
+                Some(r) => r.clone(),
+                None => {
+                    let (decision, cache) = match sub.new_images {
+                        NewImages::Refuse => (Decision::Refused, false),
+                        NewImages::Accept => (Decision::Approved, false),
+                        NewImages::Cache => (Decision::Approved, true),
+                    };
+                    new_images.push(image.identifier);
+                    ImageRecord {
+                        uuid: image.identifier,
+                        list: list.identifier,
+                        title: String::new(),
+                        version: String::new(),
+                        size: 0,
+                        sha512: String::new(),
+                        chunk_size,
+                        root: None,
+                        uri: String::new(),
+                        entry: serde_json::Value::Null,
+                        vo: None,
+                        list_content: String::new(),
+                        endorsed: true,
+                        decision,
+                        cache,
+                        state: ImageState::Partial,
+                        attempts: 0,
+                        last_error: None,
+                        data_for: None,
+                    }
+                }
+            };
+            rec.title.clone_from(&image.title);
+            rec.version.clone_from(&image.version);
+            rec.size = image.size;
+            rec.sha512 = image.sha512.to_string();
+            rec.chunk_size = chunk_size;
+            rec.root = root;
+            rec.uri.clone_from(&image.uri);
+            rec.entry = entry;
+            rec.vo = list.vo().map(str::to_owned);
+            rec.list_content.clone_from(&hash);
+            rec.attempts = 0;
+            rec.endorsed = true;
+            records.push(rec);
+        }
+        sub.current = Some(ListRef { seq: sub.next_seq, version: list.version.clone(), content_sha512: hash });
+        sub.next_seq += 1;
+        sub.list_valid = true;
+        sub.last_error = None;
+        sub.updated = Some(now);
+        self.store.accept_list(sub, sub.next_seq - 1, bytes, &records)?;
+        tracing::info!(list = %list.identifier, version = %list.version, images = list.images.len(), "list accepted");
+        for uuid in new_images {
+            if let Some(rec) = records.iter().find(|r| r.uuid == uuid) {
+                let subject = Subject { entry: &rec.entry, list: rec.list, vo: rec.vo.as_deref(), filename: None };
+                self.hooks.fire(Event::SubscriptionImageNew, Some(subject));
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-verifies every list in force against `trust` at `now` and sets
+    /// which images are endorsed (T14).
+    fn recheck(&self, trust: &Trust, now: Timestamp) -> Result<()> {
+        let mut in_force: HashMap<Uuid, Option<String>> = HashMap::new();
+        for mut sub in self.store.subscriptions()? {
+            let Some(cur) = sub.current.clone() else {
+                in_force.insert(sub.identifier, None);
+                continue;
+            };
+            let valid = match self.store.list_message(sub.identifier, cur.seq)? {
+                Some(msg) => match verify_list(&msg, trust, now) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(list = %sub.identifier, error = %e, "the list in force no longer verifies; its images expire");
+                        false
+                    }
+                },
+                None => false,
+            };
+            if valid != sub.list_valid {
+                sub.list_valid = valid;
+                self.store.put_subscription(&sub)?;
+            }
+            let endorsing = (valid && sub.enabled).then_some(cur.content_sha512);
+            in_force.insert(sub.identifier, endorsing);
+        }
+        for mut rec in self.store.images()? {
+            let image_expired = rec
+                .entry
+                .get("dc:date:expires")
+                .and_then(|v| v.as_str())
+                .and_then(|s| Timestamp::parse(s).ok())
+                .is_some_and(|t| now > t);
+            let endorsed = !image_expired
+                && in_force.get(&rec.list).and_then(Option::as_ref).is_some_and(|h| *h == rec.list_content);
+            if endorsed != rec.endorsed {
+                rec.endorsed = endorsed;
+                self.store.put_image(&rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-checks trust and takes out of the cache what must go.
+    pub fn settle(&self, now: Timestamp) -> Result<Vec<(Uuid, ImageOutcome)>> {
+        self.recheck(&self.trust()?, now)?;
+        self.settle_with(now)
+    }
+
+    fn settle_with(&self, now: Timestamp) -> Result<Vec<(Uuid, ImageOutcome)>> {
+        let cache = self.cache();
+        let mut out = Vec::new();
+        for mut rec in self.store.images()? {
+            cache.reconcile(&mut rec)?;
+            let complete = rec.state == ImageState::Available;
+            let stale = rec.data_for.as_ref().is_some_and(|d| *d != rec.sha512);
+            let target = rec.derived_state(complete && !stale);
+            let keeps_data = matches!(target, ImageState::Available | ImageState::Partial) && rec.cache && !stale;
+            let has_data = complete || self.store.paths().partial(rec.uuid).exists();
+            if has_data && !keeps_data {
+                cache.expire(&mut rec, now)?;
+                out.push((rec.uuid, ImageOutcome::Expired));
+            }
+            let state = rec.derived_state(rec.state == ImageState::Available);
+            if state != rec.state {
+                rec.state = state;
+                self.store.put_image(&rec)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn cache(&self) -> Cache<'_> {
+        Cache { store: &self.store, hooks: &self.hooks, fetcher: &self.fetcher, config: &self.config }
+    }
+}

@@ -1,0 +1,539 @@
+//! The node's persistent state, behind an interface of our own.
+//!
+//! # Layout
+//! Under the data directory:
+//! * `meta/`: a sled database with the trees `config`, `endorsers`,
+//!   `subscriptions`, `lists` (every accepted signed list, verbatim, keyed by
+//!   list UUID and sequence number), `images` (one record per image UUID),
+//!   `have` (a [`Bitfield`] per partial image) and `chunks` (the BLAKE3 hash of
+//!   each chunk written, keyed by image UUID and chunk index).
+//! * `images/<uuid>.partial`: image data being written, at chunk offsets;
+//!   `images/<uuid>`: a complete, verified image.
+//! * `expired/<uuid>.<YYYY-mm-dd_HH-MM-SS>`: images no longer endorsed.
+//!
+//! Records are JSON, so the database never depends on our types' layout.
+//!
+//! # Write order
+//! A chunk is written to `<uuid>.partial` and the file is synced *before*
+//! [`Store::record_chunk`] sets its have-bit and hash in one transaction and
+//! flushes the database. A crash therefore never leaves a bit set for data
+//! that is not on disk; at worst a chunk is on disk without its bit and is
+//! fetched again. A list version is accepted in one transaction with the
+//! subscription and image records it changes ([`Store::accept_list`]), so a
+//! crash leaves either the old list in force or the new one, never a mix.
+//! Only one process opens a store at a time (sled's lock).
+
+use std::path::{Path, PathBuf};
+
+use proto::Timestamp;
+use proto::bitfield::Bitfield;
+use proto::trust::ApprovedEndorser;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// The site's trust and cache settings, set by `init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteConfig {
+    /// A PEM bundle of trusted CA certificates.
+    pub ca_file: Option<PathBuf>,
+    /// An IGTF-style CA directory.
+    pub ca_dir: Option<PathBuf>,
+    /// Extra CRL files.
+    pub crls: Vec<PathBuf>,
+    /// Whether every certificate on a path needs a current CRL.
+    pub crl_check: bool,
+    /// A shell command run on every cache event (vmcatcher's hook contract).
+    pub hook: Option<String>,
+    /// Seconds a hook may run before it is killed.
+    pub hook_timeout_secs: u64,
+    /// Failed download attempts allowed per image and list version.
+    pub download_attempts: u32,
+    /// Expired images older than this many days are deleted.
+    pub expired_max_age_days: u32,
+    /// Expired images are deleted, oldest first, while free space is below
+    /// this percentage of the file system.
+    pub min_free_percent: u8,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            ca_dir: None,
+            crls: Vec::new(),
+            crl_check: true,
+            hook: None,
+            hook_timeout_secs: 10,
+            download_attempts: 5,
+            expired_max_age_days: 30,
+            min_free_percent: 10,
+        }
+    }
+}
+
+/// How a subscription treats images it has not seen before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NewImages {
+    /// Recorded as `refused` until the site approves them (the default).
+    #[default]
+    Refuse,
+    /// Approved, but not downloaded to this host until approved for caching.
+    Accept,
+    /// Approved and downloaded.
+    Cache,
+}
+
+impl std::str::FromStr for NewImages {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "refuse" => Ok(Self::Refuse),
+            "accept" => Ok(Self::Accept),
+            "cache" => Ok(Self::Cache),
+            other => Err(Error::Invalid(format!("`{other}`: expected refuse, accept or cache"))),
+        }
+    }
+}
+
+/// A subscription to one image list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Where the list is fetched from.
+    pub url: String,
+    /// The list's `dc:identifier`, pinned at subscription.
+    pub identifier: Uuid,
+    /// How new images are treated.
+    pub new_images: NewImages,
+    /// A disabled subscription's images are not approved.
+    pub enabled: bool,
+    /// The list version in force, if one was accepted. New versions must be
+    /// higher; `subscription reset` clears it (fast-forward recovery).
+    pub current: Option<ListRef>,
+    /// Sequence number for the next accepted version (history is kept).
+    pub next_seq: u64,
+    /// Whether the list in force still verifies (trust, CRLs, dates).
+    pub list_valid: bool,
+    /// The last update's error, if it failed.
+    pub last_error: Option<String>,
+    /// When the list was last fetched successfully.
+    pub updated: Option<Timestamp>,
+}
+
+/// One accepted list version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRef {
+    /// Its position in the subscription's history.
+    pub seq: u64,
+    /// Its `hv:version`.
+    pub version: String,
+    /// SHA-512 of its canonical content, hex.
+    pub content_sha512: String,
+}
+
+/// What the site decided about an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// May run here.
+    Approved,
+    /// Not approved (yet).
+    Refused,
+    /// Withdrawn by the site: never stored or served until approved again.
+    Revoked,
+}
+
+/// An image's state on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageState {
+    /// Complete and verified in `images/<uuid>`.
+    Available,
+    /// Approved and endorsed, not (yet) complete here.
+    Partial,
+    /// No longer endorsed (withdrawn, list expired or no longer verifiable).
+    Expired,
+    /// Endorsed but not approved by the site.
+    Refused,
+    /// Revoked by the site.
+    Revoked,
+}
+
+impl ImageState {
+    /// The state's name as the CLI prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Partial => "partial",
+            Self::Expired => "expired",
+            Self::Refused => "refused",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// Everything the node knows about one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `dc:identifier`.
+    pub uuid: Uuid,
+    /// The list (subscription) it belongs to.
+    pub list: Uuid,
+    /// `dc:title`.
+    pub title: String,
+    /// `hv:version`.
+    pub version: String,
+    /// `hv:size`.
+    pub size: u64,
+    /// `sl:checksum:sha512`, hex.
+    pub sha512: String,
+    /// Chunk size used for the data file and its have-bitfield.
+    pub chunk_size: u64,
+    /// The manifest root the list vouches for, hex.
+    pub root: Option<String>,
+    /// `hv:uri`.
+    pub uri: String,
+    /// The whole `hv:image` entry, for hooks.
+    pub entry: serde_json::Value,
+    /// The list's `ad:vo`, for hooks.
+    pub vo: Option<String>,
+    /// SHA-512 (hex) of the list version the entry came from.
+    pub list_content: String,
+    /// On the list in force, and that list verifies.
+    pub endorsed: bool,
+    /// The site's decision.
+    pub decision: Decision,
+    /// Whether this host keeps a copy.
+    pub cache: bool,
+    /// The state on this host.
+    pub state: ImageState,
+    /// Failed download attempts for `list_content`.
+    pub attempts: u32,
+    /// The last download error.
+    pub last_error: Option<String>,
+    /// The `sha512` that the data on disk (partial or complete) was written
+    /// for; when the list changes it, that data is stale.
+    pub data_for: Option<String>,
+}
+
+impl ImageRecord {
+    /// The state these facts imply, given whether the data is complete.
+    pub fn derived_state(&self, complete: bool) -> ImageState {
+        match (self.decision, self.endorsed) {
+            (Decision::Revoked, _) => ImageState::Revoked,
+            (_, false) => ImageState::Expired,
+            (Decision::Refused, true) => ImageState::Refused,
+            (Decision::Approved, true) if complete => ImageState::Available,
+            (Decision::Approved, true) => ImageState::Partial,
+        }
+    }
+
+    /// How many chunks the image has.
+    pub fn chunk_count(&self) -> u32 {
+        u32::try_from(self.size.div_ceil(self.chunk_size.max(1))).unwrap_or(u32::MAX)
+    }
+}
+
+/// Where a store keeps its files.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The data directory.
+    pub root: PathBuf,
+    /// `images/`: partial and complete images.
+    pub images: PathBuf,
+    /// `expired/`: images no longer endorsed.
+    pub expired: PathBuf,
+    /// `meta/`: the database.
+    pub meta: PathBuf,
+}
+
+impl Paths {
+    /// The layout under `root`.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            images: root.join("images"),
+            expired: root.join("expired"),
+            meta: root.join("meta"),
+        }
+    }
+
+    /// Where a complete image lives.
+    pub fn image(&self, uuid: Uuid) -> PathBuf {
+        self.images.join(uuid.hyphenated().to_string())
+    }
+
+    /// Where a partial image is written.
+    pub fn partial(&self, uuid: Uuid) -> PathBuf {
+        self.images.join(format!("{}.partial", uuid.hyphenated()))
+    }
+}
+
+/// The node's metadata store.
+#[derive(Debug)]
+pub struct Store {
+    paths: Paths,
+    db: sled::Db,
+    config: sled::Tree,
+    endorsers: sled::Tree,
+    subscriptions: sled::Tree,
+    lists: sled::Tree,
+    images: sled::Tree,
+    have: sled::Tree,
+    chunks: sled::Tree,
+}
+
+const SITE_KEY: &[u8] = b"site";
+const CLOCK_KEY: &[u8] = b"last-seen-time";
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let paths = Paths::new(data_dir);
+        for dir in [&paths.root, &paths.images, &paths.expired] {
+            std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        }
+        let db = sled::Config::new().path(&paths.meta).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::StoreBusy(paths.meta.clone()),
+            sled::Error::Io(io) if io.to_string().contains("lock") => Error::StoreBusy(paths.meta.clone()),
+            other => Error::Store(other.to_string()),
+        })?;
+        let tree = |name: &str| db.open_tree(name).map_err(store_err);
+        Ok(Self {
+            config: tree("config")?,
+            endorsers: tree("endorsers")?,
+            subscriptions: tree("subscriptions")?,
+            lists: tree("lists")?,
+            images: tree("images")?,
+            have: tree("have")?,
+            chunks: tree("chunks")?,
+            db,
+            paths,
+        })
+    }
+
+    /// Where this store keeps its files.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(store_err)
+    }
+
+    /// The site configuration, if `init` ran.
+    pub fn site_config(&self) -> Result<Option<SiteConfig>> {
+        get(&self.config, SITE_KEY)
+    }
+
+    /// Replaces the site configuration.
+    pub fn set_site_config(&self, c: &SiteConfig) -> Result<()> {
+        put(&self.config, SITE_KEY, c)?;
+        self.flush()
+    }
+
+    /// The latest time any command ran at, to detect the clock stepping back.
+    pub fn last_seen_time(&self) -> Result<Option<Timestamp>> {
+        get(&self.config, CLOCK_KEY)
+    }
+
+    /// Records `t` as the latest time seen, if it is later.
+    pub fn note_time(&self, t: Timestamp) -> Result<()> {
+        if self.last_seen_time()?.is_none_or(|last| t > last) {
+            put(&self.config, CLOCK_KEY, &t)?;
+        }
+        Ok(())
+    }
+
+    /// The approved endorsers.
+    pub fn endorsers(&self) -> Result<Vec<ApprovedEndorser>> {
+        let mut out = Vec::new();
+        for item in self.endorsers.iter() {
+            let (_, v) = item.map_err(store_err)?;
+            let (dn, ca): (String, String) = decode(&v)?;
+            out.push(ApprovedEndorser { dn, ca: Some(ca) });
+        }
+        Ok(out)
+    }
+
+    /// Approves an endorser; returns whether it was new.
+    pub fn add_endorser(&self, dn: &str, ca: &str) -> Result<bool> {
+        let key = endorser_key(dn, ca);
+        let new = !self.endorsers.contains_key(&key).map_err(store_err)?;
+        put(&self.endorsers, &key, &(dn, ca))?;
+        self.flush()?;
+        Ok(new)
+    }
+
+    /// Removes an endorser; returns whether it was approved.
+    pub fn remove_endorser(&self, dn: &str, ca: &str) -> Result<bool> {
+        let old = self.endorsers.remove(endorser_key(dn, ca)).map_err(store_err)?;
+        self.flush()?;
+        Ok(old.is_some())
+    }
+
+    /// Every subscription.
+    pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        values(&self.subscriptions)
+    }
+
+    /// One subscription by list identifier.
+    pub fn subscription(&self, id: Uuid) -> Result<Option<Subscription>> {
+        get(&self.subscriptions, id.as_bytes())
+    }
+
+    /// Creates or replaces a subscription.
+    pub fn put_subscription(&self, s: &Subscription) -> Result<()> {
+        put(&self.subscriptions, s.identifier.as_bytes(), s)?;
+        self.flush()
+    }
+
+    /// A stored list message.
+    pub fn list_message(&self, id: Uuid, seq: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.lists.get(list_key(id, seq)).map_err(store_err)?.map(|v| v.to_vec()))
+    }
+
+    /// Accepts a list version: stores the message, the subscription and the
+    /// image records in one transaction, then flushes.
+    pub fn accept_list(&self, sub: &Subscription, seq: u64, message: &[u8], images: &[ImageRecord]) -> Result<()> {
+        let sub_bytes = encode(sub)?;
+        let image_bytes: Vec<(Uuid, Vec<u8>)> =
+            images.iter().map(|i| Ok((i.uuid, encode(i)?))).collect::<Result<_>>()?;
+        (&self.subscriptions, &self.lists, &self.images)
+            .transaction(|(subs, lists, imgs)| {
+                lists.insert(list_key(sub.identifier, seq).to_vec(), message)?;
+                subs.insert(sub.identifier.as_bytes(), sub_bytes.as_slice())?;
+                for (uuid, bytes) in &image_bytes {
+                    imgs.insert(uuid.as_bytes(), bytes.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    /// Every image record.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        values(&self.images)
+    }
+
+    /// One image record.
+    pub fn image(&self, uuid: Uuid) -> Result<Option<ImageRecord>> {
+        get(&self.images, uuid.as_bytes())
+    }
+
+    /// Creates or replaces an image record (durably).
+    pub fn put_image(&self, r: &ImageRecord) -> Result<()> {
+        put(&self.images, r.uuid.as_bytes(), r)?;
+        self.flush()
+    }
+
+    /// The chunks of `uuid` whose data is durable, over `chunks` chunks.
+    /// A stored bitfield of another length (the image changed) counts as empty.
+    pub fn have(&self, uuid: Uuid, chunks: u32) -> Result<Bitfield> {
+        Ok(match self.have.get(uuid.as_bytes()).map_err(store_err)? {
+            Some(bytes) => Bitfield::from_bytes(chunks, &bytes).unwrap_or_else(|_| Bitfield::new(chunks)),
+            None => Bitfield::new(chunks),
+        })
+    }
+
+    /// Records that chunk `index` of `uuid` (of `chunks`) is durable on disk
+    /// with BLAKE3 hash `hash`. Call only after the data is synced.
+    pub fn record_chunk(&self, uuid: Uuid, index: u32, chunks: u32, hash: &[u8; 32]) -> Result<()> {
+        (&self.have, &self.chunks)
+            .transaction(|(have, hashes)| {
+                let mut bits = match have.get(uuid.as_bytes())? {
+                    Some(b) => Bitfield::from_bytes(chunks, &b).unwrap_or_else(|_| Bitfield::new(chunks)),
+                    None => Bitfield::new(chunks),
+                };
+                bits.set(index);
+                hashes.insert(chunk_key(uuid, index).to_vec(), &hash[..])?;
+                have.insert(uuid.as_bytes(), bits.as_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    /// The recorded hash of each chunk of `uuid`, in order.
+    pub fn chunk_hashes(&self, uuid: Uuid, chunks: u32) -> Result<Vec<Option<[u8; 32]>>> {
+        (0..chunks)
+            .map(|i| {
+                let v = self.chunks.get(chunk_key(uuid, i)).map_err(store_err)?;
+                Ok(v.and_then(|b| <[u8; 32]>::try_from(&b[..]).ok()))
+            })
+            .collect()
+    }
+
+    /// Forgets the have-bitfield of a complete image, keeping its chunk
+    /// hashes (the image's manifest).
+    pub fn clear_have(&self, uuid: Uuid) -> Result<()> {
+        self.have.remove(uuid.as_bytes()).map_err(store_err)?;
+        self.flush()
+    }
+
+    /// Forgets every chunk of `uuid` (its data is gone or untrusted).
+    pub fn clear_chunks(&self, uuid: Uuid) -> Result<()> {
+        self.have.remove(uuid.as_bytes()).map_err(store_err)?;
+        for k in self.chunks.scan_prefix(uuid.as_bytes()).keys() {
+            self.chunks.remove(k.map_err(store_err)?).map_err(store_err)?;
+        }
+        self.flush()
+    }
+}
+
+fn endorser_key(dn: &str, ca: &str) -> Vec<u8> {
+    [dn.as_bytes(), b"\0", ca.as_bytes()].concat()
+}
+
+fn list_key(id: Uuid, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(id.as_bytes());
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn chunk_key(id: Uuid, index: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(id.as_bytes());
+    k[16..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Store(format!("encoding a record: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Store(format!("unreadable record: {e}")))
+}
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
+    tree.get(key).map_err(store_err)?.map(|v| decode(&v)).transpose()
+}
+
+fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], v: &T) -> Result<()> {
+    tree.insert(key, encode(v)?).map(|_| ()).map_err(store_err)
+}
+
+fn values<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>> {
+    tree.iter().values().map(|v| decode(&v.map_err(store_err)?)).collect()
+}
+
+fn store_err(e: sled::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+fn tx_err(e: TransactionError<()>) -> Error {
+    match e {
+        TransactionError::Abort(()) => Error::Store("transaction aborted".into()),
+        TransactionError::Storage(e) => store_err(e),
+    }
+}
