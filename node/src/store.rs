@@ -299,11 +299,7 @@ impl Store {
         for dir in [&paths.root, &paths.images, &paths.expired] {
             std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
         }
-        let db = sled::Config::new().path(&paths.meta).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::StoreBusy(paths.meta.clone()),
-            sled::Error::Io(io) if io.to_string().contains("lock") => Error::StoreBusy(paths.meta.clone()),
-            other => Error::Store(other.to_string()),
-        })?;
+        let db = open_db(&paths.meta)?;
         let tree = |name: &str| db.open_tree(name).map_err(store_err);
         Ok(Self {
             config: tree("config")?,
@@ -486,6 +482,31 @@ impl Store {
             self.chunks.remove(k.map_err(store_err)?).map_err(store_err)?;
         }
         self.flush()
+    }
+}
+
+/// How long [`Store::open`] waits for another holder of the lock to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the database, waiting up to [`LOCK_WAIT`] for a previous holder (a
+/// command that is just finishing, or sled's own I/O threads winding down)
+/// to release its lock.
+fn open_db(path: &Path) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        // Every write path flushes explicitly, so sled's periodic flusher is off.
+        match sled::Config::new().path(path).flush_every_ms(None).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io))
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+            {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(Error::StoreBusy(path.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(other) => return Err(Error::Store(other.to_string())),
+        }
     }
 }
 

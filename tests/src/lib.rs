@@ -5,6 +5,10 @@
 //! * [`list_json`]: a small valid image list to sign.
 //! * [`openssl`]: runs the `openssl` command line, e.g. to sign a list the
 //!   way existing producers do.
+//! * [`http`]: a loopback HTTP server that can serve wrong, short,
+//!   oversized and slow data.
+
+pub mod http;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

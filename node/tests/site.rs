@@ -1,0 +1,312 @@
+//! Subscriptions, updates and the cache life cycle, through the node
+//! library with an injected clock: rows T8, T9, T11, T12, T13, T14 and T17 of
+//! the attack checklist, the new-image modes, site decisions, expiry, hooks
+//! and garbage collection.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{DAY, Img, LIST_ID, Lab, bytes, ts};
+use node::site::{ImageOutcome, ListOutcome, UpdateReport};
+use node::store::{Decision, ImageState, NewImages};
+use testkit::{BOB_DN, CA_DN, ENDORSER_DN};
+
+fn update(lab: &Lab, at: i64) -> UpdateReport {
+    lab.site().update(ts(at), &mut |_, _| {}).unwrap()
+}
+
+fn state(lab: &Lab, img: &Img) -> ImageState {
+    lab.site().store().image(img.id).unwrap().unwrap().state
+}
+
+fn list_outcome(r: &UpdateReport) -> &ListOutcome {
+    &r.lists[0].2
+}
+
+/// A lab subscribed in `mode` to a list holding `images`.
+fn subscribed(mode: NewImages, images: &[Img]) -> Lab {
+    let lab = Lab::new();
+    lab.publish("0.0.1", images);
+    lab.site().subscribe(&lab.url(), mode, ts(lab.now)).unwrap();
+    lab
+}
+
+/// A lab whose one image, cached, is available after a first update.
+fn cached(seed: &str, len: usize) -> (tempfile::TempDir, Img, Lab) {
+    let (src, img) = one_image(seed, len);
+    let lab = subscribed(NewImages::Cache, std::slice::from_ref(&img));
+    update(&lab, lab.now);
+    assert_eq!(state(&lab, &img), ImageState::Available);
+    (src, img, lab)
+}
+
+fn one_image(lab_dir_hint: &str, len: usize) -> (tempfile::TempDir, Img) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(len, lab_dir_hint.len() as u8);
+    let path = dir.path().join("img");
+    std::fs::write(&path, &data).unwrap();
+    let img = Img::new(1, &format!("file://{}", path.display()), data);
+    (dir, img)
+}
+
+#[test]
+fn cache_mode_downloads_verifies_and_withdrawal_expires() {
+    let (_src, img) = one_image("a", 300_000);
+    let lab = subscribed(NewImages::Cache, std::slice::from_ref(&img));
+    let r = update(&lab, lab.now);
+    assert_eq!(list_outcome(&r), &ListOutcome::Accepted("0.0.1".into()));
+    assert_eq!(r.images, vec![(img.id, ImageOutcome::Downloaded)]);
+    assert_eq!(state(&lab, &img), ImageState::Available);
+    assert_eq!(std::fs::read(lab.image_path(img.id)).unwrap(), img.bytes);
+    assert!(!r.failed());
+
+    // Nothing new: no-op.
+    assert_eq!(list_outcome(&update(&lab, lab.now + 1)), &ListOutcome::Unchanged);
+
+    // A new version without the image withdraws it: the file moves to expired/.
+    lab.publish("0.0.2", &[]);
+    let r = update(&lab, lab.now + 2);
+    assert_eq!(list_outcome(&r), &ListOutcome::Accepted("0.0.2".into()));
+    assert_eq!(state(&lab, &img), ImageState::Expired);
+    assert!(!lab.image_path(img.id).exists());
+    let expired = lab.expired_files();
+    assert_eq!(expired.len(), 1);
+    assert!(expired[0].starts_with(&img.id.to_string()), "{expired:?}");
+}
+
+#[test]
+fn refuse_mode_waits_for_approval_and_accept_mode_does_not_cache() {
+    let (_src, img) = one_image("b", 10_000);
+    let lab = subscribed(NewImages::Refuse, std::slice::from_ref(&img));
+    update(&lab, lab.now);
+    assert_eq!(state(&lab, &img), ImageState::Refused);
+    assert!(!lab.image_path(img.id).exists());
+    let rec = lab.site().decide(img.id, Decision::Approved, ts(lab.now)).unwrap();
+    assert_eq!(rec.state, ImageState::Partial);
+    update(&lab, lab.now + 1);
+    assert_eq!(state(&lab, &img), ImageState::Available);
+    // Refusing it again takes it out of the cache.
+    assert_eq!(lab.site().decide(img.id, Decision::Refused, ts(lab.now + 2)).unwrap().state, ImageState::Refused);
+    assert!(!lab.image_path(img.id).exists());
+    // Revoking is final until approved again, even though the list still endorses it.
+    assert_eq!(lab.site().decide(img.id, Decision::Revoked, ts(lab.now + 3)).unwrap().state, ImageState::Revoked);
+    update(&lab, lab.now + 4);
+    assert_eq!(state(&lab, &img), ImageState::Revoked);
+
+    let (_src2, img2) = one_image("c", 10_000);
+    let accept = subscribed(NewImages::Accept, std::slice::from_ref(&img2));
+    update(&accept, accept.now);
+    let rec = accept.site().store().image(img2.id).unwrap().unwrap();
+    assert_eq!((rec.decision, rec.cache, rec.state), (Decision::Approved, false, ImageState::Partial));
+    assert!(!accept.image_path(img2.id).exists());
+}
+
+#[test]
+fn t8_t9_rollback_and_reused_version_leave_the_list_in_force() {
+    let (_src, img) = one_image("d", 1000);
+    let lab = subscribed(NewImages::Cache, std::slice::from_ref(&img));
+    lab.publish("0.0.5", std::slice::from_ref(&img));
+    update(&lab, lab.now);
+    lab.publish("0.0.4", &[]);
+    let r = update(&lab, lab.now + 1);
+    assert!(matches!(list_outcome(&r), ListOutcome::Failed(e) if e.contains("rollback")), "{r:?}");
+    assert!(r.failed());
+    assert_eq!(state(&lab, &img), ImageState::Available, "the list in force still endorses the image");
+    lab.publish("0.0.5", &[]);
+    let r = update(&lab, lab.now + 2);
+    assert!(
+        matches!(list_outcome(&r), ListOutcome::Failed(e) if e.contains("already accepted with different content")),
+        "{r:?}"
+    );
+    assert_eq!(state(&lab, &img), ImageState::Available);
+}
+
+#[test]
+fn t11_a_clock_that_stepped_back_stops_updates() {
+    let (_src, img) = one_image("e", 1000);
+    let lab = subscribed(NewImages::Cache, std::slice::from_ref(&img));
+    update(&lab, lab.now + DAY);
+    let err = lab.site().update(ts(lab.now), &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("clock stepped back"), "{err}");
+    // A small step (NTP slew) is tolerated.
+    assert!(lab.site().update(ts(lab.now + DAY - 60), &mut |_, _| {}).is_ok());
+    assert_eq!(state(&lab, &img), ImageState::Available);
+}
+
+#[test]
+fn t12_fast_forward_recovery_after_the_site_resets_the_version() {
+    let (_src, img) = one_image("f", 1000);
+    let lab = subscribed(NewImages::Cache, std::slice::from_ref(&img));
+    // A compromised endorser key publishes an absurd version.
+    lab.publish("9223372036854775807", std::slice::from_ref(&img));
+    update(&lab, lab.now);
+    // The site withdraws the compromised credential and approves the
+    // endorser's new one; the list in force stops endorsing.
+    let site = lab.site();
+    site.remove_endorser(ENDORSER_DN, CA_DN, ts(lab.now + 1)).unwrap();
+    site.add_endorser(BOB_DN, CA_DN, ts(lab.now + 1)).unwrap();
+    drop(site);
+    assert_eq!(state(&lab, &img), ImageState::Expired);
+    lab.publish_as("bob", "0.0.2", std::slice::from_ref(&img));
+    let r = update(&lab, lab.now + 2);
+    assert!(matches!(list_outcome(&r), ListOutcome::Failed(e) if e.contains("rollback")), "{r:?}");
+    lab.site().reset_version(&LIST_ID.to_string()).unwrap();
+    let r = update(&lab, lab.now + 3);
+    assert_eq!(list_outcome(&r), &ListOutcome::Accepted("0.0.2".into()));
+    assert_eq!(state(&lab, &img), ImageState::Available);
+}
+
+#[test]
+fn t13_another_lists_identifier_at_the_subscribed_url_is_refused() {
+    let (_src, img, lab) = cached("g", 1000);
+    // The same endorser publishes a different list at the subscribed URL.
+    lab.publish_list("endorser", uuid::Uuid::from_u128(7), "0.0.9", &[]);
+    let r = update(&lab, lab.now + 1);
+    assert!(matches!(list_outcome(&r), ListOutcome::Failed(e) if e.starts_with("identifier")), "{r:?}");
+    assert_eq!(state(&lab, &img), ImageState::Available);
+}
+
+#[test]
+fn t14_lists_in_force_are_rechecked_against_current_trust() {
+    let (_src, img, lab) = cached("h", 1000);
+    // De-approving the endorser expires the images at once, without a fetch.
+    lab.site().remove_endorser(ENDORSER_DN, CA_DN, ts(lab.now + 1)).unwrap();
+    assert_eq!(state(&lab, &img), ImageState::Expired);
+    assert!(!lab.image_path(img.id).exists());
+    // Approving again restores endorsement; the next update fetches the data.
+    lab.site().add_endorser(ENDORSER_DN, CA_DN, ts(lab.now + 2)).unwrap();
+    assert_eq!(state(&lab, &img), ImageState::Partial);
+    update(&lab, lab.now + 3);
+    assert_eq!(state(&lab, &img), ImageState::Available);
+    // The CRL lapses (30 days): the list no longer verifies and its images expire.
+    let r = update(&lab, lab.now + 31 * DAY);
+    assert!(matches!(list_outcome(&r), ListOutcome::Failed(e) if e.starts_with("crl")), "{r:?}");
+    assert_eq!(state(&lab, &img), ImageState::Expired);
+}
+
+#[test]
+fn t17_a_failed_update_leaves_the_last_good_state() {
+    let (_src, img, lab) = cached("i", 1000);
+    let good = std::fs::read(&lab.list).unwrap();
+    for junk in [
+        b"garbage".to_vec(),
+        good[..good.len() / 2].to_vec(),
+        good.iter().map(|b| if *b == b'1' { b'2' } else { *b }).collect(),
+    ] {
+        std::fs::write(&lab.list, &junk).unwrap();
+        let r = update(&lab, lab.now + 1);
+        assert!(matches!(list_outcome(&r), ListOutcome::Failed(_)), "{r:?}");
+        assert_eq!(state(&lab, &img), ImageState::Available);
+        let sub = lab.site().store().subscription(LIST_ID).unwrap().unwrap();
+        assert_eq!(sub.current.unwrap().version, "0.0.1");
+    }
+    std::fs::write(&lab.list, good).unwrap();
+    lab.publish("0.0.2", std::slice::from_ref(&img));
+    assert_eq!(list_outcome(&update(&lab, lab.now + 2)), &ListOutcome::Accepted("0.0.2".into()));
+}
+
+#[test]
+fn disabling_a_subscription_expires_its_images() {
+    let (_src, img, lab) = cached("j", 1000);
+    lab.site().set_enabled(&LIST_ID.to_string(), false, ts(lab.now + 1)).unwrap();
+    assert_eq!(state(&lab, &img), ImageState::Expired);
+    let r = update(&lab, lab.now + 2);
+    assert_eq!(list_outcome(&r), &ListOutcome::Disabled);
+    lab.site().set_enabled(&lab.url(), true, ts(lab.now + 3)).unwrap();
+    update(&lab, lab.now + 4);
+    assert_eq!(state(&lab, &img), ImageState::Available);
+}
+
+#[test]
+fn a_new_checksum_replaces_the_cached_copy() {
+    let (src, img) = one_image("k", 5000);
+    let lab = subscribed(NewImages::Cache, std::slice::from_ref(&img));
+    update(&lab, lab.now);
+    let mut v2 = img.clone();
+    v2.bytes = bytes(7000, 99);
+    std::fs::write(src.path().join("img"), &v2.bytes).unwrap();
+    lab.publish("0.0.2", std::slice::from_ref(&v2));
+    let r = update(&lab, lab.now + 1);
+    assert!(r.images.contains(&(img.id, ImageOutcome::Expired)), "{r:?}");
+    assert!(r.images.contains(&(img.id, ImageOutcome::Downloaded)), "{r:?}");
+    assert_eq!(std::fs::read(lab.image_path(img.id)).unwrap(), v2.bytes);
+    assert_eq!(lab.expired_files().len(), 1);
+}
+
+#[test]
+fn hooks_get_vmcatcher_events_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events");
+    let hook = format!(
+        "echo \"$VMCATCHER_EVENT_TYPE|$VMCATCHER_EVENT_DC_IDENTIFIER|$VMCATCHER_EVENT_HV_SIZE|$VMCATCHER_EVENT_FILENAME|$VMCATCHER_EVENT_IL_DC_IDENTIFIER|$VMCATCHER_CACHE_DIR_CACHE\" >> {}",
+        log.display()
+    );
+    let lab = Lab::with_config(|c| c.hook = Some(hook));
+    let (_src, img) = one_image("l", 2000);
+    lab.publish("0.0.1", std::slice::from_ref(&img));
+    lab.site().subscribe(&lab.url(), NewImages::Cache, ts(lab.now)).unwrap();
+    update(&lab, lab.now);
+    lab.publish("0.0.2", &[]);
+    update(&lab, lab.now + 1);
+    let events: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.split('|').next().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "ProcessPrefix",
+            "SubscriptionImageNew",
+            "AvailablePrefix",
+            "AvailablePostfix",
+            "ProcessPostfix",
+            "ProcessPrefix",
+            "ExpirePrefix",
+            "ExpirePostfix",
+            "ProcessPostfix"
+        ]
+    );
+    let id = img.id.to_string();
+    let cache_dir = lab.data.join("images").display().to_string();
+    assert_eq!(events[3], format!("AvailablePostfix|{id}|2000|{id}|{LIST_ID}|{cache_dir}"));
+    assert!(events[7].starts_with(&format!("ExpirePostfix|{id}|2000|{id}.")), "{}", events[7]);
+}
+
+#[test]
+fn a_hanging_or_failing_hook_never_stalls_the_node() {
+    let lab = Lab::with_config(|c| {
+        c.hook = Some("if [ \"$VMCATCHER_EVENT_TYPE\" = AvailablePrefix ]; then sleep 60; fi; exit 3".into());
+        c.hook_timeout_secs = 1;
+    });
+    let (_src, img) = one_image("m", 2000);
+    lab.publish("0.0.1", std::slice::from_ref(&img));
+    lab.site().subscribe(&lab.url(), NewImages::Cache, ts(lab.now)).unwrap();
+    let started = std::time::Instant::now();
+    let r = update(&lab, lab.now);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the hook's time limit did not hold");
+    assert!(!r.failed(), "{r:?}");
+    assert_eq!(state(&lab, &img), ImageState::Available);
+}
+
+#[test]
+fn gc_removes_only_old_expired_images_and_keeps_foreign_files() {
+    let lab = Lab::with_config(|c| {
+        c.expired_max_age_days = 10;
+        c.min_free_percent = 0;
+    });
+    let expired = lab.data.join("expired");
+    let id = "488dcdc4-9ab1-4fc8-a7ba-b7a5428ecb3d";
+    let old = ts(lab.now - 20 * DAY).to_string().replace('T', "_").replace(':', "-").replace('Z', "");
+    let new = ts(lab.now - DAY).to_string().replace('T', "_").replace(':', "-").replace('Z', "");
+    for name in [format!("{id}.{old}"), format!("{id}.{new}"), "README.txt".into(), format!("{id}.{old}.notes")] {
+        std::fs::write(expired.join(name), b"x").unwrap();
+    }
+    let r = update(&lab, lab.now);
+    assert_eq!(r.gc.removed.len(), 1, "{r:?}");
+    assert_eq!(lab.expired_files(), vec![format!("{id}.{old}.notes"), format!("{id}.{new}"), "README.txt".into()]);
+
+    // Below the free-space watermark every expired image goes, still nothing else.
+    let full = Lab::with_config(|c| c.min_free_percent = 100);
+    std::fs::write(full.data.join("expired").join(format!("{id}.{new}")), b"x").unwrap();
+    std::fs::write(full.data.join("expired").join("keep.me"), b"x").unwrap();
+    update(&full, full.now);
+    assert_eq!(full.expired_files(), vec!["keep.me".to_owned()]);
+}
