@@ -303,6 +303,9 @@ impl Site {
         let bytes = self.fetcher.get_list(&sub.url)?;
         let verified = verify_list(&bytes, trust, now)?;
         let list = verified.list();
+        if list.uri != sub.url && list.uri != redact(&sub.url) {
+            tracing::warn!(list = %list.identifier, uri = %list.uri, subscribed = %redact(&sub.url), "the list's hv:uri differs from the subscribed URL; the subscribed URL stays in use");
+        }
         if list.identifier != sub.identifier {
             return Err(proto::Error::IdentifierChanged { expected: sub.identifier, got: list.identifier }.into());
         }
@@ -397,7 +400,7 @@ impl Site {
         sub.list_valid = true;
         sub.last_error = None;
         sub.updated = Some(now);
-        self.store.accept_list(sub, sub.next_seq - 1, bytes, &records)?;
+        self.store.accept_list(sub, now, bytes, &records)?;
         tracing::info!(list = %list.identifier, version = %list.version, images = list.images.len(), "list accepted");
         for uuid in new_images {
             if let Some(rec) = records.iter().find(|r| r.uuid == uuid) {

@@ -4,7 +4,9 @@
 //! Under the data directory:
 //! * `meta/`: a sled database with the trees `config`, `endorsers`,
 //!   `subscriptions`, `lists` (every accepted signed list, verbatim, keyed by
-//!   list UUID and sequence number), `images` (one record per image UUID),
+//!   list UUID and sequence number), `list_index` (each accepted version's
+//!   [`ListRef`] and acceptance time, same keys), `images` (one record per
+//!   image UUID),
 //!   `have` (a [`Bitfield`] per partial image) and `chunks` (the BLAKE3 hash of
 //!   each chunk written, keyed by image UUID and chunk index).
 //! * `images/<uuid>.partial`: image data being written, at chunk offsets;
@@ -135,6 +137,15 @@ pub struct ListRef {
     pub version: String,
     /// SHA-512 of its canonical content, hex.
     pub content_sha512: String,
+}
+
+/// One entry of a list's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedList {
+    /// Which version, and the SHA-512 of its canonical content.
+    pub list: ListRef,
+    /// When it was accepted.
+    pub accepted_at: Timestamp,
 }
 
 /// What the site decided about an image.
@@ -284,6 +295,7 @@ pub struct Store {
     endorsers: sled::Tree,
     subscriptions: sled::Tree,
     lists: sled::Tree,
+    list_index: sled::Tree,
     images: sled::Tree,
     have: sled::Tree,
     chunks: sled::Tree,
@@ -306,6 +318,7 @@ impl Store {
             endorsers: tree("endorsers")?,
             subscriptions: tree("subscriptions")?,
             lists: tree("lists")?,
+            list_index: tree("list_index")?,
             images: tree("images")?,
             have: tree("have")?,
             chunks: tree("chunks")?,
@@ -396,15 +409,31 @@ impl Store {
         Ok(self.lists.get(list_key(id, seq)).map_err(store_err)?.map(|v| v.to_vec()))
     }
 
-    /// Accepts a list version: stores the message, the subscription and the
-    /// image records in one transaction, then flushes.
-    pub fn accept_list(&self, sub: &Subscription, seq: u64, message: &[u8], images: &[ImageRecord]) -> Result<()> {
+    /// The history of accepted versions of list `id`, oldest first.
+    pub fn list_history(&self, id: Uuid) -> Result<Vec<AcceptedList>> {
+        self.list_index.scan_prefix(id.as_bytes()).values().map(|v| decode(&v.map_err(store_err)?)).collect()
+    }
+
+    /// Accepts a list version: stores the message and its index entry, the
+    /// subscription (whose `current` names this version) and the image
+    /// records in one transaction, then flushes.
+    pub fn accept_list(
+        &self,
+        sub: &Subscription,
+        accepted_at: Timestamp,
+        message: &[u8],
+        images: &[ImageRecord],
+    ) -> Result<()> {
+        let current = sub.current.clone().ok_or_else(|| Error::Store("accepting a list without a version".into()))?;
+        let seq = current.seq;
+        let index_bytes = encode(&AcceptedList { list: current, accepted_at })?;
         let sub_bytes = encode(sub)?;
         let image_bytes: Vec<(Uuid, Vec<u8>)> =
             images.iter().map(|i| Ok((i.uuid, encode(i)?))).collect::<Result<_>>()?;
-        (&self.subscriptions, &self.lists, &self.images)
-            .transaction(|(subs, lists, imgs)| {
+        (&self.subscriptions, &self.lists, &self.list_index, &self.images)
+            .transaction(|(subs, lists, index, imgs)| {
                 lists.insert(list_key(sub.identifier, seq).to_vec(), message)?;
+                index.insert(list_key(sub.identifier, seq).to_vec(), index_bytes.as_slice())?;
                 subs.insert(sub.identifier.as_bytes(), sub_bytes.as_slice())?;
                 for (uuid, bytes) in &image_bytes {
                     imgs.insert(uuid.as_bytes(), bytes.as_slice())?;

@@ -67,6 +67,11 @@ fn cache_mode_downloads_verifies_and_withdrawal_expires() {
     lab.publish("0.0.2", &[]);
     let r = update(&lab, lab.now + 2);
     assert_eq!(list_outcome(&r), &ListOutcome::Accepted("0.0.2".into()));
+    let history = lab.site().store().list_history(LIST_ID).unwrap();
+    let versions: Vec<&str> = history.iter().map(|h| h.list.version.as_str()).collect();
+    assert_eq!(versions, ["0.0.1", "0.0.2"]);
+    assert_ne!(history[0].list.content_sha512, history[1].list.content_sha512);
+    assert_eq!(history[1].accepted_at, ts(lab.now + 2));
     assert_eq!(state(&lab, &img), ImageState::Expired);
     assert!(!lab.image_path(img.id).exists());
     let expired = lab.expired_files();
