@@ -85,6 +85,12 @@ impl Bitfield {
         self.bytes.iter().map(|b| b.count_ones()).sum()
     }
 
+    /// Zero exactly when the set is empty; cheaper than [`Bitfield::count`]
+    /// for that question.
+    pub fn count_hint(&self) -> u32 {
+        u32::from(self.bytes.iter().any(|&b| b != 0))
+    }
+
     /// Whether every chunk is in the set.
     pub fn is_full(&self) -> bool {
         self.count() == self.len

@@ -12,6 +12,8 @@
 //! * [`trust`]: CA certificates, CRLs, endorser policy, and the one path from
 //!   signed bytes to a [`trust::VerifiedList`].
 //! * [`bitfield`]: which chunks a node has.
+//! * [`swarm`]: the swarm's decisions (which chunk, from whom, how many at
+//!   once, whom to serve, whom to ban) as a sans-I/O state machine.
 //! * [`manifest`]: fixed-size chunking, BLAKE3 per chunk, and the root a list
 //!   vouches for.
 //!
@@ -24,6 +26,7 @@ mod ffi;
 pub mod imagelist;
 pub mod manifest;
 pub mod smime;
+pub mod swarm;
 mod timestamp;
 pub mod trust;
 

@@ -1,0 +1,618 @@
+//! The swarm's decisions for one image on one node, as a sans-I/O state
+//! machine.
+//!
+//! # Contract
+//! A [`Swarm`] never performs I/O, reads no clock and draws randomness only
+//! from the seed in its [`Config`]; the same inputs at the same times give the
+//! same outputs. The real node and `netsim` drive the same code.
+//!
+//! Methods come in three groups, as in quinn-proto:
+//! * **inputs** (`handle_*`, each with the current time in microseconds):
+//!   peers connecting and leaving, messages from peers, a chunk that arrived
+//!   and passed or failed verification, an upload that ended, a timer;
+//! * **outputs**: [`Swarm::poll_action`] drains [`Action`]s (messages to send,
+//!   uploads to start, peers to ban, completion) and [`Swarm::poll_timeout`]
+//!   gives the next deadline at which [`Swarm::handle_timeout`] must run;
+//! * **getters**: what the node has and has done.
+//!
+//! # Decisions
+//! * **Downloading**: up to `pipeline` requests in flight per peer, chunks
+//!   chosen by [`picker`] (random first chunks, then rarest first; endgame
+//!   duplicates at the end; slow requests time out and go elsewhere).
+//!   Same-site peers are asked first.
+//! * **Locality**: a worker exchanges chunks only with peers of its own site;
+//!   only gateways and masters fetch across sites, and only from each other.
+//! * **Serving**: see [`upload`]: `upload_slots` concurrent uploads, a
+//!   bounded FIFO queue, and masters that stand back once a chunk has a copy
+//!   among their peers.
+//! * **Penalties**: a chunk that fails verification bans its sender at once
+//!   and goes back to the pool; a peer that lacks a chunk or refuses it is
+//!   merely skipped for a while.
+
+mod picker;
+mod rng;
+mod upload;
+
+use std::collections::{BTreeMap, VecDeque};
+
+pub use picker::PickerMode;
+use rng::Rng;
+pub use upload::{Stripe, UploadPolicy};
+
+use crate::bitfield::Bitfield;
+
+/// A chunk's position in the image.
+pub type ChunkIndex = u32;
+
+/// The caller's handle for a peer.
+pub type PeerId = u64;
+
+/// Microseconds on the caller's monotonic clock.
+pub type Micros = u64;
+
+/// What a node is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A worker host: downloads and shares within its site.
+    Worker,
+    /// A worker that also fetches across sites for its site.
+    Gateway,
+    /// A master: holds every image from the source and seeds.
+    Master,
+}
+
+impl Role {
+    /// Whether the role may exchange chunks with other sites.
+    pub fn crosses_sites(self) -> bool {
+        matches!(self, Self::Gateway | Self::Master)
+    }
+}
+
+/// Who a peer is, as the tracker or the peer itself says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's site.
+    pub site: u32,
+    /// The peer's role.
+    pub role: Role,
+}
+
+/// Messages between peers about one image. Chunk data travels outside
+/// these: the I/O layer carries it for [`Action::Upload`] and reports it with
+/// [`Swarm::handle_chunk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Every chunk the sender has; sent first on each connection.
+    Bitfield(Bitfield),
+    /// The sender now has this chunk.
+    Have(ChunkIndex),
+    /// Please send this chunk.
+    Request(ChunkIndex),
+    /// Never mind this request.
+    Cancel(ChunkIndex),
+    /// This request will not be served (not held, not allowed, or busy).
+    Reject(ChunkIndex),
+}
+
+/// Something the I/O layer must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message.
+    Send {
+        /// To whom.
+        to: PeerId,
+        /// What.
+        msg: Message,
+    },
+    /// Send a chunk's data; report the end with [`Swarm::handle_upload_done`].
+    Upload {
+        /// To whom.
+        to: PeerId,
+        /// Which chunk.
+        chunk: ChunkIndex,
+    },
+    /// Disconnect and ban this peer: it sent data that failed verification.
+    Ban {
+        /// The peer.
+        peer: PeerId,
+        /// The chunk it corrupted.
+        chunk: ChunkIndex,
+    },
+    /// Every chunk is here and verified.
+    Completed,
+}
+
+/// Tunables. `Default` suits a cooperative site swarm of 10 Gbit/s hosts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's site.
+    pub site: u32,
+    /// This node's role.
+    pub role: Role,
+    /// Requests in flight per peer.
+    pub pipeline: u32,
+    /// Chunks picked at random before rarest-first takes over.
+    pub random_first: u32,
+    /// How chunks are chosen.
+    pub picker: PickerMode,
+    /// Whether same-site peers are preferred and cross-site rules apply.
+    pub locality: bool,
+    /// How long a request may stay unanswered.
+    pub request_timeout: Micros,
+    /// How long a peer that refused a chunk is not asked for it again.
+    pub refusal_backoff: Micros,
+    /// How this node serves requests.
+    pub upload: UploadPolicy,
+    /// Seed for tie-breaking and sampling.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            site: 0,
+            role: Role::Worker,
+            pipeline: 2,
+            random_first: 4,
+            picker: PickerMode::RarestFirst,
+            locality: true,
+            request_timeout: 10_000_000,
+            refusal_backoff: 200_000,
+            upload: UploadPolicy::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// A request this node sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Request {
+    pub(crate) chunk: ChunkIndex,
+    pub(crate) sent_at: Micros,
+}
+
+/// What this node knows about one peer.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerState {
+    pub(crate) info: PeerInfo,
+    pub(crate) have: Bitfield,
+    pub(crate) inflight: Vec<Request>,
+    /// Chunks the peer refused, and until when not to ask again.
+    pub(crate) refused: Vec<(ChunkIndex, Micros)>,
+}
+
+impl PeerState {
+    pub(crate) fn refused_until(&self, c: ChunkIndex) -> Micros {
+        self.refused.iter().find(|(x, _)| *x == c).map_or(0, |(_, t)| *t)
+    }
+}
+
+/// Counters for reports and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Chunks received and verified.
+    pub chunks_verified: u64,
+    /// Chunks received that failed verification.
+    pub chunks_failed: u64,
+    /// Chunks received that were no longer needed (endgame duplicates).
+    pub chunks_wasted: u64,
+    /// Uploads started.
+    pub uploads: u64,
+    /// Requests refused.
+    pub rejects_sent: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Peers banned.
+    pub bans: u64,
+}
+
+/// One node's swarm state for one image.
+#[derive(Debug)]
+pub struct Swarm {
+    cfg: Config,
+    have: Bitfield,
+    missing: Vec<ChunkIndex>,
+    missing_pos: Vec<u32>,
+    requested: Vec<u8>,
+    requested_distinct: u32,
+    availability: Vec<u16>,
+    buckets: picker::Buckets,
+    peers: BTreeMap<PeerId, PeerState>,
+    uploads: upload::Uploads,
+    actions: VecDeque<Action>,
+    rng: Rng,
+    stats: Stats,
+    completed: bool,
+}
+
+const NOT_MISSING: u32 = u32::MAX;
+
+impl Swarm {
+    /// A node that already holds the chunks in `have` (all of them for a
+    /// master, the verified ones for a restarted worker).
+    pub fn new(cfg: Config, have: Bitfield) -> Self {
+        let n = have.len();
+        let missing: Vec<ChunkIndex> = have.missing().collect();
+        let mut missing_pos = vec![NOT_MISSING; n as usize];
+        for (pos, &c) in missing.iter().enumerate() {
+            missing_pos[c as usize] = pos as u32;
+        }
+        let completed = missing.is_empty();
+        let buckets = picker::Buckets::new(n, &missing);
+        Self {
+            buckets,
+            rng: Rng::new(cfg.seed),
+            uploads: upload::Uploads::new(n),
+            cfg,
+            have,
+            missing,
+            missing_pos,
+            requested: vec![0; n as usize],
+            requested_distinct: 0,
+            availability: vec![0; n as usize],
+            peers: BTreeMap::new(),
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+            completed,
+        }
+    }
+
+    // ---- inputs ----
+
+    /// A connection to `peer` is up.
+    pub fn handle_connected(&mut self, _now: Micros, peer: PeerId, info: PeerInfo) {
+        let n = self.have.len();
+        self.peers.insert(peer, PeerState { info, have: Bitfield::new(n), inflight: Vec::new(), refused: Vec::new() });
+        self.send(peer, Message::Bitfield(self.have.clone()));
+    }
+
+    /// The connection to `peer` is gone (closed, failed, or banned).
+    pub fn handle_disconnected(&mut self, now: Micros, peer: PeerId) {
+        let Some(state) = self.peers.remove(&peer) else {
+            return;
+        };
+        for c in 0..state.have.len() {
+            if state.have.get(c) {
+                self.change_availability(c, -1);
+            }
+        }
+        for r in &state.inflight {
+            self.unrequest(r.chunk);
+        }
+        self.uploads.drop_peer(peer);
+        self.start_uploads();
+        self.fill_all(now);
+    }
+
+    /// A message from `from`.
+    pub fn handle_message(&mut self, now: Micros, from: PeerId, msg: Message) {
+        if !self.peers.contains_key(&from) {
+            return;
+        }
+        match msg {
+            Message::Bitfield(b) => self.on_bitfield(now, from, b),
+            Message::Have(c) => self.on_have(now, from, c),
+            Message::Request(c) => self.on_request(now, from, c),
+            Message::Cancel(c) => {
+                self.uploads.cancel(from, c);
+            }
+            Message::Reject(c) => self.on_reject(now, from, c),
+        }
+    }
+
+    /// Chunk `chunk` arrived from `from`, and the I/O layer checked it
+    /// against the manifest: `verified` says whether it matched.
+    pub fn handle_chunk(&mut self, now: Micros, from: PeerId, chunk: ChunkIndex, verified: bool) {
+        if chunk >= self.have.len() {
+            return;
+        }
+        self.take_inflight(from, chunk);
+        if !verified {
+            self.stats.chunks_failed += 1;
+            self.stats.bans += 1;
+            self.actions.push_back(Action::Ban { peer: from, chunk });
+            self.handle_disconnected(now, from);
+            return;
+        }
+        if self.have.get(chunk) {
+            self.stats.chunks_wasted += 1;
+            self.fill_one(now, from);
+            return;
+        }
+        self.stats.chunks_verified += 1;
+        self.have.set(chunk);
+        self.remove_missing(chunk);
+        self.buckets.remove(chunk);
+        // Cancel endgame duplicates still in flight elsewhere.
+        let others: Vec<PeerId> =
+            self.peers.iter().filter(|(_, p)| p.inflight.iter().any(|r| r.chunk == chunk)).map(|(&id, _)| id).collect();
+        for p in others {
+            self.take_inflight(p, chunk);
+            self.send(p, Message::Cancel(chunk));
+        }
+        if self.requested[chunk as usize] > 0 {
+            self.requested[chunk as usize] = 0;
+            self.requested_distinct -= 1;
+        }
+        let tell: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.have.get(chunk) || p.info.role == Role::Master)
+            .map(|(&id, _)| id)
+            .collect();
+        for p in tell {
+            self.send(p, Message::Have(chunk));
+        }
+        if self.missing.is_empty() && !self.completed {
+            self.completed = true;
+            self.actions.push_back(Action::Completed);
+        }
+        self.fill_all(now);
+    }
+
+    /// An upload ended (sent in full, or aborted by the I/O layer).
+    pub fn handle_upload_done(&mut self, _now: Micros, to: PeerId, chunk: ChunkIndex) {
+        self.uploads.finish(to, chunk);
+        self.start_uploads();
+    }
+
+    /// Timers: requests that waited too long go elsewhere.
+    pub fn handle_timeout(&mut self, now: Micros) {
+        let timeout = self.cfg.request_timeout;
+        let backoff = self.cfg.refusal_backoff;
+        let mut expired = Vec::new();
+        for (&id, p) in &mut self.peers {
+            p.refused.retain(|(_, until)| *until > now);
+            p.inflight.retain(|r| {
+                let late = r.sent_at + timeout <= now;
+                if late {
+                    expired.push((id, r.chunk));
+                }
+                !late
+            });
+        }
+        for (id, chunk) in expired {
+            self.stats.timeouts += 1;
+            self.unrequest(chunk);
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.refused.push((chunk, now + backoff.max(timeout)));
+            }
+            self.send(id, Message::Cancel(chunk));
+        }
+        self.fill_all(now);
+    }
+
+    // ---- outputs ----
+
+    /// The next thing the I/O layer must do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Swarm::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Micros> {
+        let requests =
+            self.peers.values().flat_map(|p| p.inflight.iter().map(|r| r.sent_at + self.cfg.request_timeout));
+        let refusals = self.peers.values().flat_map(|p| p.refused.iter().map(|(_, t)| *t));
+        requests.chain(refusals).min()
+    }
+
+    // ---- getters ----
+
+    /// The chunks this node has.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// Whether every chunk is here.
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// How many peers are connected.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Uploads in progress.
+    pub fn active_uploads(&self) -> usize {
+        self.uploads.active()
+    }
+
+    // ---- internals ----
+
+    fn send(&mut self, to: PeerId, msg: Message) {
+        self.actions.push_back(Action::Send { to, msg });
+    }
+
+    fn on_bitfield(&mut self, now: Micros, from: PeerId, b: Bitfield) {
+        if b.len() != self.have.len() {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        let old = std::mem::replace(&mut p.have, b.clone());
+        for c in 0..b.len() {
+            match (b.get(c), old.get(c)) {
+                (true, false) => self.change_availability(c, 1),
+                (false, true) => self.change_availability(c, -1),
+                _ => {}
+            }
+        }
+        self.fill_one(now, from);
+    }
+
+    fn on_have(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        if c < p.have.len() && p.have.set(c) {
+            self.change_availability(c, 1);
+            if !self.have.get(c) {
+                self.fill_one(now, from);
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
+        let Some(p) = self.peers.get(&from) else {
+            return;
+        };
+        let asker = p.info;
+        let peers = &self.peers;
+        let copies = || {
+            peers
+                .values()
+                .filter(|q| q.have.get(c) && q.info.role != Role::Master)
+                .filter(|q| q.info.site == asker.site || (asker.role.crosses_sites() && q.info.role.crosses_sites()))
+                .count() as u32
+        };
+        let allowed = c < self.have.len()
+            && self.have.get(c)
+            && self.may_exchange(asker)
+            && self.cfg.upload.admits(&self.cfg, c, copies, now, &mut self.uploads);
+        if allowed && self.uploads.enqueue(from, c, self.cfg.upload.max_queue) {
+            self.start_uploads();
+        } else {
+            self.stats.rejects_sent += 1;
+            self.send(from, Message::Reject(c));
+        }
+    }
+
+    fn on_reject(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
+        if self.take_inflight(from, c) {
+            let until = now + self.cfg.refusal_backoff;
+            if let Some(p) = self.peers.get_mut(&from) {
+                p.refused.retain(|(x, _)| *x != c);
+                p.refused.push((c, until));
+            }
+        }
+        self.fill_all(now);
+    }
+
+    fn start_uploads(&mut self) {
+        while let Some((to, chunk)) = self.uploads.next(self.cfg.upload.slots) {
+            self.stats.uploads += 1;
+            self.actions.push_back(Action::Upload { to, chunk });
+        }
+    }
+
+    /// Whether chunks may flow between this node and a peer.
+    fn may_exchange(&self, other: PeerInfo) -> bool {
+        !self.cfg.locality
+            || other.site == self.cfg.site
+            || (self.cfg.role.crosses_sites() && other.role.crosses_sites())
+    }
+
+    fn endgame(&self) -> bool {
+        self.requested_distinct as usize >= self.missing.len()
+    }
+
+    /// Tops up the requests to every peer, same-site peers first.
+    fn fill_all(&mut self, now: Micros) {
+        if self.missing.is_empty() {
+            return;
+        }
+        let mut order: Vec<PeerId> = self.peers.keys().copied().collect();
+        if self.cfg.locality {
+            let site = self.cfg.site;
+            order.sort_by_key(|id| self.peers.get(id).map_or(1, |p| u8::from(p.info.site != site)));
+        }
+        for id in order {
+            self.fill_one(now, id);
+        }
+    }
+
+    /// Tops up the requests to one peer.
+    fn fill_one(&mut self, now: Micros, id: PeerId) {
+        let Some(p) = self.peers.get(&id) else {
+            return;
+        };
+        if self.missing.is_empty() || !self.may_exchange(p.info) {
+            return;
+        }
+        let random = self.cfg.picker == PickerMode::Random || self.have.count() < self.cfg.random_first;
+        while self.peers.get(&id).is_some_and(|p| (p.inflight.len() as u32) < self.cfg.pipeline) {
+            let Some(p) = self.peers.get(&id) else {
+                return;
+            };
+            let view = picker::View {
+                have: &self.have,
+                missing: &self.missing,
+                buckets: &self.buckets,
+                requested: &self.requested,
+                now,
+                random,
+                endgame: self.endgame(),
+            };
+            let Some(chunk) = view.pick(p, &mut self.rng) else {
+                return;
+            };
+            if self.requested[chunk as usize] == 0 {
+                self.requested_distinct += 1;
+            }
+            self.requested[chunk as usize] += 1;
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.inflight.push(Request { chunk, sent_at: now });
+            }
+            self.send(id, Message::Request(chunk));
+        }
+    }
+
+    fn change_availability(&mut self, c: ChunkIndex, delta: i32) {
+        let a = &mut self.availability[c as usize];
+        *a = if delta > 0 { a.saturating_add(1) } else { a.saturating_sub(1) };
+        let now = *a;
+        self.buckets.set(c, now);
+    }
+
+    /// Removes a request for `chunk` from `peer`; returns whether one was open.
+    fn take_inflight(&mut self, peer: PeerId, chunk: ChunkIndex) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let Some(pos) = p.inflight.iter().position(|r| r.chunk == chunk) else {
+            return false;
+        };
+        p.inflight.swap_remove(pos);
+        self.unrequest(chunk);
+        true
+    }
+
+    fn unrequest(&mut self, chunk: ChunkIndex) {
+        let r = &mut self.requested[chunk as usize];
+        if *r > 0 {
+            *r -= 1;
+            if *r == 0 {
+                self.requested_distinct -= 1;
+            }
+        }
+    }
+
+    fn remove_missing(&mut self, chunk: ChunkIndex) {
+        let pos = self.missing_pos[chunk as usize];
+        if pos == NOT_MISSING {
+            return;
+        }
+        let last = self.missing.len() - 1;
+        self.missing.swap(pos as usize, last);
+        let moved = self.missing[pos as usize];
+        self.missing_pos[moved as usize] = pos;
+        self.missing.pop();
+        self.missing_pos[chunk as usize] = NOT_MISSING;
+    }
+}
+
+#[cfg(test)]
+mod tests;

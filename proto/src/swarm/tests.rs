@@ -1,0 +1,292 @@
+//! Unit tests of the swarm state machine, driven by hand.
+
+use super::*;
+
+const N: u32 = 64;
+
+fn worker(seed: u64) -> Swarm {
+    Swarm::new(Config { seed, ..Config::default() }, Bitfield::new(N))
+}
+
+fn master() -> Swarm {
+    Swarm::new(Config { role: Role::Master, ..Config::default() }, Bitfield::full(N))
+}
+
+fn info(site: u32, role: Role) -> PeerInfo {
+    PeerInfo { site, role }
+}
+
+fn drain(s: &mut Swarm) -> Vec<Action> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+fn requests(actions: &[Action], to: PeerId) -> Vec<ChunkIndex> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to: t, msg: Message::Request(c) } if *t == to => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn connecting_sends_the_bitfield_and_a_seed_gets_pipelined_requests() {
+    let mut w = worker(1);
+    w.handle_connected(0, 7, info(0, Role::Worker));
+    assert_eq!(drain(&mut w), vec![Action::Send { to: 7, msg: Message::Bitfield(Bitfield::new(N)) }]);
+    w.handle_message(0, 7, Message::Bitfield(Bitfield::full(N)));
+    let reqs = requests(&drain(&mut w), 7);
+    assert_eq!(reqs.len(), Config::default().pipeline as usize);
+    assert_ne!(reqs[0], reqs[1]);
+}
+
+#[test]
+fn rarest_chunk_is_requested_first() {
+    let mut w = Swarm::new(Config { random_first: 0, pipeline: 1, ..Config::default() }, Bitfield::new(N));
+    // Three peers have chunks 0..32; only peer 3 has chunk 40 as well.
+    let mut common = Bitfield::new(N);
+    (0..32).for_each(|c| {
+        common.set(c);
+    });
+    for p in 1..=3 {
+        w.handle_connected(0, p, info(0, Role::Worker));
+    }
+    w.handle_message(0, 1, Message::Bitfield(common.clone()));
+    w.handle_message(0, 2, Message::Bitfield(common.clone()));
+    drain(&mut w);
+    let mut rare = common.clone();
+    rare.set(40);
+    w.handle_message(0, 3, Message::Bitfield(rare));
+    assert_eq!(requests(&drain(&mut w), 3), vec![40]);
+}
+
+#[test]
+fn a_verified_chunk_is_announced_and_a_bad_one_bans_its_sender() {
+    let mut w = worker(2);
+    w.handle_connected(0, 1, info(0, Role::Worker));
+    w.handle_connected(0, 2, info(0, Role::Worker));
+    w.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
+    let c = requests(&drain(&mut w), 1)[0];
+    w.handle_chunk(10, 1, c, true);
+    let acts = drain(&mut w);
+    assert!(acts.contains(&Action::Send { to: 2, msg: Message::Have(c) }));
+    assert!(w.have().get(c));
+
+    let bad = requests(&acts, 1).first().copied().unwrap_or_else(|| requests(&drain(&mut w), 1)[0]);
+    w.handle_chunk(20, 1, bad, false);
+    let acts = drain(&mut w);
+    assert!(acts.contains(&Action::Ban { peer: 1, chunk: bad }));
+    assert_eq!(w.peer_count(), 1);
+    assert!(!w.have().get(bad));
+    assert_eq!(w.stats().bans, 1);
+    // The chunk goes back to the pool and is fetched from another peer.
+    w.handle_message(30, 2, Message::Bitfield(Bitfield::full(N)));
+    let again: Vec<ChunkIndex> = (0..40).flat_map(|_| requests(&drain(&mut w), 2)).collect();
+    assert!(!again.is_empty());
+}
+
+#[test]
+fn a_refusal_is_not_a_penalty_and_the_chunk_is_asked_elsewhere() {
+    let mut w = Swarm::new(Config { pipeline: 1, ..Config::default() }, Bitfield::new(N));
+    w.handle_connected(0, 1, info(0, Role::Worker));
+    w.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
+    let c = requests(&drain(&mut w), 1)[0];
+    w.handle_message(5, 1, Message::Reject(c));
+    let next = requests(&drain(&mut w), 1);
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0], c, "the refused chunk is not asked of the same peer during the backoff");
+    assert_eq!(w.peer_count(), 1);
+    assert_eq!(w.stats().bans, 0);
+}
+
+#[test]
+fn requests_time_out_and_move_on() {
+    let cfg = Config { pipeline: 1, request_timeout: 1000, ..Config::default() };
+    let mut w = Swarm::new(cfg, Bitfield::new(N));
+    w.handle_connected(0, 1, info(0, Role::Worker));
+    w.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
+    let c = requests(&drain(&mut w), 1)[0];
+    assert_eq!(w.poll_timeout(), Some(1000));
+    w.handle_timeout(1000);
+    let acts = drain(&mut w);
+    assert!(acts.contains(&Action::Send { to: 1, msg: Message::Cancel(c) }));
+    assert_eq!(w.stats().timeouts, 1);
+    assert_eq!(requests(&acts, 1).len(), 1);
+}
+
+#[test]
+fn workers_never_trade_across_sites_but_gateways_and_masters_do() {
+    let mut w = worker(3);
+    w.handle_connected(0, 1, info(1, Role::Worker));
+    w.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
+    assert!(requests(&drain(&mut w), 1).is_empty());
+    w.handle_connected(0, 2, info(1, Role::Master));
+    w.handle_message(0, 2, Message::Bitfield(Bitfield::full(N)));
+    assert!(requests(&drain(&mut w), 2).is_empty(), "a worker does not fetch from another site's master");
+
+    let mut g = Swarm::new(Config { role: Role::Gateway, ..Config::default() }, Bitfield::new(N));
+    g.handle_connected(0, 2, info(1, Role::Master));
+    g.handle_message(0, 2, Message::Bitfield(Bitfield::full(N)));
+    assert!(!requests(&drain(&mut g), 2).is_empty());
+
+    // Serving side: a master refuses another site's worker.
+    let mut m = master();
+    m.handle_connected(0, 9, info(1, Role::Worker));
+    drain(&mut m);
+    m.handle_message(0, 9, Message::Request(3));
+    assert_eq!(drain(&mut m), vec![Action::Send { to: 9, msg: Message::Reject(3) }]);
+}
+
+#[test]
+fn upload_slots_and_queue_are_bounded() {
+    let cfg =
+        Config { upload: UploadPolicy { slots: 2, max_queue: 1, ..UploadPolicy::default() }, ..Config::default() };
+    let mut s = Swarm::new(cfg, Bitfield::full(N));
+    s.handle_connected(0, 1, info(0, Role::Worker));
+    drain(&mut s);
+    for c in 0..4 {
+        s.handle_message(0, 1, Message::Request(c));
+    }
+    let acts = drain(&mut s);
+    let uploads = acts.iter().filter(|a| matches!(a, Action::Upload { .. })).count();
+    let rejects = acts.iter().filter(|a| matches!(a, Action::Send { msg: Message::Reject(_), .. })).count();
+    assert_eq!((uploads, rejects), (2, 1), "{acts:?}");
+    s.handle_upload_done(1, 1, 0);
+    assert!(matches!(drain(&mut s)[..], [Action::Upload { to: 1, chunk: 2 }]));
+}
+
+#[test]
+fn a_master_stands_back_once_a_peer_holds_the_chunk() {
+    let mut m = master();
+    m.handle_connected(0, 1, info(0, Role::Worker));
+    m.handle_connected(0, 2, info(0, Role::Worker));
+    drain(&mut m);
+    m.handle_message(0, 1, Message::Request(5));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 1, chunk: 5 }]));
+    m.handle_upload_done(1, 1, 5);
+    m.handle_message(2, 1, Message::Have(5));
+    m.handle_message(3, 2, Message::Request(5));
+    assert_eq!(drain(&mut m), vec![Action::Send { to: 2, msg: Message::Reject(5) }]);
+    // A copy in flight counts too: no duplicate while it travels.
+    m.handle_message(4, 2, Message::Request(6));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 2, chunk: 6 }]));
+    m.handle_message(5, 1, Message::Request(6));
+    assert_eq!(drain(&mut m), vec![Action::Send { to: 1, msg: Message::Reject(6) }]);
+    // A gateway of another site cannot fetch from site 0's worker: served.
+    m.handle_connected(6, 3, info(1, Role::Gateway));
+    drain(&mut m);
+    m.handle_message(6, 3, Message::Request(5));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 3, chunk: 5 }]));
+}
+
+#[test]
+fn striped_masters_serve_their_own_stripe_first() {
+    let stripe = Stripe { index: 0, count: 2, grace: 1000 };
+    let cfg = Config {
+        role: Role::Master,
+        upload: UploadPolicy { stripe: Some(stripe), ..UploadPolicy::default() },
+        ..Config::default()
+    };
+    let mut m = Swarm::new(cfg, Bitfield::full(N));
+    m.handle_connected(0, 1, info(0, Role::Worker));
+    drain(&mut m);
+    m.handle_message(0, 1, Message::Request(3));
+    assert_eq!(drain(&mut m), vec![Action::Send { to: 1, msg: Message::Reject(3) }]);
+    m.handle_message(10, 1, Message::Request(4));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { chunk: 4, .. }]));
+    // Still unavailable after the grace: served after all.
+    m.handle_message(1000, 1, Message::Request(3));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { chunk: 3, .. }]));
+}
+
+#[test]
+fn endgame_asks_a_second_peer_and_cancels_the_loser() {
+    let cfg = Config { pipeline: 1, random_first: 0, ..Config::default() };
+    let mut have = Bitfield::full(N);
+    have.unset(10);
+    let mut w = Swarm::new(cfg, have);
+    w.handle_connected(0, 1, info(0, Role::Worker));
+    w.handle_connected(0, 2, info(0, Role::Worker));
+    w.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
+    w.handle_message(0, 2, Message::Bitfield(Bitfield::full(N)));
+    let acts = drain(&mut w);
+    assert_eq!(requests(&acts, 1), vec![10]);
+    assert_eq!(requests(&acts, 2), vec![10], "endgame duplicate");
+    w.handle_chunk(5, 2, 10, true);
+    let acts = drain(&mut w);
+    assert!(acts.contains(&Action::Send { to: 1, msg: Message::Cancel(10) }));
+    assert!(acts.contains(&Action::Completed));
+    assert!(w.is_complete());
+}
+
+#[test]
+fn same_seed_same_decisions() {
+    let run = |seed| {
+        let mut w = worker(seed);
+        for p in 1..=4 {
+            w.handle_connected(0, p, info(0, Role::Worker));
+            w.handle_message(0, p, Message::Bitfield(Bitfield::full(N)));
+        }
+        drain(&mut w)
+    };
+    assert_eq!(run(9), run(9));
+    assert_ne!(run(9), run(10));
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever peers have, a request is only ever for a chunk that the
+        /// peer has and this node lacks, and never exceeds the pipeline.
+        #[test]
+        fn requests_are_always_for_useful_chunks(
+            seed in any::<u64>(),
+            peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), N as usize), 1..5),
+            pre in proptest::collection::vec(any::<bool>(), N as usize),
+        ) {
+            let mut have = Bitfield::new(N);
+            for (i, h) in pre.iter().enumerate() { if *h { have.set(i as u32); } }
+            let mut w = Swarm::new(Config { seed, ..Config::default() }, have.clone());
+            let mut maps = Vec::new();
+            for (p, bits) in peers.iter().enumerate() {
+                let mut b = Bitfield::new(N);
+                for (i, h) in bits.iter().enumerate() { if *h { b.set(i as u32); } }
+                w.handle_connected(0, p as u64, info(0, Role::Worker));
+                w.handle_message(0, p as u64, Message::Bitfield(b.clone()));
+                maps.push(b);
+            }
+            let acts = drain(&mut w);
+            for (p, b) in maps.iter().enumerate() {
+                let reqs = requests(&acts, p as u64);
+                prop_assert!(reqs.len() as u32 <= Config::default().pipeline);
+                for c in reqs {
+                    prop_assert!(b.get(c) && !have.get(c));
+                }
+            }
+        }
+
+        /// Have-maps: availability counts follow bitfields and departures.
+        #[test]
+        fn availability_tracks_peers(bits in proptest::collection::vec(proptest::collection::vec(any::<bool>(), N as usize), 1..6)) {
+            let mut w = worker(0);
+            for (p, v) in bits.iter().enumerate() {
+                let mut b = Bitfield::new(N);
+                for (i, h) in v.iter().enumerate() { if *h { b.set(i as u32); } }
+                w.handle_connected(0, p as u64, info(0, Role::Worker));
+                w.handle_message(0, p as u64, Message::Bitfield(b));
+            }
+            for c in 0..N as usize {
+                let expected = bits.iter().filter(|v| v[c]).count() as u16;
+                prop_assert_eq!(w.availability[c], expected);
+            }
+            for p in 0..bits.len() {
+                w.handle_disconnected(1, p as u64);
+            }
+            prop_assert!(w.availability.iter().all(|&a| a == 0));
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Serving requests: upload slots, a bounded queue, and the masters' policy.
+//!
+//! # Why this policy
+//! A site swarm is cooperative: every host runs our code and nobody free-
+//! rides, so BitTorrent's tit-for-tat choking buys nothing and costs ramp-up
+//! time. What matters is keeping every uplink busy with useful data and
+//! keeping the masters' egress near one copy. Hence:
+//!
+//! * **Slots, not choking.** A node serves at most `slots` chunks at once
+//!   (enough to fill its uplink when a peer's downlink is shared, few enough
+//!   that each transfer gets a meaningful share) and queues at most
+//!   `max_queue` more in arrival order. A request beyond that is refused at
+//!   once, so the requester asks another peer instead of waiting.
+//! * **FIFO.** In a cooperative swarm a first-come queue is fair, cheap and
+//!   predictable; the requester's rarest-first picking already steers the
+//!   swarm toward what is scarce.
+//! * **Masters stand back.** A master refuses a chunk once `master_copies`
+//!   copies exist that the requester could fetch instead: held by peers of
+//!   the requester's site, or by other gateways when the requester is a
+//!   gateway, or already on their way from this master. Its egress so stays
+//!   close to `master_copies` copies of the image however many hosts ask,
+//!   and a remote site is never refused a chunk only another site holds.
+//!   With several masters, each first serves its own stripe of chunks
+//!   (`chunk % count == index`) and takes another stripe's chunk only when
+//!   it is still unavailable `grace` after it was first asked for, so that
+//!   masters do not send the same chunk twice while a master that died does
+//!   not stall the swarm.
+
+use std::collections::VecDeque;
+
+use super::{ChunkIndex, Config, Micros, PeerId, Role};
+
+/// How a node serves requests.
+#[derive(Debug, Clone)]
+pub struct UploadPolicy {
+    /// Chunks uploaded at once.
+    pub slots: u32,
+    /// Requests queued beyond the slots.
+    pub max_queue: usize,
+    /// For masters: refuse a chunk once this many peers hold it.
+    pub master_copies: u16,
+    /// For masters: this master's share of the chunks.
+    pub stripe: Option<Stripe>,
+}
+
+impl Default for UploadPolicy {
+    fn default() -> Self {
+        Self { slots: 4, max_queue: 16, master_copies: 1, stripe: None }
+    }
+}
+
+/// One master's share of the chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stripe {
+    /// This master's position among the masters.
+    pub index: u32,
+    /// How many masters share the work.
+    pub count: u32,
+    /// How long another stripe's chunk must have been wanted before this
+    /// master serves it.
+    pub grace: Micros,
+}
+
+impl UploadPolicy {
+    /// Whether a request for `chunk` may be queued now; `copies` counts the
+    /// copies the requester could fetch elsewhere (masters only).
+    pub(crate) fn admits(
+        &self,
+        cfg: &Config,
+        chunk: ChunkIndex,
+        copies: impl FnOnce() -> u32,
+        now: Micros,
+        uploads: &mut Uploads,
+    ) -> bool {
+        if cfg.role != Role::Master {
+            return true;
+        }
+        if copies() + uploads.count(chunk) >= u32::from(self.master_copies) {
+            return false;
+        }
+        let Some(s) = self.stripe else {
+            return true;
+        };
+        if s.count <= 1 || chunk % s.count == s.index {
+            return true;
+        }
+        let first = uploads.first_asked(chunk, now);
+        now >= first + s.grace
+    }
+}
+
+/// Queued and running uploads.
+#[derive(Debug, Clone)]
+pub(crate) struct Uploads {
+    queue: VecDeque<(PeerId, ChunkIndex)>,
+    active: Vec<(PeerId, ChunkIndex)>,
+    /// When each chunk was first asked for (masters' stripe grace).
+    first_asked: Vec<Micros>,
+}
+
+const NEVER: Micros = Micros::MAX;
+
+impl Uploads {
+    pub(crate) fn new(chunks: u32) -> Self {
+        Self { queue: VecDeque::new(), active: Vec::new(), first_asked: vec![NEVER; chunks as usize] }
+    }
+
+    fn first_asked(&mut self, chunk: ChunkIndex, now: Micros) -> Micros {
+        let t = &mut self.first_asked[chunk as usize];
+        if *t == NEVER {
+            *t = now;
+        }
+        *t
+    }
+
+    /// Queues a request; false when the queue is full or it is a duplicate.
+    pub(crate) fn enqueue(&mut self, peer: PeerId, chunk: ChunkIndex, max_queue: usize) -> bool {
+        let dup = self.queue.contains(&(peer, chunk)) || self.active.contains(&(peer, chunk));
+        if dup || self.queue.len() >= max_queue {
+            return false;
+        }
+        self.queue.push_back((peer, chunk));
+        true
+    }
+
+    /// The next upload to start, if a slot is free.
+    pub(crate) fn next(&mut self, slots: u32) -> Option<(PeerId, ChunkIndex)> {
+        if self.active.len() as u32 >= slots {
+            return None;
+        }
+        let next = self.queue.pop_front()?;
+        self.active.push(next);
+        Some(next)
+    }
+
+    pub(crate) fn finish(&mut self, peer: PeerId, chunk: ChunkIndex) {
+        if let Some(pos) = self.active.iter().position(|&u| u == (peer, chunk)) {
+            self.active.swap_remove(pos);
+        }
+    }
+
+    pub(crate) fn cancel(&mut self, peer: PeerId, chunk: ChunkIndex) {
+        self.queue.retain(|&u| u != (peer, chunk));
+    }
+
+    pub(crate) fn drop_peer(&mut self, peer: PeerId) {
+        self.queue.retain(|&(p, _)| p != peer);
+        self.active.retain(|&(p, _)| p != peer);
+    }
+
+    pub(crate) fn active(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Uploads of `chunk` queued or running.
+    fn count(&self, chunk: ChunkIndex) -> u32 {
+        self.queue.iter().chain(&self.active).filter(|&&(_, c)| c == chunk).count() as u32
+    }
+}
