@@ -223,6 +223,8 @@ pub struct Swarm {
     rng: Rng,
     stats: Stats,
     completed: bool,
+    /// No deadline is earlier than this (it may be early, never late).
+    next_deadline: Option<Micros>,
 }
 
 const NOT_MISSING: u32 = u32::MAX;
@@ -254,6 +256,7 @@ impl Swarm {
             actions: VecDeque::new(),
             stats: Stats::default(),
             completed,
+            next_deadline: None,
         }
     }
 
@@ -380,6 +383,7 @@ impl Swarm {
             self.send(id, Message::Cancel(chunk));
         }
         self.fill_all(now);
+        self.next_deadline = self.exact_deadline();
     }
 
     // ---- outputs ----
@@ -389,12 +393,21 @@ impl Swarm {
         self.actions.pop_front()
     }
 
-    /// When [`Swarm::handle_timeout`] must run next.
+    /// When [`Swarm::handle_timeout`] must run next. It may be earlier than
+    /// needed (a wake-up with nothing to do is harmless), never later.
     pub fn poll_timeout(&self) -> Option<Micros> {
+        self.next_deadline
+    }
+
+    fn exact_deadline(&self) -> Option<Micros> {
         let requests =
             self.peers.values().flat_map(|p| p.inflight.iter().map(|r| r.sent_at + self.cfg.request_timeout));
         let refusals = self.peers.values().flat_map(|p| p.refused.iter().map(|(_, t)| *t));
         requests.chain(refusals).min()
+    }
+
+    fn note_deadline(&mut self, t: Micros) {
+        self.next_deadline = Some(self.next_deadline.map_or(t, |d| d.min(t)));
     }
 
     // ---- getters ----
@@ -497,6 +510,7 @@ impl Swarm {
                 p.refused.retain(|(x, _)| *x != c);
                 p.refused.push((c, until));
             }
+            self.note_deadline(until);
         }
         self.fill_all(now);
     }
@@ -566,6 +580,7 @@ impl Swarm {
             if let Some(p) = self.peers.get_mut(&id) {
                 p.inflight.push(Request { chunk, sent_at: now });
             }
+            self.note_deadline(now + self.cfg.request_timeout);
             self.send(id, Message::Request(chunk));
         }
     }

@@ -1,0 +1,305 @@
+//! Flows: chunk transfers sharing upload, download and WAN capacity.
+//!
+//! # Sharing models
+//! * [`Sharing::Local`] (the default): a flow's rate is the smallest equal
+//!   share at its bottlenecks: the sender's uplink divided by its active
+//!   uploads, the receiver's downlink by its active downloads, and for a
+//!   cross-site flow each site's WAN link by the flows crossing it. When a
+//!   flow starts or ends only the flows touching the same uplink, downlink or
+//!   WAN link are re-rated, so an event costs O(flows at those links). It
+//!   never gives a flow more than max-min fairness would (every share is at
+//!   most a fair share), and it leaves capacity idle where max-min would
+//!   hand a flow limited elsewhere's unused share to its neighbours.
+//! * [`Sharing::Exact`]: max-min fair rates by progressive filling over every
+//!   link, recomputed for all flows on every change. Exact and O(links ×
+//!   flows) per event: for checking the local model on small scenarios
+//!   (`tests/sharing.rs`).
+//!
+//! A flow's completion is predicted from its rate; when rates change, the
+//! bytes sent so far are settled and a new prediction is queued (stale ones
+//! are skipped by version).
+
+use std::cmp::Reverse;
+
+use crate::At;
+use std::collections::BinaryHeap;
+
+/// How concurrent flows share capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sharing {
+    /// Equal share at each flow's own bottleneck, updated locally.
+    #[default]
+    Local,
+    /// Max-min fair, recomputed globally.
+    Exact,
+}
+
+/// A flow's handle.
+pub type FlowId = u32;
+
+/// One transfer.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Sender node.
+    pub from: u32,
+    /// Receiver node.
+    pub to: u32,
+    /// What it carries (chunk index, or 0 for whole-image flows).
+    pub chunk: u32,
+    /// Total bytes.
+    pub bytes: u64,
+    /// `(sender site, receiver site)` when it crosses sites.
+    pub cross: Option<(u32, u32)>,
+    left: f64,
+    rate: f64,
+    last: f64,
+    /// Unique across every flow of the run, so that a stale prediction can
+    /// never match a later flow that reuses the slot.
+    version: u64,
+}
+
+impl Flow {
+    /// Bytes delivered so far, at time `now`.
+    pub fn sent(&self, now: f64) -> f64 {
+        let left = (self.left - self.rate * (now - self.last)).max(0.0);
+        self.bytes as f64 - left
+    }
+}
+
+/// Capacities in bytes per second.
+#[derive(Debug, Clone)]
+pub struct Capacities {
+    /// Per node.
+    pub up: Vec<f64>,
+    /// Per node.
+    pub down: Vec<f64>,
+    /// Per site, leaving the site (infinite: no WAN limit).
+    pub wan_out: Vec<f64>,
+    /// Per site, entering the site.
+    pub wan_in: Vec<f64>,
+}
+
+/// All flows in progress.
+#[derive(Debug)]
+pub struct Flows {
+    sharing: Sharing,
+    cap: Capacities,
+    slots: Vec<Option<Flow>>,
+    free: Vec<FlowId>,
+    due: BinaryHeap<Reverse<(At, FlowId, u64)>>,
+    versions: u64,
+    up: Vec<Vec<FlowId>>,
+    down: Vec<Vec<FlowId>>,
+    wan_out: Vec<Vec<FlowId>>,
+    wan_in: Vec<Vec<FlowId>>,
+}
+
+impl Flows {
+    /// No flows yet.
+    pub fn new(cap: Capacities, sharing: Sharing) -> Self {
+        let (n, s) = (cap.up.len(), cap.wan_in.len());
+        Self {
+            sharing,
+            cap,
+            slots: Vec::new(),
+            free: Vec::new(),
+            due: BinaryHeap::new(),
+            versions: 0,
+            up: vec![Vec::new(); n],
+            down: vec![Vec::new(); n],
+            wan_out: vec![Vec::new(); s],
+            wan_in: vec![Vec::new(); s],
+        }
+    }
+
+    /// Starts a flow at `now`.
+    pub fn start(&mut self, now: f64, from: u32, to: u32, chunk: u32, bytes: u64, cross: Option<(u32, u32)>) -> FlowId {
+        let flow = Flow { from, to, chunk, bytes, cross, left: bytes as f64, rate: 0.0, last: now, version: 0 };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(flow);
+                id
+            }
+            None => {
+                self.slots.push(Some(flow));
+                (self.slots.len() - 1) as FlowId
+            }
+        };
+        self.up[from as usize].push(id);
+        self.down[to as usize].push(id);
+        if let Some((o, i)) = cross {
+            self.wan_out[o as usize].push(id);
+            self.wan_in[i as usize].push(id);
+        }
+        self.rerate(now, id);
+        id
+    }
+
+    /// Ends a flow (completed or aborted) and re-rates its neighbours.
+    pub fn remove(&mut self, now: f64, id: FlowId) -> Option<Flow> {
+        let flow = self.slots.get_mut(id as usize)?.take()?;
+        self.free.push(id);
+        let drop_id = |v: &mut Vec<FlowId>| {
+            if let Some(p) = v.iter().position(|&x| x == id) {
+                v.swap_remove(p);
+            }
+        };
+        drop_id(&mut self.up[flow.from as usize]);
+        drop_id(&mut self.down[flow.to as usize]);
+        if let Some((o, i)) = flow.cross {
+            drop_id(&mut self.wan_out[o as usize]);
+            drop_id(&mut self.wan_in[i as usize]);
+        }
+        self.rerate_around(now, &flow);
+        Some(flow)
+    }
+
+    /// The earliest predicted completion, skipping stale predictions.
+    pub fn next_due(&mut self) -> Option<(f64, FlowId)> {
+        while let Some(&Reverse((At(t), id, v))) = self.due.peek() {
+            match self.slots.get(id as usize).and_then(Option::as_ref) {
+                Some(f) if f.version == v => return Some((t, id)),
+                _ => {
+                    self.due.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// A flow in progress.
+    pub fn get(&self, id: FlowId) -> Option<&Flow> {
+        self.slots.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Every flow into or out of `node`.
+    pub fn of_node(&self, node: u32) -> Vec<FlowId> {
+        let mut v = self.up[node as usize].clone();
+        v.extend_from_slice(&self.down[node as usize]);
+        v
+    }
+
+    /// The current rate of a flow, bytes per second.
+    pub fn rate(&self, id: FlowId) -> Option<f64> {
+        self.get(id).map(|f| f.rate)
+    }
+
+    /// Flows in progress.
+    pub fn active(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn rerate(&mut self, now: f64, id: FlowId) {
+        let Some(f) = self.get(id).cloned() else {
+            return;
+        };
+        self.rerate_around(now, &f);
+    }
+
+    fn rerate_around(&mut self, now: f64, f: &Flow) {
+        if self.sharing == Sharing::Exact {
+            self.rerate_all_exact(now);
+            return;
+        }
+        let mut touched: Vec<FlowId> = self.up[f.from as usize].clone();
+        touched.extend_from_slice(&self.down[f.to as usize]);
+        if let Some((o, i)) = f.cross {
+            touched.extend_from_slice(&self.wan_out[o as usize]);
+            touched.extend_from_slice(&self.wan_in[i as usize]);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            let rate = self.local_rate(id);
+            self.set_rate(now, id, rate);
+        }
+    }
+
+    fn local_rate(&self, id: FlowId) -> f64 {
+        let Some(f) = self.get(id) else {
+            return 0.0;
+        };
+        let share = |cap: f64, n: usize| if n == 0 { cap } else { cap / n as f64 };
+        let mut r = share(self.cap.up[f.from as usize], self.up[f.from as usize].len())
+            .min(share(self.cap.down[f.to as usize], self.down[f.to as usize].len()));
+        if let Some((o, i)) = f.cross {
+            r = r
+                .min(share(self.cap.wan_out[o as usize], self.wan_out[o as usize].len()))
+                .min(share(self.cap.wan_in[i as usize], self.wan_in[i as usize].len()));
+        }
+        r
+    }
+
+    fn set_rate(&mut self, now: f64, id: FlowId, rate: f64) {
+        let Some(f) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        f.left = (f.left - f.rate * (now - f.last)).max(0.0);
+        f.last = now;
+        if f.rate == rate && f.version > 0 {
+            return;
+        }
+        f.rate = rate;
+        self.versions += 1;
+        f.version = self.versions;
+        let t = if rate > 0.0 { now + f.left / rate } else { f64::INFINITY };
+        if t.is_finite() {
+            self.due.push(Reverse((At(t), id, f.version)));
+        }
+    }
+
+    /// Max-min fair rates for every flow, by progressive filling.
+    fn rerate_all_exact(&mut self, now: f64) {
+        let ids: Vec<FlowId> = (0..self.slots.len() as FlowId).filter(|&i| self.get(i).is_some()).collect();
+        // A link is (kind, index); every flow crosses 2 or 4 links.
+        let links_of = |f: &Flow| {
+            let mut l = vec![(0u8, f.from), (1u8, f.to)];
+            if let Some((o, i)) = f.cross {
+                l.push((2, o));
+                l.push((3, i));
+            }
+            l
+        };
+        let capacity = |(k, i): (u8, u32)| match k {
+            0 => self.cap.up[i as usize],
+            1 => self.cap.down[i as usize],
+            2 => self.cap.wan_out[i as usize],
+            _ => self.cap.wan_in[i as usize],
+        };
+        let mut rate: std::collections::HashMap<FlowId, f64> = std::collections::HashMap::new();
+        let mut open: Vec<FlowId> = ids.clone();
+        while !open.is_empty() {
+            // Remaining capacity and open flows per link.
+            let mut load: std::collections::BTreeMap<(u8, u32), (f64, u32)> = std::collections::BTreeMap::new();
+            for &id in &ids {
+                let Some(f) = self.get(id) else { continue };
+                for l in links_of(f) {
+                    let e = load.entry(l).or_insert_with(|| (capacity(l), 0));
+                    match rate.get(&id) {
+                        Some(r) => e.0 -= r,
+                        None => e.1 += 1,
+                    }
+                }
+            }
+            let Some((&bottleneck, &(left, n))) = load
+                .iter()
+                .filter(|(_, (_, n))| *n > 0)
+                .min_by(|a, b| (a.1.0 / a.1.1 as f64).total_cmp(&(b.1.0 / b.1.1 as f64)))
+            else {
+                break;
+            };
+            let fair = (left / n as f64).max(0.0);
+            open.retain(|&id| {
+                let through = self.get(id).is_some_and(|f| links_of(f).contains(&bottleneck));
+                if through {
+                    rate.insert(id, fair);
+                }
+                !through
+            });
+        }
+        for id in ids {
+            let r = rate.get(&id).copied().unwrap_or(0.0);
+            self.set_rate(now, id, r);
+        }
+    }
+}

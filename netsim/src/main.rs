@@ -1,0 +1,155 @@
+//! `netsim run SCENARIO.toml`: simulate a scenario, with baselines, and print
+//! a report whose last line is the `result:` line.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // the report and its errors are the output
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use netsim::flows::Sharing;
+use netsim::report::{self, Bound, Summary};
+use netsim::scenario::Scenario;
+use netsim::sim::{self, Options};
+use proto::swarm::PickerMode;
+
+/// Flow-level simulation of imageswarm's swarm at site scale.
+#[derive(Debug, Parser)]
+#[command(name = "netsim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate a scenario and report completion times against the
+    /// Kumar–Ross bound, beside two baselines run in the same simulator:
+    /// every host downloading from the masters (central HTTP), and random
+    /// chunks from random peers (no rarest-first, no locality).
+    Run {
+        /// The scenario (TOML), e.g. netsim/scenarios/site-10k.toml.
+        scenario: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write per-node completion times here (default: <scenario>.csv in
+        /// the current directory).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write the completion-time distribution plot here (default:
+        /// <scenario>.svg in the current directory).
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Skip the random-peer baseline (it costs as much as the main run).
+        #[arg(long)]
+        no_random_baseline: bool,
+        /// Share capacity max-min fairly, recomputed globally (exact; for
+        /// small scenarios only).
+        #[arg(long)]
+        exact: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let Command::Run { scenario, seed, csv, svg, no_random_baseline, exact } = Cli::parse().command;
+    let mut s = Scenario::load(&scenario)?;
+    if let Some(seed) = seed {
+        s.seed = seed;
+    }
+    let bound = Bound::of(&s)?;
+    let t_min = bound.value();
+    let image = s.image_bytes()? as f64;
+    let hosts: u32 = s.sites.iter().map(|x| x.hosts).sum();
+    let masters: u32 = s.sites.iter().map(|x| x.masters).sum();
+    println!(
+        "scenario {}: {hosts} hosts in {} sites, {masters} masters, image {:.2} GiB in {} chunks of {} KiB, seed {}",
+        s.name,
+        s.sites.len(),
+        image / f64::from(1u32 << 30),
+        s.image_bytes()?.div_ceil(s.chunk_bytes()?),
+        s.chunk_bytes()? >> 10,
+        s.seed
+    );
+    println!(
+        "kumar-ross bound: {t_min:.3} s (F/u_s {:.3} s, F/d_min {:.3} s, N*F/(u_s+sum u) {:.3} s, WAN {:.3} s)",
+        bound.seed, bound.download, bound.aggregate, bound.wan
+    );
+    let sharing = if exact { Sharing::Exact } else { Sharing::Local };
+
+    let central = report::central(&s)?;
+    println!("baseline central HTTP:  {}", Summary::of(&central, t_min, image).fields());
+    let random = if no_random_baseline {
+        None
+    } else {
+        let opt = Options {
+            picker: PickerMode::Random,
+            locality: false,
+            master_policy: false,
+            sharing,
+            ..Options::default()
+        };
+        let started = Instant::now();
+        let o = sim::simulate(&s, &opt, t_min)?;
+        let sum = Summary::of(&o, t_min, image);
+        println!(
+            "baseline random peer:   {}  ({} of {} done, {:.1} s wall)",
+            sum.fields(),
+            sum.completed,
+            sum.nodes,
+            started.elapsed().as_secs_f64()
+        );
+        Some(o)
+    };
+    let started = Instant::now();
+    let ours = sim::simulate(&s, &Options { sharing, ..Options::default() }, t_min)?;
+    let wall = started.elapsed().as_secs_f64();
+    let sum = Summary::of(&ours, t_min, image);
+    println!(
+        "imageswarm:             {}  ({} of {} done, {} events, {wall:.1} s wall)",
+        sum.fields(),
+        sum.completed,
+        sum.nodes,
+        ours.events
+    );
+    let malicious = ours.nodes.iter().filter(|n| n.malicious).count();
+    if malicious > 0 {
+        println!(
+            "malicious hosts: {malicious}; bans: {}; most corrupt chunks one honest host took from one bad peer: {}",
+            ours.bans, ours.max_corrupt_per_pair
+        );
+    }
+    let stem = scenario.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_else(|| "netsim".into());
+    let csv = csv.unwrap_or_else(|| PathBuf::from(format!("{stem}.csv")));
+    let svg = svg.unwrap_or_else(|| PathBuf::from(format!("{stem}.svg")));
+    report::write_csv(&csv, &ours, t_min).context("writing the CSV")?;
+    let mut runs = vec![("imageswarm", &ours), ("central HTTP", &central)];
+    if let Some(r) = &random {
+        runs.push(("random peer", r));
+    }
+    report::write_svg(&svg, &format!("{}: completion time / bound", s.name), &runs, t_min)
+        .context("writing the SVG")?;
+    println!("wrote {} and {}", csv.display(), svg.display());
+    println!(
+        "result: nodes={} sites={} p50={:.3} p99={:.3} max={:.3} master_egress={:.2} wan_max={:.2}",
+        hosts,
+        s.sites.len(),
+        sum.p50,
+        sum.p99,
+        sum.max,
+        sum.master_egress,
+        sum.wan_max
+    );
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Scenario files: TOML descriptions of sites, capacities, masters, WAN
+//! links, image, churn and malicious peers.
+//!
+//! ```toml
+//! name = "site-10k"
+//! seed = 1
+//! image_size = "10GiB"
+//! chunk_size = "4MiB"
+//!
+//! [[site]]
+//! name = "a"
+//! hosts = 10000
+//! host_up_gbit = 10.0
+//! host_down_gbit = 10.0
+//! masters = 2              # masters at this site
+//! master_up_gbit = 25.0
+//! gateways = 0             # hosts that fetch across sites
+//! wan_gbit = 10.0          # optional: the site's WAN link, each direction
+//!
+//! [swarm]                  # optional, defaults shown in `Swarm`
+//! [latency]                # optional: lan_ms, wan_ms
+//! [churn]                  # optional: leave_fraction, leave_after_s, down_s
+//! [malicious]              # optional: fraction
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::Error;
+
+/// A whole scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// A name for reports.
+    pub name: String,
+    /// Seed for every random choice; the same seed gives the same report.
+    #[serde(default = "one")]
+    pub seed: u64,
+    /// The image size, e.g. `"10GiB"`.
+    pub image_size: String,
+    /// The chunk size, e.g. `"4MiB"`.
+    pub chunk_size: String,
+    /// The sites.
+    #[serde(rename = "site")]
+    pub sites: Vec<Site>,
+    /// Swarm tunables.
+    #[serde(default)]
+    pub swarm: Swarm,
+    /// Latencies.
+    #[serde(default)]
+    pub latency: Latency,
+    /// Hosts leaving and coming back.
+    #[serde(default)]
+    pub churn: Churn,
+    /// Hosts serving corrupt chunks.
+    #[serde(default)]
+    pub malicious: Malicious,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// One site.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// A name for reports.
+    pub name: String,
+    /// Worker hosts, gateways included.
+    pub hosts: u32,
+    /// Each host's upload, Gbit/s.
+    pub host_up_gbit: f64,
+    /// Each host's download, Gbit/s.
+    pub host_down_gbit: f64,
+    /// Masters at this site.
+    #[serde(default)]
+    pub masters: u32,
+    /// Each master's upload, Gbit/s.
+    #[serde(default)]
+    pub master_up_gbit: f64,
+    /// Hosts of this site that fetch across sites.
+    #[serde(default)]
+    pub gateways: u32,
+    /// The site's WAN link in each direction, Gbit/s (none: unlimited).
+    pub wan_gbit: Option<f64>,
+}
+
+/// Swarm tunables, applied to every node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swarm {
+    /// Same-site peers each host connects to (links are symmetric).
+    pub degree: u32,
+    /// Workers each master connects to.
+    pub master_peers: u32,
+    /// Gateways of other sites each gateway connects to.
+    pub gateway_peers: u32,
+    /// Requests in flight per peer.
+    pub pipeline: u32,
+    /// Concurrent uploads per host.
+    pub upload_slots: u32,
+    /// Concurrent uploads per master.
+    pub master_slots: u32,
+    /// Queued requests per node.
+    pub max_queue: usize,
+    /// Random chunks before rarest-first.
+    pub random_first: u32,
+    /// A master stands back once this many usable copies exist.
+    pub master_copies: u16,
+    /// Request timeout, ms.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Swarm {
+    fn default() -> Self {
+        Self {
+            degree: 12,
+            master_peers: 64,
+            gateway_peers: 4,
+            pipeline: 2,
+            upload_slots: 4,
+            master_slots: 8,
+            max_queue: 16,
+            random_first: 4,
+            master_copies: 1,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Per-link latency.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    /// Within a site, ms.
+    pub lan_ms: f64,
+    /// Between sites, ms.
+    pub wan_ms: f64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self { lan_ms: 0.2, wan_ms: 20.0 }
+    }
+}
+
+/// Hosts that leave and rejoin.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    /// Fraction of hosts that leave once.
+    pub leave_fraction: f64,
+    /// Leaving happens uniformly in `[0, leave_within_s]` seconds.
+    #[serde(default)]
+    pub leave_within_s: f64,
+    /// How long a host stays away, seconds.
+    #[serde(default)]
+    pub down_s: f64,
+}
+
+/// Hosts that serve corrupt data.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Malicious {
+    /// Fraction of hosts (not masters) that corrupt every chunk they serve.
+    pub fraction: f64,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Scenario(format!("{}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| Error::Scenario(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and checks a scenario.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let s: Self = toml::from_str(text).map_err(|e| Error::Scenario(e.to_string()))?;
+        if s.sites.is_empty() || s.sites.iter().all(|x| x.masters == 0) {
+            return Err(Error::Scenario("at least one site needs a master".into()));
+        }
+        if s.sites.iter().any(|x| x.hosts == 0 || x.host_up_gbit <= 0.0 || x.host_down_gbit <= 0.0) {
+            return Err(Error::Scenario("every site needs hosts with positive capacities".into()));
+        }
+        if s.sites.iter().any(|x| x.masters > 0 && x.master_up_gbit <= 0.0) {
+            return Err(Error::Scenario("masters need a positive master_up_gbit".into()));
+        }
+        Ok(s)
+    }
+
+    /// Image size in bytes.
+    pub fn image_bytes(&self) -> Result<u64, Error> {
+        parse_size(&self.image_size)
+    }
+
+    /// Chunk size in bytes.
+    pub fn chunk_bytes(&self) -> Result<u64, Error> {
+        parse_size(&self.chunk_size)
+    }
+}
+
+/// `"10GiB"`, `"4MiB"`, `"512KiB"` or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, Error> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..split].parse().map_err(|_| Error::Scenario(format!("`{s}` is not a size")))?;
+    let mult = match t[split..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(Error::Scenario(format!("`{s}`: unknown unit `{other}`"))),
+    };
+    Ok(n * mult)
+}
