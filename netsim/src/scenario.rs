@@ -90,7 +90,7 @@ pub struct Site {
 
 /// Swarm tunables, applied to every node.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Swarm {
     /// Same-site peers each host connects to (links are symmetric).
     pub degree: u32,
@@ -100,6 +100,8 @@ pub struct Swarm {
     pub gateway_peers: u32,
     /// Requests in flight per peer.
     pub pipeline: u32,
+    /// Requests in flight per node, in total.
+    pub max_inflight: u32,
     /// Concurrent uploads per host.
     pub upload_slots: u32,
     /// Concurrent uploads per master.
@@ -121,6 +123,7 @@ impl Default for Swarm {
             master_peers: 64,
             gateway_peers: 4,
             pipeline: 2,
+            max_inflight: 6,
             upload_slots: 4,
             master_slots: 8,
             max_queue: 16,

@@ -584,6 +584,7 @@ fn new_node(
         site,
         role,
         pipeline: s.swarm.pipeline,
+        max_inflight: s.swarm.max_inflight,
         random_first: s.swarm.random_first,
         picker: opt.picker,
         locality: opt.locality,

@@ -131,6 +131,10 @@ pub struct Config {
     pub role: Role,
     /// Requests in flight per peer.
     pub pipeline: u32,
+    /// Requests in flight in total. About the peers' upload slots: more
+    /// would split this node's downlink into slivers while senders' uplinks
+    /// sit idle, fewer would leave the downlink idle between chunks.
+    pub max_inflight: u32,
     /// Chunks picked at random before rarest-first takes over.
     pub random_first: u32,
     /// How chunks are chosen.
@@ -141,6 +145,10 @@ pub struct Config {
     pub request_timeout: Micros,
     /// How long a peer that refused a chunk is not asked for it again.
     pub refusal_backoff: Micros,
+    /// How long a peer that refused anything is not asked at all: refusals
+    /// mean "busy" or "others have it", so asking at once for the next chunk
+    /// would mostly collect refusals.
+    pub refusal_pause: Micros,
     /// How this node serves requests.
     pub upload: UploadPolicy,
     /// Seed for tie-breaking and sampling.
@@ -153,11 +161,13 @@ impl Default for Config {
             site: 0,
             role: Role::Worker,
             pipeline: 2,
+            max_inflight: 6,
             random_first: 4,
             picker: PickerMode::RarestFirst,
             locality: true,
             request_timeout: 10_000_000,
             refusal_backoff: 200_000,
+            refusal_pause: 20_000,
             upload: UploadPolicy::default(),
             seed: 0,
         }
@@ -179,6 +189,11 @@ pub(crate) struct PeerState {
     pub(crate) inflight: Vec<Request>,
     /// Chunks the peer refused, and until when not to ask again.
     pub(crate) refused: Vec<(ChunkIndex, Micros)>,
+    /// The last scan found no candidate here, and nothing has since made one
+    /// possible except the peer's own announcements (handled one by one).
+    pub(crate) exhausted: bool,
+    /// No requests to this peer before this time.
+    pub(crate) paused_until: Micros,
 }
 
 impl PeerState {
@@ -215,8 +230,9 @@ pub struct Swarm {
     missing_pos: Vec<u32>,
     requested: Vec<u8>,
     requested_distinct: u32,
+    inflight: u32,
+    requested_mask: Bitfield,
     availability: Vec<u16>,
-    buckets: picker::Buckets,
     peers: BTreeMap<PeerId, PeerState>,
     uploads: upload::Uploads,
     actions: VecDeque<Action>,
@@ -240,9 +256,8 @@ impl Swarm {
             missing_pos[c as usize] = pos as u32;
         }
         let completed = missing.is_empty();
-        let buckets = picker::Buckets::new(n, &missing);
         Self {
-            buckets,
+            requested_mask: Bitfield::new(n),
             rng: Rng::new(cfg.seed),
             uploads: upload::Uploads::new(n),
             cfg,
@@ -251,6 +266,7 @@ impl Swarm {
             missing_pos,
             requested: vec![0; n as usize],
             requested_distinct: 0,
+            inflight: 0,
             availability: vec![0; n as usize],
             peers: BTreeMap::new(),
             actions: VecDeque::new(),
@@ -265,7 +281,17 @@ impl Swarm {
     /// A connection to `peer` is up.
     pub fn handle_connected(&mut self, _now: Micros, peer: PeerId, info: PeerInfo) {
         let n = self.have.len();
-        self.peers.insert(peer, PeerState { info, have: Bitfield::new(n), inflight: Vec::new(), refused: Vec::new() });
+        self.peers.insert(
+            peer,
+            PeerState {
+                info,
+                have: Bitfield::new(n),
+                inflight: Vec::new(),
+                refused: Vec::new(),
+                exhausted: false,
+                paused_until: 0,
+            },
+        );
         self.send(peer, Message::Bitfield(self.have.clone()));
     }
 
@@ -280,6 +306,7 @@ impl Swarm {
             }
         }
         for r in &state.inflight {
+            self.inflight -= 1;
             self.unrequest(r.chunk);
         }
         self.uploads.drop_peer(peer);
@@ -325,7 +352,6 @@ impl Swarm {
         self.stats.chunks_verified += 1;
         self.have.set(chunk);
         self.remove_missing(chunk);
-        self.buckets.remove(chunk);
         // Cancel endgame duplicates still in flight elsewhere.
         let others: Vec<PeerId> =
             self.peers.iter().filter(|(_, p)| p.inflight.iter().any(|r| r.chunk == chunk)).map(|(&id, _)| id).collect();
@@ -336,6 +362,7 @@ impl Swarm {
         if self.requested[chunk as usize] > 0 {
             self.requested[chunk as usize] = 0;
             self.requested_distinct -= 1;
+            self.requested_mask.unset(chunk);
         }
         let tell: Vec<PeerId> = self
             .peers
@@ -365,7 +392,11 @@ impl Swarm {
         let backoff = self.cfg.refusal_backoff;
         let mut expired = Vec::new();
         for (&id, p) in &mut self.peers {
+            let before = p.refused.len();
             p.refused.retain(|(_, until)| *until > now);
+            if p.refused.len() != before {
+                p.exhausted = false;
+            }
             p.inflight.retain(|r| {
                 let late = r.sent_at + timeout <= now;
                 if late {
@@ -376,6 +407,7 @@ impl Swarm {
         }
         for (id, chunk) in expired {
             self.stats.timeouts += 1;
+            self.inflight -= 1;
             self.unrequest(chunk);
             if let Some(p) = self.peers.get_mut(&id) {
                 p.refused.push((chunk, now + backoff.max(timeout)));
@@ -455,6 +487,7 @@ impl Swarm {
         let Some(p) = self.peers.get_mut(&from) else {
             return;
         };
+        p.exhausted = false;
         let old = std::mem::replace(&mut p.have, b.clone());
         for c in 0..b.len() {
             match (b.get(c), old.get(c)) {
@@ -471,9 +504,16 @@ impl Swarm {
             return;
         };
         if c < p.have.len() && p.have.set(c) {
+            let exhausted = p.exhausted;
             self.change_availability(c, 1);
-            if !self.have.get(c) {
+            if self.have.get(c) {
+                return;
+            }
+            if !exhausted {
                 self.fill_one(now, from);
+            } else if self.requested[c as usize] == 0 && self.has_room(from, now) {
+                // The peer had nothing new; now it has exactly `c`.
+                self.request(now, from, c);
             }
         }
     }
@@ -506,11 +546,13 @@ impl Swarm {
     fn on_reject(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
         if self.take_inflight(from, c) {
             let until = now + self.cfg.refusal_backoff;
+            let pause = now + self.cfg.refusal_pause;
             if let Some(p) = self.peers.get_mut(&from) {
                 p.refused.retain(|(x, _)| *x != c);
                 p.refused.push((c, until));
+                p.paused_until = pause;
             }
-            self.note_deadline(until);
+            self.note_deadline(pause);
         }
         self.fill_all(now);
     }
@@ -538,12 +580,20 @@ impl Swarm {
         if self.missing.is_empty() {
             return;
         }
-        let mut order: Vec<PeerId> = self.peers.keys().copied().collect();
-        if self.cfg.locality {
-            let site = self.cfg.site;
-            order.sort_by_key(|id| self.peers.get(id).map_or(1, |p| u8::from(p.info.site != site)));
-        }
+        // Same-site peers first, then other sites, masters last (they stand
+        // back whenever a peer can serve instead): three passes, no sort.
+        let site = self.cfg.site;
+        let rank = |p: &PeerState| match (p.info.role, self.cfg.locality && p.info.site != site) {
+            (Role::Master, _) => 2,
+            (_, true) => 1,
+            (_, false) => 0,
+        };
+        let order: Vec<PeerId> =
+            (0..3).flat_map(|r| self.peers.iter().filter(move |(_, p)| rank(p) == r).map(|(&id, _)| id)).collect();
         for id in order {
+            if self.inflight >= self.cfg.max_inflight {
+                break;
+            }
             self.fill_one(now, id);
         }
     }
@@ -557,39 +607,65 @@ impl Swarm {
             return;
         }
         let random = self.cfg.picker == PickerMode::Random || self.have.count() < self.cfg.random_first;
-        while self.peers.get(&id).is_some_and(|p| (p.inflight.len() as u32) < self.cfg.pipeline) {
+        while self.has_room(id, now) {
             let Some(p) = self.peers.get(&id) else {
                 return;
             };
+            if p.exhausted {
+                return;
+            }
             let view = picker::View {
                 have: &self.have,
                 missing: &self.missing,
-                buckets: &self.buckets,
+                requested_mask: &self.requested_mask,
                 requested: &self.requested,
+                availability: &self.availability,
                 now,
                 random,
                 endgame: self.endgame(),
             };
             let Some(chunk) = view.pick(p, &mut self.rng) else {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.exhausted = true;
+                }
                 return;
             };
-            if self.requested[chunk as usize] == 0 {
-                self.requested_distinct += 1;
-            }
-            self.requested[chunk as usize] += 1;
-            if let Some(p) = self.peers.get_mut(&id) {
-                p.inflight.push(Request { chunk, sent_at: now });
-            }
-            self.note_deadline(now + self.cfg.request_timeout);
-            self.send(id, Message::Request(chunk));
+            self.request(now, id, chunk);
         }
+    }
+
+    /// Whether another request may go to `id` now.
+    fn has_room(&self, id: PeerId, now: Micros) -> bool {
+        self.inflight < self.cfg.max_inflight
+            && self
+                .peers
+                .get(&id)
+                .is_some_and(|p| (p.inflight.len() as u32) < self.cfg.pipeline && p.paused_until <= now)
+    }
+
+    /// Sends a request for `chunk` to `id` and records it.
+    fn request(&mut self, now: Micros, id: PeerId, chunk: ChunkIndex) {
+        let was_endgame = self.endgame();
+        if self.requested[chunk as usize] == 0 {
+            self.requested_distinct += 1;
+            self.requested_mask.set(chunk);
+        }
+        self.requested[chunk as usize] += 1;
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.inflight.push(Request { chunk, sent_at: now });
+            self.inflight += 1;
+        }
+        if !was_endgame && self.endgame() {
+            // Chunks with one request become candidates for a second one.
+            self.peers.values_mut().for_each(|p| p.exhausted = false);
+        }
+        self.note_deadline(now + self.cfg.request_timeout);
+        self.send(id, Message::Request(chunk));
     }
 
     fn change_availability(&mut self, c: ChunkIndex, delta: i32) {
         let a = &mut self.availability[c as usize];
         *a = if delta > 0 { a.saturating_add(1) } else { a.saturating_sub(1) };
-        let now = *a;
-        self.buckets.set(c, now);
     }
 
     /// Removes a request for `chunk` from `peer`; returns whether one was open.
@@ -601,6 +677,7 @@ impl Swarm {
             return false;
         };
         p.inflight.swap_remove(pos);
+        self.inflight -= 1;
         self.unrequest(chunk);
         true
     }
@@ -611,6 +688,13 @@ impl Swarm {
             *r -= 1;
             if *r == 0 {
                 self.requested_distinct -= 1;
+                self.requested_mask.unset(chunk);
+                // The chunk is a candidate again wherever a peer has it.
+                for p in self.peers.values_mut() {
+                    if p.have.get(chunk) {
+                        p.exhausted = false;
+                    }
+                }
             }
         }
     }

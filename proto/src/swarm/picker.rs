@@ -2,17 +2,16 @@
 //!
 //! * The first `random_first` chunks are picked at random, so a new node
 //!   quickly holds something worth trading.
-//! * After that, rarest first: a candidate with the fewest copies among this
-//!   node's peers, ties broken at random. Missing chunks sit in buckets by
-//!   availability ([`Buckets`], moved in O(1) as peers announce chunks or
-//!   leave), and the picker walks the buckets from the rarest up, starting
-//!   each at a random offset, so a pick costs the number of chunks it has to
-//!   look at, not the image size.
-//! * The random baseline samples up to [`SAMPLES`] missing chunks and falls
-//!   back to scanning the peer's bitfield against this node's, a byte at a
-//!   time.
+//! * After that, rarest first: among the candidates, one with the fewest
+//!   copies among this node's peers, ties broken by a per-pick random
+//!   permutation. Candidates are found a byte at a time as
+//!   `peer has ∧ ¬this node has ∧ ¬requested`, so a pick costs the image size
+//!   divided by eight plus one availability lookup per candidate, and a peer
+//!   with nothing new is dismissed in one pass.
 //! * In endgame (every missing chunk already requested) a chunk may be asked
 //!   of a second peer; the first copy to arrive cancels the other.
+//! * The random baseline samples up to [`SAMPLES`] missing chunks and falls
+//!   back to the same byte-wise scan.
 //!
 //! A candidate is a chunk the peer has, this node lacks, no request is
 //! outstanding for (or, in endgame, only one, not to this peer), and the peer
@@ -22,7 +21,7 @@ use super::rng::Rng;
 use super::{ChunkIndex, PeerState};
 use crate::bitfield::Bitfield;
 
-/// How many random candidates the picker examines before scanning.
+/// How many random candidates the random picker examines before scanning.
 pub(crate) const SAMPLES: usize = 24;
 
 /// How chunks are chosen.
@@ -39,8 +38,10 @@ pub enum PickerMode {
 pub(crate) struct View<'a> {
     pub(crate) have: &'a Bitfield,
     pub(crate) missing: &'a [ChunkIndex],
-    pub(crate) buckets: &'a Buckets,
+    /// Chunks with at least one request outstanding.
+    pub(crate) requested_mask: &'a Bitfield,
     pub(crate) requested: &'a [u8],
+    pub(crate) availability: &'a [u16],
     pub(crate) now: u64,
     pub(crate) random: bool,
     pub(crate) endgame: bool,
@@ -49,7 +50,7 @@ pub(crate) struct View<'a> {
 impl View<'_> {
     fn candidate(&self, peer: &PeerState, c: ChunkIndex) -> bool {
         let i = c as usize;
-        if self.have.get(c) || !peer.have.get(c) || peer.refused_until(c) > self.now {
+        if self.have.get(c) || !peer.have.get(c) || (!peer.refused.is_empty() && peer.refused_until(c) > self.now) {
             return false;
         }
         match self.requested[i] {
@@ -59,115 +60,63 @@ impl View<'_> {
         }
     }
 
-    /// Keeps `c` in `best` if it is a candidate that ranks better.
-    fn consider(&self, peer: &PeerState, c: ChunkIndex, rng: &mut Rng, best: &mut Option<(u16, u64, ChunkIndex)>) {
-        if !self.candidate(peer, c) {
-            return;
-        }
-        let tie = rng.next_u64();
-        if best.is_none_or(|(_, t, _)| tie < t) {
-            *best = Some((0, tie, c));
-        }
-    }
-
     /// Picks a chunk to request from `peer`, if any.
     pub(crate) fn pick(&self, peer: &PeerState, rng: &mut Rng) -> Option<ChunkIndex> {
         if self.random {
             return self.pick_random(peer, rng);
         }
-        // Availability 0 means no peer has it, so start at 1.
-        for bucket in self.buckets.lists.iter().skip(1) {
-            if bucket.is_empty() {
-                continue;
+        let salt = rng.next_u64();
+        let mut best: Option<(u16, u64, ChunkIndex)> = None;
+        self.scan(peer, |c| {
+            let rank = self.availability[c as usize];
+            if best.is_some_and(|(r, _, _)| rank > r) {
+                return;
             }
-            let start = rng.below(bucket.len());
-            let found = bucket[start..].iter().chain(&bucket[..start]).find(|&&c| self.candidate(peer, c));
-            if let Some(&c) = found {
-                return Some(c);
+            let tie = (u64::from(c) ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            if best.is_none_or(|(r, t, _)| (rank, tie) < (r, t)) {
+                best = Some((rank, tie, c));
+            }
+        });
+        best.map(|(_, _, c)| c)
+    }
+
+    /// Calls `f` for every candidate, found a byte at a time.
+    fn scan(&self, peer: &PeerState, mut f: impl FnMut(ChunkIndex)) {
+        let theirs = peer.have.as_bytes();
+        let ours = self.have.as_bytes();
+        let asked = self.requested_mask.as_bytes();
+        for (byte, ((&t, &h), &r)) in theirs.iter().zip(ours).zip(asked).enumerate() {
+            let mut wanted = if self.endgame { t & !h } else { t & !h & !r };
+            while wanted != 0 {
+                let bit = wanted.leading_zeros();
+                wanted &= !(0x80 >> bit);
+                let c = byte as u32 * 8 + bit;
+                if self.candidate(peer, c) {
+                    f(c);
+                }
             }
         }
-        None
     }
 
     fn pick_random(&self, peer: &PeerState, rng: &mut Rng) -> Option<ChunkIndex> {
         let pool = self.missing;
-        if pool.is_empty() || peer.have.count_hint() == 0 {
+        if pool.is_empty() {
             return None;
         }
-        let mut best: Option<(u16, u64, ChunkIndex)> = None;
         for _ in 0..SAMPLES.min(pool.len()) {
-            self.consider(peer, pool[rng.below(pool.len())], rng, &mut best);
-        }
-        if best.is_none() {
-            let theirs = peer.have.as_bytes();
-            for (byte, (&t, &h)) in theirs.iter().zip(self.have.as_bytes()).enumerate() {
-                let mut wanted = t & !h;
-                while wanted != 0 {
-                    let bit = wanted.leading_zeros();
-                    wanted &= !(0x80 >> bit);
-                    self.consider(peer, byte as u32 * 8 + bit, rng, &mut best);
-                }
+            let c = pool[rng.below(pool.len())];
+            if self.candidate(peer, c) {
+                return Some(c);
             }
         }
-        best.map(|(_, _, c)| c)
-    }
-}
-
-/// Missing chunks grouped by availability, for O(1) updates.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Buckets {
-    lists: Vec<Vec<ChunkIndex>>,
-    /// Each missing chunk's position in its bucket.
-    pos: Vec<u32>,
-    /// Each missing chunk's bucket; `GONE` once it is no longer missing.
-    bucket: Vec<u16>,
-}
-
-const GONE: u16 = u16::MAX;
-
-impl Buckets {
-    /// Every chunk in `missing` at availability 0.
-    pub(crate) fn new(chunks: u32, missing: &[ChunkIndex]) -> Self {
-        let mut b =
-            Self { lists: vec![Vec::new()], pos: vec![0; chunks as usize], bucket: vec![GONE; chunks as usize] };
-        for &c in missing {
-            b.insert(c, 0);
-        }
-        b
-    }
-
-    fn insert(&mut self, c: ChunkIndex, avail: u16) {
-        let a = avail as usize;
-        if self.lists.len() <= a {
-            self.lists.resize_with(a + 1, Vec::new);
-        }
-        self.pos[c as usize] = self.lists[a].len() as u32;
-        self.lists[a].push(c);
-        self.bucket[c as usize] = avail;
-    }
-
-    /// Takes `c` out (it arrived); no-op if it is not missing.
-    pub(crate) fn remove(&mut self, c: ChunkIndex) {
-        let b = self.bucket[c as usize];
-        if b == GONE {
-            return;
-        }
-        let list = &mut self.lists[b as usize];
-        let p = self.pos[c as usize] as usize;
-        list.swap_remove(p);
-        if let Some(&moved) = list.get(p) {
-            self.pos[moved as usize] = p as u32;
-        }
-        self.bucket[c as usize] = GONE;
-    }
-
-    /// Moves a missing chunk to availability `avail`.
-    pub(crate) fn set(&mut self, c: ChunkIndex, avail: u16) {
-        let b = self.bucket[c as usize];
-        if b == GONE || b == avail {
-            return;
-        }
-        self.remove(c);
-        self.insert(c, avail);
+        let salt = rng.next_u64();
+        let mut best: Option<(u64, ChunkIndex)> = None;
+        self.scan(peer, |c| {
+            let tie = (u64::from(c) ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            if best.is_none_or(|(t, _)| tie < t) {
+                best = Some((tie, c));
+            }
+        });
+        best.map(|(_, c)| c)
     }
 }

@@ -93,6 +93,10 @@ fn a_refusal_is_not_a_penalty_and_the_chunk_is_asked_elsewhere() {
     w.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
     let c = requests(&drain(&mut w), 1)[0];
     w.handle_message(5, 1, Message::Reject(c));
+    assert!(requests(&drain(&mut w), 1).is_empty(), "a refusing peer gets a short pause");
+    let resume = 5 + Config::default().refusal_pause;
+    assert_eq!(w.poll_timeout(), Some(resume));
+    w.handle_timeout(resume);
     let next = requests(&drain(&mut w), 1);
     assert_eq!(next.len(), 1);
     assert_ne!(next[0], c, "the refused chunk is not asked of the same peer during the backoff");
