@@ -88,6 +88,11 @@ pub enum Message {
     Have(ChunkIndex),
     /// Please send this chunk.
     Request(ChunkIndex),
+    /// Please send this chunk: the sender has nothing else in flight, a
+    /// master refused it this chunk before, and none of its other peers holds
+    /// it (they left, or were banned for bad data). A master serves it
+    /// whatever copies it believes exist.
+    Insist(ChunkIndex),
     /// Never mind this request.
     Cancel(ChunkIndex),
     /// This request will not be served (not held, not allowed, or busy).
@@ -161,7 +166,7 @@ impl Default for Config {
             site: 0,
             role: Role::Worker,
             pipeline: 2,
-            max_inflight: 6,
+            max_inflight: 16,
             random_first: 4,
             picker: PickerMode::RarestFirst,
             locality: true,
@@ -187,7 +192,8 @@ pub(crate) struct PeerState {
     pub(crate) info: PeerInfo,
     pub(crate) have: Bitfield,
     pub(crate) inflight: Vec<Request>,
-    /// Chunks the peer refused, and until when not to ask again.
+    /// Chunks the peer refused, until when not to ask again (entries stay
+    /// after that, as a record that it refused).
     pub(crate) refused: Vec<(ChunkIndex, Micros)>,
     /// The last scan found no candidate here, and nothing has since made one
     /// possible except the peer's own announcements (handled one by one).
@@ -241,6 +247,8 @@ pub struct Swarm {
     completed: bool,
     /// No deadline is earlier than this (it may be early, never late).
     next_deadline: Option<Micros>,
+    /// When [`Swarm::handle_timeout`] last ran.
+    last_timeout: Micros,
 }
 
 const NOT_MISSING: u32 = u32::MAX;
@@ -273,6 +281,7 @@ impl Swarm {
             stats: Stats::default(),
             completed,
             next_deadline: None,
+            last_timeout: 0,
         }
     }
 
@@ -322,7 +331,8 @@ impl Swarm {
         match msg {
             Message::Bitfield(b) => self.on_bitfield(now, from, b),
             Message::Have(c) => self.on_have(now, from, c),
-            Message::Request(c) => self.on_request(now, from, c),
+            Message::Request(c) => self.on_request(now, from, c, false),
+            Message::Insist(c) => self.on_request(now, from, c, true),
             Message::Cancel(c) => {
                 self.uploads.cancel(from, c);
             }
@@ -392,11 +402,17 @@ impl Swarm {
         let backoff = self.cfg.refusal_backoff;
         let mut expired = Vec::new();
         for (&id, p) in &mut self.peers {
-            let before = p.refused.len();
-            p.refused.retain(|(_, until)| *until > now);
-            if p.refused.len() != before {
+            // A refusal or pause that ended since the last wake-up may have
+            // made a candidate of something again.
+            let last = self.last_timeout;
+            if p.refused.iter().any(|&(_, until)| until > last && until <= now)
+                || (p.paused_until > last && p.paused_until <= now)
+            {
                 p.exhausted = false;
             }
+            // Refusals are remembered (masters' insistence rule) for a while.
+            let have = &self.have;
+            p.refused.retain(|&(c, until)| !have.get(c) && until + 16 * backoff > now);
             p.inflight.retain(|r| {
                 let late = r.sent_at + timeout <= now;
                 if late {
@@ -415,7 +431,8 @@ impl Swarm {
             self.send(id, Message::Cancel(chunk));
         }
         self.fill_all(now);
-        self.next_deadline = self.exact_deadline();
+        self.next_deadline = self.exact_deadline(now);
+        self.last_timeout = now;
     }
 
     // ---- outputs ----
@@ -431,11 +448,14 @@ impl Swarm {
         self.next_deadline
     }
 
-    fn exact_deadline(&self) -> Option<Micros> {
+    /// The earliest future moment something is due: a request's timeout, a
+    /// refusal's or a pause's end.
+    fn exact_deadline(&self, now: Micros) -> Option<Micros> {
         let requests =
             self.peers.values().flat_map(|p| p.inflight.iter().map(|r| r.sent_at + self.cfg.request_timeout));
         let refusals = self.peers.values().flat_map(|p| p.refused.iter().map(|(_, t)| *t));
-        requests.chain(refusals).min()
+        let pauses = self.peers.values().map(|p| p.paused_until);
+        requests.chain(refusals).chain(pauses).filter(|&t| t > now).min()
     }
 
     fn note_deadline(&mut self, t: Micros) {
@@ -518,7 +538,7 @@ impl Swarm {
         }
     }
 
-    fn on_request(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
+    fn on_request(&mut self, now: Micros, from: PeerId, c: ChunkIndex, insist: bool) {
         let Some(p) = self.peers.get(&from) else {
             return;
         };
@@ -534,7 +554,7 @@ impl Swarm {
         let allowed = c < self.have.len()
             && self.have.get(c)
             && self.may_exchange(asker)
-            && self.cfg.upload.admits(&self.cfg, c, copies, now, &mut self.uploads);
+            && (insist || self.cfg.upload.admits(&self.cfg, c, copies, now, &mut self.uploads));
         if allowed && self.uploads.enqueue(from, c, self.cfg.upload.max_queue) {
             self.start_uploads();
         } else {
@@ -651,6 +671,14 @@ impl Swarm {
             self.requested_mask.set(chunk);
         }
         self.requested[chunk as usize] += 1;
+        // Insist only when starving: nothing else in flight, refused before,
+        // and no other peer holds the chunk.
+        let insist = self.inflight == 0
+            && self.peers.get(&id).is_some_and(|p| {
+                p.info.role == Role::Master
+                    && p.refused.iter().any(|&(c, _)| c == chunk)
+                    && !self.peers.values().any(|q| q.info.role != Role::Master && q.have.get(chunk))
+            });
         if let Some(p) = self.peers.get_mut(&id) {
             p.inflight.push(Request { chunk, sent_at: now });
             self.inflight += 1;
@@ -660,7 +688,7 @@ impl Swarm {
             self.peers.values_mut().for_each(|p| p.exhausted = false);
         }
         self.note_deadline(now + self.cfg.request_timeout);
-        self.send(id, Message::Request(chunk));
+        self.send(id, if insist { Message::Insist(chunk) } else { Message::Request(chunk) });
     }
 
     fn change_availability(&mut self, c: ChunkIndex, delta: i32) {

@@ -45,7 +45,7 @@ pub struct UploadPolicy {
 
 impl Default for UploadPolicy {
     fn default() -> Self {
-        Self { slots: 4, max_queue: 16, master_copies: 1, stripe: None }
+        Self { slots: 8, max_queue: 16, master_copies: 1, stripe: None }
     }
 }
 
