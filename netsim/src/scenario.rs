@@ -102,6 +102,8 @@ pub struct Swarm {
     pub pipeline: u32,
     /// Requests in flight per node, in total.
     pub max_inflight: u32,
+    /// Requests in flight per peer of another site.
+    pub cross_site_pipeline: u32,
     /// Concurrent uploads per host.
     pub upload_slots: u32,
     /// Concurrent uploads per master.
@@ -124,6 +126,7 @@ impl Default for Swarm {
             gateway_peers: 4,
             pipeline: 2,
             max_inflight: 16,
+            cross_site_pipeline: 8,
             upload_slots: 8,
             master_slots: 8,
             max_queue: 16,

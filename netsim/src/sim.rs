@@ -191,7 +191,14 @@ impl<'a> Sim<'a> {
                 let role = if h < x.gateways { Role::Gateway } else { Role::Worker };
                 let upload =
                     UploadPolicy { slots: sw.upload_slots, max_queue: sw.max_queue, ..UploadPolicy::default() };
-                nodes.push(new_node(s, &opt, site, role, false, upload, Bitfield::new(chunks), nodes.len()));
+                let mut node = new_node(s, &opt, site, role, false, upload, Bitfield::new(chunks), nodes.len());
+                if role == Role::Gateway && opt.locality {
+                    let mut cfg = node.swarm.config().clone();
+                    cfg.fetch_stripe = Some((h, x.gateways));
+                    cfg.max_inflight = cfg.max_inflight.max(cfg.cross_site_pipeline * 4);
+                    node.swarm = Swarm::new(cfg, Bitfield::new(chunks));
+                }
+                nodes.push(node);
                 up.push(x.host_up_gbit * GBIT);
                 down.push(x.host_down_gbit * GBIT);
             }
@@ -584,6 +591,7 @@ fn new_node(
         site,
         role,
         pipeline: s.swarm.pipeline,
+        cross_site_pipeline: s.swarm.cross_site_pipeline,
         max_inflight: s.swarm.max_inflight,
         random_first: s.swarm.random_first,
         picker: opt.picker,

@@ -136,6 +136,14 @@ pub struct Config {
     pub role: Role,
     /// Requests in flight per peer.
     pub pipeline: u32,
+    /// Requests in flight per peer of another site: WAN round trips are
+    /// long, so more requests must be under way to fill the link.
+    pub cross_site_pipeline: u32,
+    /// For gateways: `(index, count)` among the site's gateways. Across
+    /// sites a gateway first fetches only chunks `c % count == index`, so a
+    /// site's gateways do not pull the same chunk over the WAN; another
+    /// stripe's chunk is fetched only when its own stripe offers nothing.
+    pub fetch_stripe: Option<(u32, u32)>,
     /// Requests in flight in total. About the peers' upload slots: more
     /// would split this node's downlink into slivers while senders' uplinks
     /// sit idle, fewer would leave the downlink idle between chunks.
@@ -166,6 +174,8 @@ impl Default for Config {
             site: 0,
             role: Role::Worker,
             pipeline: 2,
+            cross_site_pipeline: 8,
+            fetch_stripe: None,
             max_inflight: 16,
             random_first: 4,
             picker: PickerMode::RarestFirst,
@@ -643,6 +653,7 @@ impl Swarm {
                 now,
                 random,
                 endgame: self.endgame(),
+                stripe: self.cfg.fetch_stripe.filter(|_| p.info.site != self.cfg.site),
             };
             let Some(chunk) = view.pick(p, &mut self.rng) else {
                 if let Some(p) = self.peers.get_mut(&id) {
@@ -657,10 +668,10 @@ impl Swarm {
     /// Whether another request may go to `id` now.
     fn has_room(&self, id: PeerId, now: Micros) -> bool {
         self.inflight < self.cfg.max_inflight
-            && self
-                .peers
-                .get(&id)
-                .is_some_and(|p| (p.inflight.len() as u32) < self.cfg.pipeline && p.paused_until <= now)
+            && self.peers.get(&id).is_some_and(|p| {
+                let depth = if p.info.site == self.cfg.site { self.cfg.pipeline } else { self.cfg.cross_site_pipeline };
+                (p.inflight.len() as u32) < depth && p.paused_until <= now
+            })
     }
 
     /// Sends a request for `chunk` to `id` and records it.

@@ -45,6 +45,8 @@ pub(crate) struct View<'a> {
     pub(crate) now: u64,
     pub(crate) random: bool,
     pub(crate) endgame: bool,
+    /// Prefer chunks `c % count == index` (a gateway fetching across sites).
+    pub(crate) stripe: Option<(u32, u32)>,
 }
 
 impl View<'_> {
@@ -62,12 +64,25 @@ impl View<'_> {
 
     /// Picks a chunk to request from `peer`, if any.
     pub(crate) fn pick(&self, peer: &PeerState, rng: &mut Rng) -> Option<ChunkIndex> {
+        if let Some((index, count)) = self.stripe.filter(|&(_, n)| n > 1) {
+            let own = self.pick_where(peer, rng, |c| c % count == index);
+            if own.is_some() {
+                return own;
+            }
+        }
+        self.pick_where(peer, rng, |_| true)
+    }
+
+    fn pick_where(&self, peer: &PeerState, rng: &mut Rng, keep: impl Fn(ChunkIndex) -> bool) -> Option<ChunkIndex> {
         if self.random {
             return self.pick_random(peer, rng);
         }
         let salt = rng.next_u64();
         let mut best: Option<(u16, u64, ChunkIndex)> = None;
         self.scan(peer, |c| {
+            if !keep(c) {
+                return;
+            }
             let rank = self.availability[c as usize];
             if best.is_some_and(|(r, _, _)| rank > r) {
                 return;

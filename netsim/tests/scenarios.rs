@@ -1,0 +1,106 @@
+//! Small scenarios, run by CI: determinism, completion under churn and
+//! malicious peers, locality across sites, and the ordering against the
+//! baselines. The 10,000-host targets are benchmarks (docs/BENCHMARKS.md).
+#![allow(clippy::unwrap_used)]
+
+use netsim::report::{self, Bound, Summary};
+use netsim::scenario::Scenario;
+use netsim::sim::{Options, Outcome, simulate};
+use proto::swarm::PickerMode;
+
+fn scenario(extra: &str, hosts: u32) -> Scenario {
+    Scenario::parse(&format!(
+        r#"
+name = "t"
+seed = 5
+image_size = "128MiB"
+chunk_size = "2MiB"
+[[site]]
+name = "a"
+hosts = {hosts}
+host_up_gbit = 10.0
+host_down_gbit = 10.0
+masters = 2
+master_up_gbit = 25.0
+{extra}
+"#
+    ))
+    .unwrap()
+}
+
+fn run(s: &Scenario, opt: &Options) -> (Outcome, Summary) {
+    let bound = Bound::of(s).unwrap().value();
+    let o = simulate(s, opt, bound).unwrap();
+    let sum = Summary::of(&o, bound, s.image_bytes().unwrap() as f64);
+    (o, sum)
+}
+
+#[test]
+fn the_ci_scenario_file_parses_and_completes() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/small-200.toml")).unwrap();
+    let s = Scenario::parse(&text).unwrap();
+    let (_, sum) = run(&s, &Options::default());
+    assert_eq!(sum.completed, sum.nodes);
+    assert!(sum.p50 >= 1.0, "faster than the lower bound: {sum:?}");
+    assert!(sum.max < 3.0, "{sum:?}");
+    assert!(sum.master_egress < 1.5, "{sum:?}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let s = scenario("", 60);
+    let (a, _) = run(&s, &Options::default());
+    let (b, _) = run(&s, &Options::default());
+    let times = |o: &Outcome| o.nodes.iter().map(|n| n.completed.map(f64::to_bits)).collect::<Vec<_>>();
+    assert_eq!(times(&a), times(&b));
+    assert_eq!(a.events, b.events);
+    let mut other = s.clone();
+    other.seed = 6;
+    assert_ne!(times(&a), times(&run(&other, &Options::default()).0));
+}
+
+#[test]
+fn churn_and_malicious_peers_every_honest_host_completes_and_bans_at_first_bad_chunk() {
+    let s = scenario(
+        "[churn]\nleave_fraction = 0.1\nleave_within_s = 0.05\ndown_s = 0.1\n[malicious]\nfraction = 0.05\n",
+        120,
+    );
+    let (o, sum) = run(&s, &Options::default());
+    assert_eq!(sum.completed, sum.nodes, "{sum:?}");
+    assert!(o.nodes.iter().filter(|n| n.malicious).count() >= 5);
+    assert!(o.bans > 0);
+    assert_eq!(o.max_corrupt_per_pair, 1, "a bad peer delivered more than one bad chunk to one host");
+}
+
+#[test]
+fn locality_keeps_cross_site_traffic_to_the_gateways() {
+    let site = |name: &str, masters: u32| {
+        format!(
+            "[[site]]\nname = \"{name}\"\nhosts = 80\nhost_up_gbit = 10.0\nhost_down_gbit = 10.0\nmasters = {masters}\nmaster_up_gbit = 25.0\ngateways = 2\nwan_gbit = 10.0\n"
+        )
+    };
+    let s = Scenario::parse(&format!(
+        "name = \"fed\"\nseed = 3\nimage_size = \"128MiB\"\nchunk_size = \"2MiB\"\n{}{}{}",
+        site("home", 2),
+        site("east", 0),
+        site("west", 0)
+    ))
+    .unwrap();
+    let (_, ours) = run(&s, &Options::default());
+    assert_eq!(ours.completed, ours.nodes);
+    let random = Options { picker: PickerMode::Random, locality: false, master_policy: false, ..Options::default() };
+    let (_, theirs) = run(&s, &random);
+    // Without locality every host fetches across sites; with it only the
+    // gateways do, so far less enters each site over its WAN.
+    assert!(ours.wan_max < theirs.wan_max / 2.0, "ours {ours:?} vs random {theirs:?}");
+}
+
+#[test]
+fn the_swarm_beats_central_http_and_spares_the_masters() {
+    let s = scenario("", 100);
+    let bound = Bound::of(&s).unwrap().value();
+    let (_, ours) = run(&s, &Options::default());
+    let central = Summary::of(&report::central(&s).unwrap(), bound, s.image_bytes().unwrap() as f64);
+    assert!(ours.p99 * 3.0 < central.p99, "ours {ours:?} vs central {central:?}");
+    assert!(ours.master_egress < 1.5 && central.master_egress > 99.0);
+}
