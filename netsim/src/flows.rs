@@ -1,15 +1,17 @@
 //! Flows: chunk transfers sharing upload, download and WAN capacity.
 //!
 //! # Sharing models
-//! * [`Sharing::Local`] (the default): a flow's rate is the smallest equal
-//!   share at its bottlenecks: the sender's uplink divided by its active
-//!   uploads, the receiver's downlink by its active downloads, and for a
-//!   cross-site flow each site's WAN link by the flows crossing it. When a
-//!   flow starts or ends only the flows touching the same uplink, downlink or
-//!   WAN link are re-rated, so an event costs O(flows at those links). It
-//!   never gives a flow more than max-min fairness would (every share is at
-//!   most a fair share), and it leaves capacity idle where max-min would
-//!   hand a flow limited elsewhere's unused share to its neighbours.
+//! * [`Sharing::Local`] (the default): every node water-fills its own uplink
+//!   over its uploads and its downlink over its downloads. A flow's demand
+//!   at one end is its equal share at the other end (that link's capacity
+//!   divided by its flows); its rate is the smaller of its two allocations,
+//!   and for a cross-site flow also at most its equal share of each site's
+//!   WAN link. A node's allocations are recomputed together whenever its own
+//!   set of flows changes, so they never add up to more than its capacity:
+//!   the model is always feasible. An event costs O(k log k) for the k flows
+//!   at the two nodes concerned. Against exact max-min it hands out less
+//!   where a chain of bottlenecks would let capacity flow further (one hop of
+//!   redistribution instead of a global fixed point).
 //! * [`Sharing::Exact`]: max-min fair rates by progressive filling over every
 //!   link, recomputed for all flows on every change. Exact and O(links ×
 //!   flows) per event: for checking the local model on small scenarios
@@ -53,6 +55,10 @@ pub struct Flow {
     left: f64,
     rate: f64,
     last: f64,
+    /// The sender's water-filling allocation to this flow.
+    up_alloc: f64,
+    /// The receiver's water-filling allocation to this flow.
+    down_alloc: f64,
     /// Unique across every flow of the run, so that a stale prediction can
     /// never match a later flow that reuses the slot.
     version: u64,
@@ -114,7 +120,19 @@ impl Flows {
 
     /// Starts a flow at `now`.
     pub fn start(&mut self, now: f64, from: u32, to: u32, chunk: u32, bytes: u64, cross: Option<(u32, u32)>) -> FlowId {
-        let flow = Flow { from, to, chunk, bytes, cross, left: bytes as f64, rate: 0.0, last: now, version: 0 };
+        let flow = Flow {
+            from,
+            to,
+            chunk,
+            bytes,
+            cross,
+            left: bytes as f64,
+            rate: 0.0,
+            last: now,
+            up_alloc: 0.0,
+            down_alloc: 0.0,
+            version: 0,
+        };
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = Some(flow);
@@ -201,6 +219,8 @@ impl Flows {
             self.rerate_all_exact(now);
             return;
         }
+        self.fill(f.from, true);
+        self.fill(f.to, false);
         let mut touched: Vec<FlowId> = self.up[f.from as usize].clone();
         touched.extend_from_slice(&self.down[f.to as usize]);
         if let Some((o, i)) = f.cross {
@@ -215,17 +235,52 @@ impl Flows {
         }
     }
 
+    fn share(cap: f64, n: usize) -> f64 {
+        if n == 0 { cap } else { cap / n as f64 }
+    }
+
+    /// Water-fills `node`'s uplink (`up`) or downlink over its flows, each
+    /// demanding its equal share at the other end.
+    fn fill(&mut self, node: u32, up: bool) {
+        let ids = if up { &self.up[node as usize] } else { &self.down[node as usize] };
+        let cap = if up { self.cap.up[node as usize] } else { self.cap.down[node as usize] };
+        let mut demands: Vec<(f64, FlowId)> = ids
+            .iter()
+            .filter_map(|&id| {
+                let f = self.get(id)?;
+                let other = if up {
+                    Self::share(self.cap.down[f.to as usize], self.down[f.to as usize].len())
+                } else {
+                    Self::share(self.cap.up[f.from as usize], self.up[f.from as usize].len())
+                };
+                Some((other, id))
+            })
+            .collect();
+        demands.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut left = cap;
+        let n = demands.len();
+        for (i, (demand, id)) in demands.into_iter().enumerate() {
+            let alloc = demand.min(left / (n - i) as f64);
+            left -= alloc;
+            if let Some(f) = self.slots.get_mut(id as usize).and_then(Option::as_mut) {
+                if up {
+                    f.up_alloc = alloc;
+                } else {
+                    f.down_alloc = alloc;
+                }
+            }
+        }
+    }
+
     fn local_rate(&self, id: FlowId) -> f64 {
         let Some(f) = self.get(id) else {
             return 0.0;
         };
-        let share = |cap: f64, n: usize| if n == 0 { cap } else { cap / n as f64 };
-        let mut r = share(self.cap.up[f.from as usize], self.up[f.from as usize].len())
-            .min(share(self.cap.down[f.to as usize], self.down[f.to as usize].len()));
+        let mut r = f.up_alloc.min(f.down_alloc);
         if let Some((o, i)) = f.cross {
             r = r
-                .min(share(self.cap.wan_out[o as usize], self.wan_out[o as usize].len()))
-                .min(share(self.cap.wan_in[i as usize], self.wan_in[i as usize].len()));
+                .min(Self::share(self.cap.wan_out[o as usize], self.wan_out[o as usize].len()))
+                .min(Self::share(self.cap.wan_in[i as usize], self.wan_in[i as usize].len()));
         }
         r
     }
