@@ -33,7 +33,8 @@ mod picker;
 mod rng;
 mod upload;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 pub use picker::PickerMode;
 use rng::Rng;
@@ -249,7 +250,11 @@ pub struct Swarm {
     inflight: u32,
     requested_mask: Bitfield,
     availability: Vec<u16>,
-    peers: BTreeMap<PeerId, PeerState>,
+    peers: HashMap<PeerId, PeerState, BuildHasherDefault<IdHasher>>,
+    /// Peer ids in the order requests are filled: same site, other sites,
+    /// masters; within a group by connection order. Kept on connect and
+    /// disconnect, so filling never sorts.
+    order: Vec<PeerId>,
     uploads: upload::Uploads,
     actions: VecDeque<Action>,
     rng: Rng,
@@ -262,6 +267,28 @@ pub struct Swarm {
 }
 
 const NOT_MISSING: u32 = u32::MAX;
+
+/// Hashes peer ids (the caller's small integers or random handles) by one
+/// multiplication: fast, and with no random seed, so iteration order depends
+/// only on the inputs and runs stay reproducible.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 impl Swarm {
     /// A node that already holds the chunks in `have` (all of them for a
@@ -286,7 +313,8 @@ impl Swarm {
             requested_distinct: 0,
             inflight: 0,
             availability: vec![0; n as usize],
-            peers: BTreeMap::new(),
+            peers: HashMap::default(),
+            order: Vec::new(),
             actions: VecDeque::new(),
             stats: Stats::default(),
             completed,
@@ -311,7 +339,20 @@ impl Swarm {
                 paused_until: 0,
             },
         );
+        self.order.retain(|&id| id != peer);
+        let rank = self.rank(info);
+        let at = self.order.iter().position(|id| self.peers.get(id).is_some_and(|p| self.rank(p.info) > rank));
+        self.order.insert(at.unwrap_or(self.order.len()), peer);
         self.send(peer, Message::Bitfield(self.have.clone()));
+    }
+
+    /// Where a peer stands in the order requests are filled.
+    fn rank(&self, info: PeerInfo) -> u8 {
+        match (info.role, self.cfg.locality && info.site != self.cfg.site) {
+            (Role::Master, _) => 2,
+            (_, true) => 1,
+            (_, false) => 0,
+        }
     }
 
     /// The connection to `peer` is gone (closed, failed, or banned).
@@ -319,6 +360,7 @@ impl Swarm {
         let Some(state) = self.peers.remove(&peer) else {
             return;
         };
+        self.order.retain(|&id| id != peer);
         for c in 0..state.have.len() {
             if state.have.get(c) {
                 self.change_availability(c, -1);
@@ -356,6 +398,14 @@ impl Swarm {
         if chunk >= self.have.len() {
             return;
         }
+        if verified && !self.have.get(chunk) {
+            // Recorded before the request bookkeeping, which then knows the
+            // chunk is no longer a candidate anywhere.
+            self.have.set(chunk);
+            self.take_inflight(from, chunk);
+            self.accept_chunk(now, chunk);
+            return;
+        }
         self.take_inflight(from, chunk);
         if !verified {
             self.stats.chunks_failed += 1;
@@ -364,13 +414,13 @@ impl Swarm {
             self.handle_disconnected(now, from);
             return;
         }
-        if self.have.get(chunk) {
-            self.stats.chunks_wasted += 1;
-            self.fill_one(now, from);
-            return;
-        }
+        self.stats.chunks_wasted += 1;
+        self.fill_one(now, from);
+    }
+
+    /// A new, verified chunk: bookkeeping, cancels, announcements.
+    fn accept_chunk(&mut self, now: Micros, chunk: ChunkIndex) {
         self.stats.chunks_verified += 1;
-        self.have.set(chunk);
         self.remove_missing(chunk);
         // Cancel endgame duplicates still in flight elsewhere.
         let others: Vec<PeerId> =
@@ -385,10 +435,10 @@ impl Swarm {
             self.requested_mask.unset(chunk);
         }
         let tell: Vec<PeerId> = self
-            .peers
+            .order
             .iter()
-            .filter(|(_, p)| !p.have.get(chunk) || p.info.role == Role::Master)
-            .map(|(&id, _)| id)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|p| !p.have.get(chunk) || p.info.role == Role::Master))
             .collect();
         for p in tell {
             self.send(p, Message::Have(chunk));
@@ -519,11 +569,13 @@ impl Swarm {
         };
         p.exhausted = false;
         let old = std::mem::replace(&mut p.have, b.clone());
-        for c in 0..b.len() {
-            match (b.get(c), old.get(c)) {
-                (true, false) => self.change_availability(c, 1),
-                (false, true) => self.change_availability(c, -1),
-                _ => {}
+        for (byte, (&new, &was)) in b.as_bytes().iter().zip(old.as_bytes()).enumerate() {
+            let mut changed = new ^ was;
+            while changed != 0 {
+                let bit = changed.leading_zeros();
+                changed &= !(0x80 >> bit);
+                let c = byte as u32 * 8 + bit;
+                self.change_availability(c, if new & (0x80 >> bit) != 0 { 1 } else { -1 });
             }
         }
         self.fill_one(now, from);
@@ -611,19 +663,13 @@ impl Swarm {
             return;
         }
         // Same-site peers first, then other sites, masters last (they stand
-        // back whenever a peer can serve instead): three passes, no sort.
-        let site = self.cfg.site;
-        let rank = |p: &PeerState| match (p.info.role, self.cfg.locality && p.info.site != site) {
-            (Role::Master, _) => 2,
-            (_, true) => 1,
-            (_, false) => 0,
-        };
-        let order: Vec<PeerId> =
-            (0..3).flat_map(|r| self.peers.iter().filter(move |(_, p)| rank(p) == r).map(|(&id, _)| id)).collect();
-        for id in order {
+        // back whenever a peer can serve instead). Filling never changes
+        // who is connected, so the order stays put while we walk it.
+        for i in 0..self.order.len() {
             if self.inflight >= self.cfg.max_inflight {
                 break;
             }
+            let id = self.order[i];
             self.fill_one(now, id);
         }
     }
@@ -728,10 +774,12 @@ impl Swarm {
             if *r == 0 {
                 self.requested_distinct -= 1;
                 self.requested_mask.unset(chunk);
-                // The chunk is a candidate again wherever a peer has it.
-                for p in self.peers.values_mut() {
-                    if p.have.get(chunk) {
-                        p.exhausted = false;
+                // Still missing: a candidate again wherever a peer has it.
+                if !self.have.get(chunk) {
+                    for p in self.peers.values_mut() {
+                        if p.have.get(chunk) {
+                            p.exhausted = false;
+                        }
                     }
                 }
             }
