@@ -60,6 +60,22 @@ impl Cache<'_> {
     /// Downloads `rec` from its source and installs it. `progress` is told the
     /// offset reached. On return `rec` is saved with its new state.
     pub fn download(&self, rec: &mut ImageRecord, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let (file, mut have) = self.open_partial(rec)?;
+        let first_missing = have.missing().next();
+        let streamed = match first_missing {
+            Some(first) => self.fetch_chunks(rec, &file, &mut have, first, progress)?,
+            None => None,
+        };
+        drop(file);
+        self.install(rec, streamed)
+    }
+
+    /// Opens (creating and sizing it when needed) `images/<uuid>.partial` for
+    /// writing chunks of `rec`, and returns it with the chunks already
+    /// durable there. Data written for other bytes than the list's current
+    /// SHA-512 is discarded first. Refuses to start without room for what is
+    /// missing.
+    pub fn open_partial(&self, rec: &mut ImageRecord) -> Result<(File, Bitfield)> {
         let paths = self.store.paths();
         let (uuid, size, cs) = (rec.uuid, rec.size, rec.chunk_size);
         let chunks = rec.chunk_count();
@@ -84,14 +100,16 @@ impl Cache<'_> {
             .open(&partial)
             .map_err(Error::io("opening", &partial))?;
         file.set_len(size).map_err(Error::io("sizing", &partial))?;
+        Ok((file, have))
+    }
 
-        let first_missing = have.missing().next();
-        let streamed = match first_missing {
-            Some(first) => self.fetch_chunks(rec, &file, &mut have, first, progress)?,
-            None => None,
-        };
-        drop(file);
-        self.install(rec, streamed)
+    /// Writes chunk `index` of `rec` at its offset in `file` (the partial
+    /// file), syncs it, and only then records it as present with its hash.
+    pub fn store_chunk(&self, rec: &ImageRecord, file: &File, index: u32, data: &[u8]) -> Result<()> {
+        let p = self.store.paths().partial(rec.uuid);
+        file.write_all_at(data, u64::from(index) * rec.chunk_size).map_err(Error::io("writing", &p))?;
+        file.sync_data().map_err(Error::io("syncing", &p))?;
+        self.store.record_chunk(rec.uuid, index, rec.chunk_count(), &hash_chunk(data))
     }
 
     /// Streams chunks `first..` from the source into `file`. Returns the
@@ -104,7 +122,7 @@ impl Cache<'_> {
         first: u32,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<[u8; 64]>> {
-        let (uuid, size, cs) = (rec.uuid, rec.size, rec.chunk_size);
+        let (size, cs) = (rec.size, rec.chunk_size);
         let chunks = have.len();
         let url = crate::fetch::redact(&rec.uri);
         let bad = |reason: String| Error::BadData(format!("{url}: {reason}"));
@@ -135,10 +153,7 @@ impl Cache<'_> {
                 s.update(data);
             }
             if !have.get(index) {
-                let p = self.store.paths().partial(uuid);
-                file.write_all_at(data, pos).map_err(Error::io("writing", &p))?;
-                file.sync_data().map_err(Error::io("syncing", &p))?;
-                self.store.record_chunk(uuid, index, chunks, &hash_chunk(data))?;
+                self.store_chunk(rec, file, index, data)?;
                 have.set(index);
             }
             pos += want as u64;
@@ -151,8 +166,10 @@ impl Cache<'_> {
         Ok(sha.map(|s| s.finalize().into()))
     }
 
-    /// Checks a complete partial file against the list and moves it into place.
-    fn install(&self, rec: &mut ImageRecord, streamed_sha: Option<[u8; 64]>) -> Result<()> {
+    /// Checks a complete partial file against the list (size, manifest root,
+    /// and SHA-512, computed unless `streamed_sha` already is) and moves it
+    /// into place. On a mismatch the partial data is deleted.
+    pub fn install(&self, rec: &mut ImageRecord, streamed_sha: Option<[u8; 64]>) -> Result<()> {
         let paths = self.store.paths();
         let partial = paths.partial(rec.uuid);
         if let Err(e) = self.verify_partial(rec, &partial, streamed_sha) {

@@ -67,6 +67,9 @@ pub enum Error {
     /// A command-line or configuration value is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// The network layer failed (transport, listening, the event loop).
+    #[error("network: {0}")]
+    Net(String),
 }
 
 impl Error {

@@ -12,11 +12,13 @@
 //! All checks live in `proto`; this crate does the I/O around them.
 
 pub mod cache;
+pub mod demo;
 pub mod endorse;
 mod error;
 pub mod fetch;
 pub mod fsutil;
 pub mod hooks;
+pub mod net;
 pub mod site;
 pub mod store;
 pub mod trustfiles;

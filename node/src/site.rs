@@ -237,6 +237,18 @@ impl Site {
 
     /// One update cycle at time `now`; see the module docs.
     pub fn update(&self, now: Timestamp, progress: &mut dyn FnMut(&ImageRecord, u64)) -> Result<UpdateReport> {
+        self.update_with(now, true, progress)
+    }
+
+    /// [`Site::update`], downloading images from their source only when
+    /// `back_to_source` (a swarm node that is not a master leaves the images
+    /// partial for the swarm to fill).
+    pub fn update_with(
+        &self,
+        now: Timestamp,
+        back_to_source: bool,
+        progress: &mut dyn FnMut(&ImageRecord, u64),
+    ) -> Result<UpdateReport> {
         self.check_clock(now)?;
         self.hooks.fire(Event::ProcessPrefix, None);
         let trust = self.trust()?;
@@ -260,7 +272,7 @@ impl Site {
         self.recheck(&trust, now)?;
         report.images.extend(self.settle_with(now)?);
         for mut rec in self.store.images()? {
-            if rec.state != ImageState::Partial || !rec.cache {
+            if rec.state != ImageState::Partial || !rec.cache || !back_to_source {
                 continue;
             }
             if rec.attempts >= self.config.download_attempts {
@@ -483,7 +495,8 @@ impl Site {
         Ok(out)
     }
 
-    fn cache(&self) -> Cache<'_> {
+    /// The cache of this site's store.
+    pub fn cache(&self) -> Cache<'_> {
         Cache { store: &self.store, hooks: &self.hooks, fetcher: &self.fetcher, config: &self.config }
     }
 }

@@ -153,6 +153,9 @@ pub enum Error {
         /// The root computed from the manifest.
         computed: String,
     },
+    /// A message from the network that does not decode within its limits.
+    #[error("wire: {0}")]
+    Wire(String),
 }
 
 impl Error {
@@ -174,6 +177,7 @@ impl Error {
             Self::IdentifierChanged { .. } => "identifier",
             Self::Rollback { .. } | Self::VersionReused(_) => "version",
             Self::ChunkSize(_) | Self::ManifestRoot { .. } => "manifest",
+            Self::Wire(_) => "wire",
         }
     }
 }

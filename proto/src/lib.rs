@@ -14,6 +14,7 @@
 //! * [`bitfield`]: which chunks a node has.
 //! * [`swarm`]: the swarm's decisions (which chunk, from whom, how many at
 //!   once, whom to serve, whom to ban) as a sans-I/O state machine.
+//! * [`wire`]: the messages between nodes and trackers, and their codec.
 //! * [`manifest`]: fixed-size chunking, BLAKE3 per chunk, and the root a list
 //!   vouches for.
 //!
@@ -29,6 +30,7 @@ pub mod smime;
 pub mod swarm;
 mod timestamp;
 pub mod trust;
+pub mod wire;
 
 pub use error::{ChainCheck, Error};
 pub use timestamp::Timestamp;

@@ -52,7 +52,7 @@ pub type PeerId = u64;
 pub type Micros = u64;
 
 /// What a node is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     /// A worker host: downloads and shares within its site.
     Worker,
@@ -542,6 +542,11 @@ impl Swarm {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Whether `peer` is connected.
+    pub fn has_peer(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
     }
 
     /// How many peers are connected.

@@ -1,7 +1,20 @@
-//! imageswarm's tracker: per-image peer hints, site-aware.
+//! imageswarm's tracker, and the libp2p plumbing every imageswarm process
+//! shares.
 //!
-//! Planned contract (not implemented yet): keep, per image, the peers that
-//! announced it with site, role, completeness and a TTL, and answer with a
-//! bounded peer set: same-site peers first, complete peers before partial
-//! ones, masters when few others have the image. Nodes treat trackers as
-//! hints and keep working through Kademlia when every tracker is down.
+//! * [`registry`]: per image, the peers that announced it with site, role,
+//!   completeness and a TTL, and the bounded, site-aware answer (pure).
+//! * [`service`]: the tracker on libp2p.
+//! * [`transport`]: TCP + Noise + Yamux (QUIC optional), protocol names, keys.
+//! * [`codec`]: the length-prefixed request-response codec over
+//!   [`proto::wire`].
+//!
+//! Trackers are hints: nodes keep working through Kademlia and the peers
+//! they know when every tracker is down.
+
+pub mod codec;
+mod error;
+pub mod registry;
+pub mod service;
+pub mod transport;
+
+pub use error::{Error, Result};

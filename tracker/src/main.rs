@@ -1,20 +1,91 @@
 //! `imageswarm-tracker`: peer discovery hints for an imageswarm site.
 
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use libp2p::Multiaddr;
+use tracker::service::{Tracker, TrackerConfig};
 
 /// Peer discovery hints for an imageswarm site.
 ///
-/// The tracker service is not available in this version of imageswarm: this
-/// binary only reserves the name and exits with status 2.
+/// Nodes announce each image they swarm on; the tracker answers with a
+/// bounded set of other peers: same-site peers first, complete peers before
+/// partial ones, and masters only while few others have the image. Several
+/// trackers may serve one site, and nodes keep working (through Kademlia)
+/// when all of them are down.
+///
+/// The first line on stdout is the tracker's address with its
+/// /p2p/<peer id>, ready for `imageswarm node --tracker`.
 #[derive(Debug, Parser)]
-#[command(name = "imageswarm-tracker", version)]
-struct Cli {}
+#[command(name = "imageswarm-tracker", version, max_term_width = 100)]
+struct Cli {
+    /// Listen on this multiaddr, e.g. /ip4/0.0.0.0/tcp/4000.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Multiaddr,
+    /// Keep the tracker's key (and so its peer id) in this file; created
+    /// when missing. Without it, every start has a new peer id.
+    #[arg(long, value_name = "F")]
+    key_file: Option<PathBuf>,
+    /// Seconds an announcement stays on record.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    ttl: u64,
+    /// Most established connections.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_connections: u32,
+    /// Log more on stderr (-v info, -vv debug). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
 
-#[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
-    let _ = Cli::parse();
-    eprintln!("error: the tracker service is not available in this version of imageswarm");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let default = ["warn", "info", "debug"][usize::from(cli.verbose.min(2))];
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let key = match &cli.key_file {
+        Some(p) => tracker::transport::load_or_create_key(p)?,
+        None => libp2p::identity::Keypair::generate_ed25519(),
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let mut t = Tracker::new(TrackerConfig {
+            listen: vec![cli.listen],
+            key,
+            ttl: Duration::from_secs(cli.ttl),
+            quic: false,
+            max_connections: cli.max_connections,
+        })?;
+        let addrs = t.listen_addrs().await;
+        let mut out = std::io::stdout().lock();
+        for a in &addrs {
+            writeln!(out, "{a}").context("writing to stdout")?;
+        }
+        out.flush().context("writing to stdout")?;
+        drop(out);
+        t.run().await;
+        Ok(())
+    })
 }

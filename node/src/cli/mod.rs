@@ -4,7 +4,9 @@
 //! the list invalid); 2 the command could not run (bad arguments, unreadable
 //! files, ...). Errors are one line on stderr.
 
+mod demo;
 mod list;
+mod node;
 mod site;
 
 use std::io::IsTerminal;
@@ -60,6 +62,21 @@ enum Command {
     Images(site::ImagesArgs),
     /// Approve, refuse or revoke one image on this site.
     Image(site::ImageArgs),
+    /// Run this host's swarm node: fetch lists, share verified chunks of
+    /// endorsed images with peers, and keep the cache in step with the lists.
+    ///
+    /// A master downloads images from their source (hv:uri) and seeds; a
+    /// worker fetches only from peers. Stop it with SIGINT or SIGTERM.
+    Node(node::NodeArgs),
+    /// Wait until an image is available and verified on this host.
+    ///
+    /// Exits 0 once it is, 1 on timeout.
+    Wait(node::WaitArgs),
+    /// Run a whole site on loopback: a test CA and endorser, a signed list
+    /// of a random image, a tracker, one master and N workers, each capped
+    /// at the given rate. Exits 0 only if every worker holds the verified
+    /// image.
+    Demo(demo::DemoArgs),
 }
 
 /// Runs the parsed command.
@@ -74,6 +91,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Update(a) => site::update(d, a),
         Command::Images(a) => site::images(d, a),
         Command::Image(a) => site::image(d, a),
+        Command::Node(a) => node::run_node(d, a),
+        Command::Wait(a) => node::wait(d, a),
+        Command::Demo(a) => demo::run(a),
     }
 }
 

@@ -167,7 +167,7 @@ pub(crate) struct ImageArgs {
     uuid: Uuid,
 }
 
-fn data_dir(d: Option<&Path>) -> anyhow::Result<&Path> {
+pub(crate) fn data_dir(d: Option<&Path>) -> anyhow::Result<&Path> {
     d.context("--data-dir DIR (or IMAGESWARM_DATA_DIR) is required for this command")
 }
 

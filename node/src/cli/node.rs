@@ -1,0 +1,197 @@
+//! `imageswarm node` and `imageswarm wait`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use libp2p::Multiaddr;
+use node::net::{self, NodeConfig};
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// Every setting of a node. Each key of the `--config` TOML file has the
+/// flag's name (`upload-limit = 200`); flags win over the file.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct NodeArgs {
+    /// Listen on this multiaddr (repeatable), e.g. /ip4/0.0.0.0/tcp/4001.
+    #[arg(long, value_name = "MULTIADDR")]
+    #[serde(default)]
+    listen: Vec<Multiaddr>,
+    /// A tracker, with its /p2p/<peer id> (repeatable). Trackers are hints:
+    /// when none answers, the node finds peers through Kademlia.
+    #[arg(long = "tracker", value_name = "MULTIADDR", num_args = 1..)]
+    #[serde(default)]
+    tracker: Vec<Multiaddr>,
+    /// Another node to connect to at start, with its /p2p/<peer id> (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    #[serde(default)]
+    bootstrap: Vec<Multiaddr>,
+    /// This host's site; peers of the same site are preferred, and workers
+    /// exchange chunks only within their site.
+    #[arg(long, value_name = "NAME")]
+    site: Option<String>,
+    /// Run as a master: download images from their source (hv:uri) and seed.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    master: Option<bool>,
+    /// Fetch images from other sites for this site (workers only).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    gateway: Option<bool>,
+    /// Let this worker download from hv:uri itself (off: only masters do,
+    /// which protects the endorser's server).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    back_to_source: Option<bool>,
+    /// Upload cap in Mbit/s.
+    #[arg(long, value_name = "MBIT")]
+    upload_limit: Option<f64>,
+    /// Download cap in Mbit/s.
+    #[arg(long, value_name = "MBIT")]
+    download_limit: Option<f64>,
+    /// A master's egress cap in Mbit/s, on top of the upload cap.
+    #[arg(long, value_name = "MBIT")]
+    master_egress_limit: Option<f64>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Also listen and dial on QUIC (give a /udp/.../quic-v1 --listen address).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    quic: Option<bool>,
+    /// Seconds between list updates (fetch, verify, settle the cache).
+    #[arg(long, value_name = "SECS")]
+    update_interval: Option<u64>,
+    /// Seconds between announcements to the trackers.
+    #[arg(long, value_name = "SECS")]
+    announce_interval: Option<u64>,
+    /// Seconds a peer that sent bad data stays banned.
+    #[arg(long, value_name = "SECS")]
+    ban_secs: Option<u64>,
+    /// Most connected peers.
+    #[arg(long, value_name = "N")]
+    max_peers: Option<usize>,
+    /// Read settings from this TOML file (flags override it).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    /// The flags, completed from the config file.
+    fn merged(self) -> anyhow::Result<Self> {
+        let Some(path) = &self.config else { return Ok(self) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let f: Self = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let list = |a: Vec<Multiaddr>, b: Vec<Multiaddr>| if a.is_empty() { b } else { a };
+        Ok(Self {
+            listen: list(self.listen, f.listen),
+            tracker: list(self.tracker, f.tracker),
+            bootstrap: list(self.bootstrap, f.bootstrap),
+            site: self.site.or(f.site),
+            master: self.master.or(f.master),
+            gateway: self.gateway.or(f.gateway),
+            back_to_source: self.back_to_source.or(f.back_to_source),
+            upload_limit: self.upload_limit.or(f.upload_limit),
+            download_limit: self.download_limit.or(f.download_limit),
+            master_egress_limit: self.master_egress_limit.or(f.master_egress_limit),
+            metrics: self.metrics.or(f.metrics),
+            quic: self.quic.or(f.quic),
+            update_interval: self.update_interval.or(f.update_interval),
+            announce_interval: self.announce_interval.or(f.announce_interval),
+            ban_secs: self.ban_secs.or(f.ban_secs),
+            max_peers: self.max_peers.or(f.max_peers),
+            config: self.config,
+        })
+    }
+
+    /// The node's configuration for `data_dir`.
+    pub(crate) fn into_config(self, data_dir: &Path) -> anyhow::Result<NodeConfig> {
+        let a = self.merged()?;
+        let Some(site) = a.site else { bail!("--site is required (or `site` in the config file)") };
+        let mut c = NodeConfig::new(data_dir.to_path_buf(), site);
+        c.listen = if a.listen.is_empty() { vec!["/ip4/0.0.0.0/tcp/0".parse()?] } else { a.listen };
+        c.trackers = a.tracker;
+        c.bootstrap = a.bootstrap;
+        c.master = a.master.unwrap_or(false);
+        c.gateway = a.gateway.unwrap_or(false);
+        c.back_to_source = a.back_to_source.unwrap_or(false);
+        c.upload_limit = a.upload_limit.map(mbit).transpose()?;
+        c.download_limit = a.download_limit.map(mbit).transpose()?;
+        c.master_egress_limit = a.master_egress_limit.map(mbit).transpose()?;
+        c.metrics = a.metrics;
+        c.quic = a.quic.unwrap_or(false);
+        if let Some(s) = a.update_interval {
+            c.update_interval = Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = a.announce_interval {
+            c.announce_interval = Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = a.ban_secs {
+            c.ban = Duration::from_secs(s);
+        }
+        if let Some(n) = a.max_peers {
+            c.max_peers = n;
+        }
+        Ok(c)
+    }
+}
+
+/// Mbit/s as bytes per second.
+pub(crate) fn mbit(m: f64) -> anyhow::Result<u64> {
+    if !(m.is_finite() && m > 0.0) {
+        bail!("a rate must be a positive number of Mbit/s, not {m}");
+    }
+    Ok((m * 1e6 / 8.0) as u64)
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+#[allow(clippy::print_stdout)]
+pub(crate) fn run_node(data_dir: Option<&Path>, args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.into_config(super::site::data_dir(data_dir)?)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let (mut client, task) = net::start(cfg).await?;
+        for a in client.listen_addrs().await? {
+            println!("listening on {a}");
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = task => return r.context("the node task failed")?.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        client.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `imageswarm wait`.
+#[derive(Debug, Args)]
+pub(crate) struct WaitArgs {
+    /// The image's dc:identifier.
+    uuid: Uuid,
+    /// Give up after this many seconds (exit 1).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+}
+
+/// Waits until the image is installed: a complete image is moved into
+/// `images/<uuid>` only after it verified, so its presence is the signal.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub(crate) fn wait(data_dir: Option<&Path>, a: WaitArgs) -> anyhow::Result<ExitCode> {
+    let path = node::store::Paths::new(super::site::data_dir(data_dir)?).image(a.uuid);
+    let started = Instant::now();
+    let limit = a.timeout.map(Duration::from_secs_f64);
+    loop {
+        if path.is_file() {
+            println!("available: {} {}", a.uuid, path.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        if limit.is_some_and(|l| started.elapsed() >= l) {
+            eprintln!("error: image {} is not available after {:.0} s", a.uuid, started.elapsed().as_secs_f64());
+            return Ok(ExitCode::from(1));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

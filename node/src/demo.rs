@@ -1,0 +1,237 @@
+//! A whole site on loopback, for `imageswarm demo` and the loopback tests.
+//!
+//! # Contract
+//! [`Demo::prepare`] builds, under one directory: a throw-away CA and
+//! endorser certificate (made with openssl here, valid for a week; the CA
+//! publishes no CRL, so the demo's hosts run with the CRL check off), a
+//! random image, a signed list naming it, and one data directory per node
+//! that trusts the CA, approves the endorser and subscribes to the list.
+//! [`Demo::serve_source`] serves the list and the image over HTTP on
+//! loopback: the list to every node, the image to the master (workers never
+//! go back to source). Nothing here leaves 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier};
+use openssl::x509::{X509, X509Builder, X509NameBuilder};
+use proto::manifest::ChunkSize;
+use uuid::Uuid;
+
+use crate::endorse::{self, ImageMeta, NewList};
+use crate::fetch::Timeouts;
+use crate::site::Site;
+use crate::store::NewImages;
+use crate::trustfiles::TrustSources;
+use crate::{Error, Result};
+
+/// The endorser's subject in the demo.
+pub const ENDORSER_DN: &str = "/DC=org/DC=imageswarm-demo/CN=Demo Endorser";
+/// The CA's subject in the demo.
+pub const CA_DN: &str = "/DC=org/DC=imageswarm-demo/CN=Demo CA";
+
+/// A prepared demo site.
+#[derive(Debug)]
+pub struct Demo {
+    /// Everything lives here.
+    pub root: PathBuf,
+    /// The image's UUID.
+    pub image: Uuid,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-512, hex.
+    pub sha512: String,
+    /// The directory the HTTP source serves (list.smime, image.img).
+    pub www: PathBuf,
+    /// Data directories: the master's first, then one per worker.
+    pub data_dirs: Vec<PathBuf>,
+}
+
+fn ossl(e: openssl::error::ErrorStack) -> Error {
+    Error::Invalid(format!("openssl: {e}"))
+}
+
+fn name(dn: &str) -> Result<openssl::x509::X509Name> {
+    let mut b = X509NameBuilder::new().map_err(ossl)?;
+    for part in dn.split('/').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| Error::Invalid(format!("bad DN part {part}")))?;
+        b.append_entry_by_text(k, v).map_err(ossl)?;
+    }
+    Ok(b.build())
+}
+
+fn certificate(subject: &str, issuer: Option<(&X509, &PKey<Private>)>, key: &PKey<Private>, ca: bool) -> Result<X509> {
+    let mut b = X509Builder::new().map_err(ossl)?;
+    b.set_version(2).map_err(ossl)?;
+    let mut serial = BigNum::new().map_err(ossl)?;
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).map_err(ossl)?;
+    let serial = serial.to_asn1_integer().map_err(ossl)?;
+    b.set_serial_number(&serial).map_err(ossl)?;
+    let subject_name = name(subject)?;
+    b.set_subject_name(&subject_name).map_err(ossl)?;
+    b.set_pubkey(key).map_err(ossl)?;
+    let (from, until) = (Asn1Time::days_from_now(0).map_err(ossl)?, Asn1Time::days_from_now(7).map_err(ossl)?);
+    b.set_not_before(&from).map_err(ossl)?;
+    b.set_not_after(&until).map_err(ossl)?;
+    let (issuer_name, signer) = match issuer {
+        Some((c, k)) => (c.subject_name().to_owned().map_err(ossl)?, k),
+        None => (name(subject)?, key),
+    };
+    b.set_issuer_name(&issuer_name).map_err(ossl)?;
+    if ca {
+        b.append_extension(BasicConstraints::new().critical().ca().build().map_err(ossl)?).map_err(ossl)?;
+        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().map_err(ossl)?)
+            .map_err(ossl)?;
+    } else {
+        b.append_extension(BasicConstraints::new().critical().build().map_err(ossl)?).map_err(ossl)?;
+        b.append_extension(KeyUsage::new().critical().digital_signature().build().map_err(ossl)?).map_err(ossl)?;
+        b.append_extension(ExtendedKeyUsage::new().email_protection().build().map_err(ossl)?).map_err(ossl)?;
+    }
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None)).map_err(ossl)?;
+    b.append_extension(ski).map_err(ossl)?;
+    b.sign(signer, MessageDigest::sha256()).map_err(ossl)?;
+    Ok(b.build())
+}
+
+fn rsa_key() -> Result<PKey<Private>> {
+    PKey::from_rsa(Rsa::generate(2048).map_err(ossl)?).map_err(ossl)
+}
+
+/// Writes `size` pseudo-random bytes to `path` (a fast generator seeded
+/// from the OS; the demo needs incompressible data, not secrets).
+fn random_file(path: &Path, size: u64) -> Result<()> {
+    use std::io::Write;
+    let mut seed = [0u8; 32];
+    openssl::rand::rand_bytes(&mut seed).map_err(ossl)?;
+    let mut xof = blake3::Hasher::new_keyed(&seed).finalize_xof();
+    let f = std::fs::File::create(path).map_err(Error::io("creating", path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        xof.fill(&mut buf[..n]);
+        w.write_all(&buf[..n]).map_err(Error::io("writing", path))?;
+        left -= n as u64;
+    }
+    w.flush().map_err(Error::io("writing", path))
+}
+
+impl Demo {
+    /// Prepares a site of one master and `workers` workers under `root`
+    /// with an image of `size` bytes; `base_url` is where
+    /// [`Demo::serve_source`] will serve `www/` (e.g. `http://127.0.0.1:PORT`).
+    pub fn prepare(root: &Path, workers: usize, size: u64, chunk_size: ChunkSize, base_url: &str) -> Result<Self> {
+        let pki = root.join("pki");
+        let www = root.join("www");
+        for d in [&pki, &www] {
+            std::fs::create_dir_all(d).map_err(Error::io("creating", d))?;
+        }
+        let ca_key = rsa_key()?;
+        let ca = certificate(CA_DN, None, &ca_key, true)?;
+        let endorser_key = rsa_key()?;
+        let endorser = certificate(ENDORSER_DN, Some((&ca, &ca_key)), &endorser_key, false)?;
+        let ca_pem = pki.join("ca.pem");
+        std::fs::write(&ca_pem, ca.to_pem().map_err(ossl)?).map_err(Error::io("writing", &ca_pem))?;
+
+        let image_path = www.join("image.img");
+        random_file(&image_path, size)?;
+        let now = crate::now();
+        let mut list = endorse::new_list(
+            &endorser,
+            NewList {
+                title: "imageswarm demo".into(),
+                description: "A random image distributed on loopback".into(),
+                source: "imageswarm demo".into(),
+                uri: format!("{base_url}/list.smime"),
+                identifier: None,
+                lifetime_days: 7,
+                creator: None,
+                email: Some("demo@imageswarm.invalid".into()),
+            },
+            now,
+        )?;
+        let digest = endorse::digest_file(&image_path, chunk_size, &mut |_| {})?;
+        let meta = ImageMeta {
+            title: "Demo disk".into(),
+            uri: format!("{base_url}/image.img"),
+            version: "1.0".into(),
+            os: "Linux".into(),
+            osversion: "12".into(),
+            arch: "x86_64".into(),
+            hypervisor: "KVM".into(),
+            format: Some("raw".into()),
+            ..ImageMeta::default()
+        };
+        let image = match endorse::add_image(&mut list, meta, &digest) {
+            endorse::Added::Inserted(u) | endorse::Added::Replaced(u) => u,
+        };
+        endorse::prepare_signing(&mut list, &endorser, now, Some(7))?;
+        let signed = endorse::sign(&list, &endorser, &endorser_key)?;
+        let list_path = www.join("list.smime");
+        std::fs::write(&list_path, signed).map_err(Error::io("writing", &list_path))?;
+        let sha512 = list.images.first().map(|i| i.sha512.to_string()).unwrap_or_default();
+
+        let data_dirs = (0..=workers)
+            .map(|i| root.join(if i == 0 { "master".to_string() } else { format!("worker-{i:02}") }))
+            .collect();
+        Ok(Self { root: root.to_path_buf(), image, size, sha512, www, data_dirs })
+    }
+
+    /// Initialises every data directory: trust the demo CA (no CRL), approve
+    /// the endorser, subscribe to the list at `list_url` (served by then)
+    /// and cache its new images.
+    pub fn init_hosts(&self, list_url: &str) -> Result<()> {
+        let ca_file = self.root.join("pki/ca.pem");
+        for dir in &self.data_dirs {
+            std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+            let sources = TrustSources { ca_file: Some(ca_file.clone()), ca_dir: None, crls: Vec::new() };
+            Site::init(dir, &sources, false, |_| {})?;
+            let site = Site::open(dir, Timeouts::default())?;
+            let now = crate::now();
+            site.add_endorser(ENDORSER_DN, CA_DN, now)?;
+            site.subscribe(list_url, NewImages::Cache, now)?;
+        }
+        Ok(())
+    }
+
+    /// Serves `www/` over HTTP at `server`'s address from a background
+    /// thread, until the process exits.
+    pub fn serve_source(&self, server: tiny_http::Server) -> Result<()> {
+        let www = Arc::new(self.www.clone());
+        std::thread::Builder::new()
+            .name("demo-source".into())
+            .spawn(move || {
+                for req in server.incoming_requests() {
+                    let name = req.url().trim_start_matches('/').to_owned();
+                    let file = (!name.contains('/') && !name.contains(".."))
+                        .then(|| std::fs::File::open(www.join(&name)).ok())
+                        .flatten();
+                    let r = match file {
+                        Some(f) => req.respond(tiny_http::Response::from_file(f)),
+                        None => req.respond(tiny_http::Response::empty(404)),
+                    };
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "demo source client went away");
+                    }
+                }
+            })
+            .map_err(|e| Error::Net(format!("demo source thread: {e}")))?;
+        Ok(())
+    }
+}
+
+/// The Kumar–Ross lower bound on the time for `n` hosts of download rate
+/// `down` and upload rate `up` to receive `size` bytes from one seed of
+/// upload rate `seed_up` (rates in bytes per second):
+/// `max(F/u_s, F/d_min, N·F/(u_s + Σ u_i))`.
+pub fn kumar_ross(n: usize, size: u64, seed_up: f64, up: f64, down: f64) -> f64 {
+    let f = size as f64;
+    let n = n as f64;
+    (f / seed_up).max(f / down).max(n * f / (seed_up + n * up))
+}

@@ -1,0 +1,92 @@
+//! What a node runs on libp2p.
+//!
+//! # Contract
+//! [`Behaviour`] combines identify, Kademlia (image providers), the peer
+//! protocol, the tracker protocol (as a client), a block list for banned
+//! peers and connection limits. Every protocol bounds its concurrent
+//! streams. The transport is the one every imageswarm process uses
+//! ([`tracker::transport`]).
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{allow_block_list, connection_limits, identify, kad, request_response};
+use proto::wire::{Announce, Limit, Peers, Request, Response};
+use tracker::codec::WireCodec;
+use tracker::transport::{PEER_PROTOCOL, TRACKER_PROTOCOL};
+
+use crate::{Error, Result};
+
+/// Limits on connections and streams.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Established connections in all.
+    pub max_connections: u32,
+    /// Concurrent streams per protocol (inbound + outbound).
+    pub max_streams: usize,
+    /// How long a request may take before libp2p gives up on it.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_connections: 256, max_streams: 512, request_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// Every behaviour a node runs.
+#[derive(NetworkBehaviour)]
+#[allow(missing_debug_implementations)]
+pub struct Behaviour {
+    /// Banned peers.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// Connection limits.
+    pub limits: connection_limits::Behaviour,
+    /// Addresses and agent of peers.
+    pub identify: identify::Behaviour,
+    /// Image providers, the fallback when no tracker answers.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// The peer protocol.
+    pub peer: request_response::Behaviour<WireCodec<Request, Response>>,
+    /// The tracker protocol, as a client.
+    pub tracker: request_response::Behaviour<WireCodec<Announce, Peers>>,
+}
+
+impl Behaviour {
+    fn new(key: &Keypair, limits: Limits) -> Self {
+        let rr = request_response::Config::default()
+            .with_request_timeout(limits.request_timeout)
+            .with_max_concurrent_streams(limits.max_streams);
+        Self {
+            blocked: allow_block_list::Behaviour::default(),
+            limits: connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(limits.max_connections))
+                    .with_max_established_per_peer(Some(2)),
+            ),
+            identify: tracker::transport::identify(key),
+            kad: tracker::service::kademlia(key, true),
+            peer: request_response::Behaviour::with_codec(
+                WireCodec::new(Limit::Data),
+                [(PEER_PROTOCOL, request_response::ProtocolSupport::Full)],
+                rr.clone(),
+            ),
+            tracker: request_response::Behaviour::with_codec(
+                WireCodec::new(Limit::Control),
+                [(TRACKER_PROTOCOL, request_response::ProtocolSupport::Outbound)],
+                rr,
+            ),
+        }
+    }
+}
+
+/// Builds a node's swarm.
+pub fn build_swarm(key: Keypair, quic: bool, limits: Limits) -> Result<libp2p::Swarm<Behaviour>> {
+    tracker::transport::build_swarm(key, quic, |k| Behaviour::new(k, limits)).map_err(|e| Error::Net(e.to_string()))
+}
+
+/// Loads the node's key, creating it when missing.
+pub fn load_or_create_key(path: &std::path::Path) -> Result<Keypair> {
+    tracker::transport::load_or_create_key(path).map_err(|e| Error::Invalid(e.to_string()))
+}

@@ -1,0 +1,965 @@
+//! The node's event loop: owns the libp2p swarm and every image's state
+//! machine, and translates between them.
+//!
+//! # Contract
+//! * One task owns all state; disk reads and writes and update cycles run
+//!   on blocking threads and report back through one bounded channel
+//!   ([`IO_QUEUE`]).
+//! * A chunk request is answered at most once: with the data when the
+//!   image's state machine starts the upload, or with a refusal.
+//! * Received chunk bytes go to disk only after [`Image::check`] passed, and
+//!   the state machine hears of them only once they are durable.
+//! * Requests for images that are not served here are refused with
+//!   [`Refusal::NotEndorsed`].
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId, identify, kad};
+use proto::bitfield::Bitfield;
+use proto::swarm::{self, Action, Message, PeerInfo, Role};
+use proto::wire::{
+    Announce, Hello, MAX_HELLO_IMAGES, Notice, PeerHint, Peers, Refusal, Request, Response, WireBitfield,
+};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use tracker::transport::KAD_PROTOCOL;
+
+use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use super::images::Image;
+use super::metrics::{self, Metrics};
+use super::{Command, ImageStatus, NodeConfig, Status, peer_of};
+use crate::site::Site;
+use crate::store::{Decision, ImageRecord, ImageState};
+use crate::{Error, Result};
+
+/// Completed disk work waiting for the loop.
+const IO_QUEUE: usize = 256;
+
+/// How often the loop refreshes its status and looks after timers of its own.
+const TICK: Duration = Duration::from_millis(200);
+
+/// How long to wait for a manifest before asking another peer.
+const MANIFEST_TIMEOUT: swarm::Micros = 10_000_000;
+
+/// Disk work done on a blocking thread.
+enum IoDone {
+    Read {
+        image: Uuid,
+        to: PeerId,
+        index: u32,
+        request: InboundRequestId,
+        channel: ResponseChannel<Response>,
+        data: Result<Vec<u8>>,
+    },
+    Wrote {
+        image: Uuid,
+        from: u64,
+        index: u32,
+        result: Result<()>,
+    },
+    Installed {
+        image: Uuid,
+        result: Result<ImageRecord>,
+    },
+    Updated(Result<()>),
+}
+
+/// What an outbound request was for.
+#[derive(Debug, Clone, Copy)]
+enum Outbound {
+    Hello,
+    Notice,
+    Chunk { image: Uuid, peer: u64, index: u32 },
+    Manifest { image: Uuid, peer: u64 },
+}
+
+/// What a connected peer told us in its hello.
+#[derive(Debug, Clone, Copy)]
+struct Met {
+    info: PeerInfo,
+}
+
+pub(super) struct EventLoop {
+    cfg: NodeConfig,
+    site: Arc<Site>,
+    swarm: libp2p::Swarm<Behaviour>,
+    started: Instant,
+    site_id: u32,
+    role: Role,
+    images: HashMap<Uuid, Image>,
+    handles: HashMap<PeerId, u64>,
+    ids: HashMap<u64, PeerId>,
+    met: HashMap<u64, Met>,
+    trackers: Vec<(PeerId, Multiaddr)>,
+    outbound: HashMap<OutboundRequestId, Outbound>,
+    /// Chunk requests waiting for the state machine's decision.
+    inbound: HashMap<(Uuid, u64, u32), (InboundRequestId, ResponseChannel<Response>)>,
+    /// Uploads whose response is on its way; the slot frees when it is sent.
+    uploads: HashMap<InboundRequestId, (Uuid, u64, u32)>,
+    io_tx: mpsc::Sender<IoDone>,
+    io_rx: mpsc::Receiver<IoDone>,
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<Status>,
+    metrics: Metrics,
+    up: Option<Arc<Bucket>>,
+    down: Option<Arc<Bucket>>,
+    egress: Option<Arc<Bucket>>,
+    bans: Vec<(Instant, PeerId)>,
+    ban_count: u64,
+    failed_chunks: u64,
+    updating: bool,
+    next_update: Instant,
+    next_announce: Instant,
+    last_error: Option<String>,
+}
+
+/// A token bucket counting KiB, which lets at most 20 ms worth through at
+/// once, so that a cap holds over short intervals too.
+#[derive(Debug)]
+struct Bucket {
+    limiter: DefaultDirectRateLimiter,
+    burst: NonZeroU32,
+}
+
+impl Bucket {
+    fn new(bytes_per_sec: Option<u64>) -> Option<Arc<Self>> {
+        let kib = NonZeroU32::new(u32::try_from(bytes_per_sec? / 1024).unwrap_or(u32::MAX).max(1))?;
+        let burst = NonZeroU32::new((kib.get() / 50).max(16))?;
+        Some(Arc::new(Self { limiter: RateLimiter::direct(Quota::per_second(kib).allow_burst(burst)), burst }))
+    }
+
+    /// Waits until `bytes` may pass.
+    async fn take(bucket: Option<&Self>, bytes: usize) {
+        let Some(b) = bucket else { return };
+        let mut kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        while let Some(n) = NonZeroU32::new(kib.min(b.burst.get())) {
+            // `n` never exceeds the burst, so this cannot fail.
+            let _ = b.limiter.until_n_ready(n).await;
+            kib -= n.get();
+        }
+    }
+}
+
+/// A site name as the state machine's site number.
+fn site_number(name: &str) -> u32 {
+    let h = blake3::hash(name.as_bytes());
+    u32::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1], h.as_bytes()[2], h.as_bytes()[3]])
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        cfg: NodeConfig,
+        site: Arc<Site>,
+        key: Keypair,
+        commands: mpsc::Receiver<Command>,
+        status: watch::Sender<Status>,
+    ) -> Result<Self> {
+        let mut swarm = build_swarm(key, cfg.quic, cfg.limits)?;
+        for addr in &cfg.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| Error::Net(format!("listening on {addr}: {e}")))?;
+        }
+        let trackers = cfg
+            .trackers
+            .iter()
+            .map(|a| {
+                peer_of(a)
+                    .map(|p| (p, a.clone()))
+                    .ok_or_else(|| Error::Invalid(format!("tracker address {a} lacks /p2p/<peer id>")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (p, a) in &trackers {
+            swarm.add_peer_address(*p, a.clone());
+            swarm.behaviour_mut().kad.add_address(p, a.clone());
+        }
+        for a in &cfg.bootstrap {
+            let p = peer_of(a).ok_or_else(|| Error::Invalid(format!("bootstrap address {a} lacks /p2p/<peer id>")))?;
+            swarm.behaviour_mut().kad.add_address(&p, a.clone());
+            let _ = swarm.dial(a.clone());
+        }
+        let metrics = Metrics::default();
+        if let Some(addr) = cfg.metrics {
+            metrics::serve(addr, metrics.registry())?;
+        }
+        let (io_tx, io_rx) = mpsc::channel(IO_QUEUE);
+        let role = if cfg.master {
+            Role::Master
+        } else if cfg.gateway {
+            Role::Gateway
+        } else {
+            Role::Worker
+        };
+        let now = Instant::now();
+        Ok(Self {
+            site_id: site_number(&cfg.site),
+            role,
+            up: Bucket::new(cfg.upload_limit),
+            down: Bucket::new(cfg.download_limit),
+            egress: Bucket::new(if cfg.master { cfg.master_egress_limit } else { None }),
+            cfg,
+            site,
+            swarm,
+            started: now,
+            images: HashMap::new(),
+            handles: HashMap::new(),
+            ids: HashMap::new(),
+            met: HashMap::new(),
+            trackers,
+            outbound: HashMap::new(),
+            inbound: HashMap::new(),
+            uploads: HashMap::new(),
+            io_tx,
+            io_rx,
+            commands,
+            status,
+            metrics,
+            bans: Vec::new(),
+            ban_count: 0,
+            failed_chunks: 0,
+            updating: false,
+            next_update: now,
+            next_announce: now,
+            last_error: None,
+        })
+    }
+
+    fn now(&self) -> swarm::Micros {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn handle(&mut self, p: PeerId) -> u64 {
+        if let Some(h) = self.handles.get(&p) {
+            return *h;
+        }
+        let h = self.handles.len() as u64 + 1;
+        self.handles.insert(p, h);
+        self.ids.insert(h, p);
+        h
+    }
+
+    pub(super) async fn run(mut self) -> Result<()> {
+        let mut tick = tokio::time::interval(TICK);
+        let result = loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                Some(done) = self.io_rx.recv() => self.on_io(done),
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown(reply)) => {
+                        let _ = reply.send(());
+                        break Ok(());
+                    }
+                    None => break Ok(()),
+                },
+                _ = tick.tick() => self.on_tick(),
+                () = sleep_until(deadline) => self.on_timers(),
+            }
+        };
+        // The site holds a blocking HTTP client, which must not be dropped
+        // on a runtime thread.
+        let site = self.site.clone();
+        drop(self);
+        let _ = tokio::task::spawn_blocking(move || drop(site)).await;
+        result
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let t = self.images.values().filter_map(|i| i.swarm.as_ref()?.poll_timeout()).min()?;
+        Some(self.started + Duration::from_micros(t))
+    }
+
+    fn on_timers(&mut self) {
+        let now = self.now();
+        let due: Vec<Uuid> = self
+            .images
+            .iter()
+            .filter(|(_, i)| i.swarm.as_ref().and_then(|s| s.poll_timeout()).is_some_and(|t| t <= now))
+            .map(|(u, _)| *u)
+            .collect();
+        for u in due {
+            if let Some(s) = self.images.get_mut(&u).and_then(|i| i.swarm.as_mut()) {
+                s.handle_timeout(now);
+            }
+            self.drain(u);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        if !self.updating && now >= self.next_update {
+            self.start_update();
+        }
+        if now >= self.next_announce {
+            self.next_announce = now + self.cfg.announce_interval;
+            self.announce_all();
+        }
+        let expired: Vec<PeerId> = self.bans.iter().filter(|(t, _)| *t <= now).map(|(_, p)| *p).collect();
+        self.bans.retain(|(t, _)| *t > now);
+        for p in expired {
+            self.swarm.behaviour_mut().blocked.unblock_peer(p);
+        }
+        self.ask_manifests();
+        self.publish_status();
+    }
+
+    fn start_update(&mut self) {
+        self.updating = true;
+        let site = self.site.clone();
+        let back_to_source = self.cfg.master || self.cfg.back_to_source;
+        let tx = self.io_tx.clone();
+        tokio::spawn(async move {
+            let r = tokio::task::spawn_blocking(move || {
+                let report = site.update_with(crate::now(), back_to_source, &mut |_, _| {})?;
+                for (id, url, outcome) in &report.lists {
+                    tracing::debug!(list = %id, url, ?outcome, "list update");
+                }
+                match report.lists.iter().find_map(|(_, url, o)| match o {
+                    crate::site::ListOutcome::Failed(e) => Some(format!("{url}: {e}")),
+                    _ => None,
+                }) {
+                    Some(e) => Err(Error::Refused(e)),
+                    None => Ok(()),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            let _ = tx.send(IoDone::Updated(r)).await;
+        });
+    }
+
+    // ---- images ----
+
+    /// Brings the set of served images in line with the store.
+    fn sync_images(&mut self) -> Result<()> {
+        let recs = self.site.store().images()?;
+        let mut keep = Vec::new();
+        for rec in recs {
+            self.metrics.set_state(rec.uuid, rec.state.name());
+            let servable = rec.endorsed
+                && rec.decision == Decision::Approved
+                && rec.cache
+                && matches!(rec.state, ImageState::Available | ImageState::Partial);
+            if !servable {
+                continue;
+            }
+            keep.push(rec.uuid);
+            let same = self.images.get(&rec.uuid).is_some_and(|i| i.rec.list_content == rec.list_content);
+            if !same {
+                self.drop_image(rec.uuid);
+                if let Err(e) = self.add_image(rec.clone()) {
+                    tracing::warn!(image = %rec.uuid, error = %e, "cannot swarm on this image");
+                }
+            }
+        }
+        let gone: Vec<Uuid> = self.images.keys().filter(|u| !keep.contains(u)).copied().collect();
+        for u in gone {
+            tracing::info!(image = %u, "image no longer endorsed here: serving stops");
+            self.drop_image(u);
+        }
+        Ok(())
+    }
+
+    fn add_image(&mut self, mut rec: ImageRecord) -> Result<()> {
+        let uuid = rec.uuid;
+        let chunks = rec.chunk_count();
+        let (have, hashes) = if rec.state == ImageState::Available {
+            let hashes: Option<Vec<_>> = self.site.store().chunk_hashes(uuid, chunks)?.into_iter().collect();
+            (Bitfield::full(chunks), hashes)
+        } else {
+            let (_, have) = self.site.cache().open_partial(&mut rec)?;
+            (have, None)
+        };
+        let seed = u64::from_le_bytes(uuid.as_bytes()[..8].try_into().unwrap_or_default())
+            ^ self.swarm.local_peer_id().to_bytes().iter().fold(0u64, |a, b| a.rotate_left(8) ^ u64::from(*b));
+        let cfg = swarm::Config { site: self.site_id, role: self.role, seed, ..swarm::Config::default() };
+        let img = Image::new(rec, have, hashes, cfg)?;
+        tracing::info!(image = %uuid, have = img.have().count(), chunks, "swarming on image");
+        let bits = WireBitfield::new(img.have());
+        self.images.insert(uuid, img);
+        let key = kad::RecordKey::new(&uuid.as_bytes());
+        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+            tracing::debug!(error = %e, "kademlia provider record");
+        }
+        let met: Vec<u64> = self.met.keys().copied().collect();
+        for h in met {
+            self.send_notice(h, uuid, Notice::Bitfield(bits.clone()));
+        }
+        self.announce(uuid);
+        self.drain(uuid);
+        Ok(())
+    }
+
+    fn drop_image(&mut self, uuid: Uuid) {
+        if self.images.remove(&uuid).is_none() {
+            return;
+        }
+        let keys: Vec<_> = self.inbound.keys().filter(|k| k.0 == uuid).copied().collect();
+        for k in keys {
+            if let Some((_, ch)) = self.inbound.remove(&k) {
+                let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(Refusal::NotEndorsed));
+            }
+        }
+        self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&uuid.as_bytes()));
+    }
+
+    /// Carries out what image `uuid`'s state machine asks for.
+    fn drain(&mut self, uuid: Uuid) {
+        loop {
+            let Some(action) = self.images.get_mut(&uuid).and_then(|i| i.swarm.as_mut()?.poll_action()) else {
+                return;
+            };
+            match action {
+                Action::Send { to, msg } => self.send(uuid, to, msg),
+                Action::Upload { to, chunk } => self.upload(uuid, to, chunk),
+                Action::Ban { peer, chunk } => self.ban(uuid, peer, chunk),
+                Action::Completed => self.install(uuid),
+            }
+        }
+    }
+
+    fn send(&mut self, image: Uuid, to: u64, msg: Message) {
+        let Some(&peer) = self.ids.get(&to) else { return };
+        match msg {
+            Message::Request(index) | Message::Insist(index) => {
+                let insist = matches!(msg, Message::Insist(_));
+                let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Chunk { image, index, insist });
+                self.outbound.insert(id, Outbound::Chunk { image, peer: to, index });
+            }
+            Message::Reject(index) => {
+                if let Some((_, ch)) = self.inbound.remove(&(image, to, index)) {
+                    let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(Refusal::Busy));
+                }
+            }
+            Message::Bitfield(b) => self.send_notice(to, image, Notice::Bitfield(WireBitfield::new(&b))),
+            Message::Have(i) => self.send_notice(to, image, Notice::Have(i)),
+            Message::Cancel(i) => self.send_notice(to, image, Notice::Cancel(i)),
+        }
+    }
+
+    fn send_notice(&mut self, to: u64, image: Uuid, notice: Notice) {
+        let Some(&peer) = self.ids.get(&to) else { return };
+        let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Notice { image, notice });
+        self.outbound.insert(id, Outbound::Notice);
+    }
+
+    fn upload(&mut self, image: Uuid, to: u64, index: u32) {
+        let (Some((request, channel)), Some(&peer), Some(img)) =
+            (self.inbound.remove(&(image, to, index)), self.ids.get(&to), self.images.get(&image))
+        else {
+            // The requester is gone; free the slot.
+            self.upload_done(image, to, index);
+            return;
+        };
+        let path = if img.is_available() {
+            self.site.store().paths().image(image)
+        } else {
+            self.site.store().paths().partial(image)
+        };
+        let offset = u64::from(index) * img.rec.chunk_size;
+        let len = img.rec.chunk_size.min(img.rec.size.saturating_sub(offset));
+        let (tx, up, egress) = (self.io_tx.clone(), self.up.clone(), self.egress.clone());
+        tokio::spawn(async move {
+            let data = tokio::task::spawn_blocking(move || read_at(&path, offset, len))
+                .await
+                .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            if let Ok(d) = &data {
+                Bucket::take(up.as_deref(), d.len()).await;
+                Bucket::take(egress.as_deref(), d.len()).await;
+            }
+            let _ = tx.send(IoDone::Read { image, to: peer, index, request, channel, data }).await;
+        });
+    }
+
+    fn upload_done(&mut self, image: Uuid, to: u64, index: u32) {
+        let now = self.now();
+        if let Some(s) = self.images.get_mut(&image).and_then(|i| i.swarm.as_mut()) {
+            s.handle_upload_done(now, to, index);
+        }
+        self.drain(image);
+    }
+
+    fn ban(&mut self, image: Uuid, peer: u64, chunk: u32) {
+        let Some(&p) = self.ids.get(&peer) else { return };
+        tracing::warn!(%image, peer = %p, chunk, ban_secs = self.cfg.ban.as_secs(), "peer sent a chunk that failed verification: banned");
+        self.swarm.behaviour_mut().blocked.block_peer(p);
+        self.bans.push((Instant::now() + self.cfg.ban, p));
+        self.ban_count += 1;
+        self.metrics.bans.inc();
+    }
+
+    fn install(&mut self, uuid: Uuid) {
+        let Some(img) = self.images.get_mut(&uuid) else { return };
+        if img.installing || img.is_available() {
+            return;
+        }
+        img.installing = true;
+        let (site, tx, mut rec) = (self.site.clone(), self.io_tx.clone(), img.rec.clone());
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                // The record may have changed since the image started.
+                if let Some(fresh) = site.store().image(rec.uuid)? {
+                    rec = fresh;
+                }
+                site.cache().install(&mut rec, None).map(|()| rec)
+            })
+            .await
+            .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            let _ = tx.send(IoDone::Installed { image: uuid, result }).await;
+        });
+    }
+
+    // ---- disk results ----
+
+    fn on_io(&mut self, done: IoDone) {
+        match done {
+            IoDone::Read { image, to, index, request, channel, data } => {
+                let h = self.handle(to);
+                match data {
+                    Ok(d) if self.images.contains_key(&image) => {
+                        let n = d.len() as u64;
+                        if self.swarm.behaviour_mut().peer.send_response(channel, Response::Chunk(d)).is_ok() {
+                            if let Some(img) = self.images.get_mut(&image) {
+                                img.bytes_out += n;
+                            }
+                            self.metrics.bytes_out.get_or_create(&Metrics::image(image)).inc_by(n);
+                            self.uploads.insert(request, (image, h, index));
+                        } else {
+                            self.upload_done(image, h, index);
+                        }
+                    }
+                    Ok(_) => {
+                        // Withdrawn while the chunk was read: not served.
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .peer
+                            .send_response(channel, Response::Refused(Refusal::NotEndorsed));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%image, index, error = %e, "reading a chunk to serve failed");
+                        let _ =
+                            self.swarm.behaviour_mut().peer.send_response(channel, Response::Refused(Refusal::NotHeld));
+                        self.upload_done(image, h, index);
+                    }
+                }
+            }
+            IoDone::Wrote { image, from, index, result } => {
+                let now = self.now();
+                let Some(img) = self.images.get_mut(&image) else { return };
+                let Some(s) = img.swarm.as_mut() else { return };
+                match result {
+                    Ok(()) => {
+                        s.handle_chunk(now, from, index, true);
+                        self.metrics.chunks_verified.get_or_create(&Metrics::image(image)).inc();
+                    }
+                    Err(e) => {
+                        // Not the peer's fault: the chunk goes back to the pool.
+                        tracing::error!(%image, index, error = %e, "storing a verified chunk failed");
+                        self.last_error = Some(e.to_string());
+                        s.handle_message(now, from, Message::Reject(index));
+                    }
+                }
+                self.drain(image);
+            }
+            IoDone::Installed { image, result } => {
+                let Some(img) = self.images.get_mut(&image) else { return };
+                img.installing = false;
+                match result {
+                    Ok(rec) => {
+                        self.metrics.set_state(image, rec.state.name());
+                        img.rec = rec;
+                        self.announce(image);
+                    }
+                    Err(e) => {
+                        tracing::error!(%image, error = %e, "the complete image failed its final check; fetching it again");
+                        self.last_error = Some(e.to_string());
+                        self.images.remove(&image);
+                        let _ = self.sync_images();
+                    }
+                }
+            }
+            IoDone::Updated(r) => {
+                self.updating = false;
+                self.next_update = Instant::now() + self.cfg.update_interval;
+                self.last_error = r.err().map(|e| e.to_string());
+                if let Err(e) = self.sync_images() {
+                    tracing::error!(error = %e, "reading the store failed");
+                    self.last_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    // ---- network ----
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.publish_status();
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+                self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
+                if num_established.get() == 1 && !self.trackers.iter().any(|(p, _)| *p == peer_id) {
+                    let hello = self.hello();
+                    let id = self.swarm.behaviour_mut().peer.send_request(&peer_id, Request::Hello(hello));
+                    self.outbound.insert(id, Outbound::Hello);
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
+                let h = self.handle(peer_id);
+                self.met.remove(&h);
+                let now = self.now();
+                let uuids: Vec<Uuid> = self.images.keys().copied().collect();
+                for u in uuids {
+                    if let Some(img) = self.images.get_mut(&u) {
+                        img.disconnected(now, h);
+                    }
+                    self.inbound.retain(|k, _| k.1 != h);
+                    self.drain(u);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) => self.on_peer_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Tracker(ev)) => self.on_tracker_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for a in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
+                ..
+            })) => {
+                for p in providers {
+                    self.dial(p, Vec::new());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        let images =
+            self.images.iter().take(MAX_HELLO_IMAGES).map(|(u, i)| (*u, WireBitfield::new(i.have()))).collect();
+        Hello { site: self.cfg.site.clone(), role: self.role, images }
+    }
+
+    fn on_hello(&mut self, from: PeerId, hello: Hello) {
+        let h = self.handle(from);
+        let info = PeerInfo { site: site_number(&hello.site), role: hello.role };
+        self.met.insert(h, Met { info });
+        let now = self.now();
+        for (uuid, bits) in hello.images {
+            let Ok(bits) = bits.parse() else { continue };
+            if let Some(img) = self.images.get_mut(&uuid) {
+                img.peer_bitfield(now, h, info, bits);
+                self.drain(uuid);
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, ev: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message as M};
+        match ev {
+            Event::Message { peer, message: M::Request { request, channel, request_id }, .. } => {
+                self.on_request(peer, request, channel, request_id);
+            }
+            Event::Message { peer, message: M::Response { request_id, response }, .. } => {
+                if let Some(o) = self.outbound.remove(&request_id) {
+                    self.on_response(peer, o, response);
+                }
+            }
+            Event::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some(o) = self.outbound.remove(&request_id) {
+                    tracing::debug!(%peer, ?o, %error, "request failed");
+                    self.on_response(peer, o, Response::Refused(Refusal::Busy));
+                }
+            }
+            Event::ResponseSent { request_id, .. } | Event::InboundFailure { request_id, .. } => {
+                if let Some((image, h, index)) = self.uploads.remove(&request_id) {
+                    self.upload_done(image, h, index);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerId, req: Request, channel: ResponseChannel<Response>, id: InboundRequestId) {
+        let h = self.handle(peer);
+        let now = self.now();
+        let respond = |s: &mut Self, ch, r| {
+            let _ = s.swarm.behaviour_mut().peer.send_response(ch, r);
+        };
+        match req {
+            Request::Hello(hello) => {
+                let mine = self.hello();
+                respond(self, channel, Response::Hello(mine));
+                self.on_hello(peer, hello);
+            }
+            Request::Notice { image, notice } => {
+                respond(self, channel, Response::Ack);
+                if let Notice::Cancel(index) = notice
+                    && let Some((_, ch)) = self.inbound.remove(&(image, h, index))
+                {
+                    respond(self, ch, Response::Refused(Refusal::Busy));
+                }
+                let info = self.met.get(&h).map(|m| m.info);
+                let Some(img) = self.images.get_mut(&image) else { return };
+                match (notice, info) {
+                    (Notice::Bitfield(b), Some(info)) => {
+                        if let Ok(bits) = b.parse() {
+                            img.peer_bitfield(now, h, info, bits);
+                        }
+                    }
+                    (n, _) => img.notice(now, h, n),
+                }
+                self.drain(image);
+            }
+            Request::Manifest { image } => {
+                let r = match self.images.get(&image) {
+                    None => Response::Refused(Refusal::NotEndorsed),
+                    Some(i) => {
+                        i.hashes().map_or(Response::Refused(Refusal::NotHeld), |h| Response::Manifest(h.to_vec()))
+                    }
+                };
+                respond(self, channel, r);
+            }
+            Request::Chunk { image, index, insist } => {
+                let Some(img) = self.images.get_mut(&image) else {
+                    tracing::debug!(%peer, %image, "refused a chunk of an image not endorsed here");
+                    return respond(self, channel, Response::Refused(Refusal::NotEndorsed));
+                };
+                let Some(s) = img.swarm.as_mut().filter(|s| s.has_peer(h)) else {
+                    return respond(self, channel, Response::Refused(Refusal::NotHeld));
+                };
+                if self.inbound.contains_key(&(image, h, index)) {
+                    return respond(self, channel, Response::Refused(Refusal::Busy));
+                }
+                // The state machine either queues the request (an Upload
+                // follows, now or later) or refuses it (a Reject follows now).
+                self.inbound.insert((image, h, index), (id, channel));
+                s.handle_message(now, h, if insist { Message::Insist(index) } else { Message::Request(index) });
+                self.drain(image);
+            }
+        }
+    }
+
+    fn on_response(&mut self, peer: PeerId, o: Outbound, resp: Response) {
+        let now = self.now();
+        match (o, resp) {
+            (Outbound::Hello, Response::Hello(hello)) => self.on_hello(peer, hello),
+            (Outbound::Chunk { image, peer: h, index }, Response::Chunk(data)) => {
+                let Some(img) = self.images.get_mut(&image) else { return };
+                let n = data.len() as u64;
+                img.bytes_in += n;
+                self.metrics.bytes_in.get_or_create(&Metrics::image(image)).inc_by(n);
+                let Some(s) = img.swarm.as_mut() else { return };
+                if s.have().get(index) {
+                    s.handle_chunk(now, h, index, true);
+                    return self.drain(image);
+                }
+                if !img.check(index, &data) {
+                    self.failed_chunks += 1;
+                    self.metrics.chunks_failed.get_or_create(&Metrics::image(image)).inc();
+                    if let Some(s) = img.swarm.as_mut() {
+                        s.handle_chunk(now, h, index, false);
+                    }
+                    return self.drain(image);
+                }
+                let (site, tx, down) = (self.site.clone(), self.io_tx.clone(), self.down.clone());
+                let path = self.site.store().paths().partial(image);
+                let rec = img.rec.clone();
+                tokio::spawn(async move {
+                    Bucket::take(down.as_deref(), data.len()).await;
+                    let result = tokio::task::spawn_blocking(move || {
+                        let file =
+                            std::fs::OpenOptions::new().write(true).open(&path).map_err(Error::io("opening", &path))?;
+                        site.cache().store_chunk(&rec, &file, index, &data)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+                    let _ = tx.send(IoDone::Wrote { image, from: h, index, result }).await;
+                });
+            }
+            (Outbound::Chunk { image, peer: h, index }, _) => {
+                if let Some(s) = self.images.get_mut(&image).and_then(|i| i.swarm.as_mut()) {
+                    s.handle_message(now, h, Message::Reject(index));
+                }
+                self.drain(image);
+            }
+            (Outbound::Manifest { image, peer: h }, resp) => {
+                let Some(img) = self.images.get_mut(&image) else { return };
+                img.manifest_asked = None;
+                if let Response::Manifest(hashes) = resp {
+                    match img.set_manifest(now, hashes) {
+                        Ok(()) => tracing::info!(%image, "manifest received and matches the list"),
+                        Err(e) => {
+                            // A manifest that does not match the signed root is bad data.
+                            tracing::warn!(%image, %peer, error = %e, "peer sent a manifest that does not match the list");
+                            img.disconnected(now, h);
+                        }
+                    }
+                    self.drain(image);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn ask_manifests(&mut self) {
+        let now = self.now();
+        let mut asks = Vec::new();
+        for (u, img) in &mut self.images {
+            if !img.needs_manifest() || img.manifest_asked.is_some_and(|(_, t)| now < t + MANIFEST_TIMEOUT) {
+                continue;
+            }
+            let prev = img.manifest_asked.map(|(p, _)| p);
+            let sources = img.manifest_sources();
+            let next = sources.iter().copied().find(|p| Some(*p) != prev).or_else(|| sources.first().copied());
+            if let Some(p) = next {
+                img.manifest_asked = Some((p, now));
+                asks.push((*u, p));
+            }
+        }
+        for (image, h) in asks {
+            if let Some(&peer) = self.ids.get(&h) {
+                let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Manifest { image });
+                self.outbound.insert(id, Outbound::Manifest { image, peer: h });
+            }
+        }
+    }
+
+    // ---- discovery ----
+
+    fn announce_all(&mut self) {
+        let uuids: Vec<Uuid> = self.images.keys().copied().collect();
+        for u in uuids {
+            self.announce(u);
+        }
+    }
+
+    fn announce(&mut self, image: Uuid) {
+        let Some(img) = self.images.get(&image) else { return };
+        let now = self.now();
+        let stale = img.tracker_ok.is_none_or(|t| now > t + 2 * self.cfg.announce_interval.as_micros() as u64);
+        let a = Announce {
+            image,
+            site: self.cfg.site.clone(),
+            role: img.role(),
+            complete: img.have().is_full(),
+            addrs: self.swarm.external_addresses().chain(self.swarm.listeners()).map(|a| a.to_vec()).collect(),
+            want: 50,
+        };
+        for (p, _) in self.trackers.clone() {
+            let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
+        }
+        if stale && self.started.elapsed() > Duration::from_secs(1) {
+            // No tracker answered lately: ask the DHT who provides the image.
+            self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&image.as_bytes()));
+        }
+    }
+
+    fn on_tracker_event(&mut self, ev: request_response::Event<Announce, Peers>) {
+        use request_response::{Event, Message as M};
+        match ev {
+            Event::Message { message: M::Response { response, .. }, .. } => {
+                let now = self.now();
+                for img in self.images.values_mut() {
+                    img.tracker_ok = Some(now);
+                }
+                for hint in response.peers {
+                    self.on_hint(hint);
+                }
+            }
+            Event::Message { message: M::Request { channel, .. }, .. } => {
+                // Nodes are not trackers.
+                let _ = self.swarm.behaviour_mut().tracker.send_response(channel, Peers { peers: vec![], ttl_secs: 0 });
+            }
+            Event::OutboundFailure { peer, error, .. } => tracing::debug!(%peer, %error, "tracker did not answer"),
+            _ => {}
+        }
+    }
+
+    fn on_hint(&mut self, hint: PeerHint) {
+        let Ok(p) = PeerId::from_bytes(&hint.peer) else { return };
+        let addrs: Vec<Multiaddr> = hint.addrs.into_iter().filter_map(|a| Multiaddr::try_from(a).ok()).collect();
+        for a in &addrs {
+            self.swarm.behaviour_mut().kad.add_address(&p, a.clone());
+        }
+        self.dial(p, addrs);
+    }
+
+    fn dial(&mut self, p: PeerId, addrs: Vec<Multiaddr>) {
+        if p == *self.swarm.local_peer_id()
+            || self.swarm.is_connected(&p)
+            || self.bans.iter().any(|(_, b)| *b == p)
+            || self.swarm.connected_peers().count() >= self.cfg.max_peers
+        {
+            return;
+        }
+        let opts = DialOpts::peer_id(p).addresses(addrs).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(peer = %p, error = %e, "dial failed");
+        }
+    }
+
+    // ---- status ----
+
+    fn publish_status(&mut self) {
+        let images = self
+            .images
+            .values()
+            .map(|i| ImageStatus {
+                uuid: i.rec.uuid,
+                title: i.rec.title.clone(),
+                size: i.rec.size,
+                have: i.have().count(),
+                chunks: i.rec.chunk_count(),
+                available: i.is_available(),
+                peers: i.peer_count(),
+                bytes_in: i.bytes_in,
+                bytes_out: i.bytes_out,
+            })
+            .collect();
+        let s = Status {
+            peer_id: Some(*self.swarm.local_peer_id()),
+            listen: self.swarm.listeners().cloned().collect(),
+            connected: self.swarm.connected_peers().count(),
+            bans: self.ban_count,
+            chunks_failed: self.failed_chunks,
+            images,
+            last_error: self.last_error.clone(),
+        };
+        self.status.send_if_modified(|old| {
+            let changed = *old != s;
+            *old = s;
+            changed
+        });
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn read_at(path: &std::path::Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).map_err(Error::io("opening", path))?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset).map_err(Error::io("reading", path))?;
+    Ok(buf)
+}

@@ -1,0 +1,96 @@
+//! Prometheus metrics of one node, served over HTTP.
+//!
+//! # Contract
+//! Metric names start with `imageswarm_`. Per image: bytes in and out,
+//! chunks verified and failed, and its state as a labelled gauge. Per node:
+//! connected peers and bans. [`serve`] answers every GET with the text
+//! exposition format from one background thread.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::{Error, Result};
+
+/// Labels of per-image metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ImageLabel {
+    pub(crate) image: String,
+}
+
+/// Labels of the image state gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StateLabel {
+    pub(crate) image: String,
+    pub(crate) state: String,
+}
+
+/// The node's metrics; cheap to clone (every metric is shared).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Metrics {
+    pub(crate) bytes_in: Family<ImageLabel, Counter>,
+    pub(crate) bytes_out: Family<ImageLabel, Counter>,
+    pub(crate) chunks_verified: Family<ImageLabel, Counter>,
+    pub(crate) chunks_failed: Family<ImageLabel, Counter>,
+    pub(crate) image_state: Family<StateLabel, Gauge>,
+    pub(crate) peers: Gauge,
+    pub(crate) bans: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("imageswarm");
+        r.register("bytes_in", "Chunk bytes received", self.bytes_in.clone());
+        r.register("bytes_out", "Chunk bytes sent", self.bytes_out.clone());
+        r.register("chunks_verified", "Chunks received that passed verification", self.chunks_verified.clone());
+        r.register("chunks_failed", "Chunks received that failed verification", self.chunks_failed.clone());
+        r.register("image_state", "1 for the state each image is in", self.image_state.clone());
+        r.register("peers", "Connected peers", self.peers.clone());
+        r.register("bans", "Peers banned for sending bad data", self.bans.clone());
+        r
+    }
+
+    pub(crate) fn image(uuid: uuid::Uuid) -> ImageLabel {
+        ImageLabel { image: uuid.to_string() }
+    }
+
+    /// Sets the image's state gauge to `state` (and its others to 0).
+    pub(crate) fn set_state(&self, uuid: uuid::Uuid, state: &str) {
+        for s in ["available", "partial", "expired", "refused", "revoked"] {
+            let l = StateLabel { image: uuid.to_string(), state: s.into() };
+            self.image_state.get_or_create(&l).set(i64::from(s == state));
+        }
+    }
+}
+
+/// Serves `registry` at `addr` until the process exits.
+pub(crate) fn serve(addr: SocketAddr, registry: Registry) -> Result<()> {
+    let server = tiny_http::Server::http(addr).map_err(|e| Error::Net(format!("metrics on {addr}: {e}")))?;
+    let registry = Arc::new(registry);
+    let content_type = tiny_http::Header::from_bytes(
+        &b"Content-Type"[..],
+        &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
+    )
+    .map_err(|()| Error::Net("metrics: bad content type".into()))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let mut body = String::new();
+                let resp = match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => tiny_http::Response::from_string(body).with_header(content_type.clone()),
+                    Err(e) => tiny_http::Response::from_string(e.to_string()).with_status_code(500),
+                };
+                if let Err(e) = req.respond(resp) {
+                    tracing::debug!(error = %e, "metrics client went away");
+                }
+            }
+        })
+        .map_err(|e| Error::Net(format!("metrics thread: {e}")))?;
+    Ok(())
+}

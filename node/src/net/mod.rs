@@ -1,0 +1,223 @@
+//! The swarm node: images moved between hosts in verified chunks over libp2p.
+//!
+//! # Contract
+//! * [`start`] runs one node on a tokio runtime and returns a [`Client`]
+//!   handle; the node's state lives in one event loop task (rust-libp2p's
+//!   client + event loop structure). Every channel between them is bounded.
+//! * **What is served**: only images that the store holds endorsed (on a
+//!   list that verifies now), approved and cached, and only chunks that are
+//!   durable and verified. Everything else is refused with
+//!   [`proto::wire::Refusal::NotEndorsed`] or `NotHeld`. After every update
+//!   cycle the set of images is recomputed, so an image whose list expired,
+//!   was superseded or revoked stops being served at once, and the update
+//!   moves its data out of the cache.
+//! * **What is accepted**: a chunk counts only after its BLAKE3 hash matches
+//!   a manifest whose root the signed list vouches for, and only after it is
+//!   synced to disk (see [`crate::cache::Cache::store_chunk`]). A peer that
+//!   sends a chunk that fails the check is disconnected and banned for
+//!   [`NodeConfig::ban`]; the chunk is fetched elsewhere.
+//! * **Back to source**: only masters download from `hv:uri`, unless
+//!   [`NodeConfig::back_to_source`] says otherwise.
+//! * **Discovery**: trackers first; Kademlia provider records when no
+//!   tracker answers; and peers already known.
+//! * **Limits**: token buckets on upload and download, a separate one on a
+//!   master's egress, connection and stream limits, and the swarm's own
+//!   bound on requests in flight per peer.
+
+mod behaviour;
+mod event_loop;
+mod images;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use behaviour::{Behaviour, BehaviourEvent, Limits, build_swarm, load_or_create_key};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// Everything a node is told; the CLI fills it from flags and a TOML file.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The data directory (initialised with `imageswarm init`).
+    pub data_dir: PathBuf,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Trackers, each with its `/p2p/<peer id>`.
+    pub trackers: Vec<Multiaddr>,
+    /// Other nodes to connect to at start, each with its `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// This node's site.
+    pub site: String,
+    /// Whether this node is a master (goes back to source and seeds).
+    pub master: bool,
+    /// Whether this worker fetches between sites for its site.
+    pub gateway: bool,
+    /// Whether a worker may download from `hv:uri` itself.
+    pub back_to_source: bool,
+    /// Upload cap in bytes per second.
+    pub upload_limit: Option<u64>,
+    /// Download cap in bytes per second.
+    pub download_limit: Option<u64>,
+    /// A master's egress cap in bytes per second (on top of the upload cap).
+    pub master_egress_limit: Option<u64>,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
+    /// Listen and dial on QUIC too.
+    pub quic: bool,
+    /// How often lists are fetched and the cache settled.
+    pub update_interval: Duration,
+    /// How often each image is announced to the trackers.
+    pub announce_interval: Duration,
+    /// How long a peer that sent bad data stays banned.
+    pub ban: Duration,
+    /// Connection and stream limits.
+    pub limits: Limits,
+    /// Most peers to keep connections to per image.
+    pub max_peers: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for a worker of `site` storing in `data_dir`.
+    pub fn new(data_dir: PathBuf, site: String) -> Self {
+        Self {
+            data_dir,
+            listen: Vec::new(),
+            trackers: Vec::new(),
+            bootstrap: Vec::new(),
+            site,
+            master: false,
+            gateway: false,
+            back_to_source: false,
+            upload_limit: None,
+            download_limit: None,
+            master_egress_limit: None,
+            metrics: None,
+            quic: false,
+            update_interval: Duration::from_secs(300),
+            announce_interval: Duration::from_secs(30),
+            ban: Duration::from_secs(3600),
+            limits: Limits::default(),
+            max_peers: 64,
+        }
+    }
+}
+
+/// What a node reports about one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageStatus {
+    /// The image.
+    pub uuid: Uuid,
+    /// Its title.
+    pub title: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Verified chunks held.
+    pub have: u32,
+    /// Chunks in all.
+    pub chunks: u32,
+    /// Complete, verified and installed.
+    pub available: bool,
+    /// Peers swarming on it.
+    pub peers: usize,
+    /// Chunk bytes received (verified or not).
+    pub bytes_in: u64,
+    /// Chunk bytes sent.
+    pub bytes_out: u64,
+}
+
+/// A snapshot of a node, refreshed by its event loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The node's peer id.
+    pub peer_id: Option<PeerId>,
+    /// The addresses it listens on.
+    pub listen: Vec<Multiaddr>,
+    /// Connected peers.
+    pub connected: usize,
+    /// Peers banned since start.
+    pub bans: u64,
+    /// Chunks that failed verification since start.
+    pub chunks_failed: u64,
+    /// Images it swarms on.
+    pub images: Vec<ImageStatus>,
+    /// The last update cycle's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+enum Command {
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle on a running node.
+#[derive(Debug, Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shutdown")
+    }
+}
+
+impl Client {
+    /// The latest snapshot.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the snapshot changes; `Err` once the node has stopped.
+    pub async fn changed(&mut self) -> Result<()> {
+        self.status.changed().await.map_err(|_| Error::Net("the node stopped".into()))
+    }
+
+    /// Waits until the node listens, and returns its addresses with
+    /// `/p2p/<peer id>`.
+    pub async fn listen_addrs(&mut self) -> Result<Vec<Multiaddr>> {
+        loop {
+            let s = self.status();
+            if let (Some(id), false) = (s.peer_id, s.listen.is_empty()) {
+                return Ok(s.listen.into_iter().map(|a| a.with_p2p(id).unwrap_or_else(|a| a)).collect());
+            }
+            self.changed().await?;
+        }
+    }
+
+    /// Stops the node and waits until it has.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts a node; it runs until [`Client::shutdown`] or a fatal error, which
+/// the returned task yields.
+pub async fn start(cfg: NodeConfig) -> Result<(Client, tokio::task::JoinHandle<Result<()>>)> {
+    let dir = cfg.data_dir.clone();
+    let site = tokio::task::spawn_blocking(move || crate::site::Site::open(&dir, crate::fetch::Timeouts::default()))
+        .await
+        .map_err(|e| Error::Net(e.to_string()))??;
+    let key = load_or_create_key(&cfg.data_dir.join("node.key"))?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (status_tx, status_rx) = watch::channel(Status::default());
+    let ev = event_loop::EventLoop::new(cfg, Arc::new(site), key, cmd_rx, status_tx)?;
+    let task = tokio::spawn(ev.run());
+    Ok((Client { commands: cmd_tx, status: status_rx }, task))
+}
+
+/// The first `/p2p/<id>` in an address.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}

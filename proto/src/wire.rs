@@ -1,0 +1,284 @@
+//! The messages nodes and trackers exchange, and their one codec.
+//!
+//! # Contract
+//! * Every message is a request with exactly one response (libp2p's
+//!   request-response model). [`encode`] and [`decode`] are the only codec:
+//!   bincode 2 (standard configuration) behind a byte limit per message kind.
+//! * [`decode`] never panics and never allocates more than its limit,
+//!   whatever the bytes: a length field larger than the limit, trailing
+//!   bytes, an unknown variant or a bitfield with stray bits is an
+//!   [`Error::Wire`].
+//! * Parse, don't validate: a decoded [`Notice::Bitfield`] is a
+//!   [`Bitfield`] already checked against its length.
+//!
+//! Chunk data travels in [`Response::Chunk`]; the receiver checks it against
+//! the manifest before it counts as anything (see `node`).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Error;
+use crate::bitfield::Bitfield;
+use crate::swarm::Role;
+
+/// The largest chunk size a node accepts on the wire.
+pub const MAX_CHUNK_BYTES: usize = 64 << 20;
+
+/// Byte limits per message kind; a message over its limit is not decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Requests, notices, hellos and tracker traffic.
+    Control,
+    /// Responses, which may carry a chunk or a manifest.
+    Data,
+}
+
+impl Limit {
+    /// The limit in bytes.
+    pub const fn bytes(self) -> usize {
+        match self {
+            // A hello names at most MAX_HELLO_IMAGES bitfields of up to
+            // 2^20 chunks (128 KiB each).
+            Self::Control => 4 << 20,
+            Self::Data => MAX_CHUNK_BYTES + 4096,
+        }
+    }
+}
+
+/// The most images one hello describes.
+pub const MAX_HELLO_IMAGES: usize = 16;
+
+/// The most peers a tracker returns in one answer.
+pub const MAX_PEERS: usize = 200;
+
+/// Who a node is, sent first on every connection (both ways).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The node's site name.
+    pub site: String,
+    /// The node's role.
+    pub role: Role,
+    /// The images the node swarms on, with the chunks it has of each.
+    pub images: Vec<(Uuid, WireBitfield)>,
+}
+
+/// A bitfield as it travels: its length and its bytes. Use
+/// [`WireBitfield::parse`] to turn it into a [`Bitfield`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireBitfield {
+    /// Number of chunks.
+    pub len: u32,
+    /// The encoding of [`Bitfield::as_bytes`].
+    pub bytes: Vec<u8>,
+}
+
+impl WireBitfield {
+    /// The bitfield's wire form.
+    pub fn new(b: &Bitfield) -> Self {
+        Self { len: b.len(), bytes: b.as_bytes().to_vec() }
+    }
+
+    /// The bitfield, if the bytes are a valid encoding for the length.
+    pub fn parse(&self) -> Result<Bitfield, Error> {
+        Bitfield::from_bytes(self.len, &self.bytes)
+    }
+}
+
+/// A swarm message about one image that needs no answer but an ack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    /// Every chunk the sender has.
+    Bitfield(WireBitfield),
+    /// The sender now has this chunk.
+    Have(u32),
+    /// The sender no longer wants this chunk.
+    Cancel(u32),
+}
+
+/// A node-to-node request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Introduces the sender; answered with the receiver's hello.
+    Hello(Hello),
+    /// A swarm message about `image`; answered with [`Response::Ack`].
+    Notice {
+        /// The image.
+        image: Uuid,
+        /// The message.
+        notice: Notice,
+    },
+    /// Asks for one chunk; answered with its data or a refusal.
+    Chunk {
+        /// The image.
+        image: Uuid,
+        /// The chunk.
+        index: u32,
+        /// Ask a master to serve even though it believes a copy exists
+        /// elsewhere (see `swarm::Message::Insist`).
+        insist: bool,
+    },
+    /// Asks for the image's chunk hashes; answered with them or a refusal.
+    Manifest {
+        /// The image.
+        image: Uuid,
+    },
+}
+
+/// Why a request was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The image is not on a list that is valid here and now.
+    NotEndorsed,
+    /// The node does not hold that chunk (or manifest) verified.
+    NotHeld,
+    /// The node is busy or leaves this chunk to others; ask elsewhere.
+    Busy,
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The answer to a hello.
+    Hello(Hello),
+    /// The notice was received.
+    Ack,
+    /// The chunk's bytes (unverified until the receiver checks them).
+    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The image's BLAKE3 chunk hashes, in order.
+    Manifest(Vec<[u8; 32]>),
+    /// The request was refused.
+    Refused(Refusal),
+}
+
+/// One announcement to a tracker, which answers with peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    /// The image.
+    pub image: Uuid,
+    /// The announcer's site name.
+    pub site: String,
+    /// The announcer's role.
+    pub role: Role,
+    /// Whether the announcer has every chunk.
+    pub complete: bool,
+    /// The announcer's listen addresses (multiaddr bytes).
+    pub addrs: Vec<Vec<u8>>,
+    /// How many peers the announcer wants back (capped at [`MAX_PEERS`]).
+    pub want: u16,
+}
+
+/// A peer a tracker knows for an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHint {
+    /// The peer's id (libp2p peer id bytes).
+    pub peer: Vec<u8>,
+    /// Its addresses (multiaddr bytes).
+    pub addrs: Vec<Vec<u8>>,
+    /// Its site name.
+    pub site: String,
+    /// Its role.
+    pub role: Role,
+    /// Whether it has every chunk.
+    pub complete: bool,
+}
+
+/// A tracker's answer to an [`Announce`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peers {
+    /// At most `want` peers, best first.
+    pub peers: Vec<PeerHint>,
+    /// How long the announcement stays on record, in seconds.
+    pub ttl_secs: u32,
+}
+
+/// Encodes a message.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, Error> {
+    bincode::serde::encode_to_vec(msg, bincode::config::standard()).map_err(|e| Error::Wire(e.to_string()))
+}
+
+/// Decodes exactly one message from `bytes`, refusing anything over `limit`.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], limit: Limit) -> Result<T, Error> {
+    if bytes.len() > limit.bytes() {
+        return Err(Error::Wire(format!("{} bytes is over the limit of {}", bytes.len(), limit.bytes())));
+    }
+    // The byte limit also caps every length field bincode reads, so a short
+    // message cannot make it allocate more than the message could hold.
+    let cfg = bincode::config::standard().with_limit::<{ Limit::Data.bytes() }>();
+    let (msg, used) = bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| Error::Wire(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(Error::Wire(format!("{} trailing bytes", bytes.len() - used)));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn hello() -> Hello {
+        let mut b = Bitfield::new(10);
+        b.set(3);
+        Hello { site: "cern".into(), role: Role::Worker, images: vec![(Uuid::nil(), WireBitfield::new(&b))] }
+    }
+
+    #[test]
+    fn round_trips() {
+        let msgs = [
+            Request::Hello(hello()),
+            Request::Notice { image: Uuid::nil(), notice: Notice::Have(7) },
+            Request::Chunk { image: Uuid::nil(), index: 9, insist: true },
+            Request::Manifest { image: Uuid::nil() },
+        ];
+        for m in msgs {
+            assert_eq!(decode::<Request>(&encode(&m).unwrap(), Limit::Control).unwrap(), m);
+        }
+        let data = Response::Chunk(vec![0xab; 100_000]);
+        let bytes = encode(&data).unwrap();
+        assert!(bytes.len() < 100_010, "chunk bytes are not inflated: {}", bytes.len());
+        assert_eq!(decode::<Response>(&bytes, Limit::Data).unwrap(), data);
+    }
+
+    #[test]
+    fn refuses_oversize_trailing_and_lying_lengths() {
+        let big = encode(&Response::Chunk(vec![0; Limit::Control.bytes() + 1])).unwrap();
+        assert!(matches!(decode::<Response>(&big, Limit::Control), Err(Error::Wire(_))));
+        let mut extra = encode(&Request::Manifest { image: Uuid::nil() }).unwrap();
+        extra.push(0);
+        assert!(decode::<Request>(&extra, Limit::Control).unwrap_err().to_string().contains("trailing"));
+        // Variant 2 (Chunk) claiming a length of 2^60 bytes in 12 bytes.
+        let lying = [2u8, 0xff, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0];
+        assert!(decode::<Response>(&lying, Limit::Data).is_err());
+    }
+
+    #[test]
+    fn stray_bitfield_bits_are_refused_at_parse() {
+        let w = WireBitfield { len: 3, bytes: vec![0xff] };
+        assert!(w.parse().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Request>(&bytes, Limit::Control);
+            let _ = decode::<Response>(&bytes, Limit::Data);
+            let _ = decode::<Announce>(&bytes, Limit::Control);
+            let _ = decode::<Peers>(&bytes, Limit::Control);
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(pos in 0usize..64, byte in any::<u8>()) {
+            let mut bytes = encode(&Request::Hello(hello())).unwrap();
+            let i = pos % bytes.len();
+            bytes[i] = byte;
+            if let Ok(Request::Hello(h)) = decode::<Request>(&bytes, Limit::Control) {
+                for (_, b) in h.images {
+                    let _ = b.parse();
+                }
+            }
+        }
+    }
+}

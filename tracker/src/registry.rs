@@ -1,0 +1,205 @@
+//! Who announced which image, and which of them to hand out.
+//!
+//! # Contract
+//! * [`Registry::announce`] records (or refreshes) one peer for one image for
+//!   [`Registry::ttl`] and answers with at most `want` (and at most
+//!   [`MAX_PEERS`]) other peers that announced the image and have not
+//!   expired, best first:
+//!   1. peers of the announcer's site before peers of other sites;
+//!   2. among those, complete peers before partial ones;
+//!   3. masters last, and only while fewer than [`MASTER_THRESHOLD`]
+//!      complete non-master peers of the site are known, so the masters'
+//!      servers stay out of a swarm that can feed itself.
+//! * A worker is never given peers of another site; a gateway or master is
+//!   given other sites' gateways and masters only.
+//! * Memory is bounded: at most [`MAX_IMAGES`] images and
+//!   [`MAX_PEERS_PER_IMAGE`] peers per image; when full, the entry closest
+//!   to expiry makes room.
+//! * Pure: time is an argument (seconds on any monotonic clock).
+
+use std::collections::HashMap;
+
+use proto::swarm::Role;
+use proto::wire::{Announce, MAX_PEERS, PeerHint, Peers};
+use uuid::Uuid;
+
+/// While fewer complete non-master peers than this are known, masters are
+/// handed out too.
+pub const MASTER_THRESHOLD: usize = 4;
+
+/// The most images the registry tracks.
+pub const MAX_IMAGES: usize = 4096;
+
+/// The most peers the registry keeps per image.
+pub const MAX_PEERS_PER_IMAGE: usize = 20_000;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    hint: PeerHint,
+    expires: u64,
+}
+
+/// Announcements per image.
+#[derive(Debug)]
+pub struct Registry {
+    ttl: u64,
+    images: HashMap<Uuid, HashMap<Vec<u8>, Entry>>,
+    /// Rotates the order within a group so that load spreads over peers.
+    turn: usize,
+}
+
+impl Registry {
+    /// A registry whose announcements last `ttl_secs`.
+    pub fn new(ttl_secs: u64) -> Self {
+        Self { ttl: ttl_secs.max(1), images: HashMap::new(), turn: 0 }
+    }
+
+    /// How long an announcement lasts, in seconds.
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    /// Records `a` from `peer` at `now` and answers it.
+    pub fn announce(&mut self, now: u64, peer: Vec<u8>, a: Announce) -> Peers {
+        self.expire(now);
+        if !self.images.contains_key(&a.image) && self.images.len() >= MAX_IMAGES {
+            let victim = self
+                .images
+                .iter()
+                .min_by_key(|(_, peers)| peers.values().map(|e| e.expires).max().unwrap_or(0))
+                .map(|(k, _)| *k);
+            if let Some(v) = victim {
+                self.images.remove(&v);
+            }
+        }
+        let peers = self.images.entry(a.image).or_default();
+        if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS_PER_IMAGE {
+            let victim = peers.iter().min_by_key(|(_, e)| e.expires).map(|(k, _)| k.clone());
+            if let Some(v) = victim {
+                peers.remove(&v);
+            }
+        }
+        let hint =
+            PeerHint { peer: peer.clone(), addrs: a.addrs, site: a.site.clone(), role: a.role, complete: a.complete };
+        peers.insert(peer.clone(), Entry { hint, expires: now + self.ttl });
+        self.turn = self.turn.wrapping_add(1);
+        let want = usize::from(a.want).min(MAX_PEERS);
+        let picked = select(peers, &peer, &a.site, a.role, want, self.turn);
+        Peers { peers: picked, ttl_secs: u32::try_from(self.ttl).unwrap_or(u32::MAX) }
+    }
+
+    /// How many live announcements the registry holds for `image`.
+    pub fn count(&self, image: Uuid) -> usize {
+        self.images.get(&image).map_or(0, HashMap::len)
+    }
+
+    fn expire(&mut self, now: u64) {
+        for peers in self.images.values_mut() {
+            peers.retain(|_, e| e.expires > now);
+        }
+        self.images.retain(|_, peers| !peers.is_empty());
+    }
+}
+
+/// The answer for an announcer of `site` and `role`: see the module docs.
+fn select(
+    peers: &HashMap<Vec<u8>, Entry>,
+    me: &[u8],
+    site: &str,
+    role: Role,
+    want: usize,
+    turn: usize,
+) -> Vec<PeerHint> {
+    let mut groups: [Vec<&PeerHint>; 5] = Default::default();
+    let complete_workers =
+        peers.values().filter(|e| e.hint.site == site && e.hint.complete && e.hint.role != Role::Master).count();
+    for e in peers.values() {
+        let h = &e.hint;
+        if h.peer == me {
+            continue;
+        }
+        let same_site = h.site == site;
+        let group = match (same_site, h.role, h.complete) {
+            (true, Role::Master, _) if complete_workers >= MASTER_THRESHOLD => continue,
+            (true, Role::Master, _) => 2,
+            (true, _, true) => 0,
+            (true, _, false) => 1,
+            (false, r, _) if role.crosses_sites() && r.crosses_sites() => 3 + usize::from(r == Role::Master),
+            (false, _, _) => continue,
+        };
+        groups[group].push(h);
+    }
+    let mut out = Vec::with_capacity(want);
+    for mut g in groups {
+        if out.len() >= want {
+            break;
+        }
+        // HashMap order is arbitrary but fixed; sort for determinism, then
+        // rotate so that successive answers start at different peers.
+        g.sort_by(|a, b| a.peer.cmp(&b.peer));
+        if !g.is_empty() {
+            let k = turn % g.len();
+            g.rotate_left(k);
+        }
+        out.extend(g.into_iter().take(want - out.len()).cloned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn ann(site: &str, role: Role, complete: bool, want: u16) -> Announce {
+        Announce { image: Uuid::nil(), site: site.into(), role, complete, addrs: vec![], want }
+    }
+
+    fn ids(p: &Peers) -> Vec<u8> {
+        p.peers.iter().map(|h| h.peer[0]).collect()
+    }
+
+    #[test]
+    fn same_site_complete_first_masters_only_while_scarce() {
+        let mut r = Registry::new(60);
+        r.announce(0, vec![1], ann("a", Role::Master, true, 0));
+        r.announce(0, vec![2], ann("a", Role::Worker, false, 0));
+        r.announce(0, vec![3], ann("a", Role::Worker, true, 0));
+        r.announce(0, vec![4], ann("b", Role::Worker, true, 0));
+        let got = r.announce(0, vec![9], ann("a", Role::Worker, false, 10));
+        assert_eq!(ids(&got), vec![3, 2, 1], "complete, partial, then the master; never site b");
+        for p in 10..14 {
+            r.announce(0, vec![p], ann("a", Role::Worker, true, 0));
+        }
+        let got = r.announce(0, vec![9], ann("a", Role::Worker, false, 10));
+        assert!(!ids(&got).contains(&1), "enough complete workers: the master stands back");
+        assert!(!ids(&got).contains(&9), "never the announcer itself");
+    }
+
+    #[test]
+    fn gateways_see_other_sites_gateways_and_masters_only() {
+        let mut r = Registry::new(60);
+        r.announce(0, vec![1], ann("a", Role::Master, true, 0));
+        r.announce(0, vec![2], ann("a", Role::Worker, true, 0));
+        r.announce(0, vec![3], ann("a", Role::Gateway, false, 0));
+        let got = r.announce(0, vec![9], ann("b", Role::Gateway, false, 10));
+        assert_eq!(ids(&got), vec![3, 1]);
+        let got = r.announce(0, vec![8], ann("b", Role::Worker, false, 10));
+        assert_eq!(ids(&got), vec![9], "a worker sees its own site only");
+    }
+
+    #[test]
+    fn entries_expire_and_answers_are_bounded() {
+        let mut r = Registry::new(10);
+        for p in 0..50u8 {
+            r.announce(0, vec![p], ann("a", Role::Worker, true, 0));
+        }
+        assert_eq!(r.announce(5, vec![99], ann("a", Role::Worker, false, 7)).peers.len(), 7);
+        let got = r.announce(11, vec![98], ann("a", Role::Worker, false, 100));
+        assert_eq!(ids(&got), vec![99], "everyone announced at 0 expired");
+        let got = r.announce(12, vec![97], ann("a", Role::Worker, false, 100));
+        assert_eq!(ids(&got).len(), 2, "98 and 99 (announced at 5 and 11) are still on record");
+        assert_eq!(r.count(Uuid::nil()), 3);
+    }
+}
