@@ -136,8 +136,14 @@ impl Demo {
         let ca = certificate(CA_DN, None, &ca_key, true)?;
         let endorser_key = rsa_key()?;
         let endorser = certificate(ENDORSER_DN, Some((&ca, &ca_key)), &endorser_key, false)?;
-        let ca_pem = pki.join("ca.pem");
-        std::fs::write(&ca_pem, ca.to_pem().map_err(ossl)?).map_err(Error::io("writing", &ca_pem))?;
+        for (file, pem) in [
+            ("ca.pem", ca.to_pem().map_err(ossl)?),
+            ("endorser.pem", endorser.to_pem().map_err(ossl)?),
+            ("endorser.key", endorser_key.private_key_to_pem_pkcs8().map_err(ossl)?),
+        ] {
+            let path = pki.join(file);
+            std::fs::write(&path, pem).map_err(Error::io("writing", &path))?;
+        }
 
         let image_path = www.join("image.img");
         random_file(&image_path, size)?;
@@ -172,15 +178,25 @@ impl Demo {
             endorse::Added::Inserted(u) | endorse::Added::Replaced(u) => u,
         };
         endorse::prepare_signing(&mut list, &endorser, now, Some(7))?;
-        let signed = endorse::sign(&list, &endorser, &endorser_key)?;
-        let list_path = www.join("list.smime");
-        std::fs::write(&list_path, signed).map_err(Error::io("writing", &list_path))?;
         let sha512 = list.images.first().map(|i| i.sha512.to_string()).unwrap_or_default();
+        publish(&pki, &www, &list, &endorser, &endorser_key)?;
 
         let data_dirs = (0..=workers)
             .map(|i| root.join(if i == 0 { "master".to_string() } else { format!("worker-{i:02}") }))
             .collect();
         Ok(Self { root: root.to_path_buf(), image, size, sha512, www, data_dirs })
+    }
+
+    /// Publishes a new version of the list without the image: the endorser
+    /// withdraws it.
+    pub fn withdraw_image(&self) -> Result<()> {
+        let pki = self.root.join("pki");
+        let mut list = proto::imagelist::ImageList::from_json(&crate::fsutil::read(&pki.join("list.json"))?)?;
+        list.images.retain(|i| i.identifier != self.image);
+        let cert = endorse::load_certificate(&pki.join("endorser.pem"))?;
+        let key = endorse::load_key(&pki.join("endorser.key"))?;
+        endorse::prepare_signing(&mut list, &cert, crate::now(), Some(7))?;
+        publish(&pki, &self.www, &list, &cert, &key)
     }
 
     /// Initialises every data directory: trust the demo CA (no CRL), approve
@@ -224,6 +240,14 @@ impl Demo {
             .map_err(|e| Error::Net(format!("demo source thread: {e}")))?;
         Ok(())
     }
+}
+
+/// Signs `list`, keeps its JSON in `pki/list.json` and serves the signed
+/// form as `www/list.smime`.
+fn publish(pki: &Path, www: &Path, list: &proto::imagelist::ImageList, cert: &X509, key: &PKey<Private>) -> Result<()> {
+    let signed = endorse::sign(list, cert, key)?;
+    crate::fsutil::write_atomic(&pki.join("list.json"), &list.to_json())?;
+    crate::fsutil::write_atomic(&www.join("list.smime"), &signed)
 }
 
 /// The Kumar–Ross lower bound on the time for `n` hosts of download rate

@@ -409,9 +409,13 @@ impl Swarm {
         self.take_inflight(from, chunk);
         if !verified {
             self.stats.chunks_failed += 1;
-            self.stats.bans += 1;
-            self.actions.push_back(Action::Ban { peer: from, chunk });
-            self.handle_disconnected(now, from);
+            // A peer is banned once: what it had in flight when it was
+            // dropped changes nothing.
+            if self.peers.contains_key(&from) {
+                self.stats.bans += 1;
+                self.actions.push_back(Action::Ban { peer: from, chunk });
+                self.handle_disconnected(now, from);
+            }
             return;
         }
         self.stats.chunks_wasted += 1;

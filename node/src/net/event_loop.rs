@@ -420,7 +420,7 @@ impl EventLoop {
             match action {
                 Action::Send { to, msg } => self.send(uuid, to, msg),
                 Action::Upload { to, chunk } => self.upload(uuid, to, chunk),
-                Action::Ban { peer, chunk } => self.ban(uuid, peer, chunk),
+                Action::Ban { peer, chunk } => self.ban(uuid, peer, &format!("chunk {chunk}")),
                 Action::Completed => self.install(uuid),
             }
         }
@@ -487,9 +487,14 @@ impl EventLoop {
         self.drain(image);
     }
 
-    fn ban(&mut self, image: Uuid, peer: u64, chunk: u32) {
+    /// Disconnects and bans a peer that sent `what` of `image` and it failed
+    /// verification.
+    fn ban(&mut self, image: Uuid, peer: u64, what: &str) {
         let Some(&p) = self.ids.get(&peer) else { return };
-        tracing::warn!(%image, peer = %p, chunk, ban_secs = self.cfg.ban.as_secs(), "peer sent a chunk that failed verification: banned");
+        if self.bans.iter().any(|(_, b)| *b == p) {
+            return;
+        }
+        tracing::warn!(%image, peer = %p, what, ban_secs = self.cfg.ban.as_secs(), "peer sent data that failed verification: banned");
         self.swarm.behaviour_mut().blocked.block_peer(p);
         self.bans.push((Instant::now() + self.cfg.ban, p));
         self.ban_count += 1;
@@ -756,6 +761,9 @@ impl EventLoop {
     }
 
     fn on_response(&mut self, peer: PeerId, o: Outbound, resp: Response) {
+        if self.bans.iter().any(|(_, b)| *b == peer) {
+            return;
+        }
         let now = self.now();
         match (o, resp) {
             (Outbound::Hello, Response::Hello(hello)) => self.on_hello(peer, hello),
@@ -800,18 +808,17 @@ impl EventLoop {
             }
             (Outbound::Manifest { image, peer: h }, resp) => {
                 let Some(img) = self.images.get_mut(&image) else { return };
-                img.manifest_asked = None;
-                if let Response::Manifest(hashes) = resp {
-                    match img.set_manifest(now, hashes) {
-                        Ok(()) => tracing::info!(%image, "manifest received and matches the list"),
-                        Err(e) => {
-                            // A manifest that does not match the signed root is bad data.
-                            tracing::warn!(%image, %peer, error = %e, "peer sent a manifest that does not match the list");
-                            img.disconnected(now, h);
-                        }
+                let Response::Manifest(hashes) = resp else { return img.manifest_failed(h) };
+                match img.set_manifest(now, hashes) {
+                    Ok(()) => tracing::info!(%image, "manifest received and matches the list"),
+                    Err(e) => {
+                        // A manifest that does not match the signed root is bad data.
+                        img.manifest_failed(h);
+                        tracing::warn!(%image, %peer, error = %e, "peer sent a manifest that does not match the list");
+                        self.ban(image, h, "a manifest");
                     }
-                    self.drain(image);
                 }
+                self.drain(image);
             }
             _ => {}
         }
@@ -819,19 +826,11 @@ impl EventLoop {
 
     fn ask_manifests(&mut self) {
         let now = self.now();
-        let mut asks = Vec::new();
-        for (u, img) in &mut self.images {
-            if !img.needs_manifest() || img.manifest_asked.is_some_and(|(_, t)| now < t + MANIFEST_TIMEOUT) {
-                continue;
-            }
-            let prev = img.manifest_asked.map(|(p, _)| p);
-            let sources = img.manifest_sources();
-            let next = sources.iter().copied().find(|p| Some(*p) != prev).or_else(|| sources.first().copied());
-            if let Some(p) = next {
-                img.manifest_asked = Some((p, now));
-                asks.push((*u, p));
-            }
-        }
+        let asks: Vec<(Uuid, u64)> = self
+            .images
+            .iter_mut()
+            .filter_map(|(u, img)| Some((*u, img.next_manifest_source(now, MANIFEST_TIMEOUT)?)))
+            .collect();
         for (image, h) in asks {
             if let Some(&peer) = self.ids.get(&h) {
                 let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Manifest { image });
@@ -930,6 +929,7 @@ impl EventLoop {
                 peers: i.peer_count(),
                 bytes_in: i.bytes_in,
                 bytes_out: i.bytes_out,
+                fetched: i.swarm.as_ref().map_or(0, |s| s.stats().chunks_verified),
             })
             .collect();
         let s = Status {

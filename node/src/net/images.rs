@@ -35,6 +35,8 @@ pub(crate) struct Image {
     early: HashMap<swarm::PeerId, (PeerInfo, Bitfield)>,
     /// The peer asked for the manifest, and when.
     pub(crate) manifest_asked: Option<(swarm::PeerId, Micros)>,
+    /// Peers that did not hand over the manifest, in the order asked.
+    manifest_tried: Vec<swarm::PeerId>,
     /// Installation is under way.
     pub(crate) installing: bool,
     pub(crate) bytes_in: u64,
@@ -72,6 +74,7 @@ impl Image {
             have,
             early: HashMap::new(),
             manifest_asked: None,
+            manifest_tried: Vec::new(),
             installing: false,
             bytes_in: 0,
             bytes_out: 0,
@@ -102,17 +105,33 @@ impl Image {
         self.manifest.as_ref().map(Manifest::hashes)
     }
 
-    /// Whether the manifest is still unknown.
-    pub(crate) fn needs_manifest(&self) -> bool {
-        self.manifest.is_none()
-    }
-
-    /// Peers that could hand over the manifest: those that told us about
-    /// this image, most complete first.
-    pub(crate) fn manifest_sources(&self) -> Vec<swarm::PeerId> {
+    /// The peer to ask for the manifest next, if one should be asked at
+    /// `now`: the most complete peer not yet tried (every peer again once
+    /// all were), and none while an earlier request is pending.
+    pub(crate) fn next_manifest_source(&mut self, now: Micros, timeout: Micros) -> Option<swarm::PeerId> {
+        if self.manifest.is_some() || self.manifest_asked.is_some_and(|(_, t)| now < t + timeout) {
+            return None;
+        }
+        if let Some((p, _)) = self.manifest_asked.take() {
+            self.manifest_tried.push(p);
+        }
         let mut v: Vec<_> = self.early.iter().map(|(p, (_, b))| (b.count(), *p)).collect();
         v.sort_unstable_by(|a, b| b.cmp(a));
-        v.into_iter().map(|(_, p)| p).collect()
+        let untried = v.iter().map(|(_, p)| *p).find(|p| !self.manifest_tried.contains(p));
+        let next = untried.or_else(|| {
+            self.manifest_tried.clear();
+            v.first().map(|(_, p)| *p)
+        })?;
+        self.manifest_asked = Some((next, now));
+        Some(next)
+    }
+
+    /// The manifest request to `peer` ended without a manifest.
+    pub(crate) fn manifest_failed(&mut self, peer: swarm::PeerId) {
+        if self.manifest_asked.is_some_and(|(p, _)| p == peer) {
+            self.manifest_asked = None;
+        }
+        self.manifest_tried.push(peer);
     }
 
     /// Accepts `hashes` as the manifest if their root is the list's, and

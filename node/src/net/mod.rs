@@ -129,6 +129,8 @@ pub struct ImageStatus {
     pub bytes_in: u64,
     /// Chunk bytes sent.
     pub bytes_out: u64,
+    /// Chunks fetched and verified since the node started.
+    pub fetched: u64,
 }
 
 /// A snapshot of a node, refreshed by its event loop.

@@ -80,6 +80,11 @@ fn a_verified_chunk_is_announced_and_a_bad_one_bans_its_sender() {
     assert_eq!(w.peer_count(), 1);
     assert!(!w.have().get(bad));
     assert_eq!(w.stats().bans, 1);
+    // A second bad chunk that was in flight when the peer was dropped does
+    // not ban it again.
+    w.handle_chunk(21, 1, bad.wrapping_add(1) % N, false);
+    assert!(!drain(&mut w).iter().any(|a| matches!(a, Action::Ban { .. })));
+    assert_eq!((w.stats().bans, w.stats().chunks_failed), (1, 2));
     // The chunk goes back to the pool and is fetched from another peer.
     w.handle_message(30, 2, Message::Bitfield(Bitfield::full(N)));
     let again: Vec<ChunkIndex> = (0..40).flat_map(|_| requests(&drain(&mut w), 2)).collect();

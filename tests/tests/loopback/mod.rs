@@ -1,0 +1,263 @@
+//! A whole swarm site in one process on 127.0.0.1: the endorser's HTTP
+//! source, a tracker, a master and workers (each a real node with its own
+//! data directory), and a lying peer.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use libp2p::request_response;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use node::demo::Demo;
+use node::net::{self, BehaviourEvent, Client, ImageStatus, NodeConfig};
+use proto::manifest::ChunkSize;
+use proto::swarm::Role;
+use proto::wire::{Announce, Hello, Refusal, Request, Response, WireBitfield};
+use tokio::task::JoinHandle;
+use tracker::service::{Tracker, TrackerConfig};
+use uuid::Uuid;
+
+/// Upper bound on any wait in these tests.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A running node.
+pub(crate) struct Running {
+    pub(crate) client: Client,
+    pub(crate) task: JoinHandle<node::Result<()>>,
+}
+
+/// A site on loopback.
+pub(crate) struct Site {
+    pub(crate) demo: Demo,
+    pub(crate) tracker: Vec<Multiaddr>,
+    tracker_task: Option<JoinHandle<()>>,
+    pub(crate) nodes: Vec<Option<Running>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// Prepares a master and `workers` workers for an image of `size` bytes
+    /// in chunks of `chunk` bytes, and starts the tracker (nodes start with
+    /// [`Site::start`]).
+    pub(crate) async fn new(workers: usize, size: u64, chunk: u64) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().to_path_buf();
+        let demo = tokio::task::spawn_blocking(move || -> anyhow::Result<Demo> {
+            let server = tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("{e}"))?;
+            let port = server.server_addr().to_ip().context("address")?.port();
+            let base = format!("http://127.0.0.1:{port}");
+            let demo = Demo::prepare(&root, workers, size, ChunkSize::new(chunk)?, &base)?;
+            demo.serve_source(server)?;
+            demo.init_hosts(&format!("{base}/list.smime"))?;
+            Ok(demo)
+        })
+        .await??;
+        let mut t = Tracker::new(TrackerConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            key: libp2p::identity::Keypair::generate_ed25519(),
+            ttl: Duration::from_secs(30),
+            quic: false,
+            max_connections: 256,
+        })?;
+        let tracker = t.listen_addrs().await;
+        let tracker_task = Some(tokio::spawn(t.run()));
+        let nodes = (0..=workers).map(|_| None).collect();
+        Ok(Self { demo, tracker, tracker_task, nodes, _dir: dir })
+    }
+
+    /// The configuration node `i` (0 is the master) starts with.
+    pub(crate) fn config(&self, i: usize) -> NodeConfig {
+        let mut c = NodeConfig::new(self.demo.data_dirs[i].clone(), "loop".into());
+        c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        c.trackers.clone_from(&self.tracker);
+        c.master = i == 0;
+        c.announce_interval = Duration::from_secs(1);
+        c
+    }
+
+    /// Starts node `i` with `cfg`.
+    pub(crate) async fn start_with(&mut self, i: usize, cfg: NodeConfig) -> anyhow::Result<()> {
+        let (client, task) = net::start(cfg).await?;
+        self.nodes[i] = Some(Running { client, task });
+        Ok(())
+    }
+
+    /// Starts node `i` with its default configuration.
+    pub(crate) async fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        self.start_with(i, self.config(i)).await
+    }
+
+    /// Stops node `i`.
+    pub(crate) async fn stop(&mut self, i: usize) {
+        if let Some(r) = self.nodes[i].take() {
+            r.client.shutdown().await;
+            let _ = r.task.await;
+        }
+    }
+
+    /// Kills the tracker.
+    pub(crate) async fn kill_tracker(&mut self) {
+        if let Some(t) = self.tracker_task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Node `i`'s client.
+    pub(crate) fn client(&self, i: usize) -> &Client {
+        &self.nodes[i].as_ref().expect("node running").client
+    }
+
+    /// Node `i`'s view of the image, if it swarms on it.
+    pub(crate) fn image(&self, i: usize) -> Option<ImageStatus> {
+        self.client(i).status().images.into_iter().find(|m| m.uuid == self.demo.image)
+    }
+
+    /// Waits until `done` holds or [`PATIENCE`] runs out.
+    pub(crate) async fn until(&self, what: &str, mut done: impl FnMut(&Self) -> bool) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while !done(self) {
+            if started.elapsed() > PATIENCE {
+                bail!("gave up waiting for {what} after {PATIENCE:?}: {}", self.describe());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until every running worker holds the image.
+    pub(crate) async fn until_workers_complete(&self) -> anyhow::Result<()> {
+        self.until("every worker to complete", |s| {
+            (1..s.nodes.len()).all(|i| s.nodes[i].is_none() || s.image(i).is_some_and(|m| m.available))
+        })
+        .await
+    }
+
+    /// Where node `i` keeps the complete image.
+    pub(crate) fn image_path(&self, i: usize) -> PathBuf {
+        node::store::Paths::new(&self.demo.data_dirs[i]).image(self.demo.image)
+    }
+
+    /// Whether node `i` holds the image with the list's SHA-512.
+    pub(crate) fn holds_verified(&self, i: usize) -> bool {
+        node::cache::sha512_file(&self.image_path(i)).is_ok_and(|h| hex::encode(h) == self.demo.sha512)
+    }
+
+    fn describe(&self) -> String {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .map(|i| match self.image(i) {
+                Some(m) => format!("node {i}: {}/{} chunks, {} peers", m.have, m.chunks, m.peers),
+                None => format!("node {i}: not swarming"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// What the lying peer does with chunk requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lie {
+    /// Answer with bytes of the right length that are not the chunk.
+    CorruptChunks,
+}
+
+/// A peer that claims to hold every chunk of `image` and lies about them.
+/// Returns its address and a task that runs it.
+pub(crate) async fn liar(
+    image: Uuid,
+    chunks: u32,
+    chunk_len: usize,
+    tracker: Vec<Multiaddr>,
+    _lie: Lie,
+) -> anyhow::Result<(PeerId, JoinHandle<u64>)> {
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let mut swarm = net::build_swarm(key, false, net::Limits::default())?;
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    let me = *swarm.local_peer_id();
+    while swarm.listeners().next().is_none() {
+        swarm.select_next_some().await;
+    }
+    let addrs: Vec<Vec<u8>> = swarm.listeners().map(|a| a.to_vec()).collect();
+    let full = WireBitfield::new(&proto::bitfield::Bitfield::full(chunks));
+    let hello = Hello { site: "loop".into(), role: Role::Worker, images: vec![(image, full.clone())] };
+    let task = tokio::spawn(async move {
+        let mut served = 0u64;
+        let mut next_announce = Instant::now();
+        loop {
+            if Instant::now() >= next_announce {
+                next_announce = Instant::now() + Duration::from_millis(500);
+                for a in &tracker {
+                    let p = net::peer_of(a).unwrap();
+                    swarm.add_peer_address(p, a.clone());
+                    let ann = Announce {
+                        image,
+                        site: "loop".into(),
+                        role: Role::Worker,
+                        complete: true,
+                        addrs: addrs.clone(),
+                        want: 0,
+                    };
+                    swarm.behaviour_mut().tracker.send_request(&p, ann);
+                }
+            }
+            let ev = tokio::time::timeout(Duration::from_millis(100), swarm.select_next_some()).await;
+            let Ok(SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::Message {
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            }))) = ev
+            else {
+                continue;
+            };
+            let resp = match request {
+                Request::Hello(_) => Response::Hello(hello.clone()),
+                Request::Notice { .. } => Response::Ack,
+                Request::Manifest { .. } => Response::Refused(Refusal::NotHeld),
+                Request::Chunk { index, .. } => {
+                    served += 1;
+                    Response::Chunk(vec![(index as u8) ^ 0x5a; chunk_len])
+                }
+            };
+            let _ = swarm.behaviour_mut().peer.send_response(channel, resp);
+            if served > 10_000 {
+                return served;
+            }
+        }
+    });
+    Ok((me, task))
+}
+
+/// Sends `req` to the node at `addr` from a fresh peer and returns the answer.
+pub(crate) async fn ask(addr: Multiaddr, req: Request) -> anyhow::Result<Response> {
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let mut swarm = net::build_swarm(key, false, net::Limits::default())?;
+    let peer = net::peer_of(&addr).context("address without /p2p")?;
+    swarm.add_peer_address(peer, addr);
+    let id = swarm.behaviour_mut().peer.send_request(&peer, req);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let ev = tokio::time::timeout(Duration::from_millis(200), swarm.select_next_some()).await;
+        match ev {
+            Ok(SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::Message {
+                message: request_response::Message::Response { request_id, response },
+                ..
+            }))) if request_id == id => return Ok(response),
+            Ok(SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::Message {
+                message: request_response::Message::Request { request: Request::Hello(_), channel, .. },
+                ..
+            }))) => {
+                let hello = Hello { site: "elsewhere".into(), role: Role::Worker, images: vec![] };
+                let _ = swarm.behaviour_mut().peer.send_response(channel, Response::Hello(hello));
+            }
+            Ok(SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::OutboundFailure {
+                error, ..
+            }))) => bail!("request failed: {error}"),
+            _ => {}
+        }
+    }
+    bail!("no answer within 20 s")
+}

@@ -1,0 +1,197 @@
+//! The swarm over libp2p on loopback: real nodes, a real tracker, a lying
+//! peer. Every wait is bounded by `loopback::PATIENCE`.
+
+#![allow(clippy::unwrap_used)]
+
+mod loopback;
+
+use std::time::Duration;
+
+use loopback::{Lie, Site, ask, liar};
+use proto::wire::{Refusal, Request, Response};
+
+const MIB: u64 = 1 << 20;
+
+/// Mbit/s in bytes per second.
+fn mbit(m: u64) -> Option<u64> {
+    Some(m * 1_000_000 / 8)
+}
+
+/// 1. A tracker, a master and 6 workers share a 64 MiB image; every worker
+///    ends up holding it verified, and the workers fed each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_workers_share_an_image() -> anyhow::Result<()> {
+    let mut site = Site::new(6, 64 * MIB, MIB).await?;
+    let mut master = site.config(0);
+    master.upload_limit = mbit(400);
+    site.start_with(0, master).await?;
+    for i in 1..=6 {
+        site.start(i).await?;
+    }
+    site.until_workers_complete().await?;
+    for i in 1..=6 {
+        assert!(site.holds_verified(i), "worker {i} holds the image with the list's SHA-512");
+    }
+    let sent = site.image(0).unwrap().bytes_out;
+    let from_workers: u64 = (1..=6).map(|i| site.image(i).unwrap().bytes_out).sum();
+    assert!(sent < 6 * 64 * MIB, "the master sent {sent} bytes: less than one copy per worker");
+    assert!(from_workers > 0, "workers served each other");
+    Ok(())
+}
+
+/// 2. A peer that serves corrupt chunks is banned after its first bad chunk
+///    to each worker, and every worker still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_peer_is_banned_and_the_rest_complete() -> anyhow::Result<()> {
+    let mut site = Site::new(4, 16 * MIB, MIB).await?;
+    let mut master = site.config(0);
+    master.upload_limit = mbit(200);
+    site.start_with(0, master).await?;
+    let (_liar, liar_task) = liar(site.demo.image, 16, MIB as usize, site.tracker.clone(), Lie::CorruptChunks).await?;
+    for i in 1..=4 {
+        site.start(i).await?;
+    }
+    site.until_workers_complete().await?;
+    let mut bans = 0;
+    for i in 1..=4 {
+        assert!(site.holds_verified(i), "worker {i} holds the verified image");
+        let s = site.client(i).status();
+        assert!(s.bans <= 1, "worker {i} banned the liar once at most, not {}", s.bans);
+        assert!(s.chunks_failed <= 2, "worker {i} took at most one pipeline of bad chunks: {}", s.chunks_failed);
+        bans += s.bans;
+    }
+    assert!(bans >= 1, "the liar was asked for chunks and banned");
+    liar_task.abort();
+    Ok(())
+}
+
+/// 3. The tracker dies before the workers start; they find each other
+///    through Kademlia (bootstrapped from the master) and complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distribution_completes_through_kademlia_without_tracker() -> anyhow::Result<()> {
+    let mut site = Site::new(4, 16 * MIB, MIB).await?;
+    let mut master = site.config(0);
+    master.upload_limit = mbit(100);
+    site.start_with(0, master).await?;
+    let mut client = site.client(0).clone();
+    let master_addr = client.listen_addrs().await?;
+    site.until("the master to hold the image", |s| s.image(0).is_some_and(|m| m.available)).await?;
+    site.kill_tracker().await;
+    for i in 1..=4 {
+        let mut c = site.config(i);
+        c.bootstrap.clone_from(&master_addr);
+        site.start_with(i, c).await?;
+    }
+    let mut most_peers = 0;
+    site.until("every worker to complete", |s| {
+        most_peers = most_peers.max((1..=4).map(|i| s.client(i).status().connected).max().unwrap_or(0));
+        (1..=4).all(|i| s.image(i).is_some_and(|m| m.available))
+    })
+    .await?;
+    for i in 1..=4 {
+        assert!(site.holds_verified(i));
+    }
+    assert!(most_peers >= 2, "workers found peers besides the master (at most {most_peers} connected)");
+    let served_by_workers: u64 = (1..=4).map(|i| site.image(i).unwrap().bytes_out).sum();
+    assert!(served_by_workers > 0, "workers found and fed each other without a tracker");
+    Ok(())
+}
+
+/// 4. The master leaves once a full copy exists among the workers; the
+///    workers finish from each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_leaves_after_one_copy() -> anyhow::Result<()> {
+    let mut site = Site::new(4, 16 * MIB, MIB).await?;
+    site.start(0).await?;
+    site.start(1).await?;
+    for i in 2..=4 {
+        let mut c = site.config(i);
+        c.download_limit = mbit(40);
+        site.start_with(i, c).await?;
+    }
+    site.until("a full copy among the workers", |s| s.image(1).is_some_and(|m| m.available)).await?;
+    let behind = (2..=4).filter(|i| site.image(*i).is_none_or(|m| !m.available)).count();
+    site.stop(0).await;
+    site.until_workers_complete().await?;
+    for i in 1..=4 {
+        assert!(site.holds_verified(i));
+    }
+    assert!(behind > 0, "some workers were still incomplete when the master left");
+    Ok(())
+}
+
+/// 5. A worker restarts mid-download and resumes: it keeps every verified
+///    chunk and fetches only the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_worker_resumes() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 32 * MIB, MIB).await?;
+    site.start(0).await?;
+    let mut c = site.config(1);
+    c.download_limit = mbit(60);
+    site.start_with(1, c.clone()).await?;
+    site.until("a third of the chunks", |s| s.image(1).is_some_and(|m| m.have >= 10)).await?;
+    site.stop(1).await;
+    let dir = site.demo.data_dirs[1].clone();
+    let uuid = site.demo.image;
+    let kept = tokio::task::spawn_blocking(move || node::store::Store::open(&dir)?.have(uuid, 32)).await??.count();
+    assert!((10..32).contains(&kept), "{kept} chunks were durable at the stop");
+    site.start_with(1, c).await?;
+    site.until("the worker to resume", |s| s.image(1).is_some()).await?;
+    assert!(site.image(1).unwrap().have >= kept, "the restarted worker starts from its durable chunks");
+    site.until_workers_complete().await?;
+    assert!(site.holds_verified(1));
+    let fetched = site.image(1).unwrap().fetched;
+    assert_eq!(fetched, u64::from(32 - kept), "after the restart only the missing chunks were fetched");
+    Ok(())
+}
+
+/// 6. A new list version withdraws the image mid-distribution: every node
+///    stops serving it, refuses requests for it, and expires its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_image_stops_being_served_and_expires() -> anyhow::Result<()> {
+    let mut site = Site::new(2, 32 * MIB, MIB).await?;
+    for i in 0..=2 {
+        let mut c = site.config(i);
+        c.update_interval = Duration::from_secs(1);
+        if i > 0 {
+            c.download_limit = mbit(40);
+        }
+        site.start_with(i, c).await?;
+    }
+    site.until("the distribution to be under way", |s| s.image(1).is_some_and(|m| m.have >= 4)).await?;
+    assert!(site.image(1).is_some_and(|m| !m.available), "withdrawn mid-distribution");
+    tokio::task::block_in_place(|| site.demo.withdraw_image())?;
+    site.until("every node to stop swarming on the image", |s| (0..=2).all(|i| s.image(i).is_none())).await?;
+    let uuid = site.demo.image;
+    for i in 0..=2 {
+        let paths = node::store::Paths::new(&site.demo.data_dirs[i]);
+        site.until("the data to leave the cache", |_| !paths.partial(uuid).exists() && !paths.image(uuid).exists())
+            .await?;
+        let addr = site.client(i).clone().listen_addrs().await?.remove(0);
+        let answer = ask(addr, Request::Chunk { image: uuid, index: 0, insist: false }).await?;
+        assert_eq!(answer, Response::Refused(Refusal::NotEndorsed), "node {i} refuses the withdrawn image");
+    }
+    let expired = std::fs::read_dir(node::store::Paths::new(&site.demo.data_dirs[0]).expired)?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with(&uuid.to_string()));
+    assert!(expired, "the master's complete copy moved to expired/");
+    Ok(())
+}
+
+/// 7. Requests for anything not on a valid list are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_unlisted_images_are_refused() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 4 * MIB, MIB).await?;
+    site.start(0).await?;
+    site.until("the master to hold the image", |s| s.image(0).is_some_and(|m| m.available)).await?;
+    let addr = site.client(0).clone().listen_addrs().await?.remove(0);
+    let other = uuid::Uuid::new_v4();
+    let chunk = ask(addr.clone(), Request::Chunk { image: other, index: 0, insist: true }).await?;
+    assert_eq!(chunk, Response::Refused(Refusal::NotEndorsed));
+    let manifest = ask(addr.clone(), Request::Manifest { image: other }).await?;
+    assert_eq!(manifest, Response::Refused(Refusal::NotEndorsed));
+    // The listed image is served, to a peer that introduced itself.
+    let listed = ask(addr, Request::Manifest { image: site.demo.image }).await?;
+    assert!(matches!(listed, Response::Manifest(h) if h.len() == 4));
+    Ok(())
+}
