@@ -60,6 +60,10 @@ pub struct SiteConfig {
     /// Expired images are deleted, oldest first, while free space is below
     /// this percentage of the file system.
     pub min_free_percent: u8,
+    /// Re-hash every complete image with SHA-512 before installing it, even
+    /// when the manifest root already binds its chunks to the list.
+    #[serde(default)]
+    pub strict_sha512: bool,
 }
 
 impl Default for SiteConfig {
@@ -74,6 +78,7 @@ impl Default for SiteConfig {
             download_attempts: 5,
             expired_max_age_days: 30,
             min_free_percent: 10,
+            strict_sha512: false,
         }
     }
 }

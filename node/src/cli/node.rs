@@ -71,6 +71,9 @@ pub(crate) struct NodeArgs {
     /// Most connected peers.
     #[arg(long, value_name = "N")]
     max_peers: Option<usize>,
+    /// Chunk requests in flight per peer (default 8).
+    #[arg(long, value_name = "N")]
+    pipeline: Option<u32>,
     /// Read settings from this TOML file (flags override it).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -101,6 +104,7 @@ impl NodeArgs {
             announce_interval: self.announce_interval.or(f.announce_interval),
             ban_secs: self.ban_secs.or(f.ban_secs),
             max_peers: self.max_peers.or(f.max_peers),
+            pipeline: self.pipeline.or(f.pipeline),
             config: self.config,
         })
     }
@@ -132,6 +136,9 @@ impl NodeArgs {
         }
         if let Some(n) = a.max_peers {
             c.max_peers = n;
+        }
+        if let Some(n) = a.pipeline {
+            c.pipeline = n.max(1);
         }
         Ok(c)
     }

@@ -54,6 +54,11 @@ pub(crate) struct InitArgs {
     /// Delete expired images, oldest first, while free space is below this percentage.
     #[arg(long, value_name = "PERCENT")]
     min_free_percent: Option<u8>,
+    /// Re-hash every complete image with SHA-512 before installing it (by
+    /// default the BLAKE3 manifest root, checked over every chunk as it
+    /// arrives, is what binds the bytes to the list).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    strict_sha512: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +191,7 @@ pub(crate) fn init(d: Option<&Path>, a: InitArgs) -> anyhow::Result<ExitCode> {
         c.download_attempts = a.download_attempts.unwrap_or(c.download_attempts);
         c.expired_max_age_days = a.expired_max_age_days.unwrap_or(c.expired_max_age_days);
         c.min_free_percent = a.min_free_percent.unwrap_or(c.min_free_percent);
+        c.strict_sha512 = a.strict_sha512.unwrap_or(c.strict_sha512);
     })?;
     let site = open(d)?;
     site.settle(node::now())?;

@@ -380,7 +380,13 @@ impl EventLoop {
         };
         let seed = u64::from_le_bytes(uuid.as_bytes()[..8].try_into().unwrap_or_default())
             ^ self.swarm.local_peer_id().to_bytes().iter().fold(0u64, |a, b| a.rotate_left(8) ^ u64::from(*b));
-        let cfg = swarm::Config { site: self.site_id, role: self.role, seed, ..swarm::Config::default() };
+        let cfg = swarm::Config {
+            site: self.site_id,
+            role: self.role,
+            seed,
+            pipeline: self.cfg.pipeline,
+            ..swarm::Config::default()
+        };
         let img = Image::new(rec, have, hashes, cfg)?;
         tracing::info!(image = %uuid, have = img.have().count(), chunks, "swarming on image");
         let bits = WireBitfield::new(img.have());
@@ -777,14 +783,14 @@ impl EventLoop {
                     s.handle_chunk(now, h, index, true);
                     return self.drain(image);
                 }
-                if !img.check(index, &data) {
+                let Some(hash) = img.check(index, &data) else {
                     self.failed_chunks += 1;
                     self.metrics.chunks_failed.get_or_create(&Metrics::image(image)).inc();
                     if let Some(s) = img.swarm.as_mut() {
                         s.handle_chunk(now, h, index, false);
                     }
                     return self.drain(image);
-                }
+                };
                 let (site, tx, down) = (self.site.clone(), self.io_tx.clone(), self.down.clone());
                 let path = self.site.store().paths().partial(image);
                 let rec = img.rec.clone();
@@ -793,7 +799,7 @@ impl EventLoop {
                     let result = tokio::task::spawn_blocking(move || {
                         let file =
                             std::fs::OpenOptions::new().write(true).open(&path).map_err(Error::io("opening", &path))?;
-                        site.cache().store_chunk(&rec, &file, index, &data)
+                        site.cache().store_chunk(&rec, &file, index, &data, &hash)
                     })
                     .await
                     .unwrap_or_else(|e| Err(Error::Net(e.to_string())));

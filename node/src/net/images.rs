@@ -149,15 +149,12 @@ impl Image {
         Ok(())
     }
 
-    /// Whether `data` is chunk `index` as the manifest says.
-    pub(crate) fn check(&self, index: u32, data: &[u8]) -> bool {
-        let Some(m) = &self.manifest else { return false };
-        let want_len = m.chunk_size().chunk_len(m.size(), u64::from(index));
-        let want_hash = m.hashes().get(index as usize);
-        match (want_len, want_hash) {
-            (Some(len), Some(h)) => data.len() as u64 == len && hash_chunk(data) == *h,
-            _ => false,
-        }
+    /// The chunk's hash if `data` is chunk `index` as the manifest says.
+    pub(crate) fn check(&self, index: u32, data: &[u8]) -> Option<[u8; 32]> {
+        let m = self.manifest.as_ref()?;
+        let want_len = m.chunk_size().chunk_len(m.size(), u64::from(index))?;
+        let want_hash = *m.hashes().get(index as usize)?;
+        (data.len() as u64 == want_len && hash_chunk(data) == want_hash).then_some(want_hash)
     }
 
     /// A peer told us what it has of this image (in a hello or a bitfield).

@@ -80,6 +80,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Most peers to keep connections to per image.
     pub max_peers: usize,
+    /// Chunk requests in flight per peer (the state machine's pipeline).
+    pub pipeline: u32,
 }
 
 impl NodeConfig {
@@ -104,6 +106,7 @@ impl NodeConfig {
             ban: Duration::from_secs(3600),
             limits: Limits::default(),
             max_peers: 64,
+            pipeline: 8,
         }
     }
 }

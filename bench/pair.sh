@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Pair throughput and worker memory, with the real binaries on loopback.
+#
+# A master holds a SIZE_MIB image (default 1024); one worker fetches it through
+# the swarm. Reported in the same run:
+#   * a plain TCP copy of the same file over loopback (python sendfile to a
+#     receiver that writes it to disk), the baseline;
+#   * the worker's time from start to `imageswarm wait` returning (list fetch,
+#     connection, manifest, every chunk verified and synced, final SHA-512);
+#   * the ratio of the two throughputs, and the worker's peak RSS (VmHWM).
+#
+#   bash bench/pair.sh [SIZE_MIB]
+#   PROFILE=DIR bash bench/pair.sh     # also perf-record the worker into DIR/perf.data
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+size_mib=${1:-1024}
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p imageswarm-node -p imageswarm-tracker
+bin="$root/target/release/imageswarm"
+trk="$root/target/release/imageswarm-tracker"
+work=$(mktemp -d -t imageswarm-pair.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+cd "$work"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+mkdir pki www
+bash "$root/tests/src/pki.sh" "$work/pki" >/dev/null
+head -c "$((size_mib << 20))" /dev/urandom > www/image.img
+port=$(free_port)
+url="http://127.0.0.1:$port"
+"$bin" list new -o list.json --cert pki/endorser.pem --title Pair --description "pair benchmark" \
+  --source bench --uri "$url/list.smime" >/dev/null
+"$bin" list add-image list.json www/image.img --uri "$url/image.img" --title Disk --image-version 1 \
+  --os Linux --osversion 12 --arch x86_64 >/dev/null
+"$bin" list sign list.json --cert pki/endorser.pem --key pki/endorser.key -o www/list.smime >/dev/null
+uuid=$("$bin" list show www/list.smime --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["hv:imagelist"]["hv:images"][0]["hv:image"]["dc:identifier"])')
+python3 -m http.server "$port" --bind 127.0.0.1 --directory www >/dev/null 2>&1 &
+pids+=($!)
+sleep 0.5
+
+for h in master worker; do
+  "$bin" --data-dir "$h" init --ca-file pki/ca.pem --crl pki/crl.pem >/dev/null
+  "$bin" --data-dir "$h" endorser add --dn "/DC=org/DC=imageswarm-test/OU=Endorsers/CN=Alice Endorser" \
+    --issuer "/DC=org/DC=imageswarm-test/CN=imageswarm Test CA" >/dev/null
+  "$bin" --data-dir "$h" subscribe "$url/list.smime" --new-images cache >/dev/null
+done
+
+"$trk" --listen /ip4/127.0.0.1/tcp/0 > tracker.out &
+pids+=($!)
+for _ in $(seq 50); do [ -s tracker.out ] && break; sleep 0.1; done
+tracker=$(head -n1 tracker.out)
+
+"$bin" --data-dir master node --listen /ip4/127.0.0.1/tcp/0 --tracker "$tracker" --site bench --master \
+  --announce-interval 1 > master.out 2> master.err &
+pids+=($!)
+"$bin" --data-dir master wait "$uuid" --timeout 600 >/dev/null
+
+echo "== baseline: plain TCP copy of ${size_mib} MiB over loopback"
+tcp_port=$(free_port)
+python3 - "$tcp_port" www/image.img tcp-copy.img <<'PY' > tcp.out
+import socket, sys, threading, time
+port, src, dst = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+srv = socket.socket(); srv.bind(("127.0.0.1", port)); srv.listen(1)
+def receive():
+    conn, _ = srv.accept()
+    buf = bytearray(1 << 20); view = memoryview(buf)
+    with open(dst, "wb") as out:
+        while True:
+            n = conn.recv_into(buf)
+            if n == 0: break
+            out.write(view[:n])
+done = threading.Thread(target=receive); done.start()
+t0 = time.perf_counter()
+with socket.create_connection(("127.0.0.1", port)) as s, open(src, "rb") as f:
+    s.sendfile(f)
+done.join()
+print(time.perf_counter() - t0)
+PY
+tcp_secs=$(cat tcp.out)
+
+echo "== imageswarm: one worker fetches it from the master"
+wrap=()
+if [ -n "${PROFILE:-}" ]; then
+  mkdir -p "$PROFILE"
+  wrap=(perf record -F 499 -g -o "$PROFILE/perf.data" --)
+fi
+t0=$(date +%s.%N)
+"${wrap[@]}" "$bin" --data-dir worker node --listen /ip4/127.0.0.1/tcp/0 --tracker "$tracker" --site bench \
+  --announce-interval 1 > worker.out 2> worker.err &
+worker=$!
+pids+=($worker)
+"$bin" --data-dir worker wait "$uuid" --timeout 600 >/dev/null
+t1=$(date +%s.%N)
+if [ -n "${PROFILE:-}" ]; then
+  worker=$(pgrep -P "$worker" imageswarm || echo "$worker")
+fi
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$worker/status")
+swarm_secs=$(python3 -c "print($t1 - $t0)")
+
+python3 - "$size_mib" "$tcp_secs" "$swarm_secs" "$rss_kib" <<'PY'
+import sys
+mib, tcp, swarm, rss = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+print(f"plain TCP copy: {tcp:.2f} s = {mib / tcp:.0f} MiB/s")
+print(f"imageswarm pair: {swarm:.2f} s = {mib / swarm:.0f} MiB/s")
+print(f"ratio: {tcp / swarm:.3f} (goal >= 0.4)")
+print(f"worker peak RSS: {rss / 1024:.1f} MiB (goal <= 100 MiB)")
+PY
