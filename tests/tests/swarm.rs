@@ -12,6 +12,16 @@ use proto::wire::{Refusal, Request, Response};
 
 const MIB: u64 = 1 << 20;
 
+/// The body of `GET /metrics` at `addr`.
+fn http_get(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
 /// Mbit/s in bytes per second.
 fn mbit(m: u64) -> Option<u64> {
     Some(m * 1_000_000 / 8)
@@ -24,6 +34,8 @@ async fn six_workers_share_an_image() -> anyhow::Result<()> {
     let mut site = Site::new(6, 64 * MIB, MIB).await?;
     let mut master = site.config(0);
     master.upload_limit = mbit(400);
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    master.metrics = Some(metrics);
     site.start_with(0, master).await?;
     for i in 1..=6 {
         site.start(i).await?;
@@ -36,6 +48,12 @@ async fn six_workers_share_an_image() -> anyhow::Result<()> {
     let from_workers: u64 = (1..=6).map(|i| site.image(i).unwrap().bytes_out).sum();
     assert!(sent < 6 * 64 * MIB, "the master sent {sent} bytes: less than one copy per worker");
     assert!(from_workers > 0, "workers served each other");
+    let text = http_get(metrics)?;
+    let key = format!("imageswarm_bytes_out_total{{image=\"{}\"}} ", site.demo.image);
+    let exported: u64 = text.lines().find_map(|l| l.strip_prefix(&key)?.parse().ok()).unwrap_or(0);
+    // The status snapshot may lag the counters by one refresh, never lead.
+    assert!(exported >= sent && sent > 0, "metrics show {exported} bytes sent, status {sent}:\n{text}");
+    assert!(text.contains("imageswarm_image_state{"), "{text}");
     Ok(())
 }
 

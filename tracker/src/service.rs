@@ -37,6 +37,16 @@ pub struct TrackerConfig {
     pub max_connections: u32,
 }
 
+impl TrackerConfig {
+    /// A tracker on 127.0.0.1 (an unused port) with a fresh key, as the
+    /// demo and the loopback tests run it.
+    pub fn loopback(ttl: Duration) -> Self {
+        use libp2p::multiaddr::Protocol;
+        let addr = Multiaddr::empty().with(Protocol::Ip4(std::net::Ipv4Addr::LOCALHOST)).with(Protocol::Tcp(0));
+        Self { listen: vec![addr], key: Keypair::generate_ed25519(), ttl, quic: false, max_connections: 1024 }
+    }
+}
+
 /// What a tracker runs.
 #[derive(NetworkBehaviour)]
 #[allow(missing_debug_implementations)]

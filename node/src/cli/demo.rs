@@ -70,13 +70,7 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
 
 #[allow(clippy::print_stdout)]
 async fn swarm(demo: &Demo, a: &DemoArgs, rate: u64) -> anyhow::Result<bool> {
-    let mut tracker = Tracker::new(TrackerConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        key: libp2p::identity::Keypair::generate_ed25519(),
-        ttl: Duration::from_secs(60),
-        quic: false,
-        max_connections: 1024,
-    })?;
+    let mut tracker = Tracker::new(TrackerConfig::loopback(Duration::from_secs(60)))?;
     let tracker_addrs = tracker.listen_addrs().await;
     println!("tracker {}", tracker_addrs.first().map(ToString::to_string).unwrap_or_default());
     let tracker_task = tokio::spawn(tracker.run());

@@ -56,13 +56,7 @@ impl Site {
             Ok(demo)
         })
         .await??;
-        let mut t = Tracker::new(TrackerConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            key: libp2p::identity::Keypair::generate_ed25519(),
-            ttl: Duration::from_secs(30),
-            quic: false,
-            max_connections: 256,
-        })?;
+        let mut t = Tracker::new(TrackerConfig::loopback(Duration::from_secs(30)))?;
         let tracker = t.listen_addrs().await;
         let tracker_task = Some(tokio::spawn(t.run()));
         let nodes = (0..=workers).map(|_| None).collect();
