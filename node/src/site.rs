@@ -313,7 +313,33 @@ impl Site {
 
     fn update_list(&self, sub: &mut Subscription, trust: &Trust, now: Timestamp) -> Result<ListOutcome> {
         let bytes = self.fetcher.get_list(&sub.url)?;
-        let verified = verify_list(&bytes, trust, now)?;
+        self.apply_list(sub, &bytes, trust, now)
+    }
+
+    /// A signed list that reached this host some other way than its
+    /// subscription URL (a peer forwarded it). It must be the list of an
+    /// enabled subscription, and passes exactly the checks of a fetched one
+    /// (step 2 of the module docs); when accepted, the images are settled as
+    /// in an update, without downloading.
+    pub fn offer_list(&self, bytes: &[u8], now: Timestamp) -> Result<ListOutcome> {
+        self.check_clock(now)?;
+        let trust = self.trust()?;
+        let id = verify_list(bytes, &trust, now)?.list().identifier;
+        let mut sub = self
+            .store
+            .subscription(id)?
+            .filter(|s| s.enabled)
+            .ok_or_else(|| Error::Refused(format!("list {id} is not subscribed here")))?;
+        let outcome = self.apply_list(&mut sub, bytes, &trust, now)?;
+        if matches!(outcome, ListOutcome::Accepted(_)) {
+            self.recheck(&trust, now)?;
+            self.settle_with(now)?;
+        }
+        Ok(outcome)
+    }
+
+    fn apply_list(&self, sub: &mut Subscription, bytes: &[u8], trust: &Trust, now: Timestamp) -> Result<ListOutcome> {
+        let verified = verify_list(bytes, trust, now)?;
         let list = verified.list();
         if list.uri != sub.url && list.uri != redact(&sub.url) {
             tracing::warn!(list = %list.identifier, uri = %list.uri, subscribed = %redact(&sub.url), "the list's hv:uri differs from the subscribed URL; the subscribed URL stays in use");
@@ -336,7 +362,7 @@ impl Site {
                 return Ok(ListOutcome::Unchanged);
             }
         }
-        self.accept(sub, &verified, &bytes, hash, now)?;
+        self.accept(sub, &verified, bytes, hash, now)?;
         Ok(ListOutcome::Accepted(list.version.clone()))
     }
 

@@ -213,3 +213,27 @@ async fn requests_for_unlisted_images_are_refused() -> anyhow::Result<()> {
     assert!(matches!(listed, Response::Manifest(h) if h.len() == 4));
     Ok(())
 }
+
+/// 8. A worker that cannot reach the list's URL gets the list through the
+///    swarm's gossip (verified before it is taken or forwarded) and then the
+///    image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_reaches_a_cut_off_worker_through_the_swarm() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 8 * MIB, MIB).await?;
+    let dir = site.demo.data_dirs[1].clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let store = node::store::Store::open(&dir)?;
+        let mut sub = store.subscriptions()?.remove(0);
+        sub.url = "http://127.0.0.1:9/unreachable.smime".into();
+        store.put_subscription(&sub)?;
+        Ok(())
+    })
+    .await??;
+    site.start(0).await?;
+    site.start(1).await?;
+    site.until_workers_complete().await?;
+    assert!(site.holds_verified(1));
+    let err = site.client(1).status().last_error.unwrap_or_default();
+    assert!(err.contains("127.0.0.1:9"), "the worker's own fetch failed: {err:?}");
+    Ok(())
+}

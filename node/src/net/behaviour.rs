@@ -2,8 +2,8 @@
 //!
 //! # Contract
 //! [`Behaviour`] combines identify, Kademlia (image providers), the peer
-//! protocol, the tracker protocol (as a client), a block list for banned
-//! peers and connection limits. Every protocol bounds its concurrent
+//! protocol, the tracker protocol (as a client), gossipsub for signed lists,
+//! a block list for banned peers and connection limits. Every protocol bounds its concurrent
 //! streams. The transport is the one every imageswarm process uses
 //! ([`tracker::transport`]).
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{allow_block_list, connection_limits, identify, kad, request_response};
+use libp2p::{allow_block_list, connection_limits, gossipsub, identify, kad, request_response};
 use proto::wire::{Announce, Limit, Peers, Request, Response};
 use tracker::codec::WireCodec;
 use tracker::transport::{PEER_PROTOCOL, TRACKER_PROTOCOL};
@@ -51,10 +51,36 @@ pub struct Behaviour {
     pub peer: request_response::Behaviour<WireCodec<Request, Response>>,
     /// The tracker protocol, as a client.
     pub tracker: request_response::Behaviour<WireCodec<Announce, Peers>>,
+    /// Signed lists, forwarded only after they verify here.
+    pub gossip: gossipsub::Behaviour,
+}
+
+/// The gossip topic signed lists travel on.
+pub(super) fn lists_topic() -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new("/imageswarm/lists/1")
+}
+
+/// The largest signed list gossip carries.
+pub(super) const MAX_LIST_BYTES: usize = 4 << 20;
+
+/// gossipsub in strict mode with manual validation: a node forwards a list
+/// only after it verified it. Messages are identified by their content, so
+/// the same list published by many nodes travels once.
+fn gossip(key: &Keypair) -> Result<gossipsub::Behaviour> {
+    let cfg = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_LIST_BYTES)
+        .duplicate_cache_time(Duration::from_secs(5))
+        .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+        .build()
+        .map_err(|e| Error::Net(format!("gossipsub: {e}")))?;
+    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
+        .map_err(|e| Error::Net(format!("gossipsub: {e}")))
 }
 
 impl Behaviour {
-    fn new(key: &Keypair, limits: Limits) -> Self {
+    fn new(key: &Keypair, limits: Limits, gossip: gossipsub::Behaviour) -> Self {
         let rr = request_response::Config::default()
             .with_request_timeout(limits.request_timeout)
             .with_max_concurrent_streams(limits.max_streams);
@@ -77,13 +103,16 @@ impl Behaviour {
                 [(TRACKER_PROTOCOL, request_response::ProtocolSupport::Outbound)],
                 rr,
             ),
+            gossip,
         }
     }
 }
 
 /// Builds a node's swarm.
 pub fn build_swarm(key: Keypair, quic: bool, limits: Limits) -> Result<libp2p::Swarm<Behaviour>> {
-    tracker::transport::build_swarm(key, quic, |k| Behaviour::new(k, limits)).map_err(|e| Error::Net(e.to_string()))
+    let gossip = gossip(&key)?;
+    tracker::transport::build_swarm(key, quic, move |k| Behaviour::new(k, limits, gossip))
+        .map_err(|e| Error::Net(e.to_string()))
 }
 
 /// Loads the node's key, creating it when missing.

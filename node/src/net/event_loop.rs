@@ -23,7 +23,7 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, PeerId, identify, kad};
+use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad};
 use proto::bitfield::Bitfield;
 use proto::swarm::{self, Action, Message, PeerInfo, Role};
 use proto::wire::{
@@ -34,11 +34,11 @@ use uuid::Uuid;
 
 use tracker::transport::KAD_PROTOCOL;
 
-use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use super::behaviour::{Behaviour, BehaviourEvent, build_swarm, lists_topic};
 use super::images::Image;
 use super::metrics::{self, Metrics};
 use super::{Command, ImageStatus, NodeConfig, Status, peer_of};
-use crate::site::Site;
+use crate::site::{ListOutcome, Site};
 use crate::store::{Decision, ImageRecord, ImageState};
 use crate::{Error, Result};
 
@@ -72,6 +72,11 @@ enum IoDone {
         result: Result<ImageRecord>,
     },
     Updated(Result<()>),
+    Offered {
+        id: gossipsub::MessageId,
+        from: PeerId,
+        result: Result<ListOutcome>,
+    },
 }
 
 /// What an outbound request was for.
@@ -121,6 +126,8 @@ pub(super) struct EventLoop {
     next_update: Instant,
     next_announce: Instant,
     last_error: Option<String>,
+    /// The list version (sequence number) last published, per list.
+    published: HashMap<Uuid, u64>,
 }
 
 /// A token bucket counting KiB, which lets at most 20 ms worth through at
@@ -186,6 +193,11 @@ impl EventLoop {
             swarm.behaviour_mut().kad.add_address(&p, a.clone());
             let _ = swarm.dial(a.clone());
         }
+        swarm
+            .behaviour_mut()
+            .gossip
+            .subscribe(&lists_topic())
+            .map_err(|e| Error::Net(format!("subscribing to list gossip: {e}")))?;
         let metrics = Metrics::default();
         if let Some(addr) = cfg.metrics {
             metrics::serve(addr, metrics.registry())?;
@@ -229,6 +241,7 @@ impl EventLoop {
             next_update: now,
             next_announce: now,
             last_error: None,
+            published: HashMap::new(),
         })
     }
 
@@ -323,7 +336,7 @@ impl EventLoop {
                     tracing::debug!(list = %id, url, ?outcome, "list update");
                 }
                 match report.lists.iter().find_map(|(_, url, o)| match o {
-                    crate::site::ListOutcome::Failed(e) => Some(format!("{url}: {e}")),
+                    ListOutcome::Failed(e) => Some(format!("{url}: {e}")),
                     _ => None,
                 }) {
                     Some(e) => Err(Error::Refused(e)),
@@ -598,6 +611,25 @@ impl EventLoop {
                     }
                 }
             }
+            IoDone::Offered { id, from, result } => {
+                use gossipsub::MessageAcceptance as A;
+                let verdict = match &result {
+                    Ok(_) => A::Accept,
+                    // Valid but stale or not ours: not forwarded, no penalty.
+                    Err(Error::Proto(e)) if matches!(e.check(), "version" | "identifier") => A::Ignore,
+                    Err(Error::Proto(_)) => A::Reject,
+                    Err(_) => A::Ignore,
+                };
+                match &result {
+                    Ok(o) => tracing::info!(peer = %from, outcome = ?o, "list received through the swarm"),
+                    Err(e) => tracing::info!(peer = %from, error = %e, "list from the swarm not taken"),
+                }
+                self.swarm.behaviour_mut().gossip.report_message_validation_result(&id, &from, verdict);
+                if matches!(result, Ok(ListOutcome::Accepted(_))) {
+                    let _ = self.sync_images();
+                    self.publish_lists();
+                }
+            }
             IoDone::Updated(r) => {
                 self.updating = false;
                 self.next_update = Instant::now() + self.cfg.update_interval;
@@ -606,6 +638,7 @@ impl EventLoop {
                     tracing::error!(error = %e, "reading the store failed");
                     self.last_error = Some(e.to_string());
                 }
+                self.publish_lists();
             }
         }
     }
@@ -641,6 +674,19 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) => self.on_peer_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.offer_list(propagation_source, message_id, message.data),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { peer_id, .. })) => {
+                // Gossip does not replay old messages: a newcomer gets the
+                // lists in force published again (the duplicate cache keeps
+                // peers that saw them lately from seeing them twice).
+                tracing::debug!(peer = %peer_id, "peer joined list gossip");
+                self.published.clear();
+                self.publish_lists();
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Tracker(ev)) => self.on_tracker_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
                 if info.protocols.contains(&KAD_PROTOCOL) =>
@@ -852,20 +898,67 @@ impl EventLoop {
         for u in uuids {
             self.announce(u);
         }
+        // Subscribers of a list meet under its identifier too, so a worker
+        // that cannot reach the list's URL finds peers to gossip it.
+        let lists: Vec<Uuid> = match self.site.store().subscriptions() {
+            Ok(subs) => subs.into_iter().filter(|s| s.enabled).map(|s| s.identifier).collect(),
+            Err(e) => return tracing::error!(error = %e, "reading subscriptions failed"),
+        };
+        for id in lists {
+            let a = self.announcement(id, Role::Worker, false);
+            for (p, _) in self.trackers.clone() {
+                let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
+            }
+        }
+        self.publish_lists();
+    }
+
+    /// Publishes each list in force that this node has not published yet.
+    fn publish_lists(&mut self) {
+        let Ok(subs) = self.site.store().subscriptions() else { return };
+        for sub in subs.into_iter().filter(|s| s.enabled && s.list_valid) {
+            let Some(cur) = sub.current else { continue };
+            if self.published.get(&sub.identifier) == Some(&cur.seq) {
+                continue;
+            }
+            let Ok(Some(bytes)) = self.site.store().list_message(sub.identifier, cur.seq) else { continue };
+            match self.swarm.behaviour_mut().gossip.publish(lists_topic(), bytes) {
+                Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
+                    tracing::debug!(list = %sub.identifier, version = %cur.version, "list published");
+                    self.published.insert(sub.identifier, cur.seq);
+                }
+                // No peers yet: tried again at the next announcement.
+                Err(e) => tracing::debug!(list = %sub.identifier, error = %e, "list not published yet"),
+            }
+        }
+    }
+
+    fn offer_list(&mut self, from: PeerId, id: gossipsub::MessageId, bytes: Vec<u8>) {
+        let (site, tx) = (self.site.clone(), self.io_tx.clone());
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || site.offer_list(&bytes, crate::now()))
+                .await
+                .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            let _ = tx.send(IoDone::Offered { id, from, result }).await;
+        });
+    }
+
+    fn announcement(&self, image: Uuid, role: Role, complete: bool) -> Announce {
+        Announce {
+            image,
+            site: self.cfg.site.clone(),
+            role,
+            complete,
+            addrs: self.swarm.external_addresses().chain(self.swarm.listeners()).map(|a| a.to_vec()).collect(),
+            want: 50,
+        }
     }
 
     fn announce(&mut self, image: Uuid) {
         let Some(img) = self.images.get(&image) else { return };
         let now = self.now();
         let stale = img.tracker_ok.is_none_or(|t| now > t + 2 * self.cfg.announce_interval.as_micros() as u64);
-        let a = Announce {
-            image,
-            site: self.cfg.site.clone(),
-            role: img.role(),
-            complete: img.have().is_full(),
-            addrs: self.swarm.external_addresses().chain(self.swarm.listeners()).map(|a| a.to_vec()).collect(),
-            want: 50,
-        };
+        let a = self.announcement(image, img.role(), img.have().is_full());
         for (p, _) in self.trackers.clone() {
             let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
         }
