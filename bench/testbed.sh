@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The testbed: one master and N workers in network namespaces, every host on
+# its own veth link to a bridge, each link capped in both directions with
+# `tc tbf`. Runs the real binaries and reports the time until every worker
+# holds the verified image, as a ratio to the Kumar–Ross bound, next to a
+# central HTTP server (the master's host serving every worker) on the same
+# testbed. Needs root (ip netns); touches nothing outside the namespaces it
+# creates, and removes them on exit.
+#
+#   bash bench/testbed.sh [N=8] [RATE_MBIT=200] [SIZE_MIB=128] [CHUNK_BYTES=4194304]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+n=${1:-8}
+rate=${2:-200}
+size_mib=${3:-128}
+chunk=${4:-4194304}
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p imageswarm-node -p imageswarm-tracker
+bin="$root/target/release/imageswarm"
+trk="$root/target/release/imageswarm-tracker"
+work=$(mktemp -d -t imageswarm-testbed.XXXXXX)
+tag="isw$$"
+hosts=(infra master)
+for i in $(seq "$n"); do hosts+=("w$i"); done
+
+cleanup() {
+  for h in "${hosts[@]}"; do ip netns pids "$tag-$h" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
+  sleep 0.3
+  for h in "${hosts[@]}" sw; do ip netns del "$tag-$h" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The switch: a bridge in a namespace of its own.
+ip netns add "$tag-sw"
+ip -n "$tag-sw" link add br0 type bridge
+ip -n "$tag-sw" link set br0 up
+k=1
+for h in "${hosts[@]}"; do
+  ns="$tag-$h"
+  ip netns add "$ns"
+  ip link add "v$k" netns "$ns" type veth peer name "p$k" netns "$tag-sw"
+  ip -n "$ns" addr add "10.77.0.$k/24" dev "v$k"
+  ip -n "$ns" link set "v$k" up
+  ip -n "$ns" link set lo up
+  ip -n "$tag-sw" link set "p$k" master br0 up
+  if [ "$h" != infra ]; then
+    # Egress of the host and egress of the switch port towards it: both ways capped.
+    ip netns exec "$ns" tc qdisc add dev "v$k" root tbf rate "${rate}mbit" burst 256kb latency 50ms
+    ip netns exec "$tag-sw" tc qdisc add dev "p$k" root tbf rate "${rate}mbit" burst 256kb latency 50ms
+  fi
+  eval "ip_$h=10.77.0.$k"
+  k=$((k + 1))
+done
+in_ns() { local h=$1; shift; ip netns exec "$tag-$h" "$@"; }
+
+cd "$work"
+mkdir pki www
+bash "$root/tests/src/pki.sh" "$work/pki" >/dev/null
+head -c "$((size_mib << 20))" /dev/urandom > www/image.img
+url="http://$ip_infra:8000"
+"$bin" list new -o list.json --cert pki/endorser.pem --title Testbed --description testbed --source bench \
+  --uri "$url/list.smime" >/dev/null
+"$bin" list add-image list.json www/image.img --uri "$url/image.img" --title Disk --image-version 1 \
+  --os Linux --osversion 12 --arch x86_64 --chunk-size "$chunk" >/dev/null
+"$bin" list sign list.json --cert pki/endorser.pem --key pki/endorser.key -o www/list.smime >/dev/null
+uuid=$("$bin" list show www/list.smime --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["hv:imagelist"]["hv:images"][0]["hv:image"]["dc:identifier"])')
+in_ns infra python3 -m http.server 8000 --bind "$ip_infra" --directory www >/dev/null 2>&1 &
+sleep 0.5
+in_ns infra "$trk" --listen "/ip4/$ip_infra/tcp/4000" > tracker.out 2>/dev/null &
+for _ in $(seq 50); do [ -s tracker.out ] && break; sleep 0.1; done
+tracker=$(head -n1 tracker.out)
+
+for h in "${hosts[@]:1}"; do
+  in_ns "$h" "$bin" --data-dir "$h" init --ca-file pki/ca.pem --crl pki/crl.pem >/dev/null
+  in_ns "$h" "$bin" --data-dir "$h" endorser add --dn "/DC=org/DC=imageswarm-test/OU=Endorsers/CN=Alice Endorser" \
+    --issuer "/DC=org/DC=imageswarm-test/CN=imageswarm Test CA" >/dev/null
+  in_ns "$h" "$bin" --data-dir "$h" subscribe "$url/list.smime" --new-images cache >/dev/null
+done
+
+# The master fetches the image from the source (over its capped link); the
+# clock starts once it holds the image.
+in_ns master "$bin" --data-dir master node --listen "/ip4/$ip_master/tcp/4001" --tracker "$tracker" \
+  --site testbed --master --announce-interval 1 2>master.err >/dev/null &
+"$bin" --data-dir master wait "$uuid" --timeout 600 >/dev/null
+
+echo "== imageswarm: $n workers at $rate Mbit/s, ${size_mib} MiB"
+t0=$(date +%s.%N)
+for i in $(seq "$n"); do
+  in_ns "w$i" "$bin" --data-dir "w$i" node --listen "/ip4/$(eval echo \$ip_w$i)/tcp/4001" --tracker "$tracker" \
+    --site testbed --announce-interval 1 2>"w$i.err" >/dev/null &
+done
+for i in $(seq "$n"); do "$bin" --data-dir "w$i" wait "$uuid" --timeout 900 >/dev/null; done
+t1=$(date +%s.%N)
+for h in "${hosts[@]:1}"; do ip netns pids "$tag-$h" | xargs -r kill 2>/dev/null || true; done
+
+echo "== central HTTP: the master's host serves all $n workers"
+in_ns master python3 -m http.server 8001 --bind "$ip_master" --directory www >/dev/null 2>&1 &
+sleep 0.5
+h0=$(date +%s.%N)
+fetches=()
+for i in $(seq "$n"); do
+  in_ns "w$i" python3 -c "import urllib.request,sys; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \
+    "http://$ip_master:8001/image.img" "central-$i.img" &
+  fetches+=($!)
+done
+for p in "${fetches[@]}"; do wait "$p"; done
+h1=$(date +%s.%N)
+
+python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" <<'PY'
+import sys
+n, rate, mib = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+t0, t1, h0, h1 = map(float, sys.argv[4:8])
+f = mib * 2**20 * 8 / (rate * 1e6)  # seconds for one copy at the link rate
+bound = max(f, f, n * f / (1 + n))
+swarm, central = t1 - t0, h1 - h0
+print(f"kumar-ross bound: {bound:.2f} s")
+print(f"imageswarm: {swarm:.2f} s = {swarm / bound:.2f}x the bound (goal <= 1.2)")
+print(f"central HTTP: {central:.2f} s = {central / bound:.2f}x the bound")
+PY
