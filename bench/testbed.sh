@@ -89,8 +89,14 @@ for i in $(seq "$n"); do
   in_ns "w$i" "$bin" --data-dir "w$i" node --listen "/ip4/$(eval echo \$ip_w$i)/tcp/4001" --tracker "$tracker" \
     --site testbed --announce-interval 1 2>"w$i.err" >/dev/null &
 done
-for i in $(seq "$n"); do "$bin" --data-dir "w$i" wait "$uuid" --timeout 900 >/dev/null; done
+waits=()
+for i in $(seq "$n"); do
+  ( "$bin" --data-dir "w$i" wait "$uuid" --timeout 900 >/dev/null && date +%s.%N > "done-$i" ) &
+  waits+=($!)
+done
+for p in "${waits[@]}"; do wait "$p"; done
 t1=$(date +%s.%N)
+done_at=$(cat done-* | tr '\n' ' ')
 for h in "${hosts[@]:1}"; do ip netns pids "$tag-$h" | xargs -r kill 2>/dev/null || true; done
 
 echo "== central HTTP: the master's host serves all $n workers"
@@ -106,14 +112,16 @@ done
 for p in "${fetches[@]}"; do wait "$p"; done
 h1=$(date +%s.%N)
 
-python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" <<'PY'
+python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" "$done_at" <<'PY'
 import sys
 n, rate, mib = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 t0, t1, h0, h1 = map(float, sys.argv[4:8])
+each = sorted(float(t) - t0 for t in sys.argv[8].split())
 f = mib * 2**20 * 8 / (rate * 1e6)  # seconds for one copy at the link rate
 bound = max(f, f, n * f / (1 + n))
 swarm, central = t1 - t0, h1 - h0
 print(f"kumar-ross bound: {bound:.2f} s")
+print("imageswarm per worker: " + " ".join(f"{t / bound:.2f}" for t in each) + " (x the bound)")
 print(f"imageswarm: {swarm:.2f} s = {swarm / bound:.2f}x the bound (goal <= 1.2)")
 print(f"central HTTP: {central:.2f} s = {central / bound:.2f}x the bound")
 PY
