@@ -12,6 +12,7 @@
 //! All checks live in `proto`; this crate does the I/O around them.
 
 pub mod cache;
+pub mod control;
 pub mod demo;
 pub mod endorse;
 mod error;

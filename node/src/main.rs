@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
-    match cli::run(args) {
+    match cli::run(args, &raw) {
         Ok(code) => code,
         Err(e) => {
             cli::report_error(&e);

@@ -101,3 +101,48 @@ fn failures_are_clear_and_exit_non_zero() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED: smime"), "{out:?}");
 }
+
+/// While a node runs it holds the store; host commands then go through its
+/// control socket, and work on the store directly again once it is gone.
+#[test]
+fn host_commands_reach_a_running_node_through_its_control_socket() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let lab = Lab::new();
+    std::fs::remove_dir_all(&lab.data).unwrap();
+    let ca = pki().path("ca.pem").display().to_string();
+    let crl = pki().path("crl.pem").display().to_string();
+    ok(run(&lab, &["init", "--ca-file", &ca, "--crl", &crl]));
+    ok(run(&lab, &["endorser", "add", "--dn", ENDORSER_DN, "--issuer", CA_DN]));
+    let a = Img::new(1, &lab.file_url("a.img", &bytes(70_000, 1)), bytes(70_000, 1));
+    lab.publish("0.0.1", std::slice::from_ref(&a));
+    ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
+    ok(run(&lab, &["update"]));
+
+    let mut node = Command::new(env!("CARGO_BIN_EXE_imageswarm"))
+        .arg("--data-dir")
+        .arg(&lab.data)
+        .args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--site", "test", "--update-interval", "3600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(node.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("listening on /ip4/127.0.0.1/tcp/"), "{first}");
+
+    let id = a.id.to_string();
+    assert_eq!(state_of(&lab, &id), "available", "answered by the node while it holds the store");
+    ok(run(&lab, &["image", "revoke", &id]));
+    assert_eq!(state_of(&lab, &id), "revoked");
+    let update = run(&lab, &["update"]);
+    assert_eq!(update.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&update.stderr).contains("runs its own update cycles"));
+
+    node.kill().unwrap();
+    node.wait().unwrap();
+    // The socket file is left behind; nobody listens, so the store is used.
+    assert!(lab.data.join("control.sock").exists());
+    assert_eq!(state_of(&lab, &id), "revoked");
+}

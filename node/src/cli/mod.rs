@@ -9,10 +9,12 @@ mod list;
 mod node;
 mod site;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ::node::fetch::Timeouts;
+use ::node::site::Site;
 use clap::{Parser, Subcommand};
 
 /// imageswarm distributes endorsed virtual machine images to every host of a
@@ -79,21 +81,85 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
-/// Runs the parsed command.
-pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+impl Command {
+    /// Whether the command reads or changes a host's store (and so goes
+    /// through the control socket while a node runs).
+    fn is_host(&self) -> bool {
+        matches!(
+            self,
+            Self::Init(_)
+                | Self::Endorser(_)
+                | Self::Subscribe(_)
+                | Self::Subscription(_)
+                | Self::Update(_)
+                | Self::Images(_)
+                | Self::Image(_)
+        )
+    }
+}
+
+/// Runs the parsed command; `args` is the command line it was parsed from.
+/// Host commands go to the running node through its control socket when one
+/// listens, and work on the store directly otherwise.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub(crate) fn run(cli: Cli, args: &[String]) -> anyhow::Result<ExitCode> {
     let d = cli.data_dir.as_deref();
+    if cli.command.is_host()
+        && let Some(dir) = d
+        && let Some(reply) = ::node::control::call(dir, args)?
+    {
+        print!("{}", reply.stdout);
+        if !reply.stderr.is_empty() {
+            eprintln!("{}", reply.stderr);
+        }
+        return Ok(ExitCode::from(reply.code));
+    }
     match cli.command {
         Command::List(cmd) => list::run(cmd),
         Command::Init(a) => site::init(d, a),
-        Command::Endorser(c) => site::endorser(d, c),
-        Command::Subscribe(a) => site::subscribe(d, a),
-        Command::Subscription(c) => site::subscription(d, c),
         Command::Update(a) => site::update(d, a),
-        Command::Images(a) => site::images(d, a),
-        Command::Image(a) => site::image(d, a),
         Command::Node(a) => node::run_node(d, a),
         Command::Wait(a) => node::wait(d, a),
         Command::Demo(a) => demo::run(a),
+        other => {
+            let site = Site::open(site::data_dir(d)?, Timeouts::default())?;
+            on_site(&site, &mut std::io::stdout().lock(), other)
+        }
+    }
+}
+
+/// The host commands that run on an open site, here or inside the node.
+fn on_site(site: &Site, out: &mut dyn Write, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Endorser(c) => site::endorser(site, out, c),
+        Command::Subscribe(a) => site::subscribe(site, out, a),
+        Command::Subscription(c) => site::subscription(site, out, c),
+        Command::Images(a) => site::images(site, out, a),
+        Command::Image(a) => site::image(site, out, a),
+        Command::Init(_) => anyhow::bail!("the node is running on this data directory: stop it before `init`"),
+        Command::Update(_) => {
+            anyhow::bail!(
+                "the node is running on this data directory and runs its own update cycles; stop it to update by hand"
+            )
+        }
+        _ => anyhow::bail!("not a host command"),
+    }
+}
+
+/// Runs a host command line (`args`, without the program name) inside the
+/// running node, on its site: the control socket's handler.
+pub(crate) fn run_in_node(site: &Site, args: Vec<String>) -> ::node::control::Reply {
+    use ::node::control::Reply;
+    let cli = match Cli::try_parse_from(std::iter::once("imageswarm".to_owned()).chain(args)) {
+        Ok(c) => c,
+        Err(e) => return Reply { code: 2, stdout: String::new(), stderr: e.to_string() },
+    };
+    let mut out = Vec::new();
+    let result = on_site(site, &mut out, cli.command);
+    let stdout = String::from_utf8_lossy(&out).into_owned();
+    match result {
+        Ok(code) => Reply { code: u8::from(code != ExitCode::SUCCESS), stdout, stderr: String::new() },
+        Err(e) => Reply { code: 2, stdout, stderr: format!("error: {e:#}") },
     }
 }
 

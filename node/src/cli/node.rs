@@ -3,12 +3,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use libp2p::Multiaddr;
+use node::fetch::Timeouts;
 use node::net::{self, NodeConfig};
+use node::site::Site;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -155,10 +158,20 @@ pub(crate) fn mbit(m: f64) -> anyhow::Result<u64> {
 /// Runs a node until SIGINT or SIGTERM.
 #[allow(clippy::print_stdout)]
 pub(crate) fn run_node(data_dir: Option<&Path>, args: NodeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.into_config(super::site::data_dir(data_dir)?)?;
+    let dir = super::site::data_dir(data_dir)?;
+    let cfg = args.into_config(dir)?;
+    let site = Arc::new(Site::open(dir, Timeouts::default())?);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let (mut client, task) = net::start(cfg).await?;
+        let (mut client, task) = net::start_on(cfg, site.clone()).await?;
+        // Host commands (`images`, `image revoke`, ...) run inside the node
+        // while it holds the store, then the node re-reads what it serves.
+        let control = client.clone();
+        node::control::serve(dir, move |args| {
+            let reply = super::run_in_node(&site, args);
+            control.request_sync();
+            reply
+        })?;
         for a in client.listen_addrs().await? {
             println!("listening on {a}");
         }

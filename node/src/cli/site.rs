@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)] // the CLI's job is printing
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -210,48 +211,50 @@ pub(crate) fn init(d: Option<&Path>, a: InitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn endorser(d: Option<&Path>, cmd: EndorserCommand) -> anyhow::Result<ExitCode> {
-    let site = open(d)?;
+pub(crate) fn endorser(site: &Site, out: &mut dyn Write, cmd: EndorserCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         EndorserCommand::Add(e) => {
             let new = site.add_endorser(&e.dn, &e.issuer, node::now())?;
-            println!(
+            writeln!(
+                out,
                 "{} endorser {} (issued by {})",
                 if new { "approved" } else { "already approved:" },
                 e.dn,
                 e.issuer
-            );
+            )?;
         }
         EndorserCommand::Remove(e) => {
             if !site.remove_endorser(&e.dn, &e.issuer, node::now())? {
                 anyhow::bail!("{} (issued by {}) was not an approved endorser", e.dn, e.issuer);
             }
-            println!("removed endorser {} (issued by {})", e.dn, e.issuer);
+            writeln!(out, "removed endorser {} (issued by {})", e.dn, e.issuer)?;
         }
         EndorserCommand::List => {
             for e in site.store().endorsers()? {
-                println!("{}\t{}", e.dn, e.ca.unwrap_or_default());
+                writeln!(out, "{}\t{}", e.dn, e.ca.unwrap_or_default())?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn subscribe(d: Option<&Path>, a: SubscribeArgs) -> anyhow::Result<ExitCode> {
-    let site = open(d)?;
+pub(crate) fn subscribe(site: &Site, out: &mut dyn Write, a: SubscribeArgs) -> anyhow::Result<ExitCode> {
     let mode = match a.new_images {
         NewImagesArg::Refuse => NewImages::Refuse,
         NewImagesArg::Accept => NewImages::Accept,
         NewImagesArg::Cache => NewImages::Cache,
     };
     let sub = site.subscribe(&a.url, mode, node::now())?;
-    println!("subscribed to list {} at {}", sub.identifier, node::fetch::redact(&sub.url));
-    println!("next: `imageswarm --data-dir {} update` fetches it and its images", data_dir(d)?.display());
+    writeln!(out, "subscribed to list {} at {}", sub.identifier, node::fetch::redact(&sub.url))?;
+    writeln!(
+        out,
+        "next: `imageswarm --data-dir {} update` fetches it and its images",
+        site.store().paths().root.display()
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn subscription(d: Option<&Path>, cmd: SubscriptionCommand) -> anyhow::Result<ExitCode> {
-    let site = open(d)?;
+pub(crate) fn subscription(site: &Site, out: &mut dyn Write, cmd: SubscriptionCommand) -> anyhow::Result<ExitCode> {
     let now = node::now();
     let sub = match cmd {
         SubscriptionCommand::List => {
@@ -263,7 +266,7 @@ pub(crate) fn subscription(d: Option<&Path>, cmd: SubscriptionCommand) -> anyhow
                     (true, true, Some(e)) => format!("last update failed: {e}"),
                     (true, true, None) => "ok".to_owned(),
                 };
-                println!("{}  version {version}  {}  {state}", s.identifier, node::fetch::redact(&s.url));
+                writeln!(out, "{}  version {version}  {}  {state}", s.identifier, node::fetch::redact(&s.url))?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -272,11 +275,12 @@ pub(crate) fn subscription(d: Option<&Path>, cmd: SubscriptionCommand) -> anyhow
         SubscriptionCommand::ResetVersion(k) => site.reset_version(&k.key)?,
     };
     let version = sub.current.as_ref().map_or("none", |c| c.version.as_str()).to_owned();
-    println!(
+    writeln!(
+        out,
         "list {}: {}, version in force {version}",
         sub.identifier,
         if sub.enabled { "enabled" } else { "disabled" }
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -319,13 +323,12 @@ pub(crate) fn update(d: Option<&Path>, a: UpdateArgs) -> anyhow::Result<ExitCode
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-pub(crate) fn images(d: Option<&Path>, a: ImagesArgs) -> anyhow::Result<ExitCode> {
-    let site = open(d)?;
+pub(crate) fn images(site: &Site, out: &mut dyn Write, a: ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = site.store();
     let mut recs = store.images()?;
     recs.sort_by(|a, b| (a.list, &a.title).cmp(&(b.list, &b.title)));
     if a.json {
-        let mut out = Vec::new();
+        let mut rows = Vec::new();
         for r in &recs {
             let chunks = r.chunk_count();
             let have = if r.state == node::store::ImageState::Available {
@@ -333,30 +336,29 @@ pub(crate) fn images(d: Option<&Path>, a: ImagesArgs) -> anyhow::Result<ExitCode
             } else {
                 store.have(r.uuid, chunks)?.count()
             };
-            out.push(json!({
+            rows.push(json!({
                 "uuid": r.uuid, "title": r.title, "version": r.version, "state": r.state.name(), "list": r.list,
                 "size": r.size, "sha512": r.sha512, "endorsed": r.endorsed, "decision": r.decision, "cache": r.cache,
                 "chunks": chunks, "chunks_present": have, "last_error": r.last_error,
             }));
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<36}  {:<10}  {:<12}  {:<36}  TITLE", "UUID", "STATE", "VERSION", "LIST");
+    writeln!(out, "{:<36}  {:<10}  {:<12}  {:<36}  TITLE", "UUID", "STATE", "VERSION", "LIST")?;
     for r in &recs {
-        println!("{:<36}  {:<10}  {:<12}  {:<36}  {}", r.uuid, r.state.name(), r.version, r.list, r.title);
+        writeln!(out, "{:<36}  {:<10}  {:<12}  {:<36}  {}", r.uuid, r.state.name(), r.version, r.list, r.title)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn image(d: Option<&Path>, a: ImageArgs) -> anyhow::Result<ExitCode> {
-    let site = open(d)?;
+pub(crate) fn image(site: &Site, out: &mut dyn Write, a: ImageArgs) -> anyhow::Result<ExitCode> {
     let decision = match a.decision {
         DecisionArg::Approve => Decision::Approved,
         DecisionArg::Refuse => Decision::Refused,
         DecisionArg::Revoke => Decision::Revoked,
     };
     let rec = site.decide(a.uuid, decision, node::now())?;
-    println!("image {}: {}", rec.uuid, rec.state.name());
+    writeln!(out, "image {}: {}", rec.uuid, rec.state.name())?;
     Ok(ExitCode::SUCCESS)
 }

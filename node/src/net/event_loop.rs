@@ -271,6 +271,11 @@ impl EventLoop {
                         let _ = reply.send(());
                         break Ok(());
                     }
+                    Some(Command::Sync) => {
+                        if let Err(e) = self.sync_images() {
+                            tracing::error!(error = %e, "reading the store failed");
+                        }
+                    }
                     None => break Ok(()),
                 },
                 _ = tick.tick() => self.on_tick(),

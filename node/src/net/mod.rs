@@ -157,6 +157,9 @@ pub struct Status {
 
 enum Command {
     Shutdown(oneshot::Sender<()>),
+    /// The store changed behind the node's back (a host command ran):
+    /// recompute the images it serves.
+    Sync,
 }
 
 /// A handle on a running node.
@@ -168,7 +171,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Shutdown")
+        f.write_str(match self {
+            Self::Shutdown(_) => "Shutdown",
+            Self::Sync => "Sync",
+        })
     }
 }
 
@@ -195,6 +201,12 @@ impl Client {
         }
     }
 
+    /// Asks the node to recompute what it serves from the store, from any
+    /// thread; a request while one is pending is merged into it.
+    pub fn request_sync(&self) {
+        let _ = self.commands.try_send(Command::Sync);
+    }
+
     /// Stops the node and waits until it has.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -211,10 +223,19 @@ pub async fn start(cfg: NodeConfig) -> Result<(Client, tokio::task::JoinHandle<R
     let site = tokio::task::spawn_blocking(move || crate::site::Site::open(&dir, crate::fetch::Timeouts::default()))
         .await
         .map_err(|e| Error::Net(e.to_string()))??;
+    start_on(cfg, Arc::new(site)).await
+}
+
+/// [`start`] on a site the caller opened (and may share, e.g. with the
+/// control socket).
+pub async fn start_on(
+    cfg: NodeConfig,
+    site: Arc<crate::site::Site>,
+) -> Result<(Client, tokio::task::JoinHandle<Result<()>>)> {
     let key = load_or_create_key(&cfg.data_dir.join("node.key"))?;
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (status_tx, status_rx) = watch::channel(Status::default());
-    let ev = event_loop::EventLoop::new(cfg, Arc::new(site), key, cmd_rx, status_tx)?;
+    let ev = event_loop::EventLoop::new(cfg, site, key, cmd_rx, status_tx)?;
     let task = tokio::spawn(ev.run());
     Ok((Client { commands: cmd_tx, status: status_rx }, task))
 }
