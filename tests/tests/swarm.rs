@@ -237,3 +237,23 @@ async fn list_reaches_a_cut_off_worker_through_the_swarm() -> anyhow::Result<()>
     assert!(err.contains("127.0.0.1:9"), "the worker's own fetch failed: {err:?}");
     Ok(())
 }
+
+/// 9. The same swarm over QUIC: nodes listen on QUIC only (the tracker
+///    stays on TCP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_swarm_over_quic() -> anyhow::Result<()> {
+    let mut site = Site::new(2, 8 * MIB, MIB).await?;
+    for i in 0..=2 {
+        let mut c = site.config(i);
+        c.quic = true;
+        c.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?];
+        site.start_with(i, c).await?;
+    }
+    site.until_workers_complete().await?;
+    for i in 1..=2 {
+        assert!(site.holds_verified(i));
+        let addrs = site.client(i).clone().listen_addrs().await?;
+        assert!(addrs.iter().all(|a| a.to_string().contains("/quic-v1/")), "{addrs:?}");
+    }
+    Ok(())
+}

@@ -215,3 +215,56 @@ pub(crate) fn wait(data_dir: Option<&Path>, a: WaitArgs) -> anyhow::Result<ExitC
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    #[test]
+    fn every_key_of_the_config_file_is_a_flag_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            r#"
+            site = "cern"
+            listen = ["/ip4/0.0.0.0/tcp/4001"]
+            tracker = ["/ip4/10.0.0.5/tcp/4000"]
+            master = true
+            upload-limit = 800
+            download-limit = 900
+            metrics = "127.0.0.1:9464"
+            announce-interval = 7
+            pipeline = 4
+            "#,
+        )
+        .unwrap();
+        let args =
+            Wrap::parse_from(["x", "--config", file.to_str().unwrap(), "--upload-limit", "200", "--site", "lyon"]);
+        let c = args.node.into_config(dir.path()).unwrap();
+        assert_eq!(c.site, "lyon", "the flag wins");
+        assert_eq!(c.upload_limit, Some(25_000_000), "200 Mbit/s from the flag");
+        assert_eq!(c.download_limit, Some(112_500_000), "900 Mbit/s from the file");
+        assert!(c.master);
+        assert_eq!(c.listen, vec!["/ip4/0.0.0.0/tcp/4001".parse::<Multiaddr>().unwrap()]);
+        assert_eq!(c.trackers.len(), 1);
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.announce_interval, Duration::from_secs(7));
+        assert_eq!(c.pipeline, 4);
+
+        std::fs::write(&file, "site = \"x\"\nuplaod-limit = 1\n").unwrap();
+        let args = Wrap::parse_from(["x", "--config", file.to_str().unwrap()]);
+        let err = args.node.into_config(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("uplaod-limit"), "a misspelt key is an error naming it: {err:#}");
+    }
+}
