@@ -22,13 +22,10 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad};
 use proto::bitfield::Bitfield;
 use proto::swarm::{self, Action, Message, PeerInfo, Role};
-use proto::wire::{
-    Announce, Hello, MAX_HELLO_IMAGES, Notice, PeerHint, Peers, Refusal, Request, Response, WireBitfield,
-};
+use proto::wire::{Hello, MAX_HELLO_IMAGES, Notice, Refusal, Request, Response, WireBitfield};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -41,6 +38,8 @@ use super::{Command, ImageStatus, NodeConfig, Status, peer_of};
 use crate::site::{ListOutcome, Site};
 use crate::store::{Decision, ImageRecord, ImageState};
 use crate::{Error, Result};
+
+mod discovery;
 
 /// Completed disk work waiting for the loop.
 const IO_QUEUE: usize = 256;
@@ -893,127 +892,6 @@ impl EventLoop {
                 let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Manifest { image });
                 self.outbound.insert(id, Outbound::Manifest { image, peer: h });
             }
-        }
-    }
-
-    // ---- discovery ----
-
-    fn announce_all(&mut self) {
-        let uuids: Vec<Uuid> = self.images.keys().copied().collect();
-        for u in uuids {
-            self.announce(u);
-        }
-        // Subscribers of a list meet under its identifier too, so a worker
-        // that cannot reach the list's URL finds peers to gossip it.
-        let lists: Vec<Uuid> = match self.site.store().subscriptions() {
-            Ok(subs) => subs.into_iter().filter(|s| s.enabled).map(|s| s.identifier).collect(),
-            Err(e) => return tracing::error!(error = %e, "reading subscriptions failed"),
-        };
-        for id in lists {
-            let a = self.announcement(id, Role::Worker, false);
-            for (p, _) in self.trackers.clone() {
-                let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
-            }
-        }
-        self.publish_lists();
-    }
-
-    /// Publishes each list in force that this node has not published yet.
-    fn publish_lists(&mut self) {
-        let Ok(subs) = self.site.store().subscriptions() else { return };
-        for sub in subs.into_iter().filter(|s| s.enabled && s.list_valid) {
-            let Some(cur) = sub.current else { continue };
-            if self.published.get(&sub.identifier) == Some(&cur.seq) {
-                continue;
-            }
-            let Ok(Some(bytes)) = self.site.store().list_message(sub.identifier, cur.seq) else { continue };
-            match self.swarm.behaviour_mut().gossip.publish(lists_topic(), bytes) {
-                Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
-                    tracing::debug!(list = %sub.identifier, version = %cur.version, "list published");
-                    self.published.insert(sub.identifier, cur.seq);
-                }
-                // No peers yet: tried again at the next announcement.
-                Err(e) => tracing::debug!(list = %sub.identifier, error = %e, "list not published yet"),
-            }
-        }
-    }
-
-    fn offer_list(&mut self, from: PeerId, id: gossipsub::MessageId, bytes: Vec<u8>) {
-        let (site, tx) = (self.site.clone(), self.io_tx.clone());
-        tokio::spawn(async move {
-            let result = tokio::task::spawn_blocking(move || site.offer_list(&bytes, crate::now()))
-                .await
-                .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
-            let _ = tx.send(IoDone::Offered { id, from, result }).await;
-        });
-    }
-
-    fn announcement(&self, image: Uuid, role: Role, complete: bool) -> Announce {
-        Announce {
-            image,
-            site: self.cfg.site.clone(),
-            role,
-            complete,
-            addrs: self.swarm.external_addresses().chain(self.swarm.listeners()).map(|a| a.to_vec()).collect(),
-            want: 50,
-        }
-    }
-
-    fn announce(&mut self, image: Uuid) {
-        let Some(img) = self.images.get(&image) else { return };
-        let now = self.now();
-        let stale = img.tracker_ok.is_none_or(|t| now > t + 2 * self.cfg.announce_interval.as_micros() as u64);
-        let a = self.announcement(image, img.role(), img.have().is_full());
-        for (p, _) in self.trackers.clone() {
-            let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
-        }
-        if stale && self.started.elapsed() > Duration::from_secs(1) {
-            // No tracker answered lately: ask the DHT who provides the image.
-            self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&image.as_bytes()));
-        }
-    }
-
-    fn on_tracker_event(&mut self, ev: request_response::Event<Announce, Peers>) {
-        use request_response::{Event, Message as M};
-        match ev {
-            Event::Message { message: M::Response { response, .. }, .. } => {
-                let now = self.now();
-                for img in self.images.values_mut() {
-                    img.tracker_ok = Some(now);
-                }
-                for hint in response.peers {
-                    self.on_hint(hint);
-                }
-            }
-            Event::Message { message: M::Request { channel, .. }, .. } => {
-                // Nodes are not trackers.
-                let _ = self.swarm.behaviour_mut().tracker.send_response(channel, Peers { peers: vec![], ttl_secs: 0 });
-            }
-            Event::OutboundFailure { peer, error, .. } => tracing::debug!(%peer, %error, "tracker did not answer"),
-            _ => {}
-        }
-    }
-
-    fn on_hint(&mut self, hint: PeerHint) {
-        let Ok(p) = PeerId::from_bytes(&hint.peer) else { return };
-        let addrs: Vec<Multiaddr> = hint.addrs.into_iter().filter_map(|a| Multiaddr::try_from(a).ok()).collect();
-        for a in &addrs {
-            self.swarm.behaviour_mut().kad.add_address(&p, a.clone());
-        }
-        self.dial(p, addrs);
-    }
-
-    fn dial(&mut self, p: PeerId, addrs: Vec<Multiaddr>) {
-        if p == *self.swarm.local_peer_id()
-            || self.swarm.is_connected(&p)
-            || self.bans.iter().any(|(_, b)| *b == p)
-            || self.swarm.connected_peers().count() >= self.cfg.max_peers
-        {
-            return;
-        }
-        let opts = DialOpts::peer_id(p).addresses(addrs).build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(peer = %p, error = %e, "dial failed");
         }
     }
 
