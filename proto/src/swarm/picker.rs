@@ -51,8 +51,14 @@ pub(crate) struct View<'a> {
 
 impl View<'_> {
     fn candidate(&self, peer: &PeerState, c: ChunkIndex) -> bool {
+        self.candidate_unless_refused(peer, c) && (peer.refused.is_empty() || peer.refused_until(c) <= self.now)
+    }
+
+    /// [`View::candidate`] without the refusal check, which [`View::scan`]
+    /// does for a whole byte at once.
+    fn candidate_unless_refused(&self, peer: &PeerState, c: ChunkIndex) -> bool {
         let i = c as usize;
-        if self.have.get(c) || !peer.have.get(c) || (!peer.refused.is_empty() && peer.refused_until(c) > self.now) {
+        if self.have.get(c) || !peer.have.get(c) {
             return false;
         }
         match self.requested[i] {
@@ -95,18 +101,33 @@ impl View<'_> {
         best.map(|(_, _, c)| c)
     }
 
-    /// Calls `f` for every candidate, found a byte at a time.
+    /// Calls `f` for every candidate, found a byte at a time. The peer's
+    /// current refusals are turned into a mask first, so a peer that refused
+    /// many chunks (a master standing back) costs one pass over its
+    /// refusals, not one per candidate.
     fn scan(&self, peer: &PeerState, mut f: impl FnMut(ChunkIndex)) {
         let theirs = peer.have.as_bytes();
         let ours = self.have.as_bytes();
         let asked = self.requested_mask.as_bytes();
+        let mut refused = Vec::new();
+        for &(c, until) in &peer.refused {
+            if until > self.now {
+                if refused.is_empty() {
+                    refused = vec![0u8; theirs.len()];
+                }
+                if let Some(b) = refused.get_mut(c as usize / 8) {
+                    *b |= 0x80 >> (c % 8);
+                }
+            }
+        }
         for (byte, ((&t, &h), &r)) in theirs.iter().zip(ours).zip(asked).enumerate() {
-            let mut wanted = if self.endgame { t & !h } else { t & !h & !r };
+            let blocked = refused.get(byte).copied().unwrap_or(0);
+            let mut wanted = if self.endgame { t & !h & !blocked } else { t & !h & !r & !blocked };
             while wanted != 0 {
                 let bit = wanted.leading_zeros();
                 wanted &= !(0x80 >> bit);
                 let c = byte as u32 * 8 + bit;
-                if self.candidate(peer, c) {
+                if self.candidate_unless_refused(peer, c) {
                     f(c);
                 }
             }
