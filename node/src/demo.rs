@@ -199,6 +199,17 @@ impl Demo {
         publish(&pki, &self.www, &list, &cert, &key)
     }
 
+    /// Publishes a new version of the list that expires at `expires`.
+    pub fn republish_expiring(&self, expires: proto::Timestamp) -> Result<()> {
+        let pki = self.root.join("pki");
+        let mut list = proto::imagelist::ImageList::from_json(&crate::fsutil::read(&pki.join("list.json"))?)?;
+        let cert = endorse::load_certificate(&pki.join("endorser.pem"))?;
+        let key = endorse::load_key(&pki.join("endorser.key"))?;
+        endorse::prepare_signing(&mut list, &cert, crate::now(), Some(7))?;
+        list.expires = expires;
+        publish(&pki, &self.www, &list, &cert, &key)
+    }
+
     /// Initialises every data directory: trust the demo CA (no CRL), approve
     /// the endorser, subscribe to the list at `list_url` (served by then)
     /// and cache its new images.

@@ -492,6 +492,26 @@ impl Site {
         Ok(())
     }
 
+    /// The earliest expiry date, not yet passed at `now`, of a list in force
+    /// or an image entry of one (a list is expired once the time is past its
+    /// date): a running node settles again then, without waiting for its
+    /// next update.
+    pub fn next_expiry(&self, now: Timestamp) -> Result<Option<Timestamp>> {
+        let mut next: Option<Timestamp> = None;
+        for sub in self.store.subscriptions()?.into_iter().filter(|s| s.enabled) {
+            let Some(cur) = sub.current else { continue };
+            let Some(msg) = self.store.list_message(sub.identifier, cur.seq)? else { continue };
+            let list = proto::imagelist::ImageList::from_json(proto::smime::SignedMessage::parse(&msg)?.content())?;
+            let dates = std::iter::once(list.expires).chain(list.images.iter().filter_map(|i| i.expires));
+            for t in dates.filter(|t| *t >= now) {
+                if next.is_none_or(|n| t < n) {
+                    next = Some(t);
+                }
+            }
+        }
+        Ok(next)
+    }
+
     /// Re-checks trust and takes out of the cache what must go.
     pub fn settle(&self, now: Timestamp) -> Result<Vec<(Uuid, ImageOutcome)>> {
         self.recheck(&self.trust()?, now)?;

@@ -257,3 +257,28 @@ async fn nodes_swarm_over_quic() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// 10. When the list in force expires, serving stops at once and the image
+///     expires, without waiting for the next update cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_list_stops_serving_at_its_expiry() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 4 * MIB, MIB).await?;
+    let expires = node::now().add_seconds(6);
+    tokio::task::block_in_place(|| site.demo.republish_expiring(expires))?;
+    for i in 0..=1 {
+        let mut c = site.config(i);
+        c.update_interval = Duration::from_secs(3600);
+        site.start_with(i, c).await?;
+    }
+    site.until_workers_complete().await?;
+    assert!(node::now() < expires, "the distribution finished before the expiry");
+    site.until("every node to stop serving the image", |s| (0..=1).all(|i| s.image(i).is_none())).await?;
+    let late = node::now().unix() - expires.unix();
+    assert!(late <= 2, "serving stopped {late} s after the expiry (the next update was an hour away)");
+    let uuid = site.demo.image;
+    let addr = site.client(0).clone().listen_addrs().await?.remove(0);
+    let answer = ask(addr, Request::Chunk { image: uuid, index: 0, insist: false }).await?;
+    assert_eq!(answer, Response::Refused(Refusal::NotEndorsed));
+    assert!(!site.image_path(1).exists(), "the worker's copy left the cache");
+    Ok(())
+}

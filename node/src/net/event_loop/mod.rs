@@ -127,6 +127,8 @@ pub(super) struct EventLoop {
     last_error: Option<String>,
     /// The list version (sequence number) last published, per list.
     published: HashMap<Uuid, u64>,
+    /// When a list in force (or an image entry) next expires.
+    next_expiry: Option<proto::Timestamp>,
 }
 
 /// A token bucket counting KiB, which lets at most 20 ms worth through at
@@ -241,6 +243,7 @@ impl EventLoop {
             next_announce: now,
             last_error: None,
             published: HashMap::new(),
+            next_expiry: None,
         })
     }
 
@@ -312,7 +315,10 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        if !self.updating && now >= self.next_update {
+        let expired = self.next_expiry.is_some_and(|t| crate::now() > t);
+        if !self.updating && (now >= self.next_update || expired) {
+            // An expiry settles at once: the update cycle re-checks every
+            // list in force, and what it no longer endorses stops here.
             self.start_update();
         }
         if now >= self.next_announce {
@@ -357,6 +363,7 @@ impl EventLoop {
 
     /// Brings the set of served images in line with the store.
     fn sync_images(&mut self) -> Result<()> {
+        self.next_expiry = self.site.next_expiry(crate::now())?;
         let recs = self.site.store().images()?;
         let mut keep = Vec::new();
         for rec in recs {
