@@ -102,6 +102,7 @@ pub(super) struct EventLoop {
     role: Role,
     images: HashMap<Uuid, Image>,
     handles: HashMap<PeerId, u64>,
+    next_handle: u64,
     ids: HashMap<u64, PeerId>,
     met: HashMap<u64, Met>,
     trackers: Vec<(PeerId, Multiaddr)>,
@@ -224,6 +225,7 @@ impl EventLoop {
             started: now,
             images: HashMap::new(),
             handles: HashMap::new(),
+            next_handle: 0,
             ids: HashMap::new(),
             met: HashMap::new(),
             trackers,
@@ -255,7 +257,8 @@ impl EventLoop {
         if let Some(h) = self.handles.get(&p) {
             return *h;
         }
-        let h = self.handles.len() as u64 + 1;
+        self.next_handle += 1;
+        let h = self.next_handle;
         self.handles.insert(p, h);
         self.ids.insert(h, p);
         h
@@ -557,7 +560,9 @@ impl EventLoop {
     fn on_io(&mut self, done: IoDone) {
         match done {
             IoDone::Read { image, to, index, request, channel, data } => {
-                let h = self.handle(to);
+                // The requester left while the chunk was read: its slot is
+                // already free, and there is no one to answer.
+                let Some(&h) = self.handles.get(&to) else { return };
                 match data {
                     Ok(d) if self.images.contains_key(&image) => {
                         let n = d.len() as u64;
@@ -683,6 +688,10 @@ impl EventLoop {
                     self.inbound.retain(|k, _| k.1 != h);
                     self.drain(u);
                 }
+                // A peer that comes back gets a new handle, so the maps hold
+                // connected peers only.
+                self.handles.remove(&peer_id);
+                self.ids.remove(&h);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) => self.on_peer_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
