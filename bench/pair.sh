@@ -17,6 +17,8 @@ size_mib=${1:-1024}
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p imageswarm-node -p imageswarm-tracker
 bin="$root/target/release/imageswarm"
 trk="$root/target/release/imageswarm-tracker"
+# shellcheck source=bench/site.sh
+source "$root/bench/site.sh"
 work=$(mktemp -d -t imageswarm-pair.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -24,26 +26,15 @@ trap cleanup EXIT
 cd "$work"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-mkdir pki www
-bash "$root/tests/src/pki.sh" "$work/pki" >/dev/null
-head -c "$((size_mib << 20))" /dev/urandom > www/image.img
 port=$(free_port)
 url="http://127.0.0.1:$port"
-"$bin" list new -o list.json --cert pki/endorser.pem --title Pair --description "pair benchmark" \
-  --source bench --uri "$url/list.smime" >/dev/null
-"$bin" list add-image list.json www/image.img --uri "$url/image.img" --title Disk --image-version 1 \
-  --os Linux --osversion 12 --arch x86_64 >/dev/null
-"$bin" list sign list.json --cert pki/endorser.pem --key pki/endorser.key -o www/list.smime >/dev/null
-uuid=$("$bin" list show www/list.smime --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["hv:imagelist"]["hv:images"][0]["hv:image"]["dc:identifier"])')
+make_site "$size_mib" "$url" 4194304
 python3 -m http.server "$port" --bind 127.0.0.1 --directory www >/dev/null 2>&1 &
 pids+=($!)
 sleep 0.5
 
 for h in master worker; do
-  "$bin" --data-dir "$h" init --ca-file pki/ca.pem --crl pki/crl.pem >/dev/null
-  "$bin" --data-dir "$h" endorser add --dn "/DC=org/DC=imageswarm-test/OU=Endorsers/CN=Alice Endorser" \
-    --issuer "/DC=org/DC=imageswarm-test/CN=imageswarm Test CA" >/dev/null
-  "$bin" --data-dir "$h" subscribe "$url/list.smime" --new-images cache >/dev/null
+  init_host "$h" "$url"
 done
 
 "$trk" --listen /ip4/127.0.0.1/tcp/0 > tracker.out &

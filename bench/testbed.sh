@@ -17,6 +17,8 @@ chunk=${4:-4194304}
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p imageswarm-node -p imageswarm-tracker
 bin="$root/target/release/imageswarm"
 trk="$root/target/release/imageswarm-tracker"
+# shellcheck source=bench/site.sh
+source "$root/bench/site.sh"
 work=$(mktemp -d -t imageswarm-testbed.XXXXXX)
 tag="isw$$"
 hosts=(infra master)
@@ -54,16 +56,8 @@ done
 in_ns() { local h=$1; shift; ip netns exec "$tag-$h" "$@"; }
 
 cd "$work"
-mkdir pki www
-bash "$root/tests/src/pki.sh" "$work/pki" >/dev/null
-head -c "$((size_mib << 20))" /dev/urandom > www/image.img
 url="http://$ip_infra:8000"
-"$bin" list new -o list.json --cert pki/endorser.pem --title Testbed --description testbed --source bench \
-  --uri "$url/list.smime" >/dev/null
-"$bin" list add-image list.json www/image.img --uri "$url/image.img" --title Disk --image-version 1 \
-  --os Linux --osversion 12 --arch x86_64 --chunk-size "$chunk" >/dev/null
-"$bin" list sign list.json --cert pki/endorser.pem --key pki/endorser.key -o www/list.smime >/dev/null
-uuid=$("$bin" list show www/list.smime --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["hv:imagelist"]["hv:images"][0]["hv:image"]["dc:identifier"])')
+make_site "$size_mib" "$url" "$chunk"
 in_ns infra python3 -m http.server 8000 --bind "$ip_infra" --directory www >/dev/null 2>&1 &
 sleep 0.5
 in_ns infra "$trk" --listen "/ip4/$ip_infra/tcp/4000" > tracker.out 2>/dev/null &
@@ -71,10 +65,7 @@ for _ in $(seq 50); do [ -s tracker.out ] && break; sleep 0.1; done
 tracker=$(head -n1 tracker.out)
 
 for h in "${hosts[@]:1}"; do
-  in_ns "$h" "$bin" --data-dir "$h" init --ca-file pki/ca.pem --crl pki/crl.pem >/dev/null
-  in_ns "$h" "$bin" --data-dir "$h" endorser add --dn "/DC=org/DC=imageswarm-test/OU=Endorsers/CN=Alice Endorser" \
-    --issuer "/DC=org/DC=imageswarm-test/CN=imageswarm Test CA" >/dev/null
-  in_ns "$h" "$bin" --data-dir "$h" subscribe "$url/list.smime" --new-images cache >/dev/null
+  init_host "$h" "$url" in_ns "$h"
 done
 
 # The master fetches the image from the source (over its capped link); the

@@ -190,23 +190,24 @@ impl Demo {
     /// Publishes a new version of the list without the image: the endorser
     /// withdraws it.
     pub fn withdraw_image(&self) -> Result<()> {
-        let pki = self.root.join("pki");
-        let mut list = proto::imagelist::ImageList::from_json(&crate::fsutil::read(&pki.join("list.json"))?)?;
-        list.images.retain(|i| i.identifier != self.image);
-        let cert = endorse::load_certificate(&pki.join("endorser.pem"))?;
-        let key = endorse::load_key(&pki.join("endorser.key"))?;
-        endorse::prepare_signing(&mut list, &cert, crate::now(), Some(7))?;
-        publish(&pki, &self.www, &list, &cert, &key)
+        let image = self.image;
+        self.republish(|list| list.images.retain(|i| i.identifier != image))
     }
 
     /// Publishes a new version of the list that expires at `expires`.
     pub fn republish_expiring(&self, expires: proto::Timestamp) -> Result<()> {
+        self.republish(|list| list.expires = expires)
+    }
+
+    /// Signs and publishes the next version of the list, as `edit` changes
+    /// it after the version bump and the new dates.
+    fn republish(&self, edit: impl FnOnce(&mut proto::imagelist::ImageList)) -> Result<()> {
         let pki = self.root.join("pki");
         let mut list = proto::imagelist::ImageList::from_json(&crate::fsutil::read(&pki.join("list.json"))?)?;
         let cert = endorse::load_certificate(&pki.join("endorser.pem"))?;
         let key = endorse::load_key(&pki.join("endorser.key"))?;
         endorse::prepare_signing(&mut list, &cert, crate::now(), Some(7))?;
-        list.expires = expires;
+        edit(&mut list);
         publish(&pki, &self.www, &list, &cert, &key)
     }
 

@@ -313,7 +313,8 @@ impl Site {
 
     fn update_list(&self, sub: &mut Subscription, trust: &Trust, now: Timestamp) -> Result<ListOutcome> {
         let bytes = self.fetcher.get_list(&sub.url)?;
-        self.apply_list(sub, &bytes, trust, now)
+        let verified = verify_list(&bytes, trust, now)?;
+        self.apply_list(sub, &verified, &bytes, now)
     }
 
     /// A signed list that reached this host some other way than its
@@ -324,13 +325,14 @@ impl Site {
     pub fn offer_list(&self, bytes: &[u8], now: Timestamp) -> Result<ListOutcome> {
         self.check_clock(now)?;
         let trust = self.trust()?;
-        let id = verify_list(bytes, &trust, now)?.list().identifier;
+        let verified = verify_list(bytes, &trust, now)?;
+        let id = verified.list().identifier;
         let mut sub = self
             .store
             .subscription(id)?
             .filter(|s| s.enabled)
             .ok_or_else(|| Error::Refused(format!("list {id} is not subscribed here")))?;
-        let outcome = self.apply_list(&mut sub, bytes, &trust, now)?;
+        let outcome = self.apply_list(&mut sub, &verified, bytes, now)?;
         if matches!(outcome, ListOutcome::Accepted(_)) {
             self.recheck(&trust, now)?;
             self.settle_with(now)?;
@@ -338,8 +340,15 @@ impl Site {
         Ok(outcome)
     }
 
-    fn apply_list(&self, sub: &mut Subscription, bytes: &[u8], trust: &Trust, now: Timestamp) -> Result<ListOutcome> {
-        let verified = verify_list(bytes, trust, now)?;
+    /// Takes `verified` (whose signed form is `bytes`) as the next version of
+    /// `sub`'s list, if it is one.
+    fn apply_list(
+        &self,
+        sub: &mut Subscription,
+        verified: &VerifiedList,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<ListOutcome> {
         let list = verified.list();
         if list.uri != sub.url && list.uri != redact(&sub.url) {
             tracing::warn!(list = %list.identifier, uri = %list.uri, subscribed = %redact(&sub.url), "the list's hv:uri differs from the subscribed URL; the subscribed URL stays in use");
@@ -362,7 +371,7 @@ impl Site {
                 return Ok(ListOutcome::Unchanged);
             }
         }
-        self.accept(sub, &verified, bytes, hash, now)?;
+        self.accept(sub, verified, bytes, hash, now)?;
         Ok(ListOutcome::Accepted(list.version.clone()))
     }
 

@@ -28,15 +28,21 @@ fn state_of(lab: &Lab, id: &str) -> String {
     images(lab).iter().find(|i| i["uuid"] == id).unwrap()["state"].as_str().unwrap().to_owned()
 }
 
-#[test]
-fn a_host_subscribes_updates_and_decides_from_the_command_line() {
+/// A fresh data directory, set up the way the contract says: `init` with the
+/// test CA and its CRL, and the endorser approved.
+fn fresh_host() -> Lab {
     let lab = Lab::new();
-    // A fresh data directory, set up the way the contract says.
     std::fs::remove_dir_all(&lab.data).unwrap();
     let ca = pki().path("ca.pem").display().to_string();
     let crl = pki().path("crl.pem").display().to_string();
     ok(run(&lab, &["init", "--ca-file", &ca, "--crl", &crl]));
     ok(run(&lab, &["endorser", "add", "--dn", ENDORSER_DN, "--issuer", CA_DN]));
+    lab
+}
+
+#[test]
+fn a_host_subscribes_updates_and_decides_from_the_command_line() {
+    let lab = fresh_host();
     let a = Img::new(1, &lab.file_url("a.img", &bytes(70_000, 1)), bytes(70_000, 1));
     let b = Img::new(2, &lab.file_url("b.img", &bytes(9_000, 2)), bytes(9_000, 2));
     lab.publish("0.0.1", &[a.clone(), b.clone()]);
@@ -109,12 +115,7 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let lab = Lab::new();
-    std::fs::remove_dir_all(&lab.data).unwrap();
-    let ca = pki().path("ca.pem").display().to_string();
-    let crl = pki().path("crl.pem").display().to_string();
-    ok(run(&lab, &["init", "--ca-file", &ca, "--crl", &crl]));
-    ok(run(&lab, &["endorser", "add", "--dn", ENDORSER_DN, "--issuer", CA_DN]));
+    let lab = fresh_host();
     let a = Img::new(1, &lab.file_url("a.img", &bytes(70_000, 1)), bytes(70_000, 1));
     lab.publish("0.0.1", std::slice::from_ref(&a));
     ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use proto::bitfield::Bitfield;
 use proto::manifest::{ChunkSize, Manifest, ManifestRoot, hash_chunk};
-use proto::swarm::{self, Micros, PeerInfo, Role, Swarm};
+use proto::swarm::{self, Micros, PeerInfo, Swarm};
 use proto::wire::{MAX_CHUNK_BYTES, Notice};
 
 use crate::store::{ImageRecord, ImageState};
@@ -212,10 +212,5 @@ impl Image {
     /// Peers swarming on this image.
     pub(crate) fn peer_count(&self) -> usize {
         self.swarm.as_ref().map_or(self.early.len(), Swarm::peer_count)
-    }
-
-    /// The role to announce.
-    pub(crate) fn role(&self) -> Role {
-        self.swarm_cfg.role
     }
 }

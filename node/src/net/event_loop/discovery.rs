@@ -37,10 +37,7 @@ impl EventLoop {
             Err(e) => return tracing::error!(error = %e, "reading subscriptions failed"),
         };
         for id in lists {
-            let a = self.announcement(id, Role::Worker, false);
-            for (p, _) in self.trackers.clone() {
-                let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
-            }
+            self.send_to_trackers(self.announcement(id, Role::Worker, false));
         }
         self.publish_lists();
     }
@@ -75,6 +72,12 @@ impl EventLoop {
         });
     }
 
+    fn send_to_trackers(&mut self, a: Announce) {
+        for (p, _) in self.trackers.clone() {
+            let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
+        }
+    }
+
     pub(super) fn announcement(&self, image: Uuid, role: Role, complete: bool) -> Announce {
         Announce {
             image,
@@ -90,10 +93,7 @@ impl EventLoop {
         let Some(img) = self.images.get(&image) else { return };
         let now = self.now();
         let stale = img.tracker_ok.is_none_or(|t| now > t + 2 * self.cfg.announce_interval.as_micros() as u64);
-        let a = self.announcement(image, img.role(), img.have().is_full());
-        for (p, _) in self.trackers.clone() {
-            let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
-        }
+        self.send_to_trackers(self.announcement(image, self.role, img.have().is_full()));
         if stale && self.started.elapsed() > Duration::from_secs(1) {
             // No tracker answered lately: ask the DHT who provides the image.
             self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&image.as_bytes()));

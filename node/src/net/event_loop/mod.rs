@@ -87,12 +87,6 @@ enum Outbound {
     Manifest { image: Uuid, peer: u64 },
 }
 
-/// What a connected peer told us in its hello.
-#[derive(Debug, Clone, Copy)]
-struct Met {
-    info: PeerInfo,
-}
-
 pub(super) struct EventLoop {
     cfg: NodeConfig,
     site: Arc<Site>,
@@ -104,7 +98,8 @@ pub(super) struct EventLoop {
     handles: HashMap<PeerId, u64>,
     next_handle: u64,
     ids: HashMap<u64, PeerId>,
-    met: HashMap<u64, Met>,
+    /// What each connected peer said of itself in its hello.
+    met: HashMap<u64, PeerInfo>,
     trackers: Vec<(PeerId, Multiaddr)>,
     outbound: HashMap<OutboundRequestId, Outbound>,
     /// Chunk requests waiting for the state machine's decision.
@@ -677,15 +672,15 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
-                let h = self.handle(peer_id);
+                let Some(&h) = self.handles.get(&peer_id) else { return };
                 self.met.remove(&h);
+                self.inbound.retain(|k, _| k.1 != h);
                 let now = self.now();
                 let uuids: Vec<Uuid> = self.images.keys().copied().collect();
                 for u in uuids {
                     if let Some(img) = self.images.get_mut(&u) {
                         img.disconnected(now, h);
                     }
-                    self.inbound.retain(|k, _| k.1 != h);
                     self.drain(u);
                 }
                 // A peer that comes back gets a new handle, so the maps hold
@@ -736,7 +731,7 @@ impl EventLoop {
     fn on_hello(&mut self, from: PeerId, hello: Hello) {
         let h = self.handle(from);
         let info = PeerInfo { site: site_number(&hello.site), role: hello.role };
-        self.met.insert(h, Met { info });
+        self.met.insert(h, info);
         let now = self.now();
         for (uuid, bits) in hello.images {
             let Ok(bits) = bits.parse() else { continue };
@@ -791,7 +786,7 @@ impl EventLoop {
                 {
                     respond(self, ch, Response::Refused(Refusal::Busy));
                 }
-                let info = self.met.get(&h).map(|m| m.info);
+                let info = self.met.get(&h).copied();
                 let Some(img) = self.images.get_mut(&image) else { return };
                 match (notice, info) {
                     (Notice::Bitfield(b), Some(info)) => {

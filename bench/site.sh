@@ -1,0 +1,31 @@
+# Shared by the benchmark scripts (source it; needs $root and $bin):
+# an endorsed list of a random image, and hosts set up to take it.
+
+# make_site SIZE_MIB URL CHUNK_BYTES: in the current directory, a test PKI in
+# pki/, a random image and the signed list naming it in www/ (to be served
+# at URL). Sets $uuid to the image's identifier.
+make_site() {
+  local size_mib=$1 url=$2 chunk=$3
+  mkdir pki www
+  bash "$root/tests/src/pki.sh" "$PWD/pki" >/dev/null
+  head -c "$((size_mib << 20))" /dev/urandom > www/image.img
+  "$bin" list new -o list.json --cert pki/endorser.pem --title Bench --description "imageswarm benchmark" \
+    --source bench --uri "$url/list.smime" >/dev/null
+  "$bin" list add-image list.json www/image.img --uri "$url/image.img" --title Disk --image-version 1 \
+    --os Linux --osversion 12 --arch x86_64 --chunk-size "$chunk" >/dev/null
+  "$bin" list sign list.json --cert pki/endorser.pem --key pki/endorser.key -o www/list.smime >/dev/null
+  uuid=$("$bin" list show www/list.smime --json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["hv:imagelist"]["hv:images"][0]["hv:image"]["dc:identifier"])')
+}
+
+# init_host DIR URL [PREFIX...]: a data directory that trusts the test CA,
+# approves its endorser and caches the list at URL; PREFIX runs each command
+# (e.g. `ip netns exec NS`).
+init_host() {
+  local dir=$1 url=$2
+  shift 2
+  "$@" "$bin" --data-dir "$dir" init --ca-file pki/ca.pem --crl pki/crl.pem >/dev/null
+  "$@" "$bin" --data-dir "$dir" endorser add --dn "/DC=org/DC=imageswarm-test/OU=Endorsers/CN=Alice Endorser" \
+    --issuer "/DC=org/DC=imageswarm-test/CN=imageswarm Test CA" >/dev/null
+  "$@" "$bin" --data-dir "$dir" subscribe "$url/list.smime" --new-images cache >/dev/null
+}
