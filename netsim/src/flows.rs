@@ -3,8 +3,9 @@
 //! # Sharing models
 //! * [`Sharing::Local`] (the default): every node water-fills its own uplink
 //!   over its uploads and its downlink over its downloads. A flow's demand
-//!   at one end is its equal share at the other end (that link's capacity
-//!   divided by its flows); its rate is the smaller of its two allocations,
+//!   at one end is the water level at the other end as of that end's last
+//!   fill (its equal share there, or more when other flows there are held
+//!   back elsewhere); its rate is the smaller of its two allocations,
 //!   and for a cross-site flow also at most its equal share of each site's
 //!   WAN link. A node's allocations are recomputed together whenever its own
 //!   set of flows changes, so they never add up to more than its capacity:
@@ -18,13 +19,18 @@
 //!   (`tests/sharing.rs`).
 //!
 //! A flow's completion is predicted from its rate; when rates change, the
-//! bytes sent so far are settled and a new prediction is queued (stale ones
-//! are skipped by version).
+//! bytes sent so far are settled and the prediction is moved in place in an
+//! indexed priority queue, so the queue holds one entry per live flow (a
+//! change of rate at a busy node re-predicts every flow there, and stale
+//! entries left behind would outnumber the live ones many times over).
 
 use std::cmp::Reverse;
+use std::hash::BuildHasherDefault;
+
+use priority_queue::PriorityQueue;
+use rustc_hash::FxHasher;
 
 use crate::At;
-use std::collections::BinaryHeap;
 
 /// How concurrent flows share capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,9 +65,6 @@ pub struct Flow {
     up_alloc: f64,
     /// The receiver's water-filling allocation to this flow.
     down_alloc: f64,
-    /// Unique across every flow of the run, so that a stale prediction can
-    /// never match a later flow that reuses the slot.
-    version: u64,
 }
 
 impl Flow {
@@ -92,8 +95,14 @@ pub struct Flows {
     cap: Capacities,
     slots: Vec<Option<Flow>>,
     free: Vec<FlowId>,
-    due: BinaryHeap<Reverse<(At, FlowId, u64)>>,
-    versions: u64,
+    /// The sum of the rates in `slots`, kept as rates change.
+    total: f64,
+    /// Per node, the water level of its uplink and downlink at their last
+    /// fill (the capacity while idle).
+    up_level: Vec<f64>,
+    down_level: Vec<f64>,
+    /// Predicted completion per live flow with a rate; ties go to the lower id.
+    due: PriorityQueue<FlowId, Reverse<(At, FlowId)>, BuildHasherDefault<FxHasher>>,
     up: Vec<Vec<FlowId>>,
     down: Vec<Vec<FlowId>>,
     wan_out: Vec<Vec<FlowId>>,
@@ -104,13 +113,16 @@ impl Flows {
     /// No flows yet.
     pub fn new(cap: Capacities, sharing: Sharing) -> Self {
         let (n, s) = (cap.up.len(), cap.wan_in.len());
+        let (up_level, down_level) = (cap.up.clone(), cap.down.clone());
         Self {
             sharing,
             cap,
             slots: Vec::new(),
             free: Vec::new(),
-            due: BinaryHeap::new(),
-            versions: 0,
+            total: 0.0,
+            up_level,
+            down_level,
+            due: PriorityQueue::with_hasher(BuildHasherDefault::default()),
             up: vec![Vec::new(); n],
             down: vec![Vec::new(); n],
             wan_out: vec![Vec::new(); s],
@@ -131,7 +143,6 @@ impl Flows {
             last: now,
             up_alloc: 0.0,
             down_alloc: 0.0,
-            version: 0,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -157,6 +168,8 @@ impl Flows {
     pub fn remove(&mut self, now: f64, id: FlowId) -> Option<Flow> {
         let flow = self.slots.get_mut(id as usize)?.take()?;
         self.free.push(id);
+        self.due.remove(&id);
+        self.total -= flow.rate;
         let drop_id = |v: &mut Vec<FlowId>| {
             if let Some(p) = v.iter().position(|&x| x == id) {
                 v.swap_remove(p);
@@ -172,17 +185,9 @@ impl Flows {
         Some(flow)
     }
 
-    /// The earliest predicted completion, skipping stale predictions.
-    pub fn next_due(&mut self) -> Option<(f64, FlowId)> {
-        while let Some(&Reverse((At(t), id, v))) = self.due.peek() {
-            match self.slots.get(id as usize).and_then(Option::as_ref) {
-                Some(f) if f.version == v => return Some((t, id)),
-                _ => {
-                    self.due.pop();
-                }
-            }
-        }
-        None
+    /// The earliest predicted completion.
+    pub fn next_due(&self) -> Option<(f64, FlowId)> {
+        self.due.peek().map(|(&id, &Reverse((At(t), _)))| (t, id))
     }
 
     /// A flow in progress.
@@ -200,6 +205,16 @@ impl Flows {
     /// The current rate of a flow, bytes per second.
     pub fn rate(&self, id: FlowId) -> Option<f64> {
         self.get(id).map(|f| f.rate)
+    }
+
+    /// The sum of every flow's rate, bytes per second.
+    pub fn total_rate(&self) -> f64 {
+        self.total
+    }
+
+    /// A node's download capacity, bytes per second.
+    pub fn capacity_down(&self, node: u32) -> f64 {
+        self.cap.down[node as usize]
     }
 
     /// Flows in progress.
@@ -240,7 +255,9 @@ impl Flows {
     }
 
     /// Water-fills `node`'s uplink (`up`) or downlink over its flows, each
-    /// demanding its equal share at the other end.
+    /// demanding the water level at its other end (what a flow could get
+    /// there: more than the equal share when other flows there are held back
+    /// elsewhere), then records this link's own level.
     fn fill(&mut self, node: u32, up: bool) {
         let ids = if up { &self.up[node as usize] } else { &self.down[node as usize] };
         let cap = if up { self.cap.up[node as usize] } else { self.cap.down[node as usize] };
@@ -248,20 +265,18 @@ impl Flows {
             .iter()
             .filter_map(|&id| {
                 let f = self.get(id)?;
-                let other = if up {
-                    Self::share(self.cap.down[f.to as usize], self.down[f.to as usize].len())
-                } else {
-                    Self::share(self.cap.up[f.from as usize], self.up[f.from as usize].len())
-                };
+                let other = if up { self.down_level[f.to as usize] } else { self.up_level[f.from as usize] };
                 Some((other, id))
             })
             .collect();
         demands.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut left = cap;
         let n = demands.len();
+        let mut largest = 0.0;
         for (i, (demand, id)) in demands.into_iter().enumerate() {
             let alloc = demand.min(left / (n - i) as f64);
             left -= alloc;
+            largest = alloc;
             if let Some(f) = self.slots.get_mut(id as usize).and_then(Option::as_mut) {
                 if up {
                     f.up_alloc = alloc;
@@ -269,6 +284,14 @@ impl Flows {
                     f.down_alloc = alloc;
                 }
             }
+        }
+        // The most one more flow's worth could reach here: the fair level
+        // when it binds, else the largest allocation plus what is spare.
+        let level = largest + left.max(0.0);
+        if up {
+            self.up_level[node as usize] = level;
+        } else {
+            self.down_level[node as usize] = level;
         }
     }
 
@@ -291,15 +314,16 @@ impl Flows {
         };
         f.left = (f.left - f.rate * (now - f.last)).max(0.0);
         f.last = now;
-        if f.rate == rate && f.version > 0 {
+        if f.rate == rate && self.due.get(&id).is_some() {
             return;
         }
+        self.total += rate - f.rate;
         f.rate = rate;
-        self.versions += 1;
-        f.version = self.versions;
         let t = if rate > 0.0 { now + f.left / rate } else { f64::INFINITY };
         if t.is_finite() {
-            self.due.push(Reverse((At(t), id, f.version)));
+            self.due.push(id, Reverse((At(t), id)));
+        } else {
+            self.due.remove(&id);
         }
     }
 

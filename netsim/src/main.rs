@@ -42,7 +42,8 @@ enum Command {
         /// <scenario>.svg in the current directory).
         #[arg(long)]
         svg: Option<PathBuf>,
-        /// Skip the random-peer baseline (it costs as much as the main run).
+        /// Skip the random-peer baseline (it runs beside the main run, on a
+        /// second core, and costs about as much).
         #[arg(long)]
         no_random_baseline: bool,
         /// Share capacity max-min fairly, recomputed globally (exact; for
@@ -63,6 +64,10 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    // Progress of long runs goes to stderr; stdout carries the report.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let Command::Run { scenario, seed, csv, svg, no_random_baseline, exact } = Cli::parse().command;
     let mut s = Scenario::load(&scenario)?;
     if let Some(seed) = seed {
@@ -90,31 +95,40 @@ fn run() -> anyhow::Result<()> {
 
     let central = report::central(&s)?;
     println!("baseline central HTTP:  {}", Summary::of(&central, t_min, image).fields());
-    let random = if no_random_baseline {
-        None
-    } else {
-        let opt = Options {
-            picker: PickerMode::Random,
-            locality: false,
-            master_policy: false,
-            sharing,
-            ..Options::default()
-        };
+    // The random baseline and imageswarm's run are independent: they run
+    // side by side, one core each.
+    let timed = |opt: &Options| {
         let started = Instant::now();
-        let o = sim::simulate(&s, &opt, t_min)?;
-        let sum = Summary::of(&o, t_min, image);
-        println!(
-            "baseline random peer:   {}  ({} of {} done, {:.1} s wall)",
-            sum.fields(),
-            sum.completed,
-            sum.nodes,
-            started.elapsed().as_secs_f64()
-        );
-        Some(o)
+        sim::simulate(&s, opt, t_min).map(|o| (o, started.elapsed().as_secs_f64()))
     };
-    let started = Instant::now();
-    let ours = sim::simulate(&s, &Options { sharing, ..Options::default() }, t_min)?;
-    let wall = started.elapsed().as_secs_f64();
+    let baseline = Options {
+        name: "random peer",
+        picker: PickerMode::Random,
+        locality: false,
+        master_policy: false,
+        sharing,
+        ..Options::default()
+    };
+    let (random, ours) = std::thread::scope(|scope| {
+        let random = (!no_random_baseline).then(|| scope.spawn(|| timed(&baseline)));
+        let ours = timed(&Options { sharing, ..Options::default() });
+        let random = random.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).transpose();
+        (random, ours)
+    });
+    let random = match random? {
+        Some((o, wall)) => {
+            let sum = Summary::of(&o, t_min, image);
+            println!(
+                "baseline random peer:   {}  ({} of {} done, {wall:.1} s wall)",
+                sum.fields(),
+                sum.completed,
+                sum.nodes
+            );
+            Some(o)
+        }
+        None => None,
+    };
+    let (ours, wall) = ours?;
     let sum = Summary::of(&ours, t_min, image);
     println!(
         "imageswarm:             {}  ({} of {} done, {} events, {wall:.1} s wall)",
@@ -123,6 +137,8 @@ fn run() -> anyhow::Result<()> {
         sum.nodes,
         ours.events
     );
+    let uses: Vec<String> = ours.download_use.iter().map(|u| format!("{:.0}%", 100.0 * u)).collect();
+    println!("imageswarm download use per tenth of the bound: {}", uses.join(" "));
     let malicious = ours.nodes.iter().filter(|n| n.malicious).count();
     if malicious > 0 {
         println!(

@@ -161,6 +161,8 @@ pub fn central(s: &Scenario) -> Result<Outcome, Error> {
         max_corrupt_per_pair: 0,
         events,
         end,
+        // Not tracked for the baseline: its downlinks idle on the masters.
+        download_use: Vec::new(),
     })
 }
 

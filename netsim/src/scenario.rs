@@ -118,21 +118,24 @@ pub struct Swarm {
     pub request_timeout_ms: u64,
 }
 
+/// Topology is the simulator's own; every other default is the node's, so
+/// a scenario without a `[swarm]` table simulates what ships.
 impl Default for Swarm {
     fn default() -> Self {
+        let node = proto::swarm::Config::default();
         Self {
             degree: 12,
             master_peers: 64,
             gateway_peers: 4,
-            pipeline: 2,
-            max_inflight: 16,
-            cross_site_pipeline: 8,
-            upload_slots: 8,
-            master_slots: 8,
-            max_queue: 16,
-            random_first: 4,
-            master_copies: 1,
-            request_timeout_ms: 10_000,
+            pipeline: node.pipeline,
+            max_inflight: node.max_inflight,
+            cross_site_pipeline: node.cross_site_pipeline,
+            upload_slots: node.upload.slots,
+            master_slots: node.upload.slots,
+            max_queue: node.upload.max_queue,
+            random_first: node.random_first,
+            master_copies: node.upload.master_copies,
+            request_timeout_ms: node.request_timeout / 1000,
         }
     }
 }

@@ -23,9 +23,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
 
 use proto::bitfield::Bitfield;
 use proto::swarm::{Action, Config, Message, PeerInfo, PickerMode, Role, Stripe, Swarm, UploadPolicy};
+use tracing::info;
 
 use crate::flows::{Capacities, FlowId, Flows, Sharing};
 use crate::scenario::Scenario;
@@ -34,6 +36,8 @@ use crate::{At, Error, Rng};
 /// How a run differs from the scenario's defaults (for baselines and checks).
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// What progress reports call the run.
+    pub name: &'static str,
     /// Chunk choice.
     pub picker: PickerMode,
     /// Same-site preference, cross-site rules, and site-local topology.
@@ -49,6 +53,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            name: "imageswarm",
             picker: PickerMode::RarestFirst,
             locality: true,
             master_policy: true,
@@ -76,6 +81,9 @@ pub struct Outcome {
     pub events: u64,
     /// Simulated time at the end.
     pub end: f64,
+    /// Per tenth of the bound: the bytes delivered over the hosts' total
+    /// download capacity (1.0 is every downlink full the whole time).
+    pub download_use: Vec<f64>,
 }
 
 /// One node's result.
@@ -146,19 +154,26 @@ struct Sim<'a> {
     corrupt: BTreeMap<(u32, u32), u32>,
     processed: u64,
     honest_left: usize,
+    /// Bytes delivered per tenth of the bound (all flows, complete or not).
+    delivered: Vec<f64>,
+    tenth: f64,
 }
 
 /// Runs a scenario once.
 pub fn simulate(s: &Scenario, opt: &Options, bound: f64) -> Result<Outcome, Error> {
-    let mut sim = Sim::build(s, opt.clone())?;
-    sim.run(bound * opt.time_limit);
+    let mut sim = Sim::build(s, opt.clone(), bound)?;
+    sim.run(bound * opt.time_limit, bound);
     Ok(sim.outcome())
 }
 
 const GBIT: f64 = 1e9 / 8.0;
 
+/// Progress is logged at most this often, checked every `PROGRESS_EVERY` events.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+const PROGRESS_EVERY: u64 = 1 << 16;
+
 impl<'a> Sim<'a> {
-    fn build(s: &'a Scenario, opt: Options) -> Result<Self, Error> {
+    fn build(s: &'a Scenario, opt: Options, bound: f64) -> Result<Self, Error> {
         let size = s.image_bytes()?;
         let chunk = s.chunk_bytes()?;
         let chunks = u32::try_from(size.div_ceil(chunk)).map_err(|_| Error::Scenario("too many chunks".into()))?;
@@ -238,6 +253,8 @@ impl<'a> Sim<'a> {
             corrupt: BTreeMap::new(),
             processed: 0,
             honest_left: 0,
+            delivered: Vec::new(),
+            tenth: bound / 10.0,
             opt,
             nodes,
         };
@@ -332,8 +349,21 @@ impl<'a> Sim<'a> {
         self.dirty.push(b);
     }
 
-    fn run(&mut self, limit: f64) {
+    fn run(&mut self, limit: f64, bound: f64) {
+        let mut last_report = Instant::now();
         while self.honest_left > 0 {
+            if self.processed % PROGRESS_EVERY == 0 && last_report.elapsed() >= PROGRESS_INTERVAL {
+                last_report = Instant::now();
+                let total = self.nodes.iter().filter(|n| n.info.role != Role::Master && !n.malicious).count();
+                info!(
+                    "{}: simulated {:.3} s ({:.2}x the bound): {} of {total} hosts done, {} events",
+                    self.opt.name,
+                    self.t,
+                    self.t / bound,
+                    total - self.honest_left,
+                    self.processed
+                );
+            }
             let flow = self.flows.next_due().map(|(t, _)| t);
             let ev = self.events.peek().map(|Reverse((At(t), _, _))| *t);
             let lan = self.lan.front().map(|m| m.at);
@@ -343,7 +373,7 @@ impl<'a> Sim<'a> {
             if next > limit {
                 break;
             }
-            self.t = next.max(self.t);
+            self.advance(next.max(self.t));
             self.processed += 1;
             if flow == Some(next) {
                 if let Some((_, id)) = self.flows.next_due() {
@@ -361,6 +391,22 @@ impl<'a> Sim<'a> {
                 self.deliver(m);
             }
             self.settle();
+        }
+    }
+
+    /// Moves the clock to `t`, crediting the bytes the flows carried meanwhile
+    /// to the tenths of the bound they fall in.
+    fn advance(&mut self, t: f64) {
+        let rate = self.flows.total_rate();
+        while self.t < t {
+            let tenth = (self.t / self.tenth) as usize;
+            let until = t.min((tenth + 1) as f64 * self.tenth).max(self.t);
+            if self.delivered.len() <= tenth {
+                self.delivered.resize(tenth + 1, 0.0);
+            }
+            self.delivered[tenth] += rate * (until - self.t);
+            // Guards against a step that rounding would leave at zero length.
+            self.t = if until > self.t { until } else { t };
         }
     }
 
@@ -572,6 +618,13 @@ impl<'a> Sim<'a> {
             max_corrupt_per_pair: self.corrupt.values().copied().max().unwrap_or(0),
             events: self.processed,
             end: self.t,
+            download_use: {
+                let capacity: f64 = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].info.role != Role::Master)
+                    .map(|i| self.flows.capacity_down(i as u32))
+                    .sum();
+                self.delivered.iter().map(|b| b / (capacity * self.tenth)).collect()
+            },
         }
     }
 }

@@ -49,6 +49,17 @@ impl Bitfield {
         &self.bytes
     }
 
+    /// The set 64 chunks at a time: word `w` holds chunks `64 w ..` from its
+    /// most significant bit down (the byte order read as big-endian), the
+    /// last word padded with zeros. For scans that combine several sets.
+    pub fn words(&self) -> impl Iterator<Item = u64> + '_ {
+        self.bytes.chunks(8).map(|c| {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            u64::from_be_bytes(w)
+        })
+    }
+
     /// How many chunks the set ranges over.
     pub fn len(&self) -> u32 {
         self.len
@@ -143,6 +154,12 @@ mod tests {
             for i in 0..len {
                 prop_assert_eq!(b.get(i), bits.contains(&i));
             }
+            let from_words: Vec<u32> = b
+                .words()
+                .enumerate()
+                .flat_map(|(w, word)| (0..64).filter(move |k| word & (1u64 << (63 - k)) != 0).map(move |k| w as u32 * 64 + k))
+                .collect();
+            prop_assert_eq!(from_words, (0..len).filter(|&i| b.get(i)).collect::<Vec<_>>());
         }
     }
 }

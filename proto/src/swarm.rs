@@ -19,7 +19,10 @@
 //! * **Downloading**: up to `pipeline` requests in flight per peer, chunks
 //!   chosen by [`picker`] (random first chunks, then rarest first; endgame
 //!   duplicates at the end; slow requests time out and go elsewhere).
-//!   Same-site peers are asked first.
+//!   Same-site peers are asked first; among peers of one rank, each fill
+//!   starts one peer further on, so that every node does not ask the same
+//!   first-connected peers (in netsim that alone took the hosts' download
+//!   use from 74 % to 82 % of capacity).
 //! * **Locality**: a worker exchanges chunks only with peers of its own site;
 //!   only gateways and masters fetch across sites, and only from each other.
 //! * **Serving**: see [`upload`]: `upload_slots` concurrent uploads, a
@@ -33,7 +36,8 @@ mod picker;
 mod rng;
 mod upload;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 pub use picker::PickerMode;
@@ -211,11 +215,20 @@ pub(crate) struct PeerState {
     pub(crate) exhausted: bool,
     /// No requests to this peer before this time.
     pub(crate) paused_until: Micros,
+    /// When a pause or refusal of this peer ends next, as queued in
+    /// [`Swarm`]'s wake-ups (a queued entry with another time is stale).
+    pub(crate) wake: Option<Micros>,
 }
 
 impl PeerState {
     pub(crate) fn refused_until(&self, c: ChunkIndex) -> Micros {
         self.refused.iter().find(|(x, _)| *x == c).map_or(0, |(_, t)| *t)
+    }
+
+    /// The next moment after `now` that a pause or a refusal ends.
+    fn next_end(&self, now: Micros) -> Option<Micros> {
+        let refusals = self.refused.iter().map(|&(_, until)| until);
+        refusals.chain([self.paused_until]).filter(|&t| t > now).min()
     }
 }
 
@@ -255,15 +268,19 @@ pub struct Swarm {
     /// masters; within a group by connection order. Kept on connect and
     /// disconnect, so filling never sorts.
     order: Vec<PeerId>,
+    /// Advances on every fill, to rotate where it starts.
+    fill_turn: u32,
     uploads: upload::Uploads,
     actions: VecDeque<Action>,
     rng: Rng,
     stats: Stats,
     completed: bool,
-    /// No deadline is earlier than this (it may be early, never late).
-    next_deadline: Option<Micros>,
-    /// When [`Swarm::handle_timeout`] last ran.
-    last_timeout: Micros,
+    /// Peers whose pause or refusal ends at a time: the peer may have
+    /// candidates again then. One live entry per peer (see
+    /// [`PeerState::wake`]), plus stale ones until their time comes.
+    wakes: BinaryHeap<Reverse<(Micros, PeerId)>>,
+    /// No request times out before this (it may be early, never late).
+    request_deadline: Option<Micros>,
 }
 
 const NOT_MISSING: u32 = u32::MAX;
@@ -315,11 +332,12 @@ impl Swarm {
             availability: vec![0; n as usize],
             peers: HashMap::default(),
             order: Vec::new(),
+            fill_turn: 0,
             actions: VecDeque::new(),
             stats: Stats::default(),
             completed,
-            next_deadline: None,
-            last_timeout: 0,
+            wakes: BinaryHeap::new(),
+            request_deadline: None,
         }
     }
 
@@ -337,6 +355,7 @@ impl Swarm {
                 refused: Vec::new(),
                 exhausted: false,
                 paused_until: 0,
+                wake: None,
             },
         );
         self.order.retain(|&id| id != peer);
@@ -353,6 +372,10 @@ impl Swarm {
             (_, true) => 1,
             (_, false) => 0,
         }
+    }
+
+    fn rank_of(&self, id: PeerId) -> u8 {
+        self.peers.get(&id).map_or(u8::MAX, |p| self.rank(p.info))
     }
 
     /// The connection to `peer` is gone (closed, failed, or banned).
@@ -460,31 +483,54 @@ impl Swarm {
         self.start_uploads();
     }
 
-    /// Timers: requests that waited too long go elsewhere.
+    /// Timers: a peer whose pause or refusal ended may be asked again, and
+    /// requests that waited too long go elsewhere. Costs the peers due, plus
+    /// a sweep of every request only when one may have timed out.
     pub fn handle_timeout(&mut self, now: Micros) {
+        let backoff = self.cfg.refusal_backoff;
+        while let Some(&Reverse((at, id))) = self.wakes.peek() {
+            if at > now {
+                break;
+            }
+            self.wakes.pop();
+            let Some(p) = self.peers.get_mut(&id).filter(|p| p.wake == Some(at)) else {
+                continue;
+            };
+            p.exhausted = false;
+            // Refusals are remembered (masters' insistence rule) for a while.
+            let have = &self.have;
+            p.refused.retain(|&(c, until)| !have.get(c) && until + 16 * backoff > now);
+            p.wake = p.next_end(now);
+            if let Some(t) = p.wake {
+                self.wakes.push(Reverse((t, id)));
+            }
+        }
+        if self.request_deadline.is_some_and(|d| d <= now) {
+            self.expire_requests(now);
+        }
+        self.fill_all(now);
+    }
+
+    /// Withdraws the requests that waited `request_timeout`.
+    fn expire_requests(&mut self, now: Micros) {
         let timeout = self.cfg.request_timeout;
         let backoff = self.cfg.refusal_backoff;
         let mut expired = Vec::new();
+        let mut next: Option<Micros> = None;
         for (&id, p) in &mut self.peers {
-            // A refusal or pause that ended since the last wake-up may have
-            // made a candidate of something again.
-            let last = self.last_timeout;
-            if p.refused.iter().any(|&(_, until)| until > last && until <= now)
-                || (p.paused_until > last && p.paused_until <= now)
-            {
-                p.exhausted = false;
-            }
-            // Refusals are remembered (masters' insistence rule) for a while.
             let have = &self.have;
             p.refused.retain(|&(c, until)| !have.get(c) && until + 16 * backoff > now);
             p.inflight.retain(|r| {
                 let late = r.sent_at + timeout <= now;
                 if late {
                     expired.push((id, r.chunk));
+                } else {
+                    next = Some(next.map_or(r.sent_at + timeout, |t| t.min(r.sent_at + timeout)));
                 }
                 !late
             });
         }
+        self.request_deadline = next;
         for (id, chunk) in expired {
             self.stats.timeouts += 1;
             self.inflight -= 1;
@@ -492,11 +538,9 @@ impl Swarm {
             if let Some(p) = self.peers.get_mut(&id) {
                 p.refused.push((chunk, now + backoff.max(timeout)));
             }
+            self.schedule_wake(id, now + backoff.max(timeout));
             self.send(id, Message::Cancel(chunk));
         }
-        self.fill_all(now);
-        self.next_deadline = self.exact_deadline(now);
-        self.last_timeout = now;
     }
 
     // ---- outputs ----
@@ -509,21 +553,23 @@ impl Swarm {
     /// When [`Swarm::handle_timeout`] must run next. It may be earlier than
     /// needed (a wake-up with nothing to do is harmless), never later.
     pub fn poll_timeout(&self) -> Option<Micros> {
-        self.next_deadline
+        let wake = self.wakes.peek().map(|Reverse((t, _))| *t);
+        [wake, self.request_deadline].into_iter().flatten().min()
     }
 
-    /// The earliest future moment something is due: a request's timeout, a
-    /// refusal's or a pause's end.
-    fn exact_deadline(&self, now: Micros) -> Option<Micros> {
-        let requests =
-            self.peers.values().flat_map(|p| p.inflight.iter().map(|r| r.sent_at + self.cfg.request_timeout));
-        let refusals = self.peers.values().flat_map(|p| p.refused.iter().map(|(_, t)| *t));
-        let pauses = self.peers.values().map(|p| p.paused_until);
-        requests.chain(refusals).chain(pauses).filter(|&t| t > now).min()
-    }
-
-    fn note_deadline(&mut self, t: Micros) {
-        self.next_deadline = Some(self.next_deadline.map_or(t, |d| d.min(t)));
+    /// Makes sure `peer` is looked at again by `t`.
+    fn schedule_wake(&mut self, peer: PeerId, t: Micros) {
+        if let Some(p) = self.peers.get_mut(&peer)
+            && p.wake.is_none_or(|w| t < w)
+        {
+            p.wake = Some(t);
+            self.wakes.push(Reverse((t, peer)));
+        }
+        // Stale entries are dropped when their time comes; should they pile
+        // up first, the queue is rebuilt from the live ones (one per peer).
+        if self.wakes.len() > 2 * self.peers.len() + 64 {
+            self.wakes = self.peers.iter().filter_map(|(&id, p)| p.wake.map(|t| Reverse((t, id)))).collect();
+        }
     }
 
     // ---- getters ----
@@ -602,9 +648,14 @@ impl Swarm {
             }
             if !exhausted {
                 self.fill_one(now, from);
-            } else if self.requested[c as usize] == 0 && self.has_room(from, now) {
-                // The peer had nothing new; now it has exactly `c`.
-                self.request(now, from, c);
+            } else if self.requested[c as usize] == 0 {
+                if self.has_room(from, now) {
+                    // The peer had nothing new; now it has exactly `c`.
+                    self.request(now, from, c);
+                } else if let Some(p) = self.peers.get_mut(&from) {
+                    // No room now: the next fill must look here again.
+                    p.exhausted = false;
+                }
             }
         }
     }
@@ -643,7 +694,7 @@ impl Swarm {
                 p.refused.push((c, until));
                 p.paused_until = pause;
             }
-            self.note_deadline(pause);
+            self.schedule_wake(from, pause);
         }
         self.fill_all(now);
     }
@@ -672,14 +723,24 @@ impl Swarm {
             return;
         }
         // Same-site peers first, then other sites, masters last (they stand
-        // back whenever a peer can serve instead). Filling never changes
-        // who is connected, so the order stays put while we walk it.
-        for i in 0..self.order.len() {
-            if self.inflight >= self.cfg.max_inflight {
-                break;
+        // back whenever a peer can serve instead). Within a rank the walk
+        // starts one place further on each time, so requests spread over the
+        // peers instead of piling onto the first ones connected. Filling
+        // never changes who is connected, so the order stays put meanwhile.
+        self.fill_turn = self.fill_turn.wrapping_add(1);
+        let mut start = 0;
+        while start < self.order.len() && self.inflight < self.cfg.max_inflight {
+            let rank = self.rank_of(self.order[start]);
+            let end = start + self.order[start..].iter().take_while(|&&id| self.rank_of(id) == rank).count();
+            let len = end - start;
+            for k in 0..len {
+                if self.inflight >= self.cfg.max_inflight {
+                    break;
+                }
+                let id = self.order[start + (k + self.fill_turn as usize) % len];
+                self.fill_one(now, id);
             }
-            let id = self.order[i];
-            self.fill_one(now, id);
+            start = end;
         }
     }
 
@@ -753,7 +814,8 @@ impl Swarm {
             // Chunks with one request become candidates for a second one.
             self.peers.values_mut().for_each(|p| p.exhausted = false);
         }
-        self.note_deadline(now + self.cfg.request_timeout);
+        let deadline = now + self.cfg.request_timeout;
+        self.request_deadline = Some(self.request_deadline.map_or(deadline, |d| d.min(deadline)));
         self.send(id, if insist { Message::Insist(chunk) } else { Message::Request(chunk) });
     }
 
@@ -778,18 +840,20 @@ impl Swarm {
 
     fn unrequest(&mut self, chunk: ChunkIndex) {
         let r = &mut self.requested[chunk as usize];
-        if *r > 0 {
-            *r -= 1;
-            if *r == 0 {
-                self.requested_distinct -= 1;
-                self.requested_mask.unset(chunk);
-                // Still missing: a candidate again wherever a peer has it.
-                if !self.have.get(chunk) {
-                    for p in self.peers.values_mut() {
-                        if p.have.get(chunk) {
-                            p.exhausted = false;
-                        }
-                    }
+        if *r == 0 {
+            return;
+        }
+        *r -= 1;
+        if *r == 0 {
+            self.requested_distinct -= 1;
+            self.requested_mask.unset(chunk);
+        }
+        // Still missing: a candidate again wherever a peer has it (with no
+        // request left, or in endgame with one fewer).
+        if !self.have.get(chunk) {
+            for p in self.peers.values_mut() {
+                if p.have.get(chunk) {
+                    p.exhausted = false;
                 }
             }
         }

@@ -5,9 +5,9 @@
 //! * After that, rarest first: among the candidates, one with the fewest
 //!   copies among this node's peers, ties broken by a per-pick random
 //!   permutation. Candidates are found a byte at a time as
-//!   `peer has ∧ ¬this node has ∧ ¬requested`, so a pick costs the image size
-//!   divided by eight plus one availability lookup per candidate, and a peer
-//!   with nothing new is dismissed in one pass.
+//!   `peer has ∧ ¬this node has ∧ ¬requested`, 64 chunks at a time, so a
+//!   pick costs the chunk count divided by 64 plus one availability lookup
+//!   per candidate, and a peer with nothing new is dismissed in one pass.
 //! * In endgame (every missing chunk already requested) a chunk may be asked
 //!   of a second peer; the first copy to arrive cancels the other.
 //! * The random baseline samples up to [`SAMPLES`] missing chunks and falls
@@ -101,32 +101,30 @@ impl View<'_> {
         best.map(|(_, _, c)| c)
     }
 
-    /// Calls `f` for every candidate, found a byte at a time. The peer's
-    /// current refusals are turned into a mask first, so a peer that refused
-    /// many chunks (a master standing back) costs one pass over its
-    /// refusals, not one per candidate.
+    /// Calls `f` for every candidate, in chunk order, found 64 chunks at a
+    /// time. The peer's current refusals are turned into a mask first, so a
+    /// peer that refused many chunks (a master standing back) costs one pass
+    /// over its refusals, not one per candidate.
     fn scan(&self, peer: &PeerState, mut f: impl FnMut(ChunkIndex)) {
-        let theirs = peer.have.as_bytes();
-        let ours = self.have.as_bytes();
-        let asked = self.requested_mask.as_bytes();
         let mut refused = Vec::new();
         for &(c, until) in &peer.refused {
             if until > self.now {
                 if refused.is_empty() {
-                    refused = vec![0u8; theirs.len()];
+                    refused = vec![0u64; (peer.have.len() as usize).div_ceil(64)];
                 }
-                if let Some(b) = refused.get_mut(c as usize / 8) {
-                    *b |= 0x80 >> (c % 8);
+                if let Some(w) = refused.get_mut(c as usize / 64) {
+                    *w |= 1 << (63 - c % 64);
                 }
             }
         }
-        for (byte, ((&t, &h), &r)) in theirs.iter().zip(ours).zip(asked).enumerate() {
-            let blocked = refused.get(byte).copied().unwrap_or(0);
+        let words = peer.have.words().zip(self.have.words()).zip(self.requested_mask.words());
+        for (i, ((t, h), r)) in words.enumerate() {
+            let blocked = refused.get(i).copied().unwrap_or(0);
             let mut wanted = if self.endgame { t & !h & !blocked } else { t & !h & !r & !blocked };
             while wanted != 0 {
                 let bit = wanted.leading_zeros();
-                wanted &= !(0x80 >> bit);
-                let c = byte as u32 * 8 + bit;
+                wanted &= !(1 << (63 - bit));
+                let c = i as u32 * 64 + bit;
                 if self.candidate_unless_refused(peer, c) {
                     f(c);
                 }

@@ -299,3 +299,44 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_have_that_arrives_while_the_pipeline_is_full_is_not_lost() {
+    let two = |chunks: &[u32]| {
+        let mut b = Bitfield::new(2);
+        chunks.iter().for_each(|&c| {
+            b.set(c);
+        });
+        b
+    };
+    let mut w = Swarm::new(Config { max_inflight: 1, ..Config::default() }, Bitfield::new(2));
+    // Peer 2 has nothing yet: one scan finds nothing there.
+    w.handle_connected(0, 2, info(0, Role::Worker));
+    w.handle_message(0, 2, Message::Bitfield(two(&[])));
+    w.handle_connected(0, 1, info(0, Role::Worker));
+    w.handle_message(0, 1, Message::Bitfield(two(&[0])));
+    assert_eq!(requests(&drain(&mut w), 1), vec![0]);
+    // Chunk 1 appears at peer 2 while the one request allowed is out.
+    w.handle_message(1, 2, Message::Have(1));
+    assert!(requests(&drain(&mut w), 2).is_empty());
+    w.handle_chunk(2, 1, 0, true);
+    assert_eq!(requests(&drain(&mut w), 2), vec![1], "peer 2 is asked once there is room");
+}
+
+#[test]
+fn an_endgame_duplicate_that_is_refused_makes_the_chunk_a_candidate_again() {
+    let mut w = Swarm::new(Config { max_inflight: 4, pipeline: 1, ..Config::default() }, Bitfield::new(1));
+    for p in 1..=3 {
+        w.handle_connected(0, p, info(0, Role::Worker));
+        w.handle_message(0, p, Message::Bitfield(Bitfield::full(1)));
+    }
+    // Endgame: the only chunk is asked of two peers; the third is not asked.
+    let acts = drain(&mut w);
+    let asked: Vec<PeerId> = (1..=3).filter(|&p| !requests(&acts, p).is_empty()).collect();
+    assert_eq!(asked.len(), 2, "{acts:?}");
+    let idle = (1..=3).find(|p| !asked.contains(p)).unwrap();
+    // One of the two refuses: the chunk has one request left, so in
+    // endgame it may go to the peer not yet asked.
+    w.handle_message(1, asked[0], Message::Reject(0));
+    assert_eq!(requests(&drain(&mut w), idle), vec![0]);
+}

@@ -10,7 +10,12 @@
 //!   (enough to fill its uplink when a peer's downlink is shared, few enough
 //!   that each transfer gets a meaningful share) and queues at most
 //!   `max_queue` more in arrival order. A request beyond that is refused at
-//!   once, so the requester asks another peer instead of waiting.
+//!   once, so the requester asks another peer instead of waiting. The queue
+//!   is short (as long as the slots): a request that waits behind a busy
+//!   uplink leaves the requester's downlink idle while other peers may have
+//!   room. In netsim (1,000 hosts, 2.5 GiB) a queue of 8 instead of 16 took
+//!   the hosts' download use from 85 % to 90 % and p50 from 1.28 to 1.15
+//!   times the bound, at 46 % more messages (the extra refusals).
 //! * **FIFO.** In a cooperative swarm a first-come queue is fair, cheap and
 //!   predictable; the requester's rarest-first picking already steers the
 //!   swarm toward what is scarce.
@@ -45,7 +50,7 @@ pub struct UploadPolicy {
 
 impl Default for UploadPolicy {
     fn default() -> Self {
-        Self { slots: 8, max_queue: 16, master_copies: 1, stripe: None }
+        Self { slots: 8, max_queue: 8, master_copies: 1, stripe: None }
     }
 }
 
