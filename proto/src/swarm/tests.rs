@@ -187,6 +187,39 @@ fn a_master_stands_back_once_a_peer_holds_the_chunk() {
     drain(&mut m);
     m.handle_message(6, 3, Message::Request(5));
     assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 3, chunk: 5 }]));
+    // Copies count per site: site 1's other gateway waits for the copy on
+    // its way there, while site 2's gateway gets the chunk from the master.
+    m.handle_connected(7, 4, info(1, Role::Gateway));
+    m.handle_connected(7, 5, info(2, Role::Gateway));
+    drain(&mut m);
+    m.handle_message(7, 4, Message::Request(5));
+    assert_eq!(drain(&mut m), vec![Action::Send { to: 4, msg: Message::Reject(5) }]);
+    m.handle_message(8, 5, Message::Request(5));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 5, chunk: 5 }]));
+}
+
+#[test]
+fn requests_from_other_sites_are_served_before_queued_local_ones() {
+    let mut g = Swarm::new(
+        Config {
+            role: Role::Gateway,
+            upload: UploadPolicy { slots: 1, ..UploadPolicy::default() },
+            ..Config::default()
+        },
+        Bitfield::full(N),
+    );
+    for (id, site) in [(1, 0), (2, 0), (3, 1)] {
+        g.handle_connected(0, id, info(site, if site == 0 { Role::Worker } else { Role::Gateway }));
+    }
+    drain(&mut g);
+    g.handle_message(1, 1, Message::Request(1));
+    g.handle_message(1, 2, Message::Request(2));
+    g.handle_message(1, 3, Message::Request(3));
+    assert!(matches!(drain(&mut g)[..], [Action::Upload { to: 1, chunk: 1 }]));
+    g.handle_upload_done(2, 1, 1);
+    assert!(matches!(drain(&mut g)[..], [Action::Upload { to: 3, chunk: 3 }]), "the other site's request goes first");
+    g.handle_upload_done(3, 3, 3);
+    assert!(matches!(drain(&mut g)[..], [Action::Upload { to: 2, chunk: 2 }]));
 }
 
 #[test]
