@@ -10,7 +10,7 @@
 //! * [`Image::check`] is the one place that decides whether received bytes
 //!   are the chunk the list vouches for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use proto::bitfield::Bitfield;
 use proto::manifest::{ChunkSize, Manifest, ManifestRoot, hash_chunk};
@@ -39,6 +39,10 @@ pub(crate) struct Image {
     manifest_tried: Vec<swarm::PeerId>,
     /// Installation is under way.
     pub(crate) installing: bool,
+    /// Verified chunks on their way to disk: the state machine learns of a
+    /// chunk only once it is stored, so a second copy (an endgame duplicate)
+    /// that arrives meanwhile is dropped here.
+    pub(crate) writing: HashSet<u32>,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     /// When a tracker last answered for this image.
@@ -76,6 +80,7 @@ impl Image {
             manifest_asked: None,
             manifest_tried: Vec::new(),
             installing: false,
+            writing: HashSet::new(),
             bytes_in: 0,
             bytes_out: 0,
             tracker_ok: None,

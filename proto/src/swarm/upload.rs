@@ -28,9 +28,9 @@
 //!   copies of the image per site however many hosts ask. A remote site's
 //!   gateways so get a site's first copy from the masters, not only from
 //!   gateways of other sites whose uplinks also serve their own site. In
-//!   netsim (3 sites of 600 hosts, 4 GiB, a 10 Gbit/s WAN per site) this and
-//!   the queue order above took p99 from 1.91 to 1.72 times the bound, at
-//!   1.99 copies of master egress instead of 1.44.
+//!   netsim (3 sites of 3,000 hosts, 10 GiB, a 10 Gbit/s WAN per site) this
+//!   and the queue order above took p99 from 1.81 to 1.67 times the bound,
+//!   at 1.94 copies of master egress instead of 1.41.
 //!   With several masters, each first serves its own stripe of chunks
 //!   (`chunk % count == index`) and takes another stripe's chunk only when
 //!   it is still unavailable `grace` after it was first asked for, so that

@@ -590,6 +590,7 @@ impl EventLoop {
             IoDone::Wrote { image, from, index, result } => {
                 let now = self.now();
                 let Some(img) = self.images.get_mut(&image) else { return };
+                img.writing.remove(&index);
                 let Some(s) = img.swarm.as_mut() else { return };
                 match result {
                     Ok(()) => {
@@ -844,6 +845,12 @@ impl EventLoop {
                     s.handle_chunk(now, h, index, true);
                     return self.drain(image);
                 }
+                if img.writing.contains(&index) {
+                    // The first copy's write will settle this request too
+                    // (the state machine cancels the duplicates it knows of).
+                    tracing::debug!(%image, index, "duplicate of a chunk being stored: dropped");
+                    return;
+                }
                 let Some(hash) = img.check(index, &data) else {
                     self.failed_chunks += 1;
                     self.metrics.chunks_failed.get_or_create(&Metrics::image(image)).inc();
@@ -852,6 +859,7 @@ impl EventLoop {
                     }
                     return self.drain(image);
                 };
+                img.writing.insert(index);
                 let (site, tx, down) = (self.site.clone(), self.io_tx.clone(), self.down.clone());
                 let path = self.site.store().paths().partial(image);
                 let rec = img.rec.clone();
