@@ -14,9 +14,6 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 size_mib=${1:-1024}
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p imageswarm-node -p imageswarm-tracker
-bin="$root/target/release/imageswarm"
-trk="$root/target/release/imageswarm-tracker"
 # shellcheck source=bench/site.sh
 source "$root/bench/site.sh"
 work=$(mktemp -d -t imageswarm-pair.XXXXXX)

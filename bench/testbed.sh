@@ -14,9 +14,6 @@ n=${1:-8}
 rate=${2:-200}
 size_mib=${3:-128}
 chunk=${4:-4194304}
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p imageswarm-node -p imageswarm-tracker
-bin="$root/target/release/imageswarm"
-trk="$root/target/release/imageswarm-tracker"
 # shellcheck source=bench/site.sh
 source "$root/bench/site.sh"
 work=$(mktemp -d -t imageswarm-testbed.XXXXXX)
