@@ -226,6 +226,13 @@ impl PeerState {
         self.refused.iter().find(|(x, _)| *x == c).map_or(0, |(_, t)| *t)
     }
 
+    /// Drops refusals of chunks now held, and those older than `16 ×
+    /// backoff`: refusals are remembered (masters' insistence rule) for a
+    /// while after they stop blocking requests.
+    fn forget_refusals(&mut self, have: &Bitfield, now: Micros, backoff: Micros) {
+        self.refused.retain(|&(c, until)| !have.get(c) && until + 16 * backoff > now);
+    }
+
     /// The next moment after `now` that a pause or a refusal ends.
     fn next_end(&self, now: Micros) -> Option<Micros> {
         let refusals = self.refused.iter().map(|&(_, until)| until);
@@ -265,10 +272,10 @@ pub struct Swarm {
     requested_mask: Bitfield,
     availability: Vec<u16>,
     peers: HashMap<PeerId, PeerState, BuildHasherDefault<IdHasher>>,
-    /// Peer ids in the order requests are filled: same site, other sites,
-    /// masters; within a group by connection order. Kept on connect and
-    /// disconnect, so filling never sorts.
-    order: Vec<PeerId>,
+    /// Peer ids with their [`Swarm::rank`], in the order requests are
+    /// filled: same site, other sites, masters; within a rank by connection
+    /// order. Kept on connect and disconnect, so filling never sorts.
+    order: Vec<(u8, PeerId)>,
     /// Advances on every fill, to rotate where it starts.
     fill_turn: u32,
     uploads: upload::Uploads,
@@ -359,10 +366,10 @@ impl Swarm {
                 wake: None,
             },
         );
-        self.order.retain(|&id| id != peer);
+        self.order.retain(|&(_, id)| id != peer);
         let rank = self.rank(info);
-        let at = self.order.iter().position(|id| self.peers.get(id).is_some_and(|p| self.rank(p.info) > rank));
-        self.order.insert(at.unwrap_or(self.order.len()), peer);
+        let at = self.order.iter().position(|&(r, _)| r > rank);
+        self.order.insert(at.unwrap_or(self.order.len()), (rank, peer));
         self.send(peer, Message::Bitfield(self.have.clone()));
     }
 
@@ -375,16 +382,12 @@ impl Swarm {
         }
     }
 
-    fn rank_of(&self, id: PeerId) -> u8 {
-        self.peers.get(&id).map_or(u8::MAX, |p| self.rank(p.info))
-    }
-
     /// The connection to `peer` is gone (closed, failed, or banned).
     pub fn handle_disconnected(&mut self, now: Micros, peer: PeerId) {
         let Some(state) = self.peers.remove(&peer) else {
             return;
         };
-        self.order.retain(|&id| id != peer);
+        self.order.retain(|&(_, id)| id != peer);
         for c in 0..state.have.len() {
             if state.have.get(c) {
                 self.change_availability(c, -1);
@@ -465,7 +468,7 @@ impl Swarm {
         let tell: Vec<PeerId> = self
             .order
             .iter()
-            .copied()
+            .map(|&(_, id)| id)
             .filter(|id| self.peers.get(id).is_some_and(|p| !p.have.get(chunk) || p.info.role == Role::Master))
             .collect();
         for p in tell {
@@ -498,9 +501,7 @@ impl Swarm {
                 continue;
             };
             p.exhausted = false;
-            // Refusals are remembered (masters' insistence rule) for a while.
-            let have = &self.have;
-            p.refused.retain(|&(c, until)| !have.get(c) && until + 16 * backoff > now);
+            p.forget_refusals(&self.have, now, backoff);
             p.wake = p.next_end(now);
             if let Some(t) = p.wake {
                 self.wakes.push(Reverse((t, id)));
@@ -519,8 +520,7 @@ impl Swarm {
         let mut expired = Vec::new();
         let mut next: Option<Micros> = None;
         for (&id, p) in &mut self.peers {
-            let have = &self.have;
-            p.refused.retain(|&(c, until)| !have.get(c) && until + 16 * backoff > now);
+            p.forget_refusals(&self.have, now, backoff);
             p.inflight.retain(|r| {
                 let late = r.sent_at + timeout <= now;
                 if late {
@@ -733,17 +733,16 @@ impl Swarm {
         self.fill_turn = self.fill_turn.wrapping_add(1);
         let mut start = 0;
         while start < self.order.len() && self.inflight < self.cfg.max_inflight {
-            let rank = self.rank_of(self.order[start]);
-            let end = start + self.order[start..].iter().take_while(|&&id| self.rank_of(id) == rank).count();
-            let len = end - start;
+            let rank = self.order[start].0;
+            let len = self.order[start..].iter().take_while(|&&(r, _)| r == rank).count();
             for k in 0..len {
                 if self.inflight >= self.cfg.max_inflight {
                     break;
                 }
-                let id = self.order[start + (k + self.fill_turn as usize) % len];
+                let (_, id) = self.order[start + (k + self.fill_turn as usize) % len];
                 self.fill_one(now, id);
             }
-            start = end;
+            start += len;
         }
     }
 
