@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    few_malloc_arenas();
     let raw: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
@@ -17,5 +18,19 @@ fn main() -> ExitCode {
             cli::report_error(&e);
             ExitCode::from(2)
         }
+    }
+}
+
+/// Chunk buffers (4 MiB by default, one per request in flight) are
+/// allocated on several threads, and glibc gives each thread an arena of
+/// its own that keeps what was freed in it: a worker's peak RSS reached
+/// 89–102 MiB on a 1 GiB image with the default arenas, 64 MiB with one
+/// and 65–81 MiB with two (bench/pair.sh), which keep lock contention low.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings, and runs before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

@@ -2,14 +2,22 @@
 //! names it speaks.
 //!
 //! # Contract
-//! * TCP + Noise + Yamux always; QUIC in addition when asked. Yamux's
-//!   receive window holds a whole chunk, so a 4 MiB response does not stall
-//!   on window updates every 256 KiB.
+//! * TCP + Noise + Yamux always; QUIC in addition when asked.
+//! * Data waits in the sending process, not in socket buffers: yamux 0.13
+//!   (libp2p's default) writes to the socket only when it can take more,
+//!   and each TCP socket holds at most [`UNSENT_BYTES`] not yet sent. So a
+//!   response counts as sent about when it has left the host, and a node's
+//!   upload slots decide who gets its uplink. Without this, the kernel took
+//!   several MiB per connection and a master started dozens of chunks at
+//!   once, each at a sliver of its link (the testbed went from 2.1× to
+//!   1.6× the bound; docs/BENCHMARKS.md).
 //! * A process keeps its key (and so its peer id) in one file across
 //!   restarts: [`load_or_create_key`].
 
 use std::time::Duration;
 
+use libp2p::core::Transport;
+use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, identify, noise, tcp, yamux};
@@ -25,16 +33,16 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/kad/1"
 /// What identify reports.
 pub const AGENT: &str = concat!("imageswarm/", env!("CARGO_PKG_VERSION"));
 
-/// Yamux tuned for bulk data.
-pub fn yamux_config() -> yamux::Config {
-    let mut c = yamux::Config::default();
-    #[allow(deprecated)]
-    {
-        c.set_receive_window_size(16 << 20);
-        c.set_max_buffer_size(16 << 20);
+/// The most bytes a TCP socket holds that it has not sent yet
+/// (`TCP_NOTSENT_LOWAT`); on top of them, only what is in flight.
+pub const UNSENT_BYTES: u32 = 128 << 10;
+
+/// Caps the unsent bytes a socket holds. Where the option is missing the
+/// connection works as before, with the kernel's buffers.
+fn limit_unsent(stream: &tcp::tokio::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(&stream.0).set_tcp_notsent_lowat(UNSENT_BYTES) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
     }
-    c.set_max_num_streams(512);
-    c
 }
 
 /// identify as every imageswarm process runs it.
@@ -52,15 +60,25 @@ pub fn build_swarm<B: NetworkBehaviour>(
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<libp2p::Swarm<B>> {
     let net = |e: &dyn std::fmt::Display| Error::Net(format!("building the transport: {e}"));
-    let builder = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)
-        .map_err(|e| net(&e))?;
+    let tcp = |key: &Keypair| -> std::result::Result<_, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+            .map(|stream, _| {
+                limit_unsent(&stream);
+                stream
+            })
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise::Config::new(key)?)
+            .multiplex(yamux::Config::default())
+            .timeout(Duration::from_secs(10)))
+    };
+    let builder = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(120));
     let swarm = if quic {
-        builder.with_quic().with_behaviour(|k| behaviour(k)).map_err(|e| net(&e))?.with_swarm_config(idle).build()
+        let b = builder.with_quic().with_other_transport(tcp).map_err(|e| net(&e))?;
+        b.with_behaviour(|k| behaviour(k)).map_err(|e| net(&e))?.with_swarm_config(idle).build()
     } else {
-        builder.with_behaviour(|k| behaviour(k)).map_err(|e| net(&e))?.with_swarm_config(idle).build()
+        let b = builder.with_other_transport(tcp).map_err(|e| net(&e))?;
+        b.with_behaviour(|k| behaviour(k)).map_err(|e| net(&e))?.with_swarm_config(idle).build()
     };
     Ok(swarm)
 }

@@ -459,11 +459,13 @@ impl EventLoop {
         match msg {
             Message::Request(index) | Message::Insist(index) => {
                 let insist = matches!(msg, Message::Insist(_));
+                tracing::trace!(%image, index, %peer, insist, "chunk requested");
                 let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Chunk { image, index, insist });
                 self.outbound.insert(id, Outbound::Chunk { image, peer: to, index });
             }
             Message::Reject(index) => {
                 if let Some((_, ch)) = self.inbound.remove(&(image, to, index)) {
+                    tracing::trace!(%image, index, %peer, "request refused");
                     let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(Refusal::Busy));
                 }
             }
@@ -487,16 +489,15 @@ impl EventLoop {
             self.upload_done(image, to, index);
             return;
         };
-        let path = if img.is_available() {
-            self.site.store().paths().image(image)
-        } else {
-            self.site.store().paths().partial(image)
-        };
+        let paths = self.site.store().paths();
+        let installed = paths.image(image);
+        let path = if img.is_available() { installed.clone() } else { paths.partial(image) };
         let offset = u64::from(index) * img.rec.chunk_size;
         let len = img.rec.chunk_size.min(img.rec.size.saturating_sub(offset));
         let (tx, up, egress) = (self.io_tx.clone(), self.up.clone(), self.egress.clone());
         tokio::spawn(async move {
-            let data = tokio::task::spawn_blocking(move || read_at(&path, offset, len))
+            // The partial image may be installed (renamed) before the read.
+            let data = tokio::task::spawn_blocking(move || crate::fsutil::read_at(&path, &installed, offset, len))
                 .await
                 .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
             if let Ok(d) = &data {
@@ -561,6 +562,7 @@ impl EventLoop {
                 match data {
                     Ok(d) if self.images.contains_key(&image) => {
                         let n = d.len() as u64;
+                        tracing::trace!(%image, index, peer = %to, "upload started");
                         if self.swarm.behaviour_mut().peer.send_response(channel, Response::Chunk(d)).is_ok() {
                             if let Some(img) = self.images.get_mut(&image) {
                                 img.bytes_out += n;
@@ -594,6 +596,7 @@ impl EventLoop {
                 let Some(s) = img.swarm.as_mut() else { return };
                 match result {
                     Ok(()) => {
+                        tracing::trace!(%image, index, "chunk stored");
                         s.handle_chunk(now, from, index, true);
                         self.metrics.chunks_verified.get_or_create(&Metrics::image(image)).inc();
                     }
@@ -762,6 +765,7 @@ impl EventLoop {
             }
             Event::ResponseSent { request_id, .. } | Event::InboundFailure { request_id, .. } => {
                 if let Some((image, h, index)) = self.uploads.remove(&request_id) {
+                    tracing::trace!(%image, index, "upload ended");
                     self.upload_done(image, h, index);
                 }
             }
@@ -838,6 +842,7 @@ impl EventLoop {
             (Outbound::Chunk { image, peer: h, index }, Response::Chunk(data)) => {
                 let Some(img) = self.images.get_mut(&image) else { return };
                 let n = data.len() as u64;
+                tracing::trace!(%image, index, %peer, bytes = n, "chunk received");
                 img.bytes_in += n;
                 self.metrics.bytes_in.get_or_create(&Metrics::image(image)).inc_by(n);
                 let Some(s) = img.swarm.as_mut() else { return };
@@ -876,6 +881,7 @@ impl EventLoop {
                 });
             }
             (Outbound::Chunk { image, peer: h, index }, _) => {
+                tracing::trace!(%image, index, %peer, "chunk refused");
                 if let Some(s) = self.images.get_mut(&image).and_then(|i| i.swarm.as_mut()) {
                     s.handle_message(now, h, Message::Reject(index));
                 }
@@ -955,12 +961,4 @@ async fn sleep_until(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
-}
-
-fn read_at(path: &std::path::Path, offset: u64, len: u64) -> Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path).map_err(Error::io("opening", path))?;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact_at(&mut buf, offset).map_err(Error::io("reading", path))?;
-    Ok(buf)
 }
