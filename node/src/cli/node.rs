@@ -74,7 +74,8 @@ pub(crate) struct NodeArgs {
     /// Most connected peers.
     #[arg(long, value_name = "N")]
     max_peers: Option<usize>,
-    /// Chunk requests in flight per peer (default 8).
+    /// Chunk requests in flight per peer (default 2; more suits a node
+    /// with a single source).
     #[arg(long, value_name = "N")]
     pipeline: Option<u32>,
     /// Read settings from this TOML file (flags override it).

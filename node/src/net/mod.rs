@@ -81,6 +81,9 @@ pub struct NodeConfig {
     /// Most peers to keep connections to per image.
     pub max_peers: usize,
     /// Chunk requests in flight per peer (the state machine's pipeline).
+    /// The state machine's default, 2: deeper pipelines pile a node's
+    /// requests onto its first few peers (docs/BENCHMARKS.md, the testbed).
+    /// A node with a single source gains from more.
     pub pipeline: u32,
 }
 
@@ -106,7 +109,7 @@ impl NodeConfig {
             ban: Duration::from_secs(3600),
             limits: Limits::default(),
             max_peers: 64,
-            pipeline: 8,
+            pipeline: proto::swarm::Config::default().pipeline,
         }
     }
 }
