@@ -116,6 +116,10 @@ pub struct Swarm {
     pub master_copies: u16,
     /// Request timeout, ms.
     pub request_timeout_ms: u64,
+    /// How long a peer that refused a chunk is not asked for it again, ms.
+    pub refusal_backoff_ms: f64,
+    /// How long a peer that refused anything is not asked at all, ms.
+    pub refusal_pause_ms: f64,
 }
 
 /// Topology is the simulator's own; every other default is the node's, so
@@ -136,6 +140,8 @@ impl Default for Swarm {
             random_first: node.random_first,
             master_copies: node.upload.master_copies,
             request_timeout_ms: node.request_timeout / 1000,
+            refusal_backoff_ms: node.refusal_backoff as f64 / 1000.0,
+            refusal_pause_ms: node.refusal_pause as f64 / 1000.0,
         }
     }
 }
