@@ -101,3 +101,22 @@ pub fn load_or_create_key(path: &std::path::Path) -> Result<Keypair> {
         Err(e) => Err(Error::Key(format!("reading {}: {e}", path.display()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn tcp_sockets_hold_little_unsent_data() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (dialed, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (dialed, _accepted) = (tcp::tokio::TcpStream(dialed.unwrap()), accepted.unwrap());
+        let sock = socket2::SockRef::from(&dialed.0);
+        assert_ne!(sock.tcp_notsent_lowat().unwrap(), UNSENT_BYTES, "the kernel's default differs");
+        limit_unsent(&dialed);
+        assert_eq!(sock.tcp_notsent_lowat().unwrap(), UNSENT_BYTES);
+    }
+}
