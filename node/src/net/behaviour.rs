@@ -63,6 +63,15 @@ pub(super) fn lists_topic() -> gossipsub::IdentTopic {
 /// The largest signed list gossip carries.
 pub(super) const MAX_LIST_BYTES: usize = 4 << 20;
 
+/// How long gossipsub remembers a message: publishing the same bytes again
+/// within it is refused.
+pub(super) const LIST_DUPLICATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// A gossip message's identity: its content's hash.
+pub(super) fn list_message_id(data: &[u8]) -> gossipsub::MessageId {
+    gossipsub::MessageId::from(blake3::hash(data).as_bytes().to_vec())
+}
+
 /// gossipsub in strict mode with manual validation: a node forwards a list
 /// only after it verified it. Messages are identified by their content, so
 /// the same list published by many nodes travels once.
@@ -71,8 +80,8 @@ fn gossip(key: &Keypair) -> Result<gossipsub::Behaviour> {
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .max_transmit_size(MAX_LIST_BYTES)
-        .duplicate_cache_time(Duration::from_secs(5))
-        .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+        .duplicate_cache_time(LIST_DUPLICATE_WINDOW)
+        .message_id_fn(|m: &gossipsub::Message| list_message_id(&m.data))
         .build()
         .map_err(|e| Error::Net(format!("gossipsub: {e}")))?;
     gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)

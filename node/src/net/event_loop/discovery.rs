@@ -9,9 +9,12 @@
 //!   asked for its providers.
 //! * A list in force is published once per version, and again when a peer
 //!   joins the topic; a received list is taken and forwarded only after
-//!   `Site::offer_list` accepted it.
+//!   `Site::offer_list` accepted it. A list this node received or published
+//!   within [`LIST_DUPLICATE_WINDOW`] counts as published: gossip has just
+//!   carried it, and would refuse the same bytes again.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use libp2p::request_response;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -22,7 +25,30 @@ use uuid::Uuid;
 
 use super::{EventLoop, IoDone};
 use crate::Error;
-use crate::net::behaviour::lists_topic;
+use crate::net::behaviour::{LIST_DUPLICATE_WINDOW, list_message_id, lists_topic};
+
+/// The lists gossip carried lately, by message id: at most a window's worth,
+/// and at most [`RecentLists::MAX`].
+#[derive(Debug, Default)]
+pub(super) struct RecentLists(VecDeque<(gossipsub::MessageId, Instant)>);
+
+impl RecentLists {
+    const MAX: usize = 64;
+
+    /// Records that gossip carried `id` now.
+    pub(super) fn saw(&mut self, id: gossipsub::MessageId) {
+        let now = Instant::now();
+        self.0.retain(|(_, at)| now.duration_since(*at) < LIST_DUPLICATE_WINDOW);
+        if self.0.len() == Self::MAX {
+            self.0.pop_front();
+        }
+        self.0.push_back((id, now));
+    }
+
+    fn contains(&self, id: &gossipsub::MessageId) -> bool {
+        self.0.iter().any(|(x, at)| x == id && at.elapsed() < LIST_DUPLICATE_WINDOW)
+    }
+}
 
 impl EventLoop {
     pub(super) fn announce_all(&mut self) {
@@ -51,8 +77,14 @@ impl EventLoop {
                 continue;
             }
             let Ok(Some(bytes)) = self.site.store().list_message(sub.identifier, cur.seq) else { continue };
+            let id = list_message_id(&bytes);
+            if self.recent_lists.contains(&id) {
+                self.published.insert(sub.identifier, cur.seq);
+                continue;
+            }
             match self.swarm.behaviour_mut().gossip.publish(lists_topic(), bytes) {
                 Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
+                    self.recent_lists.saw(id);
                     tracing::debug!(list = %sub.identifier, version = %cur.version, "list published");
                     self.published.insert(sub.identifier, cur.seq);
                 }

@@ -123,6 +123,7 @@ pub(super) struct EventLoop {
     last_error: Option<String>,
     /// The list version (sequence number) last published, per list.
     published: HashMap<Uuid, u64>,
+    recent_lists: discovery::RecentLists,
     /// When a list in force (or an image entry) next expires.
     next_expiry: Option<proto::Timestamp>,
 }
@@ -240,6 +241,7 @@ impl EventLoop {
             next_announce: now,
             last_error: None,
             published: HashMap::new(),
+            recent_lists: discovery::RecentLists::default(),
             next_expiry: None,
         })
     }
@@ -697,7 +699,10 @@ impl EventLoop {
                 propagation_source,
                 message_id,
                 message,
-            })) => self.offer_list(propagation_source, message_id, message.data),
+            })) => {
+                self.recent_lists.saw(message_id.clone());
+                self.offer_list(propagation_source, message_id, message.data);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { peer_id, .. })) => {
                 // Gossip does not replay old messages: a newcomer gets the
                 // lists in force published again (the duplicate cache keeps
