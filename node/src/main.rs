@@ -21,16 +21,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Chunk buffers (4 MiB by default, one per request in flight) are
-/// allocated on several threads, and glibc gives each thread an arena of
-/// its own that keeps what was freed in it: a worker's peak RSS reached
-/// 89–102 MiB on a 1 GiB image with the default arenas, 64 MiB with one
-/// and 65–81 MiB with two (bench/pair.sh), which keep lock contention low.
+/// Chunk buffers (4 MiB by default, one per request in flight and one per
+/// upload) are allocated on several threads, and glibc gives each thread an
+/// arena of its own that keeps what was freed in it: with 8 requests per
+/// peer, a worker's peak RSS reached 89–102 MiB on a 1 GiB image with the
+/// default arenas, 64 MiB with one and 65–81 MiB with two (bench/pair.sh),
+/// which keep lock contention low. `MALLOC_ARENA_MAX`, when set, wins.
 fn few_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator settings, and runs before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator settings, and runs before
+        // any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }

@@ -9,9 +9,10 @@
 //!   asked for its providers.
 //! * A list in force is published once per version, and again when a peer
 //!   joins the topic; a received list is taken and forwarded only after
-//!   `Site::offer_list` accepted it. A list this node received or published
-//!   within [`LIST_DUPLICATE_WINDOW`] counts as published: gossip has just
-//!   carried it, and would refuse the same bytes again.
+//!   `Site::offer_list` accepted it. gossipsub refuses to publish bytes it
+//!   carried within [`LIST_DUPLICATE_WINDOW`], so a list received in that
+//!   window counts as published (gossip forwards it), and one this node
+//!   published in it is published again at the first announcement after it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -27,26 +28,31 @@ use super::{EventLoop, IoDone};
 use crate::Error;
 use crate::net::behaviour::{LIST_DUPLICATE_WINDOW, list_message_id, lists_topic};
 
-/// The lists gossip carried lately, by message id: at most a window's worth,
-/// and at most [`RecentLists::MAX`].
+/// The lists gossip carried lately, by message id, and whether they came
+/// from a peer: at most a window's worth, and at most [`RecentLists::MAX`].
 #[derive(Debug, Default)]
-pub(super) struct RecentLists(VecDeque<(gossipsub::MessageId, Instant)>);
+pub(super) struct RecentLists(VecDeque<(gossipsub::MessageId, Instant, bool)>);
 
 impl RecentLists {
     const MAX: usize = 64;
 
-    /// Records that gossip carried `id` now.
-    pub(super) fn saw(&mut self, id: gossipsub::MessageId) {
+    /// Records that gossip carried `id` now, from a peer or from this node.
+    pub(super) fn saw(&mut self, id: gossipsub::MessageId, received: bool) {
         let now = Instant::now();
-        self.0.retain(|(_, at)| now.duration_since(*at) < LIST_DUPLICATE_WINDOW);
+        self.0.retain(|(_, at, _)| now.duration_since(*at) < LIST_DUPLICATE_WINDOW);
         if self.0.len() == Self::MAX {
             self.0.pop_front();
         }
-        self.0.push_back((id, now));
+        self.0.push_back((id, now, received));
     }
 
-    fn contains(&self, id: &gossipsub::MessageId) -> bool {
-        self.0.iter().any(|(x, at)| x == id && at.elapsed() < LIST_DUPLICATE_WINDOW)
+    /// Whether gossip carried `id` within the window: `Some(true)` if it
+    /// came from a peer.
+    fn carried(&self, id: &gossipsub::MessageId) -> Option<bool> {
+        self.0
+            .iter()
+            .filter(|(x, at, _)| x == id && at.elapsed() < LIST_DUPLICATE_WINDOW)
+            .fold(None, |any, &(_, _, received)| Some(any.unwrap_or(false) || received))
     }
 }
 
@@ -78,13 +84,17 @@ impl EventLoop {
             }
             let Ok(Some(bytes)) = self.site.store().list_message(sub.identifier, cur.seq) else { continue };
             let id = list_message_id(&bytes);
-            if self.recent_lists.contains(&id) {
-                self.published.insert(sub.identifier, cur.seq);
-                continue;
+            match self.recent_lists.carried(&id) {
+                Some(true) => {
+                    self.published.insert(sub.identifier, cur.seq);
+                    continue;
+                }
+                Some(false) => continue,
+                None => {}
             }
             match self.swarm.behaviour_mut().gossip.publish(lists_topic(), bytes) {
                 Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
-                    self.recent_lists.saw(id);
+                    self.recent_lists.saw(id, false);
                     tracing::debug!(list = %sub.identifier, version = %cur.version, "list published");
                     self.published.insert(sub.identifier, cur.seq);
                 }
@@ -174,5 +184,27 @@ impl EventLoop {
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(peer = %p, error = %e, "dial failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_lists_know_who_carried_a_list_and_stay_bounded() {
+        let id = |n: u8| gossipsub::MessageId::from(vec![n]);
+        let mut r = RecentLists::default();
+        assert_eq!(r.carried(&id(1)), None);
+        r.saw(id(1), false);
+        assert_eq!(r.carried(&id(1)), Some(false), "published here: published again after the window");
+        r.saw(id(1), true);
+        assert_eq!(r.carried(&id(1)), Some(true), "also received: gossip forwards it");
+        for n in 2..=200 {
+            r.saw(id(n), true);
+        }
+        assert_eq!(r.0.len(), RecentLists::MAX);
+        assert_eq!(r.carried(&id(1)), None, "the oldest make room");
+        assert_eq!(r.carried(&id(200)), Some(true));
     }
 }

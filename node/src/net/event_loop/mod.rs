@@ -492,14 +492,15 @@ impl EventLoop {
             return;
         };
         let paths = self.site.store().paths();
-        let installed = paths.image(image);
-        let path = if img.is_available() { installed.clone() } else { paths.partial(image) };
+        let path = if img.is_available() { paths.image(image) } else { paths.partial(image) };
+        // While this partial image is being installed, it may be renamed to
+        // its final name before the read; only then is that file these bytes.
+        let renamed = if img.installing { paths.image(image) } else { path.clone() };
         let offset = u64::from(index) * img.rec.chunk_size;
         let len = img.rec.chunk_size.min(img.rec.size.saturating_sub(offset));
         let (tx, up, egress) = (self.io_tx.clone(), self.up.clone(), self.egress.clone());
         tokio::spawn(async move {
-            // The partial image may be installed (renamed) before the read.
-            let data = tokio::task::spawn_blocking(move || crate::fsutil::read_at(&path, &installed, offset, len))
+            let data = tokio::task::spawn_blocking(move || crate::fsutil::read_at(&path, &renamed, offset, len))
                 .await
                 .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
             if let Ok(d) = &data {
@@ -700,7 +701,7 @@ impl EventLoop {
                 message_id,
                 message,
             })) => {
-                self.recent_lists.saw(message_id.clone());
+                self.recent_lists.saw(message_id.clone(), true);
                 self.offer_list(propagation_source, message_id, message.data);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { peer_id, .. })) => {
