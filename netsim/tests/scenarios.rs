@@ -47,6 +47,32 @@ fn the_ci_scenario_file_parses_and_completes() {
 }
 
 #[test]
+fn every_shipped_scenario_file_parses() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(Bound::of(&s).unwrap().value() > 0.0, "{}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "only {n} scenario files found in {dir}");
+}
+
+#[test]
+fn the_testbed_shape_is_where_the_node_is_measured() {
+    // docs/BENCHMARKS.md compares the real testbed with this run.
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/testbed-8.toml")).unwrap();
+    let s = Scenario::parse(&text).unwrap();
+    let (_, sum) = run(&s, &Options::default());
+    assert_eq!(sum.completed, sum.nodes);
+    assert!(sum.max < 1.3, "{sum:?}");
+    assert!(sum.master_egress < 1.1, "{sum:?}");
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run() {
     let s = scenario("", 60);
     let (a, _) = run(&s, &Options::default());
