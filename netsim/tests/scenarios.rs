@@ -28,6 +28,14 @@ master_up_gbit = 25.0
     .unwrap()
 }
 
+/// A scenario file from `netsim/scenarios`, run with the defaults.
+fn run_shipped(name: &str) -> Summary {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
+    let (_, sum) = run(&Scenario::load(&path).unwrap(), &Options::default());
+    assert_eq!(sum.completed, sum.nodes, "{name}");
+    sum
+}
+
 fn run(s: &Scenario, opt: &Options) -> (Outcome, Summary) {
     let bound = Bound::of(s).unwrap().value();
     let o = simulate(s, opt, bound).unwrap();
@@ -37,10 +45,7 @@ fn run(s: &Scenario, opt: &Options) -> (Outcome, Summary) {
 
 #[test]
 fn the_ci_scenario_file_parses_and_completes() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/small-200.toml")).unwrap();
-    let s = Scenario::parse(&text).unwrap();
-    let (_, sum) = run(&s, &Options::default());
-    assert_eq!(sum.completed, sum.nodes);
+    let sum = run_shipped("small-200.toml");
     assert!(sum.p50 >= 1.0, "faster than the lower bound: {sum:?}");
     assert!(sum.max < 3.0, "{sum:?}");
     assert!(sum.master_egress < 1.5, "{sum:?}");
@@ -64,10 +69,7 @@ fn every_shipped_scenario_file_parses() {
 #[test]
 fn the_testbed_shape_is_where_the_node_is_measured() {
     // docs/BENCHMARKS.md compares the real testbed with this run.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/testbed-8.toml")).unwrap();
-    let s = Scenario::parse(&text).unwrap();
-    let (_, sum) = run(&s, &Options::default());
-    assert_eq!(sum.completed, sum.nodes);
+    let sum = run_shipped("testbed-8.toml");
     assert!(sum.max < 1.3, "{sum:?}");
     assert!(sum.master_egress < 1.1, "{sum:?}");
 }
