@@ -156,13 +156,14 @@ struct Sim<'a> {
     honest_left: usize,
     /// Bytes delivered per tenth of the bound (all flows, complete or not).
     delivered: Vec<f64>,
-    tenth: f64,
+    /// The scenario's lower bound on completion, seconds.
+    bound: f64,
 }
 
 /// Runs a scenario once.
 pub fn simulate(s: &Scenario, opt: &Options, bound: f64) -> Result<Outcome, Error> {
     let mut sim = Sim::build(s, opt.clone(), bound)?;
-    sim.run(bound * opt.time_limit, bound);
+    sim.run();
     Ok(sim.outcome())
 }
 
@@ -254,7 +255,7 @@ impl<'a> Sim<'a> {
             processed: 0,
             honest_left: 0,
             delivered: Vec::new(),
-            tenth: bound / 10.0,
+            bound,
             opt,
             nodes,
         };
@@ -349,7 +350,8 @@ impl<'a> Sim<'a> {
         self.dirty.push(b);
     }
 
-    fn run(&mut self, limit: f64, bound: f64) {
+    fn run(&mut self) {
+        let limit = self.bound * self.opt.time_limit;
         let mut last_report = Instant::now();
         while self.honest_left > 0 {
             if self.processed % PROGRESS_EVERY == 0 && last_report.elapsed() >= PROGRESS_INTERVAL {
@@ -359,7 +361,7 @@ impl<'a> Sim<'a> {
                     "{}: simulated {:.3} s ({:.2}x the bound): {} of {total} hosts done, {} events",
                     self.opt.name,
                     self.t,
-                    self.t / bound,
+                    self.t / self.bound,
                     total - self.honest_left,
                     self.processed
                 );
@@ -394,13 +396,18 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// A tenth of the bound: the span `download_use` reports on.
+    fn tenth(&self) -> f64 {
+        self.bound / 10.0
+    }
+
     /// Moves the clock to `t`, crediting the bytes the flows carried meanwhile
     /// to the tenths of the bound they fall in.
     fn advance(&mut self, t: f64) {
         let rate = self.flows.total_rate();
         while self.t < t {
-            let tenth = (self.t / self.tenth) as usize;
-            let until = t.min((tenth + 1) as f64 * self.tenth).max(self.t);
+            let tenth = (self.t / self.tenth()) as usize;
+            let until = t.min((tenth + 1) as f64 * self.tenth()).max(self.t);
             if self.delivered.len() <= tenth {
                 self.delivered.resize(tenth + 1, 0.0);
             }
@@ -623,7 +630,7 @@ impl<'a> Sim<'a> {
                     .filter(|&i| self.nodes[i].info.role != Role::Master)
                     .map(|i| self.flows.capacity_down(i as u32))
                     .sum();
-                self.delivered.iter().map(|b| b / (capacity * self.tenth)).collect()
+                self.delivered.iter().map(|b| b / (capacity * self.tenth())).collect()
             },
         }
     }

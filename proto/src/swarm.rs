@@ -293,6 +293,11 @@ pub struct Swarm {
 
 const NOT_MISSING: u32 = u32::MAX;
 
+/// The earlier of a deadline, if any, and `t`.
+fn earliest(deadline: Option<Micros>, t: Micros) -> Micros {
+    deadline.map_or(t, |d| d.min(t))
+}
+
 /// Hashes peer ids (the caller's small integers or random handles) by one
 /// multiplication: fast, and with no random seed, so iteration order depends
 /// only on the inputs and runs stay reproducible.
@@ -526,7 +531,7 @@ impl Swarm {
                 if late {
                     expired.push((id, r.chunk));
                 } else {
-                    next = Some(next.map_or(r.sent_at + timeout, |t| t.min(r.sent_at + timeout)));
+                    next = Some(earliest(next, r.sent_at + timeout));
                 }
                 !late
             });
@@ -816,8 +821,7 @@ impl Swarm {
             // Chunks with one request become candidates for a second one.
             self.peers.values_mut().for_each(|p| p.exhausted = false);
         }
-        let deadline = now + self.cfg.request_timeout;
-        self.request_deadline = Some(self.request_deadline.map_or(deadline, |d| d.min(deadline)));
+        self.request_deadline = Some(earliest(self.request_deadline, now + self.cfg.request_timeout));
         self.send(id, if insist { Message::Insist(chunk) } else { Message::Request(chunk) });
     }
 
