@@ -217,6 +217,11 @@ impl Flows {
         self.cap.down[node as usize]
     }
 
+    /// The WAN capacity into a site, bytes per second.
+    pub fn capacity_wan_in(&self, site: u32) -> f64 {
+        self.cap.wan_in[site as usize]
+    }
+
     /// Flows in progress.
     pub fn active(&self) -> usize {
         self.slots.len() - self.free.len()

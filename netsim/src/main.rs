@@ -139,6 +139,11 @@ fn run() -> anyhow::Result<()> {
     );
     let uses: Vec<String> = ours.download_use.iter().map(|u| format!("{:.0}%", 100.0 * u)).collect();
     println!("imageswarm download use per tenth of the bound: {}", uses.join(" "));
+    if s.sites.len() > 1 {
+        for line in report::site_lines(&s, &ours, t_min, image) {
+            println!("imageswarm {line}");
+        }
+    }
     let malicious = ours.nodes.iter().filter(|n| n.malicious).count();
     if malicious > 0 {
         println!(

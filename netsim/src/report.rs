@@ -87,7 +87,7 @@ impl Summary {
             p99: rank(0.99),
             max: t.last().copied().unwrap_or(f64::NAN),
             master_egress: o.master_bytes / image,
-            wan_max: o.wan_in_bytes.iter().copied().fold(0.0, f64::max) / image,
+            wan_max: (0..o.wan_bytes.len()).map(|s| o.wan_in(s)).fold(0.0, f64::max) / image,
         }
     }
 
@@ -98,6 +98,43 @@ impl Summary {
             self.p50, self.p99, self.max, self.master_egress, self.wan_max
         )
     }
+}
+
+/// One line per site: its completion ratios and what crossed its WAN link,
+/// in image copies (`in` broken down by the site it came from).
+pub fn site_lines(s: &Scenario, o: &Outcome, bound: f64, image: f64) -> Vec<String> {
+    s.sites
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let mut t: Vec<f64> = o
+                .nodes
+                .iter()
+                .filter(|n| n.site == i as u32 && n.honest_receiver())
+                .map(|n| n.completed.map_or(f64::INFINITY, |c| c / bound))
+                .collect();
+            t.sort_by(f64::total_cmp);
+            let p50 = t.get(t.len().saturating_sub(1) / 2).copied().unwrap_or(f64::NAN);
+            let max = t.last().copied().unwrap_or(f64::NAN);
+            let from: Vec<String> = s
+                .sites
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(j, y)| format!("{} {:.2}", y.name, o.wan_bytes[j][i] / image))
+                .collect();
+            let uses: Vec<String> =
+                o.wan_in_use.get(i).into_iter().flatten().map(|u| format!("{:.0}%", 100.0 * u)).collect();
+            format!(
+                "site {}: p50={p50:.3} max={max:.3} wan_in={:.2} ({}) wan_out={:.2}; WAN in use per tenth: {}",
+                x.name,
+                o.wan_in(i) / image,
+                from.join(", "),
+                o.wan_out(i) / image,
+                uses.join(" ")
+            )
+        })
+        .collect()
 }
 
 /// The central-HTTP baseline: every host downloads the whole image from a
@@ -141,13 +178,13 @@ pub fn central(s: &Scenario) -> Result<Outcome, Error> {
             completed: None,
         }))
         .collect();
-    let mut wan_in = vec![0.0; s.sites.len()];
+    let mut wan_bytes = vec![vec![0.0; s.sites.len()]; s.sites.len()];
     let (mut end, mut events) = (0.0, 0);
     while let Some((t, id)) = flows.next_due() {
         if let Some(fl) = flows.remove(t, id) {
             nodes[fl.to as usize].completed = Some(t);
-            if let Some((_, into)) = fl.cross {
-                wan_in[into as usize] += fl.bytes as f64;
+            if let Some((from, into)) = fl.cross {
+                wan_bytes[from as usize][into as usize] += fl.bytes as f64;
             }
             end = t;
             events += 1;
@@ -156,7 +193,8 @@ pub fn central(s: &Scenario) -> Result<Outcome, Error> {
     Ok(Outcome {
         nodes,
         master_bytes: f as f64 * hosts.len() as f64,
-        wan_in_bytes: wan_in,
+        wan_bytes,
+        wan_in_use: Vec::new(),
         bans: 0,
         max_corrupt_per_pair: 0,
         events,

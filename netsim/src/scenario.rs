@@ -120,6 +120,9 @@ pub struct Swarm {
     pub refusal_backoff_ms: f64,
     /// How long a peer that refused anything is not asked at all, ms.
     pub refusal_pause_ms: f64,
+    /// With the masters at one site, the other sites split what crosses
+    /// from it ([`proto::swarm::SiteShare`]) and trade the rest.
+    pub site_shares: bool,
 }
 
 /// Topology is the simulator's own; every other default is the node's, so
@@ -142,6 +145,7 @@ impl Default for Swarm {
             request_timeout_ms: node.request_timeout / 1000,
             refusal_backoff_ms: node.refusal_backoff as f64 / 1000.0,
             refusal_pause_ms: node.refusal_pause as f64 / 1000.0,
+            site_shares: true,
         }
     }
 }

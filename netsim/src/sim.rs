@@ -26,7 +26,9 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use proto::bitfield::Bitfield;
-use proto::swarm::{Action, Config, Message, PeerInfo, PickerMode, Role, Stripe, Swarm, UploadPolicy};
+use proto::swarm::{
+    Action, Config, FetchStripe, Message, PeerInfo, PickerMode, Role, SiteShare, Stripe, Swarm, UploadPolicy,
+};
 use tracing::info;
 
 use crate::flows::{Capacities, FlowId, Flows, Sharing};
@@ -70,8 +72,12 @@ pub struct Outcome {
     pub nodes: Vec<NodeOutcome>,
     /// Bytes uploaded by masters.
     pub master_bytes: f64,
-    /// Per site: bytes that entered it over the WAN.
-    pub wan_in_bytes: Vec<f64>,
+    /// Bytes carried over the WAN, `[from site][to site]`.
+    pub wan_bytes: Vec<Vec<f64>>,
+    /// Per site, per tenth of the bound: the bytes that entered it over the
+    /// WAN over what its WAN link could carry (by chunk arrival, so a tenth
+    /// may show a little over 100 %).
+    pub wan_in_use: Vec<Vec<f64>>,
     /// Bans issued.
     pub bans: u64,
     /// The largest number of corrupt chunks one honest host took from one
@@ -84,6 +90,18 @@ pub struct Outcome {
     /// Per tenth of the bound: the bytes delivered over the hosts' total
     /// download capacity (1.0 is every downlink full the whole time).
     pub download_use: Vec<f64>,
+}
+
+impl Outcome {
+    /// Bytes that entered `site` over the WAN.
+    pub fn wan_in(&self, site: usize) -> f64 {
+        self.wan_bytes.iter().map(|row| row[site]).sum()
+    }
+
+    /// Bytes that left `site` over the WAN.
+    pub fn wan_out(&self, site: usize) -> f64 {
+        self.wan_bytes[site].iter().sum()
+    }
 }
 
 /// One node's result.
@@ -149,7 +167,9 @@ struct Sim<'a> {
     wan_s: f64,
     dirty: Vec<u32>,
     master_bytes: f64,
-    wan_in: Vec<f64>,
+    wan_bytes: Vec<Vec<f64>>,
+    /// Per site, per tenth of the bound: bytes in over the WAN.
+    wan_in_tenths: Vec<Vec<f64>>,
     bans: u64,
     corrupt: BTreeMap<(u32, u32), u32>,
     processed: u64,
@@ -169,6 +189,18 @@ pub fn simulate(s: &Scenario, opt: &Options, bound: f64) -> Result<Outcome, Erro
 
 const GBIT: f64 = 1e9 / 8.0;
 
+/// How the sites split what crosses from the masters' site, when the masters
+/// are all at one site and the scenario splits that work.
+fn site_share(s: &Scenario) -> Option<SiteShare> {
+    let with_masters: Vec<u32> = (0..s.sites.len() as u32).filter(|&i| s.sites[i as usize].masters > 0).collect();
+    match with_masters[..] {
+        [source] if s.swarm.site_shares => {
+            Some(SiteShare { source, sites: (0..s.sites.len() as u32).filter(|&x| x != source).collect() })
+        }
+        _ => None,
+    }
+}
+
 /// Progress is logged at most this often, checked every `PROGRESS_EVERY` events.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: u64 = 1 << 16;
@@ -184,6 +216,7 @@ impl<'a> Sim<'a> {
         let (mut up, mut down) = (Vec::new(), Vec::new());
         let mut master_index = 0;
         let sw = &s.swarm;
+        let share = site_share(s);
         for (site, x) in s.sites.iter().enumerate() {
             let site = site as u32;
             for _ in 0..x.masters {
@@ -210,7 +243,7 @@ impl<'a> Sim<'a> {
                 let mut node = new_node(s, &opt, site, role, false, upload, Bitfield::new(chunks), nodes.len());
                 if role == Role::Gateway && opt.locality {
                     let mut cfg = node.swarm.config().clone();
-                    cfg.fetch_stripe = Some((h, x.gateways));
+                    cfg.fetch_stripe = Some(FetchStripe { gateway: (h, x.gateways), share: share.clone() });
                     cfg.max_inflight = cfg.max_inflight.max(cfg.cross_site_pipeline * 4);
                     node.swarm = Swarm::new(cfg, Bitfield::new(chunks));
                 }
@@ -249,7 +282,8 @@ impl<'a> Sim<'a> {
             wan_s: s.latency.wan_ms / 1000.0,
             dirty: Vec::new(),
             master_bytes: 0.0,
-            wan_in: vec![0.0; s.sites.len()],
+            wan_bytes: vec![vec![0.0; s.sites.len()]; s.sites.len()],
+            wan_in_tenths: vec![Vec::new(); s.sites.len()],
             bans: 0,
             corrupt: BTreeMap::new(),
             processed: 0,
@@ -463,8 +497,14 @@ impl<'a> Sim<'a> {
         if self.nodes[f.from as usize].info.role == Role::Master {
             self.master_bytes += bytes;
         }
-        if let Some((_, into)) = f.cross {
-            self.wan_in[into as usize] += bytes;
+        if let Some((from, into)) = f.cross {
+            self.wan_bytes[from as usize][into as usize] += bytes;
+            let tenth = (self.t / self.tenth()) as usize;
+            let tenths = &mut self.wan_in_tenths[into as usize];
+            if tenths.len() <= tenth {
+                tenths.resize(tenth + 1, 0.0);
+            }
+            tenths[tenth] += bytes;
         }
     }
 
@@ -620,7 +660,13 @@ impl<'a> Sim<'a> {
                 })
                 .collect(),
             master_bytes: self.master_bytes,
-            wan_in_bytes: self.wan_in.clone(),
+            wan_bytes: self.wan_bytes.clone(),
+            wan_in_use: (0..self.s.sites.len())
+                .map(|i| {
+                    let capacity = self.flows.capacity_wan_in(i as u32) * self.tenth();
+                    self.wan_in_tenths[i].iter().map(|b| b / capacity).collect()
+                })
+                .collect(),
             bans: self.bans,
             max_corrupt_per_pair: self.corrupt.values().copied().max().unwrap_or(0),
             events: self.processed,

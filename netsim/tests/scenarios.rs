@@ -101,7 +101,7 @@ fn churn_and_malicious_peers_every_honest_host_completes_and_bans_at_first_bad_c
 }
 
 #[test]
-fn locality_keeps_cross_site_traffic_to_the_gateways() {
+fn across_sites_only_gateways_fetch_and_one_copy_leaves_the_masters_site() {
     let site = |name: &str, masters: u32| {
         format!(
             "[[site]]\nname = \"{name}\"\nhosts = 80\nhost_up_gbit = 10.0\nhost_down_gbit = 10.0\nmasters = {masters}\nmaster_up_gbit = 25.0\ngateways = 2\nwan_gbit = 10.0\n"
@@ -114,8 +114,16 @@ fn locality_keeps_cross_site_traffic_to_the_gateways() {
         site("west", 0)
     ))
     .unwrap();
-    let (_, ours) = run(&s, &Options::default());
+    let (o, ours) = run(&s, &Options::default());
     assert_eq!(ours.completed, ours.nodes);
+    // The sites without masters split what crosses from the masters' site
+    // and trade the rest: its WAN uplink carries one copy, not one per site.
+    let image = s.image_bytes().unwrap() as f64;
+    let copies = |from: usize, to: usize| o.wan_bytes[from][to] / image;
+    assert!(o.wan_out(0) / image < 1.1, "{:?}", o.wan_bytes);
+    for (a, b) in [(1, 2), (2, 1)] {
+        assert!(copies(a, b) > 0.3, "{:?}", o.wan_bytes);
+    }
     let random = Options { picker: PickerMode::Random, locality: false, master_policy: false, ..Options::default() };
     let (_, theirs) = run(&s, &random);
     // Without locality every host fetches across sites; with it only the

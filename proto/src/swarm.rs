@@ -26,6 +26,8 @@
 //!   with the equal-share sharing model of `netsim::flows` at the time).
 //! * **Locality**: a worker exchanges chunks only with peers of its own site;
 //!   only gateways and masters fetch across sites, and only from each other.
+//!   Gateways split that work by [`FetchStripe`], among a site's gateways
+//!   and among the sites that fetch from the masters' site.
 //! * **Serving**: see [`upload`]: `upload_slots` concurrent uploads, a
 //!   bounded FIFO queue with other sites' requests first, and masters that
 //!   stand back once the asker's site holds a copy.
@@ -41,8 +43,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
-pub use picker::PickerMode;
+pub use picker::{FetchStripe, PickerMode, SiteShare};
 use rng::Rng;
+use upload::{Asker, Queued};
 pub use upload::{Stripe, UploadPolicy};
 
 use crate::bitfield::Bitfield;
@@ -145,11 +148,8 @@ pub struct Config {
     /// Requests in flight per peer of another site: WAN round trips are
     /// long, so more requests must be under way to fill the link.
     pub cross_site_pipeline: u32,
-    /// For gateways: `(index, count)` among the site's gateways. Across
-    /// sites a gateway first fetches only chunks `c % count == index`, so a
-    /// site's gateways do not pull the same chunk over the WAN; another
-    /// stripe's chunk is fetched only when its own stripe offers nothing.
-    pub fetch_stripe: Option<(u32, u32)>,
+    /// For gateways: which chunks to bring across sites first.
+    pub fetch_stripe: Option<FetchStripe>,
     /// Requests in flight in total. About the peers' upload slots: more
     /// would split this node's downlink into slivers while senders' uplinks
     /// sit idle, fewer would leave the downlink idle between chunks.
@@ -654,7 +654,7 @@ impl Swarm {
             }
             if !exhausted {
                 self.fill_one(now, from);
-            } else if self.requested[c as usize] == 0 {
+            } else if self.requested[c as usize] == 0 && self.may_ask(now, from, c) {
                 if self.has_room(from, now) {
                     // The peer had nothing new; now it has exactly `c`.
                     self.request(now, from, c);
@@ -683,13 +683,24 @@ impl Swarm {
             && self.have.get(c)
             && self.may_exchange(asker)
             && (insist || self.cfg.upload.admits(&self.cfg, c, copies, now, &mut self.uploads));
-        // Other sites first (see `upload`).
-        let urgent = asker.site != self.cfg.site;
-        if allowed && self.uploads.enqueue(from, c, self.cfg.upload.max_queue, urgent) {
-            self.start_uploads();
-        } else {
+        // Other sites first; at a gateway even into a full queue (see `upload`).
+        let order = match (asker.site == self.cfg.site, self.cfg.role) {
+            (true, _) => Asker::ThisSite,
+            (false, Role::Master) => Asker::OtherSite,
+            (false, _) => Asker::OtherSiteFirst,
+        };
+        let queued = if allowed { self.uploads.enqueue(from, c, self.cfg.upload.max_queue, order) } else { Queued::No };
+        let refused = match queued {
+            Queued::Yes => None,
+            Queued::InPlaceOf(p, chunk) => Some((p, chunk)),
+            Queued::No => Some((from, c)),
+        };
+        if let Some((to, chunk)) = refused {
             self.stats.rejects_sent += 1;
-            self.send(from, Message::Reject(c));
+            self.send(to, Message::Reject(chunk));
+        }
+        if queued != Queued::No {
+            self.start_uploads();
         }
     }
 
@@ -759,7 +770,6 @@ impl Swarm {
         if self.missing.is_empty() || !self.may_exchange(p.info) {
             return;
         }
-        let random = self.cfg.picker == PickerMode::Random || self.have.count() < self.cfg.random_first;
         while self.has_room(id, now) {
             let Some(p) = self.peers.get(&id) else {
                 return;
@@ -767,24 +777,43 @@ impl Swarm {
             if p.exhausted {
                 return;
             }
-            let view = picker::View {
-                have: &self.have,
-                missing: &self.missing,
-                requested_mask: &self.requested_mask,
-                requested: &self.requested,
-                availability: &self.availability,
-                now,
-                random,
-                endgame: self.endgame(),
-                stripe: self.cfg.fetch_stripe.filter(|_| p.info.site != self.cfg.site),
-            };
-            let Some(chunk) = view.pick(p, &mut self.rng) else {
+            // The view borrows all of `self`; the generator goes back after.
+            let mut rng = self.rng.clone();
+            let picked = self.picker_view(now, p).pick(p, &mut rng);
+            self.rng = rng;
+            let Some(chunk) = picked else {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.exhausted = true;
                 }
                 return;
             };
             self.request(now, id, chunk);
+        }
+    }
+
+    /// Whether the picker's rules let `c` be asked of `id` (see
+    /// [`picker::View::may_ask`]).
+    fn may_ask(&self, now: Micros, id: PeerId, c: ChunkIndex) -> bool {
+        self.peers.get(&id).is_some_and(|p| self.picker_view(now, p).may_ask(p, c))
+    }
+
+    /// What the picker reads to choose a chunk to ask `p` for.
+    fn picker_view<'a>(&'a self, now: Micros, p: &PeerState) -> picker::View<'a> {
+        let across = self.cfg.fetch_stripe.as_ref().filter(|_| p.info.site != self.cfg.site).map(|stripe| {
+            let present = stripe.share.as_ref().map_or(0, |s| s.present(self.peers.values().map(|q| q.info.site)));
+            picker::Across { stripe, site: self.cfg.site, present }
+        });
+        picker::View {
+            have: &self.have,
+            missing: &self.missing,
+            requested_mask: &self.requested_mask,
+            requested: &self.requested,
+            availability: &self.availability,
+            now,
+            random: self.cfg.picker == PickerMode::Random || self.have.count() < self.cfg.random_first,
+            endgame: self.endgame(),
+            idle: self.inflight == 0,
+            across,
         }
     }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use libp2p::Multiaddr;
 use node::fetch::Timeouts;
-use node::net::{self, NodeConfig};
+use node::net::{self, NodeConfig, SiteShareNames};
 use node::site::Site;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -43,6 +43,23 @@ pub(crate) struct NodeArgs {
     /// Fetch images from other sites for this site (workers only).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     gateway: Option<bool>,
+    /// With --gateway: this gateway's place among its site's gateways,
+    /// counted from 0, e.g. 1/2 for the second of two. It fetches across
+    /// sites only its stripe of each image; the rest reaches it from its own
+    /// site, so no chunk crosses into the site twice.
+    #[arg(long, value_name = "I/N")]
+    gateway_stripe: Option<GatewayStripe>,
+    /// With --gateway and --sharing-sites: the site where the masters are.
+    #[arg(long, value_name = "NAME")]
+    source_site: Option<String>,
+    /// With --gateway and --source-site: the sites that fetch from the
+    /// source site (comma-separated, the same list at every site). They
+    /// split each image: a gateway asks the source only for its site's
+    /// share and trades the rest with the other sites, so the source
+    /// site's WAN uplink carries one copy instead of one per site.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    #[serde(default)]
+    sharing_sites: Vec<String>,
     /// Let this worker download from hv:uri itself (off: only masters do,
     /// which protects the endorser's server).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -98,6 +115,9 @@ impl NodeArgs {
             site: self.site.or(f.site),
             master: self.master.or(f.master),
             gateway: self.gateway.or(f.gateway),
+            gateway_stripe: self.gateway_stripe.or(f.gateway_stripe),
+            source_site: self.source_site.or(f.source_site),
+            sharing_sites: if self.sharing_sites.is_empty() { f.sharing_sites } else { self.sharing_sites },
             back_to_source: self.back_to_source.or(f.back_to_source),
             upload_limit: self.upload_limit.or(f.upload_limit),
             download_limit: self.download_limit.or(f.download_limit),
@@ -123,6 +143,25 @@ impl NodeArgs {
         c.bootstrap = a.bootstrap;
         c.master = a.master.unwrap_or(false);
         c.gateway = a.gateway.unwrap_or(false);
+        if !c.gateway && (a.gateway_stripe.is_some() || a.source_site.is_some() || !a.sharing_sites.is_empty()) {
+            bail!("--gateway-stripe, --source-site and --sharing-sites apply to gateways only (add --gateway)");
+        }
+        c.gateway_stripe = a.gateway_stripe.map(|s| (s.index, s.count));
+        c.site_share = match (a.source_site, a.sharing_sites) {
+            (None, sites) if sites.is_empty() => None,
+            (Some(source), sites) if !sites.is_empty() => {
+                if sites.contains(&source) {
+                    bail!(
+                        "--sharing-sites lists the source site {source:?}: it holds the masters and fetches from no one"
+                    );
+                }
+                if source != c.site && !sites.contains(&c.site) {
+                    bail!("--sharing-sites must list this gateway's own site {:?}", c.site);
+                }
+                Some(SiteShareNames { source, sites })
+            }
+            _ => bail!("--source-site and --sharing-sites go together"),
+        };
         c.back_to_source = a.back_to_source.unwrap_or(false);
         c.upload_limit = a.upload_limit.map(mbit).transpose()?;
         c.download_limit = a.download_limit.map(mbit).transpose()?;
@@ -145,6 +184,36 @@ impl NodeArgs {
             c.pipeline = n.max(1);
         }
         Ok(c)
+    }
+}
+
+/// `--gateway-stripe I/N`: a place among `N` gateways, `I < N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) struct GatewayStripe {
+    index: u32,
+    count: u32,
+}
+
+impl std::str::FromStr for GatewayStripe {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not I/N with I < N, e.g. 0/2 for the first of two gateways");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl TryFrom<String> for GatewayStripe {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -267,5 +336,37 @@ mod tests {
         let args = Wrap::parse_from(["x", "--config", file.to_str().unwrap()]);
         let err = args.node.into_config(dir.path()).unwrap_err();
         assert!(format!("{err:#}").contains("uplaod-limit"), "a misspelt key is an error naming it: {err:#}");
+    }
+
+    #[test]
+    fn a_gateway_takes_its_stripe_and_the_site_share_from_flags_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "site = \"east\"\ngateway = true\ngateway-stripe = \"1/2\"\nsource-site = \"home\"\nsharing-sites = [\"east\", \"west\"]\n").unwrap();
+        let c = Wrap::parse_from(["x", "--config", file.to_str().unwrap()]).node.into_config(dir.path()).unwrap();
+        assert_eq!(c.gateway_stripe, Some((1, 2)));
+        let share = SiteShareNames { source: "home".into(), sites: vec!["east".into(), "west".into()] };
+        assert_eq!(c.site_share, Some(share));
+
+        let flags = ["x", "--site", "west", "--gateway", "--source-site", "home", "--sharing-sites", "east,west"];
+        let c = Wrap::parse_from(flags).node.into_config(dir.path()).unwrap();
+        assert_eq!(c.site_share.unwrap().sites, ["east", "west"]);
+
+        for (bad, says) in [
+            (vec!["--site", "east", "--gateway-stripe", "0/2"], "add --gateway"),
+            (vec!["--site", "east", "--gateway", "--source-site", "home"], "go together"),
+            (vec!["--site", "north", "--gateway", "--source-site", "home", "--sharing-sites", "east,west"], "own site"),
+            (
+                vec!["--site", "east", "--gateway", "--source-site", "home", "--sharing-sites", "home,east"],
+                "source site",
+            ),
+        ] {
+            let err = Wrap::parse_from(["x"].into_iter().chain(bad)).node.into_config(dir.path()).unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{err:#}");
+        }
+        for bad in ["2/2", "1", "a/2", "0/0"] {
+            assert!(bad.parse::<GatewayStripe>().is_err(), "{bad}");
+        }
+        assert_eq!("0/3".parse::<GatewayStripe>(), Ok(GatewayStripe { index: 0, count: 3 }));
     }
 }

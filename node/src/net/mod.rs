@@ -58,6 +58,13 @@ pub struct NodeConfig {
     pub master: bool,
     /// Whether this worker fetches between sites for its site.
     pub gateway: bool,
+    /// For a gateway: its `(index, count)` among its site's gateways. It
+    /// fetches across sites only its stripe of the chunks, and receives the
+    /// rest from its own site (see `proto::swarm::FetchStripe`).
+    pub gateway_stripe: Option<(u32, u32)>,
+    /// For a gateway: how the sites that fetch from the masters' site split
+    /// the image between them.
+    pub site_share: Option<SiteShareNames>,
     /// Whether a worker may download from `hv:uri` itself.
     pub back_to_source: bool,
     /// Upload cap in bytes per second.
@@ -98,6 +105,8 @@ impl NodeConfig {
             site,
             master: false,
             gateway: false,
+            gateway_stripe: None,
+            site_share: None,
             back_to_source: false,
             upload_limit: None,
             download_limit: None,
@@ -112,6 +121,15 @@ impl NodeConfig {
             pipeline: proto::swarm::Config::default().pipeline,
         }
     }
+}
+
+/// The sites that split what crosses from the masters' site, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteShareNames {
+    /// The site the masters are at.
+    pub source: String,
+    /// The sites that fetch from it, in the same order at every site.
+    pub sites: Vec<String>,
 }
 
 /// What a node reports about one image.

@@ -10,6 +10,9 @@
 //!   per candidate, and a peer with nothing new is dismissed in one pass.
 //! * In endgame (every missing chunk already requested) a chunk may be asked
 //!   of a second peer; the first copy to arrive cancels the other.
+//! * A gateway asking a peer of another site follows its [`FetchStripe`]:
+//!   only its own stripe of what its site may fetch from that peer, unless
+//!   it has nothing in flight at all or is in endgame.
 //! * The random baseline samples up to [`SAMPLES`] missing chunks and falls
 //!   back to the same byte-wise scan.
 //!
@@ -34,6 +37,105 @@ pub enum PickerMode {
     Random,
 }
 
+/// Which chunks a gateway brings across sites first.
+///
+/// Every chunk another site needs crosses the WAN, and the site holding the
+/// masters (the source) has one uplink for all the others. So the sites that
+/// fetch from the source split the image into shares, one site for each
+/// chunk by a hash of its index. From a source-site peer a gateway asks only
+/// for its own site's share, and brings in the rest from the other sites,
+/// which fetched their shares. It asks the source for another site's chunk
+/// when it has no peer at that site. A gateway at the source site does not
+/// ask other sites: its masters have everything, and the other sites'
+/// uplinks are needed for their trade.
+///
+/// Within a site the gateways split the work again by `gateway`: a gateway
+/// asks across sites only for its own stripe, and receives the other
+/// gateways' stripes from its own site, so no chunk crosses into a site
+/// twice.
+///
+/// Both rules are lifted while the gateway has no request in flight at all,
+/// and in endgame: a gateway whose partners are slow, gone or lying, or
+/// whose site's other gateways are down, still completes.
+///
+/// In netsim (3 sites of 300 hosts, 4 GiB, two gateways a site), the
+/// masters' site's WAN uplink carried 1.21 copies of the image without
+/// shares and 1.00 with them, each remote site received exactly one copy,
+/// and p99 went from 1.51 to 1.44 times the bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchStripe {
+    /// `(index, count)` among the site's gateways.
+    pub gateway: (u32, u32),
+    /// How the sites split what comes from the source.
+    pub share: Option<SiteShare>,
+}
+
+/// How the sites that fetch from the masters' site split the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteShare {
+    /// The site the masters are at.
+    pub source: u32,
+    /// The sites that fetch from it, in share order (at most 64 are told
+    /// apart; a chunk of a later site is never fetched from the source on
+    /// the grounds that the site is absent).
+    pub sites: Vec<u32>,
+}
+
+impl SiteShare {
+    /// The position in `sites` of the site whose share `c` is.
+    fn owner(&self, c: ChunkIndex) -> usize {
+        (spread(c) % self.sites.len().max(1) as u64) as usize
+    }
+
+    /// Which of `sites` have a peer among `peers`, as a bit mask.
+    pub(crate) fn present(&self, peers: impl Iterator<Item = u32>) -> u64 {
+        peers.fold(0, |mask, site| match self.sites.iter().position(|&s| s == site) {
+            Some(i) if i < 64 => mask | 1 << i,
+            _ => mask,
+        })
+    }
+}
+
+/// A chunk's index, scrambled, for splitting chunks between sites and
+/// gateways independently of the masters' own `c % masters` stripes (with
+/// two masters and two sites, `c % 2` would give each site one master).
+fn spread(c: ChunkIndex) -> u64 {
+    u64::from(c).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32
+}
+
+/// A gateway's [`FetchStripe`] applied to one peer of another site.
+pub(crate) struct Across<'a> {
+    pub(crate) stripe: &'a FetchStripe,
+    /// This node's site.
+    pub(crate) site: u32,
+    /// [`SiteShare::present`] over this node's peers.
+    pub(crate) present: u64,
+}
+
+impl Across<'_> {
+    /// Whether `c` may be asked of a peer at `from` outside endgame.
+    fn allowed(&self, c: ChunkIndex, from: u32) -> bool {
+        let Some(share) = &self.stripe.share else {
+            return true;
+        };
+        if self.site == share.source {
+            return false;
+        }
+        if from != share.source {
+            return true;
+        }
+        let owner = share.owner(c);
+        share.sites[owner] == self.site || (owner < 64 && self.present & 1 << owner == 0)
+    }
+
+    /// Whether `c` is this gateway's among its site's gateways.
+    fn preferred(&self, c: ChunkIndex) -> bool {
+        let (index, count) = self.stripe.gateway;
+        let shares = self.stripe.share.as_ref().map_or(1, |s| s.sites.len().max(1) as u64);
+        count <= 1 || (spread(c) / shares) % u64::from(count) == u64::from(index)
+    }
+}
+
 /// The state the picker reads.
 pub(crate) struct View<'a> {
     pub(crate) have: &'a Bitfield,
@@ -45,8 +147,10 @@ pub(crate) struct View<'a> {
     pub(crate) now: u64,
     pub(crate) random: bool,
     pub(crate) endgame: bool,
-    /// Prefer chunks `c % count == index` (a gateway fetching across sites).
-    pub(crate) stripe: Option<(u32, u32)>,
+    /// No request of this node is in flight.
+    pub(crate) idle: bool,
+    /// Set when a gateway asks a peer of another site.
+    pub(crate) across: Option<Across<'a>>,
 }
 
 impl View<'_> {
@@ -68,11 +172,18 @@ impl View<'_> {
         }
     }
 
+    /// Whether `c`, which `peer` just announced, may be asked of it (the
+    /// caller has checked that it is a candidate).
+    pub(crate) fn may_ask(&self, peer: &PeerState, c: ChunkIndex) -> bool {
+        self.endgame || self.idle || self.across.as_ref().is_none_or(|a| a.allowed(c, peer.info.site) && a.preferred(c))
+    }
+
     /// Picks a chunk to request from `peer`, if any.
     pub(crate) fn pick(&self, peer: &PeerState, rng: &mut Rng) -> Option<ChunkIndex> {
-        if let Some((index, count)) = self.stripe.filter(|&(_, n)| n > 1) {
-            let own = self.pick_where(peer, rng, |c| c % count == index);
-            if own.is_some() {
+        if let Some(a) = &self.across {
+            let from = peer.info.site;
+            let own = self.pick_where(peer, rng, |c| a.allowed(c, from) && a.preferred(c));
+            if own.is_some() || !(self.endgame || self.idle) {
                 return own;
             }
         }
@@ -81,7 +192,7 @@ impl View<'_> {
 
     fn pick_where(&self, peer: &PeerState, rng: &mut Rng, keep: impl Fn(ChunkIndex) -> bool) -> Option<ChunkIndex> {
         if self.random {
-            return self.pick_random(peer, rng);
+            return self.pick_random(peer, rng, keep);
         }
         let salt = rng.next_u64();
         let mut best: Option<(u16, u64, ChunkIndex)> = None;
@@ -132,20 +243,23 @@ impl View<'_> {
         }
     }
 
-    fn pick_random(&self, peer: &PeerState, rng: &mut Rng) -> Option<ChunkIndex> {
+    fn pick_random(&self, peer: &PeerState, rng: &mut Rng, keep: impl Fn(ChunkIndex) -> bool) -> Option<ChunkIndex> {
         let pool = self.missing;
         if pool.is_empty() {
             return None;
         }
         for _ in 0..SAMPLES.min(pool.len()) {
             let c = pool[rng.below(pool.len())];
-            if self.candidate(peer, c) {
+            if keep(c) && self.candidate(peer, c) {
                 return Some(c);
             }
         }
         let salt = rng.next_u64();
         let mut best: Option<(u64, ChunkIndex)> = None;
         self.scan(peer, |c| {
+            if !keep(c) {
+                return;
+            }
             let tie = (u64::from(c) ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             if best.is_none_or(|(t, _)| tie < t) {
                 best = Some((tie, c));

@@ -24,7 +24,7 @@ use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, Respon
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad};
 use proto::bitfield::Bitfield;
-use proto::swarm::{self, Action, Message, PeerInfo, Role};
+use proto::swarm::{self, Action, FetchStripe, Message, PeerInfo, Role, SiteShare};
 use proto::wire::{Hello, MAX_HELLO_IMAGES, Notice, Refusal, Request, Response, WireBitfield};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -93,6 +93,8 @@ pub(super) struct EventLoop {
     swarm: libp2p::Swarm<Behaviour>,
     started: Instant,
     site_id: u32,
+    /// For a gateway: which chunks it brings across sites.
+    fetch_stripe: Option<FetchStripe>,
     role: Role,
     images: HashMap<Uuid, Image>,
     handles: HashMap<PeerId, u64>,
@@ -208,9 +210,17 @@ impl EventLoop {
         } else {
             Role::Worker
         };
+        let fetch_stripe = (role == Role::Gateway).then(|| FetchStripe {
+            gateway: cfg.gateway_stripe.unwrap_or((0, 1)),
+            share: cfg.site_share.as_ref().map(|s| SiteShare {
+                source: site_number(&s.source),
+                sites: s.sites.iter().map(|x| site_number(x)).collect(),
+            }),
+        });
         let now = Instant::now();
         Ok(Self {
             site_id: site_number(&cfg.site),
+            fetch_stripe,
             role,
             up: Bucket::new(cfg.upload_limit),
             down: Bucket::new(cfg.download_limit),
@@ -409,6 +419,7 @@ impl EventLoop {
             role: self.role,
             seed,
             pipeline: self.cfg.pipeline,
+            fetch_stripe: self.fetch_stripe.clone(),
             ..swarm::Config::default()
         };
         let img = Image::new(rec, have, hashes, cfg)?;
