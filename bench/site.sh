@@ -1,9 +1,10 @@
 # Shared by the benchmark scripts (source it; needs $root): builds the release
-# binaries and sets $bin and $trk to them; an endorsed list of a random image,
+# binaries and sets $bin and $trk to them (IMAGESWARM_BIN=PATH runs another
+# imageswarm binary, to compare two builds); an endorsed list of a random image,
 # and hosts set up to take it.
 
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p imageswarm-node -p imageswarm-tracker
-bin="$root/target/release/imageswarm"
+bin="${IMAGESWARM_BIN:-$root/target/release/imageswarm}"
 trk="$root/target/release/imageswarm-tracker"
 
 # make_site SIZE_MIB URL CHUNK_BYTES: in the current directory, a test PKI in

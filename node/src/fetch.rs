@@ -3,7 +3,8 @@
 //! # Contract
 //! * Transport is not trusted: everything fetched is checked afterwards
 //!   (lists by signature, images by hash). TLS still verifies the server
-//!   against the system roots.
+//!   against the platform's roots (rustls' platform verifier; on Linux the
+//!   system bundle, or `SSL_CERT_FILE`), loaded at the first handshake.
 //! * A list is read up to [`proto::smime::MAX_MESSAGE_BYTES`]; one byte more
 //!   aborts the fetch.
 //! * [`Fetcher::open`] starts an image body at an offset (HTTP `Range`, or a
@@ -71,6 +72,11 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher with these timeouts.
     pub fn new(timeouts: Timeouts) -> Result<Self> {
+        // reqwest takes rustls' process-wide provider; ring is the one libp2p
+        // already links. Another caller may have installed one first.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = Client::builder()
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.read)

@@ -5,7 +5,8 @@
 #   endorser.pem / .key             endorser (emailProtection, digitalSignature)
 #   bob.pem / .key                  a second, valid endorser (not approved by tests)
 #   revoked.pem / .key              an endorser listed on crl.pem
-#   server.pem / .key               serverAuth-only certificate (wrong purpose)
+#   server.pem / .key               serverAuth-only certificate for localhost
+#                                   (wrong purpose for lists; HTTPS tests)
 #   impostor.pem / .key             self-signed, with the endorser's exact DN
 #   crl.pem                         current CRL of the CA (lists revoked.pem)
 #   crl-expired.pem                 CRL of the CA whose nextUpdate has passed
@@ -56,6 +57,7 @@ subjectAltName = \${ENV::SAN}
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
 EOF
   openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 7300 \
     -keyout "$dir/ca.key" -out "$dir/ca.pem" -subj "$subj" \
