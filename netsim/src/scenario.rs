@@ -121,7 +121,9 @@ pub struct Swarm {
     /// How long a peer that refused anything is not asked at all, ms.
     pub refusal_pause_ms: f64,
     /// With the masters at one site, the other sites split what crosses
-    /// from it ([`proto::swarm::SiteShare`]) and trade the rest.
+    /// from it ([`proto::swarm::SiteShare`]) and trade the rest, as gateways
+    /// given `--source-site` and `--sharing-sites` do. Gateways always get
+    /// their stripe among their site's gateways (`--gateway-stripe`).
     pub site_shares: bool,
 }
 
