@@ -8,7 +8,7 @@ use proto::swarm::Role;
 
 use crate::flows::{Capacities, Flows, Sharing};
 use crate::scenario::Scenario;
-use crate::sim::Outcome;
+use crate::sim::{NodeOutcome, Outcome};
 use crate::{Error, GBIT};
 
 /// The Kumar–Ross lower bound and its terms, in seconds.
@@ -71,21 +71,13 @@ pub struct Summary {
 impl Summary {
     /// Summarises an outcome (incomplete hosts count as infinitely late).
     pub fn of(o: &Outcome, bound: f64, image: f64) -> Self {
-        let mut t: Vec<f64> = o
-            .nodes
-            .iter()
-            .filter(|n| n.honest_receiver())
-            .map(|n| n.completed.map_or(f64::INFINITY, |c| c / bound))
-            .collect();
-        t.sort_by(f64::total_cmp);
-        let rank =
-            |q: f64| t.get(((q * t.len() as f64).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN);
+        let t = ratios(o, bound, |_| true);
         Self {
             nodes: t.len(),
             completed: t.iter().filter(|x| x.is_finite()).count(),
-            p50: rank(0.50),
-            p99: rank(0.99),
-            max: t.last().copied().unwrap_or(f64::NAN),
+            p50: rank(&t, 0.50),
+            p99: rank(&t, 0.99),
+            max: rank(&t, 1.0),
             master_egress: o.master_bytes / image,
             wan_max: (0..o.wan_bytes.len()).map(|s| o.wan_in(s)).fold(0.0, f64::max) / image,
         }
@@ -100,6 +92,24 @@ impl Summary {
     }
 }
 
+/// The honest receivers' completion times that `keep` selects, as sorted
+/// ratios to the bound (an incomplete host counts as infinitely late).
+fn ratios(o: &Outcome, bound: f64, keep: impl Fn(&NodeOutcome) -> bool) -> Vec<f64> {
+    let mut t: Vec<f64> = o
+        .nodes
+        .iter()
+        .filter(|n| n.honest_receiver() && keep(n))
+        .map(|n| n.completed.map_or(f64::INFINITY, |c| c / bound))
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t
+}
+
+/// The `q` quantile of sorted `t`, nearest rank (NaN when `t` is empty).
+fn rank(t: &[f64], q: f64) -> f64 {
+    t.get(((q * t.len() as f64).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN)
+}
+
 /// One line per site: its completion ratios and what crossed its WAN link,
 /// in image copies (`in` broken down by the site it came from).
 pub fn site_lines(s: &Scenario, o: &Outcome, bound: f64, image: f64) -> Vec<String> {
@@ -107,15 +117,8 @@ pub fn site_lines(s: &Scenario, o: &Outcome, bound: f64, image: f64) -> Vec<Stri
         .iter()
         .enumerate()
         .map(|(i, x)| {
-            let mut t: Vec<f64> = o
-                .nodes
-                .iter()
-                .filter(|n| n.site == i as u32 && n.honest_receiver())
-                .map(|n| n.completed.map_or(f64::INFINITY, |c| c / bound))
-                .collect();
-            t.sort_by(f64::total_cmp);
-            let p50 = t.get(t.len().saturating_sub(1) / 2).copied().unwrap_or(f64::NAN);
-            let max = t.last().copied().unwrap_or(f64::NAN);
+            let t = ratios(o, bound, |n| n.site == i as u32);
+            let (p50, max) = (rank(&t, 0.5), rank(&t, 1.0));
             let from: Vec<String> = s
                 .sites
                 .iter()
@@ -168,15 +171,10 @@ pub fn central(s: &Scenario) -> Result<Outcome, Error> {
         let cross = (masters[from as usize].0 != h.0).then_some((masters[from as usize].0, h.0));
         flows.start(0.0, from, to, 0, f, cross);
     }
-    let mut nodes: Vec<crate::sim::NodeOutcome> = masters
+    let mut nodes: Vec<NodeOutcome> = masters
         .iter()
-        .map(|m| crate::sim::NodeOutcome { site: m.0, role: Role::Master, malicious: false, completed: Some(0.0) })
-        .chain(hosts.iter().map(|h| crate::sim::NodeOutcome {
-            site: h.0,
-            role: Role::Worker,
-            malicious: false,
-            completed: None,
-        }))
+        .map(|m| NodeOutcome { site: m.0, role: Role::Master, malicious: false, completed: Some(0.0) })
+        .chain(hosts.iter().map(|h| NodeOutcome { site: h.0, role: Role::Worker, malicious: false, completed: None }))
         .collect();
     let mut wan_bytes = vec![vec![0.0; s.sites.len()]; s.sites.len()];
     let (mut end, mut events) = (0.0, 0);

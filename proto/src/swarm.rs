@@ -810,7 +810,9 @@ impl Swarm {
             requested: &self.requested,
             availability: &self.availability,
             now,
-            random: self.cfg.picker == PickerMode::Random || self.have.count() < self.cfg.random_first,
+            // Chunks held: `missing` is the complement of `have`.
+            random: self.cfg.picker == PickerMode::Random
+                || self.have.len() - (self.missing.len() as u32) < self.cfg.random_first,
             endgame: self.endgame(),
             idle: self.inflight == 0,
             across,

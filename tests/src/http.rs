@@ -58,20 +58,20 @@ pub struct HttpServer {
 impl HttpServer {
     /// Starts a server on an ephemeral loopback port.
     pub fn start() -> Self {
-        Self::run(Server::http("127.0.0.1:0").expect("binding 127.0.0.1"), "http")
+        Self::run(Server::http("127.0.0.1:0").expect("binding 127.0.0.1"), "http://127.0.0.1")
     }
 
     /// Starts an HTTPS server on an ephemeral loopback port, with this
     /// certificate and key (PEM). Its URLs name `localhost`.
     pub fn start_tls(certificate: Vec<u8>, private_key: Vec<u8>) -> Self {
         let tls = tiny_http::SslConfig { certificate, private_key };
-        Self::run(Server::https("127.0.0.1:0", tls).expect("binding 127.0.0.1 with TLS"), "https")
+        Self::run(Server::https("127.0.0.1:0", tls).expect("binding 127.0.0.1 with TLS"), "https://localhost")
     }
 
-    fn run(server: Server, scheme: &str) -> Self {
+    /// Serves on `server`, whose URLs start with `origin` and its port.
+    fn run(server: Server, origin: &str) -> Self {
         let port = server.server_addr().to_ip().expect("an IP listener").port();
-        let host = if scheme == "https" { "localhost" } else { "127.0.0.1" };
-        let base = format!("{scheme}://{host}:{port}");
+        let base = format!("{origin}:{port}");
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, stp) = (state.clone(), stop.clone());

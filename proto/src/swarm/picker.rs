@@ -113,7 +113,13 @@ pub(crate) struct Across<'a> {
 }
 
 impl Across<'_> {
-    /// Whether `c` may be asked of a peer at `from` outside endgame.
+    /// Whether `c` may be asked of a peer at `from` while the rules hold:
+    /// allowed from that site, and in this gateway's stripe.
+    fn wants(&self, c: ChunkIndex, from: u32) -> bool {
+        self.allowed(c, from) && self.preferred(c)
+    }
+
+    /// Whether the site split lets `c` be asked of a peer at `from`.
     fn allowed(&self, c: ChunkIndex, from: u32) -> bool {
         let Some(share) = &self.stripe.share else {
             return true;
@@ -172,18 +178,23 @@ impl View<'_> {
         }
     }
 
+    /// Whether a gateway's rules are lifted: nothing in flight, or endgame.
+    fn rules_lifted(&self) -> bool {
+        self.endgame || self.idle
+    }
+
     /// Whether `c`, which `peer` just announced, may be asked of it (the
     /// caller has checked that it is a candidate).
     pub(crate) fn may_ask(&self, peer: &PeerState, c: ChunkIndex) -> bool {
-        self.endgame || self.idle || self.across.as_ref().is_none_or(|a| a.allowed(c, peer.info.site) && a.preferred(c))
+        self.rules_lifted() || self.across.as_ref().is_none_or(|a| a.wants(c, peer.info.site))
     }
 
     /// Picks a chunk to request from `peer`, if any.
     pub(crate) fn pick(&self, peer: &PeerState, rng: &mut Rng) -> Option<ChunkIndex> {
         if let Some(a) = &self.across {
             let from = peer.info.site;
-            let own = self.pick_where(peer, rng, |c| a.allowed(c, from) && a.preferred(c));
-            if own.is_some() || !(self.endgame || self.idle) {
+            let own = self.pick_where(peer, rng, |c| a.wants(c, from));
+            if own.is_some() || !self.rules_lifted() {
                 return own;
             }
         }
