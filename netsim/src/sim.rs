@@ -435,17 +435,19 @@ impl<'a> Sim<'a> {
         self.bound / 10.0
     }
 
+    /// Which tenth of the bound the clock is in.
+    fn tenth_now(&self) -> usize {
+        (self.t / self.tenth()) as usize
+    }
+
     /// Moves the clock to `t`, crediting the bytes the flows carried meanwhile
     /// to the tenths of the bound they fall in.
     fn advance(&mut self, t: f64) {
         let rate = self.flows.total_rate();
         while self.t < t {
-            let tenth = (self.t / self.tenth()) as usize;
+            let tenth = self.tenth_now();
             let until = t.min((tenth + 1) as f64 * self.tenth()).max(self.t);
-            if self.delivered.len() <= tenth {
-                self.delivered.resize(tenth + 1, 0.0);
-            }
-            self.delivered[tenth] += rate * (until - self.t);
+            credit(&mut self.delivered, tenth, rate * (until - self.t));
             // Guards against a step that rounding would leave at zero length.
             self.t = if until > self.t { until } else { t };
         }
@@ -499,12 +501,8 @@ impl<'a> Sim<'a> {
         }
         if let Some((from, into)) = f.cross {
             self.wan_bytes[from as usize][into as usize] += bytes;
-            let tenth = (self.t / self.tenth()) as usize;
-            let tenths = &mut self.wan_in_tenths[into as usize];
-            if tenths.len() <= tenth {
-                tenths.resize(tenth + 1, 0.0);
-            }
-            tenths[tenth] += bytes;
+            let tenth = self.tenth_now();
+            credit(&mut self.wan_in_tenths[into as usize], tenth, bytes);
         }
     }
 
@@ -680,6 +678,14 @@ impl<'a> Sim<'a> {
             },
         }
     }
+}
+
+/// Adds `bytes` to `tenths[tenth]`, growing `tenths` as the run goes on.
+fn credit(tenths: &mut Vec<f64>, tenth: usize, bytes: f64) {
+    if tenths.len() <= tenth {
+        tenths.resize(tenth + 1, 0.0);
+    }
+    tenths[tenth] += bytes;
 }
 
 #[allow(clippy::too_many_arguments)]

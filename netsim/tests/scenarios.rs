@@ -28,10 +28,14 @@ master_up_gbit = 25.0
     .unwrap()
 }
 
+/// Where the shipped scenario files are.
+fn shipped() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
 /// A scenario file from `netsim/scenarios`, run with the defaults.
 fn run_shipped(name: &str) -> Summary {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
-    let (_, sum) = run(&Scenario::load(&path).unwrap(), &Options::default());
+    let (_, sum) = run(&Scenario::load(&shipped().join(name)).unwrap(), &Options::default());
     assert_eq!(sum.completed, sum.nodes, "{name}");
     sum
 }
@@ -53,9 +57,9 @@ fn the_ci_scenario_file_parses_and_completes() {
 
 #[test]
 fn every_shipped_scenario_file_parses() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+    let dir = shipped();
     let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
+    for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -63,7 +67,7 @@ fn every_shipped_scenario_file_parses() {
             n += 1;
         }
     }
-    assert!(n >= 5, "only {n} scenario files found in {dir}");
+    assert!(n >= 5, "only {n} scenario files found in {}", dir.display());
 }
 
 #[test]

@@ -52,7 +52,8 @@ impl RecentLists {
         self.0
             .iter()
             .filter(|(x, at, _)| x == id && at.elapsed() < LIST_DUPLICATE_WINDOW)
-            .fold(None, |any, &(_, _, received)| Some(any.unwrap_or(false) || received))
+            .map(|&(_, _, received)| received)
+            .reduce(|a, b| a || b)
     }
 }
 
