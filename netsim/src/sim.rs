@@ -231,6 +231,7 @@ impl<'a> Sim<'a> {
                     max_queue: sw.max_queue * 4,
                     master_copies: if opt.master_policy { sw.master_copies } else { u16::MAX },
                     stripe,
+                    ..UploadPolicy::default()
                 };
                 nodes.push(new_node(s, &opt, site, Role::Master, false, upload, Bitfield::full(chunks), nodes.len()));
                 up.push(x.master_up_gbit * GBIT);

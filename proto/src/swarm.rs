@@ -334,7 +334,7 @@ impl Swarm {
         Self {
             requested_mask: Bitfield::new(n),
             rng: Rng::new(cfg.seed),
-            uploads: upload::Uploads::new(n),
+            uploads: upload::Uploads::new(n, cfg.role == Role::Master),
             cfg,
             have,
             missing,
@@ -487,8 +487,8 @@ impl Swarm {
     }
 
     /// An upload ended (sent in full, or aborted by the I/O layer).
-    pub fn handle_upload_done(&mut self, _now: Micros, to: PeerId, chunk: ChunkIndex) {
-        self.uploads.finish(to, chunk);
+    pub fn handle_upload_done(&mut self, now: Micros, to: PeerId, chunk: ChunkIndex) {
+        self.uploads.finish(to, chunk, now);
         self.start_uploads();
     }
 
@@ -647,6 +647,7 @@ impl Swarm {
             return;
         };
         if c < p.have.len() && p.have.set(c) {
+            self.uploads.settle(from, c);
             let exhausted = p.exhausted;
             self.change_availability(c, 1);
             if self.have.get(c) {
@@ -671,12 +672,15 @@ impl Swarm {
             return;
         };
         let asker = p.info;
+        // Asking again: whatever was sent it did not arrive.
+        self.uploads.settle(from, c);
         let peers = &self.peers;
+        let since = now.saturating_sub(self.cfg.upload.delivery_grace);
         // Copies at the asker's site, held or on their way from here.
         let copies = |uploads: &upload::Uploads| {
             let at_site = |q: &PeerState| q.info.site == asker.site && q.info.role != Role::Master;
             let held = peers.values().filter(|q| q.have.get(c) && at_site(q)).count();
-            let coming = uploads.recipients(c).filter(|id| peers.get(id).is_some_and(at_site)).count();
+            let coming = uploads.recipients(c, since).filter(|id| peers.get(id).is_some_and(at_site)).count();
             (held + coming) as u32
         };
         let allowed = c < self.have.len()

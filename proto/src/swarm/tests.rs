@@ -199,6 +199,43 @@ fn a_master_stands_back_once_a_peer_holds_the_chunk() {
 }
 
 #[test]
+fn a_master_counts_a_sent_chunk_until_its_recipient_announces_it() {
+    let grace = UploadPolicy::default().delivery_grace;
+    let mut m = master();
+    for id in 1..=3 {
+        m.handle_connected(0, id, info(0, Role::Worker));
+    }
+    drain(&mut m);
+    m.handle_message(0, 1, Message::Request(5));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 1, chunk: 5 }]));
+    // Sent, but not yet announced: still on its way, so no second copy.
+    m.handle_upload_done(10, 1, 5);
+    m.handle_message(20, 2, Message::Request(5));
+    assert_eq!(drain(&mut m), vec![Action::Send { to: 2, msg: Message::Reject(5) }]);
+    // The recipient asks again: it never got it, so it is served.
+    m.handle_message(30, 1, Message::Request(5));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 1, chunk: 5 }]));
+    m.handle_upload_done(40, 1, 5);
+    // Announced: a held copy, as before.
+    m.handle_message(50, 1, Message::Have(5));
+    m.handle_message(60, 2, Message::Request(5));
+    assert_eq!(drain(&mut m), vec![Action::Send { to: 2, msg: Message::Reject(5) }]);
+    // Never announced: after the grace the chunk counts as absent again.
+    m.handle_message(70, 3, Message::Request(6));
+    drain(&mut m);
+    m.handle_upload_done(80, 3, 6);
+    m.handle_message(80 + grace, 2, Message::Request(6));
+    assert_eq!(drain(&mut m), vec![Action::Send { to: 2, msg: Message::Reject(6) }]);
+    m.handle_message(81 + grace, 2, Message::Request(6));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 2, chunk: 6 }]));
+    // A recipient that leaves takes its pending copy with it.
+    m.handle_upload_done(82 + grace, 2, 6);
+    m.handle_disconnected(82 + grace, 2);
+    m.handle_message(83 + grace, 3, Message::Request(6));
+    assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 3, chunk: 6 }]));
+}
+
+#[test]
 fn requests_from_other_sites_are_served_before_queued_local_ones() {
     let mut g = Swarm::new(
         Config {
