@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 use netsim::flows::Sharing;
 use netsim::report::{self, Bound, Summary};
 use netsim::scenario::Scenario;
+use netsim::sim::{self, Options};
+use proto::swarm::PickerMode;
 
 /// A large simulation holds about 1 GiB of node state and touches it at
 /// random. mimalloc backs its segments with transparent huge pages where the
@@ -18,8 +20,6 @@ use netsim::scenario::Scenario;
 /// faster than with the system allocator (docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use netsim::sim::{self, Options};
-use proto::swarm::PickerMode;
 
 /// Flow-level simulation of imageswarm's swarm at site scale.
 #[derive(Debug, Parser)]

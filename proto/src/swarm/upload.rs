@@ -230,8 +230,8 @@ impl Uploads {
     pub(crate) fn finish(&mut self, peer: PeerId, chunk: ChunkIndex, now: Micros) {
         if let Some(pos) = self.active.iter().position(|&u| u == (peer, chunk)) {
             self.active.swap_remove(pos);
+            self.settle(peer, chunk);
             if let Some(sent) = self.delivered.get_mut(chunk as usize) {
-                sent.retain(|&(p, _)| p != peer);
                 sent.push((peer, now));
             }
         }
