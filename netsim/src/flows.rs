@@ -24,11 +24,7 @@
 //! change of rate at a busy node re-predicts every flow there, and stale
 //! entries left behind would outnumber the live ones many times over).
 
-use std::cmp::Reverse;
-use std::hash::BuildHasherDefault;
-
-use priority_queue::PriorityQueue;
-use rustc_hash::FxHasher;
+use orx_priority_queue::{DaryHeapOfIndices, PriorityQueue, PriorityQueueDecKey};
 
 use crate::At;
 
@@ -101,12 +97,16 @@ pub struct Flows {
     /// fill (the capacity while idle).
     up_level: Vec<f64>,
     down_level: Vec<f64>,
-    /// Predicted completion per live flow with a rate; ties go to the lower id.
-    due: PriorityQueue<FlowId, Reverse<(At, FlowId)>, BuildHasherDefault<FxHasher>>,
+    /// Predicted completion per live flow with a rate; ties go to the lower
+    /// id. Indexed by flow id (a slot), so finding a flow is an array read.
+    due: DaryHeapOfIndices<FlowId, (At, FlowId), 4>,
     up: Vec<Vec<FlowId>>,
     down: Vec<Vec<FlowId>>,
     wan_out: Vec<Vec<FlowId>>,
     wan_in: Vec<Vec<FlowId>>,
+    /// Buffers reused by every re-rating, which runs on every flow event.
+    scratch_touched: Vec<FlowId>,
+    scratch_demands: Vec<(f64, FlowId)>,
 }
 
 impl Flows {
@@ -122,11 +122,13 @@ impl Flows {
             total: 0.0,
             up_level,
             down_level,
-            due: PriorityQueue::with_hasher(BuildHasherDefault::default()),
+            due: DaryHeapOfIndices::with_index_bound(1024),
             up: vec![Vec::new(); n],
             down: vec![Vec::new(); n],
             wan_out: vec![Vec::new(); s],
             wan_in: vec![Vec::new(); s],
+            scratch_touched: Vec::new(),
+            scratch_demands: Vec::new(),
         }
     }
 
@@ -151,6 +153,10 @@ impl Flows {
             }
             None => {
                 self.slots.push(Some(flow));
+                if self.slots.len() > self.due.index_bound() {
+                    let due = std::mem::replace(&mut self.due, DaryHeapOfIndices::with_index_bound(0));
+                    self.due = DaryHeapOfIndices::from_iter_with_index_bound(2 * self.slots.len(), due.iter().cloned());
+                }
                 (self.slots.len() - 1) as FlowId
             }
         };
@@ -168,7 +174,9 @@ impl Flows {
     pub fn remove(&mut self, now: f64, id: FlowId) -> Option<Flow> {
         let flow = self.slots.get_mut(id as usize)?.take()?;
         self.free.push(id);
-        self.due.remove(&id);
+        if self.due.contains(&id) {
+            self.due.remove(&id);
+        }
         self.total -= flow.rate;
         let drop_id = |v: &mut Vec<FlowId>| {
             if let Some(p) = v.iter().position(|&x| x == id) {
@@ -187,7 +195,7 @@ impl Flows {
 
     /// The earliest predicted completion.
     pub fn next_due(&self) -> Option<(f64, FlowId)> {
-        self.due.peek().map(|(&id, &Reverse((At(t), _)))| (t, id))
+        self.due.peek().map(|&(id, (At(t), _))| (t, id))
     }
 
     /// A flow in progress.
@@ -241,7 +249,9 @@ impl Flows {
         }
         self.fill(f.from, true);
         self.fill(f.to, false);
-        let mut touched: Vec<FlowId> = self.up[f.from as usize].clone();
+        let mut touched = std::mem::take(&mut self.scratch_touched);
+        touched.clear();
+        touched.extend_from_slice(&self.up[f.from as usize]);
         touched.extend_from_slice(&self.down[f.to as usize]);
         if let Some((o, i)) = f.cross {
             touched.extend_from_slice(&self.wan_out[o as usize]);
@@ -249,10 +259,11 @@ impl Flows {
         }
         touched.sort_unstable();
         touched.dedup();
-        for id in touched {
+        for &id in &touched {
             let rate = self.local_rate(id);
             self.set_rate(now, id, rate);
         }
+        self.scratch_touched = touched;
     }
 
     fn share(cap: f64, n: usize) -> f64 {
@@ -266,19 +277,18 @@ impl Flows {
     fn fill(&mut self, node: u32, up: bool) {
         let ids = if up { &self.up[node as usize] } else { &self.down[node as usize] };
         let cap = if up { self.cap.up[node as usize] } else { self.cap.down[node as usize] };
-        let mut demands: Vec<(f64, FlowId)> = ids
-            .iter()
-            .filter_map(|&id| {
-                let f = self.get(id)?;
-                let other = if up { self.down_level[f.to as usize] } else { self.up_level[f.from as usize] };
-                Some((other, id))
-            })
-            .collect();
+        let mut demands = std::mem::take(&mut self.scratch_demands);
+        demands.clear();
+        demands.extend(ids.iter().filter_map(|&id| {
+            let f = self.get(id)?;
+            let other = if up { self.down_level[f.to as usize] } else { self.up_level[f.from as usize] };
+            Some((other, id))
+        }));
         demands.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut left = cap;
         let n = demands.len();
         let mut largest = 0.0;
-        for (i, (demand, id)) in demands.into_iter().enumerate() {
+        for (i, &(demand, id)) in demands.iter().enumerate() {
             let alloc = demand.min(left / (n - i) as f64);
             left -= alloc;
             largest = alloc;
@@ -290,6 +300,7 @@ impl Flows {
                 }
             }
         }
+        self.scratch_demands = demands;
         // The most one more flow's worth could reach here: the fair level
         // when it binds, else the largest allocation plus what is spare.
         let level = largest + left.max(0.0);
@@ -319,15 +330,15 @@ impl Flows {
         };
         f.left = (f.left - f.rate * (now - f.last)).max(0.0);
         f.last = now;
-        if f.rate == rate && self.due.get(&id).is_some() {
+        if f.rate == rate && self.due.contains(&id) {
             return;
         }
         self.total += rate - f.rate;
         f.rate = rate;
         let t = if rate > 0.0 { now + f.left / rate } else { f64::INFINITY };
         if t.is_finite() {
-            self.due.push(id, Reverse((At(t), id)));
-        } else {
+            self.due.update_key_or_push(&id, (At(t), id));
+        } else if self.due.contains(&id) {
             self.due.remove(&id);
         }
     }

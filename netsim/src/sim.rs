@@ -128,12 +128,21 @@ struct Node {
     info: PeerInfo,
     malicious: bool,
     swarm: Swarm,
-    alive: bool,
-    epoch: u32,
     links: Vec<u32>,
     timer: Option<u64>,
     completed: Option<f64>,
     down_for: f64,
+}
+
+/// What sending and delivering a message read of both ends, kept apart from
+/// [`Node`] in one small table: every message reads it for the peer at the
+/// other end, whose node state it would otherwise pull into the cache.
+#[derive(Debug, Clone, Copy)]
+struct Presence {
+    alive: bool,
+    /// Counts rejoins: a message sent before one is dropped.
+    epoch: u32,
+    site: u32,
 }
 
 struct Msg {
@@ -158,6 +167,8 @@ struct Sim<'a> {
     chunk: u64,
     size: u64,
     nodes: Vec<Node>,
+    /// Per node, as in `nodes`.
+    presence: Vec<Presence>,
     flows: Flows,
     events: BinaryHeap<Reverse<(At, u64, Kind)>>,
     seq: u64,
@@ -292,6 +303,7 @@ impl<'a> Sim<'a> {
             delivered: Vec::new(),
             bound,
             opt,
+            presence: nodes.iter().map(|n| Presence { alive: true, epoch: 0, site: n.info.site }).collect(),
             nodes,
         };
         sim.honest_left = sim.nodes.iter().filter(|n| n.info.role != Role::Master && !n.malicious).count();
@@ -455,7 +467,7 @@ impl<'a> Sim<'a> {
     }
 
     fn deliver(&mut self, m: Msg) {
-        let (from, to) = (&self.nodes[m.from as usize], &self.nodes[m.to as usize]);
+        let (from, to) = (self.presence[m.from as usize], self.presence[m.to as usize]);
         if !from.alive || !to.alive || (from.epoch, to.epoch) != m.epochs {
             return;
         }
@@ -469,7 +481,7 @@ impl<'a> Sim<'a> {
         match kind {
             Kind::Timer { node, at } => {
                 let n = &mut self.nodes[node as usize];
-                if n.alive && n.timer == Some(at) {
+                if self.presence[node as usize].alive && n.timer == Some(at) {
                     n.timer = None;
                     n.swarm.handle_timeout(now.max(at));
                     self.dirty.push(node);
@@ -521,7 +533,7 @@ impl<'a> Sim<'a> {
                 Action::Send { to, msg } => self.send(n, to as u32, msg),
                 Action::Upload { to, chunk } => {
                     let to = to as u32;
-                    let ok = self.nodes[to as usize].alive && self.nodes[n as usize].links.contains(&to);
+                    let ok = self.presence[to as usize].alive && self.nodes[n as usize].links.contains(&to);
                     if ok {
                         let bytes = (self.size - u64::from(chunk) * self.chunk).min(self.chunk);
                         let (sa, sb) = (self.nodes[n as usize].info.site, self.nodes[to as usize].info.site);
@@ -556,11 +568,11 @@ impl<'a> Sim<'a> {
     }
 
     fn send(&mut self, from: u32, to: u32, msg: Message) {
-        let (a, b) = (&self.nodes[from as usize], &self.nodes[to as usize]);
+        let (a, b) = (self.presence[from as usize], self.presence[to as usize]);
         if !b.alive {
             return;
         }
-        let cross = a.info.site != b.info.site;
+        let cross = a.site != b.site;
         let m =
             Msg { at: self.t + if cross { self.wan_s } else { self.lan_s }, from, to, epochs: (a.epoch, b.epoch), msg };
         if cross {
@@ -604,7 +616,7 @@ impl<'a> Sim<'a> {
         };
         self.account(&f, sent);
         let now = self.now_us();
-        if self.nodes[f.from as usize].alive {
+        if self.presence[f.from as usize].alive {
             self.nodes[f.from as usize].swarm.handle_upload_done(now, f.to as u64, f.chunk);
             self.dirty.push(f.from);
         }
@@ -620,8 +632,8 @@ impl<'a> Sim<'a> {
             self.nodes[p as usize].swarm.handle_disconnected(now, n as u64);
             self.dirty.push(p);
         }
+        self.presence[n as usize].alive = false;
         let node = &mut self.nodes[n as usize];
-        node.alive = false;
         node.timer = None;
         let down = node.down_for;
         self.schedule(self.t + down, Kind::Join { node: n });
@@ -633,11 +645,12 @@ impl<'a> Sim<'a> {
         let have = node.swarm.have().clone();
         let cfg = node.swarm.config().clone();
         node.swarm = Swarm::new(cfg, have);
-        node.alive = true;
-        node.epoch += 1;
         let links: Vec<u32> = node.links.clone();
+        let me = &mut self.presence[n as usize];
+        me.alive = true;
+        me.epoch += 1;
         for p in links {
-            if self.nodes[p as usize].alive {
+            if self.presence[p as usize].alive {
                 self.connect(n, p);
             }
         }
@@ -721,8 +734,6 @@ fn new_node(
         info: PeerInfo { site, role },
         malicious,
         swarm: Swarm::new(cfg, have),
-        alive: true,
-        epoch: 0,
         links: Vec::new(),
         timer: None,
         completed,

@@ -287,6 +287,9 @@ pub struct Swarm {
     /// candidates again then. One live entry per peer (see
     /// [`PeerState::wake`]), plus stale ones until their time comes.
     wakes: BinaryHeap<Reverse<(Micros, PeerId)>>,
+    /// The earliest time in `wakes`, kept beside it: [`Swarm::poll_timeout`]
+    /// runs after every input, and the queue's own memory is a cache miss.
+    next_wake: Option<Micros>,
     /// No request times out before this (it may be early, never late).
     request_deadline: Option<Micros>,
 }
@@ -350,6 +353,7 @@ impl Swarm {
             stats: Stats::default(),
             completed,
             wakes: BinaryHeap::new(),
+            next_wake: None,
             request_deadline: None,
         }
     }
@@ -458,26 +462,28 @@ impl Swarm {
     fn accept_chunk(&mut self, now: Micros, chunk: ChunkIndex) {
         self.stats.chunks_verified += 1;
         self.remove_missing(chunk);
-        // Cancel endgame duplicates still in flight elsewhere.
-        let others: Vec<PeerId> =
-            self.peers.iter().filter(|(_, p)| p.inflight.iter().any(|r| r.chunk == chunk)).map(|(&id, _)| id).collect();
-        for p in others {
-            self.take_inflight(p, chunk);
-            self.send(p, Message::Cancel(chunk));
-        }
         if self.requested[chunk as usize] > 0 {
-            self.requested[chunk as usize] = 0;
-            self.requested_distinct -= 1;
-            self.requested_mask.unset(chunk);
+            // Endgame duplicates still in flight elsewhere: cancel them.
+            let others: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.inflight.iter().any(|r| r.chunk == chunk))
+                .map(|(&id, _)| id)
+                .collect();
+            for p in others {
+                self.take_inflight(p, chunk);
+                self.send(p, Message::Cancel(chunk));
+            }
+            if self.requested[chunk as usize] > 0 {
+                self.requested[chunk as usize] = 0;
+                self.requested_distinct -= 1;
+                self.requested_mask.unset(chunk);
+            }
         }
-        let tell: Vec<PeerId> = self
-            .order
-            .iter()
-            .map(|&(_, id)| id)
-            .filter(|id| self.peers.get(id).is_some_and(|p| !p.have.get(chunk) || p.info.role == Role::Master))
-            .collect();
-        for p in tell {
-            self.send(p, Message::Have(chunk));
+        for &(_, id) in &self.order {
+            if self.peers.get(&id).is_some_and(|p| !p.have.get(chunk) || p.info.role == Role::Master) {
+                self.actions.push_back(Action::Send { to: id, msg: Message::Have(chunk) });
+            }
         }
         if self.missing.is_empty() && !self.completed {
             self.completed = true;
@@ -512,6 +518,7 @@ impl Swarm {
                 self.wakes.push(Reverse((t, id)));
             }
         }
+        self.next_wake = self.wakes.peek().map(|Reverse((t, _))| *t);
         if self.request_deadline.is_some_and(|d| d <= now) {
             self.expire_requests(now);
         }
@@ -559,8 +566,7 @@ impl Swarm {
     /// When [`Swarm::handle_timeout`] must run next. It may be earlier than
     /// needed (a wake-up with nothing to do is harmless), never later.
     pub fn poll_timeout(&self) -> Option<Micros> {
-        let wake = self.wakes.peek().map(|Reverse((t, _))| *t);
-        [wake, self.request_deadline].into_iter().flatten().min()
+        [self.next_wake, self.request_deadline].into_iter().flatten().min()
     }
 
     /// Makes sure `peer` is looked at again by `t`.
@@ -576,6 +582,7 @@ impl Swarm {
         if self.wakes.len() > 2 * self.peers.len() + 64 {
             self.wakes = self.peers.iter().filter_map(|(&id, p)| p.wake.map(|t| Reverse((t, id)))).collect();
         }
+        self.next_wake = self.wakes.peek().map(|Reverse((t, _))| *t);
     }
 
     // ---- getters ----
