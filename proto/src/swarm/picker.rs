@@ -247,7 +247,11 @@ impl View<'_> {
                 let bit = wanted.leading_zeros();
                 wanted &= !(1 << (63 - bit));
                 let c = i as u32 * 64 + bit;
-                if self.candidate_unless_refused(peer, c) {
+                // Outside endgame the word already says it all (the mask is
+                // set exactly while a request is out); in endgame a chunk
+                // with one request may take a second, not from this peer.
+                debug_assert!(self.endgame || self.candidate_unless_refused(peer, c));
+                if !self.endgame || self.candidate_unless_refused(peer, c) {
                     f(c);
                 }
             }
