@@ -16,8 +16,13 @@
 //! * Dialling or accepting a TCP connection, with its Noise handshake and
 //!   yamux set-up, gives up after [`UPGRADE_TIMEOUT`].
 //! * A process keeps its key (and so its peer id) in one file across
-//!   restarts: [`load_or_create_key`].
+//!   restarts: [`load_or_create_key`]. The file is created readable by its
+//!   owner only, and is complete on disk before it takes its name.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::time::Duration;
 
 use libp2p::core::Transport;
@@ -94,22 +99,53 @@ pub fn build_swarm<B: NetworkBehaviour>(
 }
 
 /// Loads a key from `path` (libp2p protobuf encoding), creating it when
-/// missing.
-pub fn load_or_create_key(path: &std::path::Path) -> Result<Keypair> {
+/// missing. A key that others than its owner may read is used, with a
+/// warning: anyone who reads it can act as this peer.
+pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
-            .map_err(|e| Error::Key(format!("{}: not a libp2p key: {e}", path.display()))),
+        Ok(bytes) => {
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    "{} is readable by others than its owner (mode {:o}); `chmod 600` it",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                );
+            }
+            Keypair::from_protobuf_encoding(&bytes)
+                .map_err(|e| Error::Key(format!("{}: not a libp2p key: {e}", path.display())))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
             let bytes = key.to_protobuf_encoding().map_err(|e| Error::Key(e.to_string()))?;
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, &bytes)
-                .and_then(|()| std::fs::rename(&tmp, path))
-                .map_err(|e| Error::Key(format!("writing {}: {e}", path.display())))?;
+            write_private(path, &bytes).map_err(|e| Error::Key(format!("writing {}: {e}", path.display())))?;
             Ok(key)
         }
         Err(e) => Err(Error::Key(format!("reading {}: {e}", path.display()))),
     }
+}
+
+/// Writes a new file of mode 0600 under a temporary name, syncs it, and
+/// renames it to `path`, syncing the directory: a crash leaves no key or
+/// the whole key, never an empty file that would stop the next start.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let write = || {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
@@ -129,5 +165,23 @@ mod tests {
         sock.set_tcp_notsent_lowat(u32::MAX).unwrap();
         limit_unsent(&dialed);
         assert_eq!(sock.tcp_notsent_lowat().unwrap(), UNSENT_BYTES);
+    }
+
+    #[test]
+    fn a_new_key_is_private_and_the_same_on_the_next_start() {
+        let dir = std::env::temp_dir().join(format!("imageswarm-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.key");
+        let _ = std::fs::remove_file(&path);
+        let first = load_or_create_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key file's mode");
+        assert!(!path.with_extension("tmp").exists(), "no temporary file is left");
+        let again = load_or_create_key(&path).unwrap();
+        assert_eq!(first.public().to_peer_id(), again.public().to_peer_id());
+        std::fs::write(&path, b"not a key").unwrap();
+        let err = load_or_create_key(&path).unwrap_err().to_string();
+        assert!(err.contains("not a libp2p key"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
