@@ -536,8 +536,7 @@ impl<'a> Sim<'a> {
                     let ok = self.presence[to as usize].alive && self.nodes[n as usize].links.contains(&to);
                     if ok {
                         let bytes = (self.size - u64::from(chunk) * self.chunk).min(self.chunk);
-                        let (sa, sb) = (self.nodes[n as usize].info.site, self.nodes[to as usize].info.site);
-                        let cross = (sa != sb).then_some((sa, sb));
+                        let cross = self.crossing(n, to);
                         self.flows.start(self.t, n, to, chunk, bytes, cross);
                     } else {
                         self.nodes[n as usize].swarm.handle_upload_done(now, to as u64, chunk);
@@ -567,12 +566,18 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// `(from's site, to's site)` when traffic between them crosses sites.
+    fn crossing(&self, from: u32, to: u32) -> Option<(u32, u32)> {
+        let (a, b) = (self.presence[from as usize].site, self.presence[to as usize].site);
+        (a != b).then_some((a, b))
+    }
+
     fn send(&mut self, from: u32, to: u32, msg: Message) {
         let (a, b) = (self.presence[from as usize], self.presence[to as usize]);
         if !b.alive {
             return;
         }
-        let cross = a.site != b.site;
+        let cross = self.crossing(from, to).is_some();
         let m =
             Msg { at: self.t + if cross { self.wan_s } else { self.lan_s }, from, to, epochs: (a.epoch, b.epoch), msg };
         if cross {

@@ -20,7 +20,7 @@
 //!   owner only, and is complete on disk before it takes its name.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -102,17 +102,18 @@ pub fn build_swarm<B: NetworkBehaviour>(
 /// missing. A key that others than its owner may read is used, with a
 /// warning: anyone who reads it can act as this peer.
 pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            if let Ok(meta) = std::fs::metadata(path)
-                && meta.permissions().mode() & 0o077 != 0
-            {
+    match File::open(path) {
+        Ok(mut f) => {
+            let mode = f.metadata().map(|m| m.permissions().mode()).unwrap_or(0);
+            if mode & 0o077 != 0 {
                 tracing::warn!(
                     "{} is readable by others than its owner (mode {:o}); `chmod 600` it",
                     path.display(),
-                    meta.permissions().mode() & 0o777
+                    mode & 0o777
                 );
             }
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).map_err(|e| Error::Key(format!("reading {}: {e}", path.display())))?;
             Keypair::from_protobuf_encoding(&bytes)
                 .map_err(|e| Error::Key(format!("{}: not a libp2p key: {e}", path.display())))
         }
