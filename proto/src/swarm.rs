@@ -208,8 +208,8 @@ pub(crate) struct PeerState {
     pub(crate) info: PeerInfo,
     pub(crate) have: Bitfield,
     pub(crate) inflight: Vec<Request>,
-    /// Chunks the peer refused, until when not to ask again (entries stay
-    /// after that, as a record that it refused).
+    /// Chunks the peer refused, until when not to ask again (a master's
+    /// entries stay a while after that, as a record that it refused).
     pub(crate) refused: Vec<(ChunkIndex, Micros)>,
     /// The last scan found no candidate here, and nothing has since made one
     /// possible except the peer's own announcements (handled one by one).
@@ -226,11 +226,13 @@ impl PeerState {
         self.refused.iter().find(|(x, _)| *x == c).map_or(0, |(_, t)| *t)
     }
 
-    /// Drops refusals of chunks now held, and those older than `16 ×
-    /// backoff`: refusals are remembered (masters' insistence rule) for a
-    /// while after they stop blocking requests.
+    /// Drops refusals of chunks now held, and those that ended: a master's
+    /// are remembered for `16 × backoff` after they stop blocking requests
+    /// (the insistence rule reads them), any other peer's end with their
+    /// backoff.
     fn forget_refusals(&mut self, have: &Bitfield, now: Micros, backoff: Micros) {
-        self.refused.retain(|&(c, until)| !have.get(c) && until + 16 * backoff > now);
+        let memory = if self.info.role == Role::Master { 16 * backoff } else { 0 };
+        self.refused.retain(|&(c, until)| !have.get(c) && until + memory > now);
     }
 
     /// The next moment after `now` that a pause or a refusal ends.

@@ -110,6 +110,36 @@ fn a_refusal_is_not_a_penalty_and_the_chunk_is_asked_elsewhere() {
 }
 
 #[test]
+fn a_masters_refusal_is_remembered_for_insisting_and_a_workers_ends_with_its_backoff() {
+    let backoff = Config::default().refusal_backoff;
+    let c = 3;
+    for role in [Role::Master, Role::Worker] {
+        let mut w = worker(1);
+        w.handle_connected(0, 1, info(0, role));
+        let mut only_c = Bitfield::new(N);
+        only_c.set(c);
+        w.handle_message(0, 1, Message::Bitfield(only_c));
+        assert_eq!(requests(&drain(&mut w), 1), vec![c]);
+        w.handle_message(5, 1, Message::Reject(c));
+        drain(&mut w);
+        // Wake-ups at the end of the pause and of the backoff.
+        while let Some(t) = w.poll_timeout().filter(|&t| t <= 5 + backoff) {
+            w.handle_timeout(t);
+        }
+        let asked = drain(&mut w);
+        let record = w.peers[&1].refused.len();
+        if role == Role::Master {
+            // Nothing else in flight, refused before, no other holder.
+            assert_eq!(asked, vec![Action::Send { to: 1, msg: Message::Insist(c) }]);
+            assert_eq!(record, 1, "a master's refusal outlives its backoff");
+        } else {
+            assert_eq!(asked, vec![Action::Send { to: 1, msg: Message::Request(c) }]);
+            assert_eq!(record, 0, "a worker's ended refusal is dropped");
+        }
+    }
+}
+
+#[test]
 fn requests_time_out_and_move_on() {
     let cfg = Config { pipeline: 1, request_timeout: 1000, ..Config::default() };
     let mut w = Swarm::new(cfg, Bitfield::new(N));
