@@ -108,6 +108,8 @@ pub struct Swarm {
     pub upload_slots: u32,
     /// Concurrent uploads per master.
     pub master_slots: u32,
+    /// Concurrent uploads to one peer, for hosts and masters.
+    pub upload_per_peer: u32,
     /// Queued requests per node.
     pub max_queue: usize,
     /// Random chunks before rarest-first.
@@ -141,6 +143,7 @@ impl Default for Swarm {
             cross_site_pipeline: node.cross_site_pipeline,
             upload_slots: node.upload.slots,
             master_slots: node.upload.slots,
+            upload_per_peer: node.upload.per_peer,
             max_queue: node.upload.max_queue,
             random_first: node.random_first,
             master_copies: node.upload.master_copies,

@@ -239,6 +239,7 @@ impl<'a> Sim<'a> {
                 master_index += 1;
                 let upload = UploadPolicy {
                     slots: sw.master_slots,
+                    per_peer: sw.upload_per_peer,
                     max_queue: sw.max_queue * 4,
                     master_copies: if opt.master_policy { sw.master_copies } else { u16::MAX },
                     stripe,
@@ -250,8 +251,12 @@ impl<'a> Sim<'a> {
             }
             for h in 0..x.hosts {
                 let role = if h < x.gateways { Role::Gateway } else { Role::Worker };
-                let upload =
-                    UploadPolicy { slots: sw.upload_slots, max_queue: sw.max_queue, ..UploadPolicy::default() };
+                let upload = UploadPolicy {
+                    slots: sw.upload_slots,
+                    per_peer: sw.upload_per_peer,
+                    max_queue: sw.max_queue,
+                    ..UploadPolicy::default()
+                };
                 let mut node = new_node(s, &opt, site, role, false, upload, Bitfield::new(chunks), nodes.len());
                 if role == Role::Gateway && opt.locality {
                     let mut cfg = node.swarm.config().clone();

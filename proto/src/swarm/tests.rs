@@ -182,17 +182,38 @@ fn upload_slots_and_queue_are_bounded() {
     let cfg =
         Config { upload: UploadPolicy { slots: 2, max_queue: 1, ..UploadPolicy::default() }, ..Config::default() };
     let mut s = Swarm::new(cfg, Bitfield::full(N));
-    s.handle_connected(0, 1, info(0, Role::Worker));
+    for p in 1..=4 {
+        s.handle_connected(0, p, info(0, Role::Worker));
+    }
     drain(&mut s);
     for c in 0..4 {
-        s.handle_message(0, 1, Message::Request(c));
+        s.handle_message(0, u64::from(c) + 1, Message::Request(c));
     }
     let acts = drain(&mut s);
     let uploads = acts.iter().filter(|a| matches!(a, Action::Upload { .. })).count();
     let rejects = acts.iter().filter(|a| matches!(a, Action::Send { msg: Message::Reject(_), .. })).count();
     assert_eq!((uploads, rejects), (2, 1), "{acts:?}");
     s.handle_upload_done(1, 1, 0);
-    assert!(matches!(drain(&mut s)[..], [Action::Upload { to: 1, chunk: 2 }]));
+    assert!(matches!(drain(&mut s)[..], [Action::Upload { to: 3, chunk: 2 }]));
+}
+
+#[test]
+fn a_peer_gets_one_upload_at_a_time_and_later_askers_go_ahead_of_its_second() {
+    let mut s = Swarm::new(Config::default(), Bitfield::full(N));
+    for p in [1, 2] {
+        s.handle_connected(0, p, info(0, Role::Worker));
+    }
+    drain(&mut s);
+    s.handle_message(0, 1, Message::Request(0));
+    s.handle_message(0, 1, Message::Request(1));
+    s.handle_message(0, 2, Message::Request(2));
+    assert_eq!(
+        drain(&mut s),
+        vec![Action::Upload { to: 1, chunk: 0 }, Action::Upload { to: 2, chunk: 2 }],
+        "1's second request waits, 2's goes ahead of it"
+    );
+    s.handle_upload_done(1, 1, 0);
+    assert_eq!(drain(&mut s), vec![Action::Upload { to: 1, chunk: 1 }]);
 }
 
 #[test]
@@ -304,6 +325,7 @@ fn striped_masters_serve_their_own_stripe_first() {
     assert_eq!(drain(&mut m), vec![Action::Send { to: 1, msg: Message::Reject(3) }]);
     m.handle_message(10, 1, Message::Request(4));
     assert!(matches!(drain(&mut m)[..], [Action::Upload { chunk: 4, .. }]));
+    m.handle_upload_done(500, 1, 4);
     // Still unavailable after the grace: served after all.
     m.handle_message(1000, 1, Message::Request(3));
     assert!(matches!(drain(&mut m)[..], [Action::Upload { chunk: 3, .. }]));

@@ -754,12 +754,19 @@ impl EventLoop {
         let info = PeerInfo { site: site_number(&hello.site), role: hello.role };
         self.met.insert(h, info);
         let now = self.now();
+        let mut holder = false;
         for (uuid, bits) in hello.images {
             let Ok(bits) = bits.parse() else { continue };
             if let Some(img) = self.images.get_mut(&uuid) {
+                holder |= img.hashes().is_none() && bits.count() > 0;
                 img.peer_bitfield(now, h, info, bits);
                 self.drain(uuid);
             }
+        }
+        // A peer that holds chunks holds the manifest: ask at once rather
+        // than at the next tick, which cost a starting node 100 ms on average.
+        if holder {
+            self.ask_manifests();
         }
     }
 
