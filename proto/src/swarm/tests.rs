@@ -198,11 +198,12 @@ fn upload_slots_and_queue_are_bounded() {
 }
 
 #[test]
-fn a_peer_gets_one_upload_at_a_time_and_later_askers_go_ahead_of_its_second() {
-    let mut s = Swarm::new(Config::default(), Bitfield::full(N));
+fn a_peer_of_this_site_gets_one_upload_at_a_time_and_later_askers_go_ahead_of_its_second() {
+    let mut s = Swarm::new(Config { role: Role::Gateway, ..Config::default() }, Bitfield::full(N));
     for p in [1, 2] {
         s.handle_connected(0, p, info(0, Role::Worker));
     }
+    s.handle_connected(0, 3, info(1, Role::Gateway));
     drain(&mut s);
     s.handle_message(0, 1, Message::Request(0));
     s.handle_message(0, 1, Message::Request(1));
@@ -214,6 +215,10 @@ fn a_peer_gets_one_upload_at_a_time_and_later_askers_go_ahead_of_its_second() {
     );
     s.handle_upload_done(1, 1, 0);
     assert_eq!(drain(&mut s), vec![Action::Upload { to: 1, chunk: 1 }]);
+    // Another site's gateway, across a WAN, is not held to one at a time.
+    s.handle_message(2, 3, Message::Request(3));
+    s.handle_message(2, 3, Message::Request(4));
+    assert_eq!(drain(&mut s), vec![Action::Upload { to: 3, chunk: 3 }, Action::Upload { to: 3, chunk: 4 }]);
 }
 
 #[test]
