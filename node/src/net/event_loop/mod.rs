@@ -787,9 +787,9 @@ impl EventLoop {
                     self.on_response(peer, o, Response::Refused(Refusal::Busy));
                 }
             }
-            Event::ResponseSent { request_id, .. } | Event::InboundFailure { request_id, .. } => {
+            Event::ResponseSent { peer, request_id, .. } | Event::InboundFailure { peer, request_id, .. } => {
                 if let Some((image, h, index)) = self.uploads.remove(&request_id) {
-                    tracing::trace!(%image, index, "upload ended");
+                    tracing::trace!(%image, index, %peer, "upload ended");
                     self.upload_done(image, h, index);
                 }
             }
