@@ -108,7 +108,8 @@ pub struct Swarm {
     pub upload_slots: u32,
     /// Concurrent uploads per master.
     pub master_slots: u32,
-    /// Concurrent uploads to one peer, for hosts and masters.
+    /// Concurrent uploads to one peer of the same site, for hosts and
+    /// masters (`UploadPolicy::per_peer`).
     pub upload_per_peer: u32,
     /// Queued requests per node.
     pub max_queue: usize,

@@ -242,11 +242,8 @@ impl Uploads {
             return None;
         }
         let running = |peer: PeerId| self.active.iter().filter(|&&(p, _)| p == peer).count();
-        let pos = self
-            .queue
-            .iter()
-            .enumerate()
-            .position(|(i, &(p, _))| i < self.urgent || (running(p) as u64) < u64::from(per_peer))?;
+        let pos =
+            self.queue.iter().enumerate().position(|(i, &(p, _))| i < self.urgent || running(p) < per_peer as usize)?;
         let next = self.queue.remove(pos)?;
         if pos < self.urgent {
             self.urgent -= 1;
