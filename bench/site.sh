@@ -7,18 +7,21 @@ cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p imageswarm-n
 bin="${IMAGESWARM_BIN:-$root/target/release/imageswarm}"
 trk="$root/target/release/imageswarm-tracker"
 
-# make_site SIZE_MIB URL CHUNK_BYTES: in the current directory, a test PKI in
-# pki/, a random image and the signed list naming it in www/ (to be served
-# at URL). Sets $uuid to the image's identifier.
+# make_site SIZE_MIB URL [CHUNK_BYTES]: in the current directory, a test PKI
+# in pki/, a random image and the signed list naming it in www/ (to be served
+# at URL), in chunks of CHUNK_BYTES or, without it, of the size `list
+# add-image` picks by default. Sets $uuid to the image's identifier and
+# $chunking to how the image is cut ("256 chunks of 512 KiB").
 make_site() {
-  local size_mib=$1 url=$2 chunk=$3
+  local size_mib=$1 url=$2 chunk=${3:-}
   mkdir pki www
   bash "$root/tests/src/pki.sh" "$PWD/pki" >/dev/null
   head -c "$((size_mib << 20))" /dev/urandom > www/image.img
   "$bin" list new -o list.json --cert pki/endorser.pem --title Bench --description "imageswarm benchmark" \
     --source bench --uri "$url/list.smime" >/dev/null
-  "$bin" list add-image list.json www/image.img --uri "$url/image.img" --title Disk --image-version 1 \
-    --os Linux --osversion 12 --arch x86_64 --chunk-size "$chunk" >/dev/null
+  chunking=$("$bin" list add-image list.json www/image.img --uri "$url/image.img" --title Disk --image-version 1 \
+    --os Linux --osversion 12 --arch x86_64 ${chunk:+--chunk-size "$chunk"} |
+    sed -n 's/^manifest root: .* (\(.*\))$/\1/p')
   "$bin" list sign list.json --cert pki/endorser.pem --key pki/endorser.key -o www/list.smime >/dev/null
   uuid=$("$bin" list show www/list.smime --json |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["hv:imagelist"]["hv:images"][0]["hv:image"]["dc:identifier"])')

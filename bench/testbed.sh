@@ -7,13 +7,17 @@
 # testbed. Needs root (ip netns); touches nothing outside the namespaces it
 # creates, and removes them on exit.
 #
-#   bash bench/testbed.sh [N=8] [RATE_MBIT=200] [SIZE_MIB=128] [CHUNK_BYTES=4194304]
+#   bash bench/testbed.sh [N=8] [RATE_MBIT=200] [SIZE_MIB=128] [CHUNK_BYTES]
+#
+# Without CHUNK_BYTES the image is cut as `imageswarm list add-image` cuts it
+# by default (128 MiB: 512 KiB chunks). NO_CENTRAL=1 skips the central HTTP
+# baseline (it does not change between builds), for quick comparisons.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-8}
 rate=${2:-200}
 size_mib=${3:-128}
-chunk=${4:-4194304}
+chunk=${4:-}
 # shellcheck source=bench/site.sh
 source "$root/bench/site.sh"
 work=$(mktemp -d -t imageswarm-testbed.XXXXXX)
@@ -71,7 +75,7 @@ in_ns master "$bin" --data-dir master node --listen "/ip4/$ip_master/tcp/4001" -
   --site testbed --master --announce-interval 1 2>master.err >/dev/null &
 "$bin" --data-dir master wait "$uuid" --timeout 600 >/dev/null
 
-echo "== imageswarm: $n workers at $rate Mbit/s, ${size_mib} MiB"
+echo "== imageswarm: $n workers at $rate Mbit/s, ${size_mib} MiB in $chunking"
 t0=$(date +%s.%N)
 for i in $(seq "$n"); do
   in_ns "w$i" "$bin" --data-dir "w$i" node --listen "/ip4/$(eval echo \$ip_w$i)/tcp/4001" --tracker "$tracker" \
@@ -87,18 +91,21 @@ t1=$(date +%s.%N)
 done_at=$(cat done-* | tr '\n' ' ')
 for h in "${hosts[@]:1}"; do ip netns pids "$tag-$h" | xargs -r kill 2>/dev/null || true; done
 
-echo "== central HTTP: the master's host serves all $n workers"
-in_ns master python3 -m http.server 8001 --bind "$ip_master" --directory www >/dev/null 2>&1 &
-sleep 0.5
-h0=$(date +%s.%N)
-fetches=()
-for i in $(seq "$n"); do
-  in_ns "w$i" python3 -c "import urllib.request,sys; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \
-    "http://$ip_master:8001/image.img" "central-$i.img" &
-  fetches+=($!)
-done
-for p in "${fetches[@]}"; do wait "$p"; done
-h1=$(date +%s.%N)
+h0=0 h1=0
+if [ -z "${NO_CENTRAL:-}" ]; then
+  echo "== central HTTP: the master's host serves all $n workers"
+  in_ns master python3 -m http.server 8001 --bind "$ip_master" --directory www >/dev/null 2>&1 &
+  sleep 0.5
+  h0=$(date +%s.%N)
+  fetches=()
+  for i in $(seq "$n"); do
+    in_ns "w$i" python3 -c "import urllib.request,sys; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \
+      "http://$ip_master:8001/image.img" "central-$i.img" &
+    fetches+=($!)
+  done
+  for p in "${fetches[@]}"; do wait "$p"; done
+  h1=$(date +%s.%N)
+fi
 
 python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" "$done_at" <<'PY'
 import sys
@@ -111,5 +118,6 @@ swarm, central = t1 - t0, h1 - h0
 print(f"kumar-ross bound: {bound:.2f} s")
 print("imageswarm per worker: " + " ".join(f"{t / bound:.2f}" for t in each) + " (x the bound)")
 print(f"imageswarm: {swarm:.2f} s = {swarm / bound:.2f}x the bound (goal <= 1.2)")
-print(f"central HTTP: {central:.2f} s = {central / bound:.2f}x the bound")
+if central > 0:
+    print(f"central HTTP: {central:.2f} s = {central / bound:.2f}x the bound")
 PY

@@ -108,10 +108,26 @@ impl Cache<'_> {
     /// BLAKE3 hash (computed by the caller, who has checked it or will check
     /// it against the manifest root).
     pub fn store_chunk(&self, rec: &ImageRecord, file: &File, index: u32, data: &[u8], hash: &[u8; 32]) -> Result<()> {
+        self.write_chunk(rec, file, index, data)?;
+        self.commit_chunks(rec, file, &[(index, *hash)])
+    }
+
+    /// Writes chunk `index` of `rec` at its offset in `file` (the partial
+    /// file). The bytes can then be read back, but are neither durable nor
+    /// recorded until [`Cache::commit_chunks`].
+    pub fn write_chunk(&self, rec: &ImageRecord, file: &File, index: u32, data: &[u8]) -> Result<()> {
         let p = self.store.paths().partial(rec.uuid);
-        file.write_all_at(data, u64::from(index) * rec.chunk_size).map_err(Error::io("writing", &p))?;
+        file.write_all_at(data, u64::from(index) * rec.chunk_size).map_err(Error::io("writing", &p))
+    }
+
+    /// Syncs `file` (the partial file), and only then records the chunks in
+    /// `written`, each with its BLAKE3 hash, as present: one sync and one
+    /// store transaction for all of them. Every chunk in `written` must have
+    /// been written (by [`Cache::write_chunk`]) before this call.
+    pub fn commit_chunks(&self, rec: &ImageRecord, file: &File, written: &[(u32, [u8; 32])]) -> Result<()> {
+        let p = self.store.paths().partial(rec.uuid);
         file.sync_data().map_err(Error::io("syncing", &p))?;
-        self.store.record_chunk(rec.uuid, index, rec.chunk_count(), hash)
+        self.store.record_chunks(rec.uuid, rec.chunk_count(), written)
     }
 
     /// Streams chunks `first..` from the source into `file`. Returns the

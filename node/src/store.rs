@@ -17,8 +17,9 @@
 //!
 //! # Write order
 //! A chunk is written to `<uuid>.partial` and the file is synced *before*
-//! [`Store::record_chunk`] sets its have-bit and hash in one transaction and
-//! flushes the database. A crash therefore never leaves a bit set for data
+//! [`Store::record_chunks`] sets its have-bit and hash in one transaction
+//! (with those of the other chunks synced by the same call) and flushes the
+//! database. A crash therefore never leaves a bit set for data
 //! that is not on disk; at worst a chunk is on disk without its bit and is
 //! fetched again. A list version is accepted in one transaction with the
 //! subscription and image records it changes ([`Store::accept_list`]), so a
@@ -474,17 +475,20 @@ impl Store {
         })
     }
 
-    /// Records that chunk `index` of `uuid` (of `chunks`) is durable on disk
-    /// with BLAKE3 hash `hash`. Call only after the data is synced.
-    pub fn record_chunk(&self, uuid: Uuid, index: u32, chunks: u32, hash: &[u8; 32]) -> Result<()> {
+    /// Records that chunks of `uuid` (of `chunks`) are durable on disk, each
+    /// with its BLAKE3 hash, in one transaction. Call only after the data is
+    /// synced.
+    pub fn record_chunks(&self, uuid: Uuid, chunks: u32, done: &[(u32, [u8; 32])]) -> Result<()> {
         (&self.have, &self.chunks)
             .transaction(|(have, hashes)| {
                 let mut bits = match have.get(uuid.as_bytes())? {
                     Some(b) => Bitfield::from_bytes(chunks, &b).unwrap_or_else(|_| Bitfield::new(chunks)),
                     None => Bitfield::new(chunks),
                 };
-                bits.set(index);
-                hashes.insert(chunk_key(uuid, index).to_vec(), &hash[..])?;
+                for (index, hash) in done {
+                    bits.set(*index);
+                    hashes.insert(chunk_key(uuid, *index).to_vec(), &hash[..])?;
+                }
                 have.insert(uuid.as_bytes(), bits.as_bytes())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })

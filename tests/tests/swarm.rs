@@ -220,21 +220,83 @@ async fn requests_for_unlisted_images_are_refused() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_reaches_a_cut_off_worker_through_the_swarm() -> anyhow::Result<()> {
     let mut site = Site::new(1, 8 * MIB, MIB).await?;
-    let dir = site.demo.data_dirs[1].clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let store = node::store::Store::open(&dir)?;
-        let mut sub = store.subscriptions()?.remove(0);
-        sub.url = "http://127.0.0.1:9/unreachable.smime".into();
-        store.put_subscription(&sub)?;
-        Ok(())
-    })
-    .await??;
+    site.set_list_url(1, "http://127.0.0.1:9/unreachable.smime").await?;
     site.start(0).await?;
     site.start(1).await?;
     site.until_workers_complete().await?;
     assert!(site.holds_verified(1));
     let err = site.client(1).status().last_error.unwrap_or_default();
     assert!(err.contains("127.0.0.1:9"), "the worker's own fetch failed: {err:?}");
+    Ok(())
+}
+
+/// A list source that accepts connections and never answers.
+struct Hang {
+    url: String,
+    held: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Hang {
+    fn start() -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}/list.smime", listener.local_addr()?);
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = held.clone();
+        // Bounded: a node makes one connection per update cycle.
+        std::thread::spawn(move || {
+            for s in listener.incoming().take(16).flatten() {
+                keep.lock().unwrap().push(s);
+            }
+        });
+        Ok(Self { url, held })
+    }
+
+    /// Connections whose client still waits for an answer.
+    fn waiting(&self) -> usize {
+        use std::io::Read;
+        let open = |mut s: &std::net::TcpStream| {
+            if s.set_nonblocking(true).is_err() {
+                return false;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => {}
+                    Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+                }
+            }
+        };
+        self.held.lock().unwrap().iter().filter(|s| open(s)).count()
+    }
+}
+
+impl Drop for Hang {
+    /// Hangs up, so that the waiting update ends (and the runtime with it).
+    fn drop(&mut self) {
+        for s in self.held.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// 11. A restarted master whose list source hangs seeds at once: it swarms
+///     on its store, re-checked locally, while its first update cycle still
+///     waits for the source (up to the fetch's 60 s read timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_master_seeds_while_its_list_source_hangs() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 8 * MIB, MIB).await?;
+    site.start(0).await?;
+    site.until("the master to hold the image", |s| s.image(0).is_some_and(|m| m.available)).await?;
+    site.stop(0).await;
+    let hang = Hang::start()?;
+    site.set_list_url(0, &hang.url).await?;
+    site.start(0).await?;
+    site.start(1).await?;
+    site.until_workers_complete().await?;
+    assert!(site.holds_verified(1));
+    assert_eq!(hang.waiting(), 1, "the master's update still waits for its list source");
+    assert_eq!(site.client(0).status().last_error, None);
     Ok(())
 }
 

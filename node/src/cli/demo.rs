@@ -24,9 +24,10 @@ pub(crate) struct DemoArgs {
     /// Every node's upload and download cap, in Mbit/s.
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
-    /// Chunk size in bytes (a power of two).
-    #[arg(long, default_value_t = 4 << 20)]
-    chunk_size: u64,
+    /// Chunk size, e.g. 512KiB (a power of two; by default as `list
+    /// add-image` picks it for the image's size).
+    #[arg(long, value_parser = node::units::parse_size)]
+    chunk_size: Option<u64>,
     /// Keep the demo's files here instead of a temporary directory.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
@@ -41,7 +42,10 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         bail!("--nodes must be at least 1");
     }
     let rate = super::node::mbit(a.rate)?;
-    let chunk = ChunkSize::new(a.chunk_size)?;
+    let chunk = match a.chunk_size {
+        Some(bytes) => ChunkSize::new(bytes)?,
+        None => ChunkSize::for_image(a.size),
+    };
     let tmp;
     let root = match &a.keep {
         Some(d) => d.clone(),
@@ -64,12 +68,12 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("image {} ({} chunks of {})", demo.image, a.size.div_ceil(chunk.get()), human(chunk.get()));
 
     let rt = tokio::runtime::Runtime::new()?;
-    let ok = rt.block_on(swarm(&demo, &a, rate))?;
+    let ok = rt.block_on(swarm(&demo, &a, rate, chunk.get()))?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 #[allow(clippy::print_stdout)]
-async fn swarm(demo: &Demo, a: &DemoArgs, rate: u64) -> anyhow::Result<bool> {
+async fn swarm(demo: &Demo, a: &DemoArgs, rate: u64, chunk: u64) -> anyhow::Result<bool> {
     let mut tracker = Tracker::new(TrackerConfig::loopback(Duration::from_secs(60)))?;
     let tracker_addrs = tracker.listen_addrs().await;
     println!("tracker {}", tracker_addrs.first().map(ToString::to_string).unwrap_or_default());
@@ -110,7 +114,7 @@ async fn swarm(demo: &Demo, a: &DemoArgs, rate: u64) -> anyhow::Result<bool> {
         for (i, c) in clients.iter().enumerate() {
             let s = c.status();
             let Some(img) = s.images.iter().find(|m| m.uuid == demo.image) else { continue };
-            let bytes = (u64::from(img.have) * a.chunk_size).min(demo.size);
+            let bytes = (u64::from(img.have) * chunk).min(demo.size);
             pbs[i].set_position(bytes);
             pbs[i].set_message(format!("{} peers, {} sent", img.peers, human(img.bytes_out)));
             if img.available && done[i].is_none() {

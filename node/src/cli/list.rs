@@ -129,9 +129,11 @@ pub(crate) struct AddImageArgs {
     /// sl:comments.
     #[arg(long, default_value = "")]
     comments: String,
-    /// Manifest chunk size: a power of two from 1KiB to 1GiB.
-    #[arg(long, default_value = "4MiB", value_name = "BYTES")]
-    chunk_size: String,
+    /// Manifest chunk size: a power of two from 1KiB to 1GiB. By default the
+    /// smallest from 512KiB to 4MiB that cuts the image into at most 512
+    /// chunks (a 128MiB image gets 512KiB, 2GiB and up get 4MiB).
+    #[arg(long, value_name = "BYTES")]
+    chunk_size: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -242,8 +244,11 @@ fn new(a: NewArgs) -> anyhow::Result<ExitCode> {
 
 fn add_image(a: AddImageArgs) -> anyhow::Result<ExitCode> {
     let mut list = read_unsigned(&a.list)?;
-    let chunk_size = ChunkSize::new(parse_size(&a.chunk_size)?)?;
     let total = std::fs::metadata(&a.image_file).with_context(|| format!("reading {}", a.image_file.display()))?.len();
+    let chunk_size = match &a.chunk_size {
+        Some(s) => ChunkSize::new(parse_size(s)?)?,
+        None => ChunkSize::for_image(total),
+    };
     let bar = progress_bar(total, "hashing");
     let digest = endorse::digest_file(&a.image_file, chunk_size, &mut |done| bar.set_position(done))?;
     bar.finish_and_clear();

@@ -166,7 +166,9 @@ pub(crate) fn run_in_node(site: &Site, args: Vec<String>) -> ::node::control::Re
 /// Logs go to stderr; stdout carries only the command's output.
 pub(crate) fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // Nodes publish each list they take; one that gossip brought first is
+        // already published, which gossipsub reports as a warning.
+        0 => "warn,libp2p_gossipsub::behaviour=error",
         1 => "info",
         2 => "debug",
         _ => "trace",

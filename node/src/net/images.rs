@@ -39,10 +39,17 @@ pub(crate) struct Image {
     manifest_tried: Vec<swarm::PeerId>,
     /// Installation is under way.
     pub(crate) installing: bool,
-    /// Verified chunks on their way to disk: the state machine learns of a
-    /// chunk only once it is stored, so a second copy (an endgame duplicate)
-    /// that arrives meanwhile is dropped here.
+    /// Verified chunks being written: the state machine learns of a chunk
+    /// only once it is written, so a second copy (an endgame duplicate) that
+    /// arrives meanwhile is dropped here.
     pub(crate) writing: HashSet<u32>,
+    /// Chunks written (and known to the state machine) but not durable yet,
+    /// with their hashes: the next commit's.
+    pub(crate) unsynced: Vec<(u32, [u8; 32])>,
+    /// A commit of earlier chunks is under way.
+    pub(crate) committing: bool,
+    /// Every chunk is in; the install waits for the last commit.
+    pub(crate) install_waiting: bool,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     /// When a tracker last answered for this image.
@@ -81,6 +88,9 @@ impl Image {
             manifest_tried: Vec::new(),
             installing: false,
             writing: HashSet::new(),
+            unsynced: Vec::new(),
+            committing: false,
+            install_waiting: false,
             bytes_in: 0,
             bytes_out: 0,
             tracker_ok: None,

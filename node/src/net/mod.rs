@@ -12,8 +12,9 @@
 //!   was superseded or revoked stops being served at once, and the update
 //!   moves its data out of the cache.
 //! * **What is accepted**: a chunk counts only after its BLAKE3 hash matches
-//!   a manifest whose root the signed list vouches for, and only after it is
-//!   synced to disk (see [`crate::cache::Cache::store_chunk`]). A peer that
+//!   a manifest whose root the signed list vouches for and it is written;
+//!   it is recorded as present only once synced to disk, in group commits
+//!   (see [`crate::cache::Cache::commit_chunks`]). A peer that
 //!   sends a chunk that fails the check is disconnected and banned for
 //!   [`NodeConfig::ban`]; the chunk is fetched elsewhere.
 //! * **Back to source**: only masters download from `hv:uri`, unless

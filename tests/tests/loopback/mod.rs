@@ -93,6 +93,19 @@ impl Site {
         }
     }
 
+    /// Points node `i`'s subscription at `url` (the node is not running).
+    pub(crate) async fn set_list_url(&self, i: usize, url: &str) -> anyhow::Result<()> {
+        let (dir, url) = (self.demo.data_dirs[i].clone(), url.to_owned());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let store = node::store::Store::open(&dir)?;
+            let mut sub = store.subscriptions()?.remove(0);
+            sub.url = url;
+            store.put_subscription(&sub)?;
+            Ok(())
+        })
+        .await?
+    }
+
     /// Kills the tracker.
     pub(crate) async fn kill_tracker(&mut self) {
         if let Some(t) = self.tracker_task.take() {

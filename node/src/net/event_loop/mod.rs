@@ -7,10 +7,15 @@
 //!   ([`IO_QUEUE`]).
 //! * A chunk request is answered at most once: with the data when the
 //!   image's state machine starts the upload, or with a refusal.
-//! * Received chunk bytes go to disk only after [`Image::check`] passed, and
-//!   the state machine hears of them only once they are durable.
+//! * Received chunks are written, made durable and installed as [`disk`]
+//!   says: the state machine hears of a chunk once it is written, and its
+//!   record follows its data to disk in group commits.
 //! * Requests for images that are not served here are refused with
 //!   [`Refusal::NotEndorsed`].
+//! * At start the node swarms on what its store holds once a local re-check
+//!   (each list's signature, trust and dates, at the current time) has
+//!   passed, before its first update cycle asks the network: a list source
+//!   that is slow or hangs does not hold a restarted node's swarm up.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -40,6 +45,7 @@ use crate::store::{Decision, ImageRecord, ImageState};
 use crate::{Error, Result};
 
 mod discovery;
+mod disk;
 
 /// Completed disk work waiting for the loop.
 const IO_QUEUE: usize = 256;
@@ -52,24 +58,9 @@ const MANIFEST_TIMEOUT: swarm::Micros = 10_000_000;
 
 /// Disk work done on a blocking thread.
 enum IoDone {
-    Read {
-        image: Uuid,
-        to: PeerId,
-        index: u32,
-        request: InboundRequestId,
-        channel: ResponseChannel<Response>,
-        data: Result<Vec<u8>>,
-    },
-    Wrote {
-        image: Uuid,
-        from: u64,
-        index: u32,
-        result: Result<()>,
-    },
-    Installed {
-        image: Uuid,
-        result: Result<ImageRecord>,
-    },
+    Disk(disk::Disk),
+    /// The store was re-checked locally, before the first update cycle.
+    Settled(Result<()>),
     Updated(Result<()>),
     Offered {
         id: gossipsub::MessageId,
@@ -120,6 +111,9 @@ pub(super) struct EventLoop {
     ban_count: u64,
     failed_chunks: u64,
     updating: bool,
+    /// The first update cycle has started (it re-checks the store locally
+    /// before it fetches anything).
+    started_updates: bool,
     next_update: Instant,
     next_announce: Instant,
     last_error: Option<String>,
@@ -247,6 +241,7 @@ impl EventLoop {
             ban_count: 0,
             failed_chunks: 0,
             updating: false,
+            started_updates: false,
             next_update: now,
             next_announce: now,
             last_error: None,
@@ -294,11 +289,16 @@ impl EventLoop {
                 () = sleep_until(deadline) => self.on_timers(),
             }
         };
+        let pending = self.finish_commits().await;
         // The site holds a blocking HTTP client, which must not be dropped
         // on a runtime thread.
         let site = self.site.clone();
         drop(self);
-        let _ = tokio::task::spawn_blocking(move || drop(site)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            disk::commit_pending(&site, pending);
+            drop(site);
+        })
+        .await;
         result
     }
 
@@ -346,11 +346,19 @@ impl EventLoop {
 
     fn start_update(&mut self) {
         self.updating = true;
+        let settle_first = !std::mem::replace(&mut self.started_updates, true);
         let site = self.site.clone();
         let back_to_source = self.cfg.master || self.cfg.back_to_source;
         let tx = self.io_tx.clone();
+        let settled_tx = tx.clone();
         tokio::spawn(async move {
             let r = tokio::task::spawn_blocking(move || {
+                if settle_first {
+                    // In the same task as the update, so that the two never
+                    // write the store at once.
+                    let settled = site.settle(crate::now()).map(drop);
+                    let _ = settled_tx.blocking_send(IoDone::Settled(settled));
+                }
                 let report = site.update_with(crate::now(), back_to_source, &mut |_, _| {})?;
                 for (id, url, outcome) in &report.lists {
                     tracing::debug!(list = %id, url, ?outcome, "list update");
@@ -494,34 +502,6 @@ impl EventLoop {
         self.outbound.insert(id, Outbound::Notice);
     }
 
-    fn upload(&mut self, image: Uuid, to: u64, index: u32) {
-        let (Some((request, channel)), Some(&peer), Some(img)) =
-            (self.inbound.remove(&(image, to, index)), self.ids.get(&to), self.images.get(&image))
-        else {
-            // The requester is gone; free the slot.
-            self.upload_done(image, to, index);
-            return;
-        };
-        let paths = self.site.store().paths();
-        let path = if img.is_available() { paths.image(image) } else { paths.partial(image) };
-        // While this partial image is being installed, it may be renamed to
-        // its final name before the read; only then is that file these bytes.
-        let renamed = if img.installing { paths.image(image) } else { path.clone() };
-        let offset = u64::from(index) * img.rec.chunk_size;
-        let len = img.rec.chunk_size.min(img.rec.size.saturating_sub(offset));
-        let (tx, up, egress) = (self.io_tx.clone(), self.up.clone(), self.egress.clone());
-        tokio::spawn(async move {
-            let data = tokio::task::spawn_blocking(move || crate::fsutil::read_at(&path, &renamed, offset, len))
-                .await
-                .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
-            if let Ok(d) = &data {
-                Bucket::take(up.as_deref(), d.len()).await;
-                Bucket::take(egress.as_deref(), d.len()).await;
-            }
-            let _ = tx.send(IoDone::Read { image, to: peer, index, request, channel, data }).await;
-        });
-    }
-
     fn upload_done(&mut self, image: Uuid, to: u64, index: u32) {
         let now = self.now();
         if let Some(s) = self.images.get_mut(&image).and_then(|i| i.swarm.as_mut()) {
@@ -544,102 +524,11 @@ impl EventLoop {
         self.metrics.bans.inc();
     }
 
-    fn install(&mut self, uuid: Uuid) {
-        let Some(img) = self.images.get_mut(&uuid) else { return };
-        if img.installing || img.is_available() {
-            return;
-        }
-        img.installing = true;
-        let (site, tx, mut rec) = (self.site.clone(), self.io_tx.clone(), img.rec.clone());
-        tokio::spawn(async move {
-            let result = tokio::task::spawn_blocking(move || {
-                // The record may have changed since the image started.
-                if let Some(fresh) = site.store().image(rec.uuid)? {
-                    rec = fresh;
-                }
-                site.cache().install(&mut rec, None).map(|()| rec)
-            })
-            .await
-            .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
-            let _ = tx.send(IoDone::Installed { image: uuid, result }).await;
-        });
-    }
-
     // ---- disk results ----
 
     fn on_io(&mut self, done: IoDone) {
         match done {
-            IoDone::Read { image, to, index, request, channel, data } => {
-                // The requester left while the chunk was read: its slot is
-                // already free, and there is no one to answer.
-                let Some(&h) = self.handles.get(&to) else { return };
-                match data {
-                    Ok(d) if self.images.contains_key(&image) => {
-                        let n = d.len() as u64;
-                        tracing::trace!(%image, index, peer = %to, "upload started");
-                        if self.swarm.behaviour_mut().peer.send_response(channel, Response::Chunk(d)).is_ok() {
-                            if let Some(img) = self.images.get_mut(&image) {
-                                img.bytes_out += n;
-                            }
-                            self.metrics.bytes_out.get_or_create(&Metrics::image(image)).inc_by(n);
-                            self.uploads.insert(request, (image, h, index));
-                        } else {
-                            self.upload_done(image, h, index);
-                        }
-                    }
-                    Ok(_) => {
-                        // Withdrawn while the chunk was read: not served.
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .peer
-                            .send_response(channel, Response::Refused(Refusal::NotEndorsed));
-                    }
-                    Err(e) => {
-                        tracing::warn!(%image, index, error = %e, "reading a chunk to serve failed");
-                        let _ =
-                            self.swarm.behaviour_mut().peer.send_response(channel, Response::Refused(Refusal::NotHeld));
-                        self.upload_done(image, h, index);
-                    }
-                }
-            }
-            IoDone::Wrote { image, from, index, result } => {
-                let now = self.now();
-                let Some(img) = self.images.get_mut(&image) else { return };
-                img.writing.remove(&index);
-                let Some(s) = img.swarm.as_mut() else { return };
-                match result {
-                    Ok(()) => {
-                        tracing::trace!(%image, index, "chunk stored");
-                        s.handle_chunk(now, from, index, true);
-                        self.metrics.chunks_verified.get_or_create(&Metrics::image(image)).inc();
-                    }
-                    Err(e) => {
-                        // Not the peer's fault: the chunk goes back to the pool.
-                        tracing::error!(%image, index, error = %e, "storing a verified chunk failed");
-                        self.last_error = Some(e.to_string());
-                        s.handle_message(now, from, Message::Reject(index));
-                    }
-                }
-                self.drain(image);
-            }
-            IoDone::Installed { image, result } => {
-                let Some(img) = self.images.get_mut(&image) else { return };
-                img.installing = false;
-                match result {
-                    Ok(rec) => {
-                        self.metrics.set_state(image, rec.state.name());
-                        img.rec = rec;
-                        self.announce(image);
-                    }
-                    Err(e) => {
-                        tracing::error!(%image, error = %e, "the complete image failed its final check; fetching it again");
-                        self.last_error = Some(e.to_string());
-                        self.images.remove(&image);
-                        let _ = self.sync_images();
-                    }
-                }
-            }
+            IoDone::Disk(d) => self.on_disk(d),
             IoDone::Offered { id, from, result } => {
                 use gossipsub::MessageAcceptance as A;
                 let verdict = match &result {
@@ -659,6 +548,13 @@ impl EventLoop {
                     self.publish_lists();
                 }
             }
+            IoDone::Settled(r) => match r.and_then(|()| self.sync_images()) {
+                Ok(()) => self.publish_lists(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-checking the store at start failed; waiting for the update");
+                    self.last_error = Some(e.to_string());
+                }
+            },
             IoDone::Updated(r) => {
                 self.updating = false;
                 self.next_update = Instant::now() + self.cfg.update_interval;
@@ -889,20 +785,7 @@ impl EventLoop {
                     return self.drain(image);
                 };
                 img.writing.insert(index);
-                let (site, tx, down) = (self.site.clone(), self.io_tx.clone(), self.down.clone());
-                let path = self.site.store().paths().partial(image);
-                let rec = img.rec.clone();
-                tokio::spawn(async move {
-                    Bucket::take(down.as_deref(), data.len()).await;
-                    let result = tokio::task::spawn_blocking(move || {
-                        let file =
-                            std::fs::OpenOptions::new().write(true).open(&path).map_err(Error::io("opening", &path))?;
-                        site.cache().store_chunk(&rec, &file, index, &data, &hash)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
-                    let _ = tx.send(IoDone::Wrote { image, from: h, index, result }).await;
-                });
+                self.write(image, h, index, hash, data);
             }
             (Outbound::Chunk { image, peer: h, index }, _) => {
                 tracing::trace!(%image, index, %peer, "chunk refused");
