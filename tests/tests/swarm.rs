@@ -300,6 +300,26 @@ async fn a_restarted_master_seeds_while_its_list_source_hangs() -> anyhow::Resul
     Ok(())
 }
 
+/// 12. A master that saw its image partial (it re-read its store while its
+///     download from the source ran) serves the image once the download
+///     completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_serves_the_image_its_download_completed() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 64 * MIB, MIB).await?;
+    site.start(0).await?;
+    site.until("the master to swarm on the image", |s| {
+        s.client(0).request_sync();
+        s.image(0).is_some()
+    })
+    .await?;
+    let seen = site.image(0).unwrap();
+    site.start(1).await?;
+    site.until_workers_complete().await?;
+    assert!(site.holds_verified(1));
+    eprintln!("the master first swarmed on the image with {}/{} chunks", seen.have, seen.chunks);
+    Ok(())
+}
+
 /// 9. The same swarm over QUIC: nodes listen on QUIC only (the tracker
 ///    stays on TCP).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

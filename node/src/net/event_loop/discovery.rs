@@ -24,8 +24,7 @@ use proto::swarm::Role;
 use proto::wire::{Announce, PeerHint, Peers};
 use uuid::Uuid;
 
-use super::{EventLoop, IoDone};
-use crate::Error;
+use super::{EventLoop, IoDone, blocking};
 use crate::net::behaviour::{LIST_DUPLICATE_WINDOW, list_message_id, lists_topic};
 
 /// The lists gossip carried lately, by message id, and whether they came
@@ -108,9 +107,7 @@ impl EventLoop {
     pub(super) fn offer_list(&mut self, from: PeerId, id: gossipsub::MessageId, bytes: Vec<u8>) {
         let (site, tx) = (self.site.clone(), self.io_tx.clone());
         tokio::spawn(async move {
-            let result = tokio::task::spawn_blocking(move || site.offer_list(&bytes, crate::now()))
-                .await
-                .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            let result = blocking(move || site.offer_list(&bytes, crate::now())).await;
             let _ = tx.send(IoDone::Offered { id, from, result }).await;
         });
     }

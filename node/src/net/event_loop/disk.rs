@@ -29,7 +29,7 @@ use proto::swarm::Message;
 use proto::wire::{Refusal, Response};
 use uuid::Uuid;
 
-use super::{Bucket, EventLoop, IoDone};
+use super::{Bucket, EventLoop, IoDone, blocking};
 use crate::net::metrics::Metrics;
 use crate::site::Site;
 use crate::store::ImageRecord;
@@ -79,9 +79,7 @@ impl EventLoop {
         let len = img.rec.chunk_size.min(img.rec.size.saturating_sub(offset));
         let (tx, up, egress) = (self.io_tx.clone(), self.up.clone(), self.egress.clone());
         tokio::spawn(async move {
-            let data = tokio::task::spawn_blocking(move || crate::fsutil::read_at(&path, &renamed, offset, len))
-                .await
-                .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            let data = blocking(move || crate::fsutil::read_at(&path, &renamed, offset, len)).await;
             if let Ok(d) = &data {
                 Bucket::take(up.as_deref(), d.len()).await;
                 Bucket::take(egress.as_deref(), d.len()).await;
@@ -97,12 +95,11 @@ impl EventLoop {
         let (site, tx, down, rec) = (self.site.clone(), self.io_tx.clone(), self.down.clone(), img.rec.clone());
         tokio::spawn(async move {
             Bucket::take(down.as_deref(), data.len()).await;
-            let result = tokio::task::spawn_blocking(move || {
+            let result = blocking(move || {
                 let file = open_partial(&site, &rec)?;
                 site.cache().write_chunk(&rec, &file, index, &data)
             })
-            .await
-            .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            .await;
             let _ = tx.send(IoDone::Disk(Disk::Wrote { image, from, index, hash, result })).await;
         });
     }
@@ -119,9 +116,7 @@ impl EventLoop {
         let (site, tx, rec, written) =
             (self.site.clone(), self.io_tx.clone(), img.rec.clone(), std::mem::take(&mut img.unsynced));
         tokio::spawn(async move {
-            let result = tokio::task::spawn_blocking(move || commit(&site, &rec, &written))
-                .await
-                .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            let result = blocking(move || commit(&site, &rec, &written)).await;
             let _ = tx.send(IoDone::Disk(Disk::Committed { image: uuid, result })).await;
         });
     }
@@ -139,15 +134,14 @@ impl EventLoop {
         img.installing = true;
         let (site, tx, mut rec) = (self.site.clone(), self.io_tx.clone(), img.rec.clone());
         tokio::spawn(async move {
-            let result = tokio::task::spawn_blocking(move || {
+            let result = blocking(move || {
                 // The record may have changed since the image started.
                 if let Some(fresh) = site.store().image(rec.uuid)? {
                     rec = fresh;
                 }
                 site.cache().install(&mut rec, None).map(|()| rec)
             })
-            .await
-            .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            .await;
             let _ = tx.send(IoDone::Disk(Disk::Installed { image: uuid, result })).await;
         });
     }

@@ -352,7 +352,7 @@ impl EventLoop {
         let tx = self.io_tx.clone();
         let settled_tx = tx.clone();
         tokio::spawn(async move {
-            let r = tokio::task::spawn_blocking(move || {
+            let r = blocking(move || {
                 if settle_first {
                     // In the same task as the update, so that the two never
                     // write the store at once.
@@ -371,8 +371,7 @@ impl EventLoop {
                     None => Ok(()),
                 }
             })
-            .await
-            .unwrap_or_else(|e| Err(Error::Net(e.to_string())));
+            .await;
             let _ = tx.send(IoDone::Updated(r)).await;
         });
     }
@@ -394,7 +393,12 @@ impl EventLoop {
                 continue;
             }
             keep.push(rec.uuid);
-            let same = self.images.get(&rec.uuid).is_some_and(|i| i.rec.list_content == rec.list_content);
+            // Also renewed when the image became complete behind the loop's
+            // back (a master's download from the source, which may finish
+            // after an earlier sync saw the image partial), or lost its file.
+            let same = self.images.get(&rec.uuid).is_some_and(|i| {
+                i.rec.list_content == rec.list_content && i.is_available() == (rec.state == ImageState::Available)
+            });
             if !same {
                 self.drop_image(rec.uuid);
                 if let Err(e) = self.add_image(rec.clone()) {
@@ -861,6 +865,11 @@ impl EventLoop {
             changed
         });
     }
+}
+
+/// Runs `f` on a blocking thread; a panic there comes back as an error.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(Error::Net(e.to_string())))
 }
 
 async fn sleep_until(t: Option<Instant>) {
