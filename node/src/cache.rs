@@ -3,11 +3,13 @@
 //!
 //! # Contract
 //! * [`Cache::download`] fetches an image from its `hv:uri` into
-//!   `images/<uuid>.partial`, one chunk at a time, each chunk synced before
-//!   its have-bit is recorded (see [`crate::store`]). It resumes after the
-//!   last run's durable chunks, reads at most `hv:size` bytes (one more is an
-//!   error), refuses to start without room for what is missing, and trips on
-//!   stalled or trickling sources.
+//!   `images/<uuid>.partial`, one chunk at a time, and commits what it wrote
+//!   every [`COMMIT_EVERY`] or [`COMMIT_BYTES`], at the end, and before it
+//!   gives up: the file synced, then the chunks' have-bits and hashes
+//!   recorded (see [`crate::store`]). A crash loses at most what was not
+//!   committed. It resumes after the last run's committed chunks, reads at
+//!   most `hv:size` bytes (one more is an error), refuses to start without
+//!   room for what is missing, and trips on stalled or trickling sources.
 //! * The image is installed as `images/<uuid>` only after its size, its
 //!   SHA-512 and, when the list carries one, its manifest root match the
 //!   list. On a mismatch the partial data is deleted, so nothing unverified is
@@ -33,6 +35,12 @@ use crate::fetch::{Fetcher, RateGuard};
 use crate::hooks::{Event, Hooks, Subject};
 use crate::store::{ImageRecord, ImageState, SiteConfig, Store};
 use crate::{Error, Result};
+
+/// How often a download from the source commits what it wrote, at most.
+pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How many bytes a download from the source writes between commits, at
+/// most.
+pub const COMMIT_BYTES: u64 = 64 << 20;
 
 /// The cache of one store.
 #[derive(Debug)]
@@ -104,15 +112,6 @@ impl Cache<'_> {
     }
 
     /// Writes chunk `index` of `rec` at its offset in `file` (the partial
-    /// file), syncs it, and only then records it as present with `hash`, its
-    /// BLAKE3 hash (computed by the caller, who has checked it or will check
-    /// it against the manifest root).
-    pub fn store_chunk(&self, rec: &ImageRecord, file: &File, index: u32, data: &[u8], hash: &[u8; 32]) -> Result<()> {
-        self.write_chunk(rec, file, index, data)?;
-        self.commit_chunks(rec, file, &[(index, *hash)])
-    }
-
-    /// Writes chunk `index` of `rec` at its offset in `file` (the partial
     /// file). The bytes can then be read back, but are neither durable nor
     /// recorded until [`Cache::commit_chunks`].
     pub fn write_chunk(&self, rec: &ImageRecord, file: &File, index: u32, data: &[u8]) -> Result<()> {
@@ -125,6 +124,9 @@ impl Cache<'_> {
     /// store transaction for all of them. Every chunk in `written` must have
     /// been written (by [`Cache::write_chunk`]) before this call.
     pub fn commit_chunks(&self, rec: &ImageRecord, file: &File, written: &[(u32, [u8; 32])]) -> Result<()> {
+        if written.is_empty() {
+            return Ok(());
+        }
         let p = self.store.paths().partial(rec.uuid);
         file.sync_data().map_err(Error::io("syncing", &p))?;
         self.store.record_chunks(rec.uuid, rec.chunk_count(), written)
@@ -159,24 +161,37 @@ impl Cache<'_> {
         let mut sha = (offset == 0).then(Sha512::new);
         let mut buf = vec![0u8; cs as usize];
         let mut pos = offset;
+        let mut batch = Batch::default();
         for index in first..chunks {
             let want = (size - pos).min(cs) as usize;
-            let got = read_full(&mut reader, &mut buf[..want], &mut guard)
-                .map_err(|e| Error::Fetch { url: url.clone(), reason: e })?;
-            if got < want {
-                return Err(bad(format!("the source ended after {} of {size} bytes", pos + got as u64)));
+            let got = match read_full(&mut reader, &mut buf[..want], &mut guard) {
+                Ok(got) if got < want => {
+                    Err(bad(format!("the source ended after {} of {size} bytes", pos + got as u64)))
+                }
+                Ok(got) => Ok(got),
+                Err(e) => Err(Error::Fetch { url: url.clone(), reason: e }),
+            };
+            if let Err(e) = got {
+                // What was written is kept for the next attempt.
+                self.commit_chunks(rec, file, &batch.written)?;
+                return Err(e);
             }
             let data = &buf[..want];
             if let Some(s) = sha.as_mut() {
                 s.update(data);
             }
             if !have.get(index) {
-                self.store_chunk(rec, file, index, data, &hash_chunk(data))?;
+                self.write_chunk(rec, file, index, data)?;
                 have.set(index);
+                batch.add(index, hash_chunk(data), want as u64);
+                if batch.due() {
+                    self.commit_chunks(rec, file, &batch.take())?;
+                }
             }
             pos += want as u64;
             progress(pos);
         }
+        self.commit_chunks(rec, file, &batch.take())?;
         let mut extra = [0u8; 1];
         if matches!(reader.read(&mut extra), Ok(n) if n > 0) {
             return Err(bad(format!("the source sent more than the {size} bytes the list names")));
@@ -436,6 +451,37 @@ pub fn sha512_file(path: &Path) -> Result<[u8; 64]> {
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("syncing", dir))
+}
+
+/// Chunks a download wrote since its last commit.
+#[derive(Debug)]
+struct Batch {
+    written: Vec<(u32, [u8; 32])>,
+    bytes: u64,
+    since: std::time::Instant,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self { written: Vec::new(), bytes: 0, since: std::time::Instant::now() }
+    }
+}
+
+impl Batch {
+    fn add(&mut self, index: u32, hash: [u8; 32], bytes: u64) {
+        self.written.push((index, hash));
+        self.bytes += bytes;
+    }
+
+    /// Whether the batch is due for a commit.
+    fn due(&self) -> bool {
+        self.bytes >= COMMIT_BYTES || self.since.elapsed() >= COMMIT_EVERY
+    }
+
+    /// The chunks to commit; the batch starts over.
+    fn take(&mut self) -> Vec<(u32, [u8; 32])> {
+        std::mem::take(self).written
+    }
 }
 
 #[cfg(test)]
