@@ -164,14 +164,14 @@ impl Cache<'_> {
         let mut batch = Batch::default();
         for index in first..chunks {
             let want = (size - pos).min(cs) as usize;
-            let got = match read_full(&mut reader, &mut buf[..want], &mut guard) {
+            let read = match read_full(&mut reader, &mut buf[..want], &mut guard) {
                 Ok(got) if got < want => {
                     Err(bad(format!("the source ended after {} of {size} bytes", pos + got as u64)))
                 }
-                Ok(got) => Ok(got),
+                Ok(_) => Ok(()),
                 Err(e) => Err(Error::Fetch { url: url.clone(), reason: e }),
             };
-            if let Err(e) = got {
+            if let Err(e) = read {
                 // What was written is kept for the next attempt.
                 self.commit_chunks(rec, file, &batch.written)?;
                 return Err(e);

@@ -732,7 +732,7 @@ impl Swarm {
     }
 
     fn start_uploads(&mut self) {
-        while let Some((to, chunk)) = self.uploads.next(self.cfg.upload.slots, self.cfg.upload.per_peer) {
+        while let Some((to, chunk)) = self.uploads.next(&self.cfg.upload) {
             self.stats.uploads += 1;
             self.actions.push_back(Action::Upload { to, chunk });
         }

@@ -48,8 +48,6 @@ pub(crate) struct Image {
     pub(crate) unsynced: Vec<(u32, [u8; 32])>,
     /// A commit of earlier chunks is under way.
     pub(crate) committing: bool,
-    /// Every chunk is in; the install waits for the last commit.
-    pub(crate) install_waiting: bool,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     /// When a tracker last answered for this image.
@@ -90,7 +88,6 @@ impl Image {
             writing: HashSet::new(),
             unsynced: Vec::new(),
             committing: false,
-            install_waiting: false,
             bytes_in: 0,
             bytes_out: 0,
             tracker_ok: None,

@@ -234,16 +234,19 @@ impl Uploads {
         queued
     }
 
-    /// The next upload to start, if a slot is free: the first queued
-    /// request that came from another site or whose peer has fewer than
-    /// `per_peer` uploads running.
-    pub(crate) fn next(&mut self, slots: u32, per_peer: u32) -> Option<(PeerId, ChunkIndex)> {
-        if self.active.len() as u32 >= slots {
+    /// The next upload to start, if one of the policy's slots is free: the
+    /// first queued request that came from another site or whose peer has
+    /// fewer than `per_peer` uploads running.
+    pub(crate) fn next(&mut self, policy: &UploadPolicy) -> Option<(PeerId, ChunkIndex)> {
+        if self.active.len() as u32 >= policy.slots {
             return None;
         }
         let running = |peer: PeerId| self.active.iter().filter(|&&(p, _)| p == peer).count();
-        let pos =
-            self.queue.iter().enumerate().position(|(i, &(p, _))| i < self.urgent || running(p) < per_peer as usize)?;
+        let pos = self
+            .queue
+            .iter()
+            .enumerate()
+            .position(|(i, &(p, _))| i < self.urgent || running(p) < policy.per_peer as usize)?;
         let next = self.queue.remove(pos)?;
         if pos < self.urgent {
             self.urgent -= 1;

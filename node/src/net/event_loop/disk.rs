@@ -128,7 +128,7 @@ impl EventLoop {
             return;
         }
         if img.committing || !img.unsynced.is_empty() {
-            img.install_waiting = true;
+            // The end of the last commit starts it.
             return;
         }
         img.installing = true;
@@ -209,11 +209,8 @@ impl EventLoop {
                 img.committing = false;
                 match result {
                     Ok(()) if !img.unsynced.is_empty() => self.commit(image),
-                    Ok(()) => {
-                        if std::mem::take(&mut img.install_waiting) {
-                            self.install(image);
-                        }
-                    }
+                    Ok(()) if img.have().is_full() => self.install(image),
+                    Ok(()) => {}
                     Err(e) => {
                         // Chunks announced here may not be on disk: start over
                         // from the chunks the store records.
