@@ -19,7 +19,7 @@ srv=
 cleanup() { [ -n "$srv" ] && kill "$srv" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 cd "$work"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 url="http://127.0.0.1:$port"
 make_site "$size_mib" "$url" 4194304
 python3 -m http.server "$port" --bind 127.0.0.1 --directory www >/dev/null 2>&1 &

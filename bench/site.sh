@@ -38,3 +38,6 @@ init_host() {
     --issuer "/DC=org/DC=imageswarm-test/CN=imageswarm Test CA" >/dev/null
   "$@" "$bin" --data-dir "$dir" subscribe "$url/list.smime" --new-images cache >/dev/null
 }
+
+# free_port: an unused TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
