@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proto::wire::{Announce, Limit, Peers, Request, Response, decode, encode};
+use proto::wire::{Announce, Limit, NoticeFrame, Peers, Request, Response, decode, encode};
 
 fn round_trip<T>(data: &[u8], limit: Limit)
 where
@@ -18,6 +18,7 @@ where
 
 fuzz_target!(|data: &[u8]| {
     round_trip::<Request>(data, Limit::Control);
+    round_trip::<NoticeFrame>(data, Limit::Control);
     round_trip::<Response>(data, Limit::Data);
     round_trip::<Announce>(data, Limit::Control);
     round_trip::<Peers>(data, Limit::Control);

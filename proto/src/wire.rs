@@ -1,9 +1,11 @@
 //! The messages nodes and trackers exchange, and their one codec.
 //!
 //! # Contract
-//! * Every message is a request with exactly one response (libp2p's
-//!   request-response model). [`encode`] and [`decode`] are the only codec:
-//!   bincode 2 (standard configuration) behind a byte limit per message kind.
+//! * A [`Request`] has exactly one [`Response`] (libp2p's request-response
+//!   model). Swarm notices ([`Notice`]) need no answer: they travel in
+//!   [`NoticeFrame`]s, in order, on one long-lived stream per peer.
+//! * [`encode`] and [`decode`] are the only codec: bincode 2 (standard
+//!   configuration) behind a byte limit per message kind.
 //! * [`decode`] never panics and never allocates more than its limit,
 //!   whatever the bytes: a length field larger than the limit, trailing
 //!   bytes, an unknown variant or a bitfield with stray bits is an
@@ -84,7 +86,7 @@ impl WireBitfield {
     }
 }
 
-/// A swarm message about one image that needs no answer but an ack.
+/// A swarm message about one image that needs no answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Notice {
     /// Every chunk the sender has.
@@ -95,18 +97,16 @@ pub enum Notice {
     Cancel(u32),
 }
 
+/// The notices a node sends one peer, as one message on its notice stream:
+/// every notice that was waiting when the frame was written, oldest first,
+/// each with its image. At most [`Limit::Control`] bytes.
+pub type NoticeFrame = Vec<(Uuid, Notice)>;
+
 /// A node-to-node request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Introduces the sender; answered with the receiver's hello.
     Hello(Hello),
-    /// A swarm message about `image`; answered with [`Response::Ack`].
-    Notice {
-        /// The image.
-        image: Uuid,
-        /// The message.
-        notice: Notice,
-    },
     /// Asks for one chunk; answered with its data or a refusal.
     Chunk {
         /// The image.
@@ -140,8 +140,6 @@ pub enum Refusal {
 pub enum Response {
     /// The answer to a hello.
     Hello(Hello),
-    /// The notice was received.
-    Ack,
     /// The chunk's bytes (unverified until the receiver checks them).
     Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The image's BLAKE3 chunk hashes, in order.
@@ -229,13 +227,20 @@ mod tests {
     fn round_trips() {
         let msgs = [
             Request::Hello(hello()),
-            Request::Notice { image: Uuid::nil(), notice: Notice::Have(7) },
             Request::Chunk { image: Uuid::nil(), index: 9, insist: true },
             Request::Manifest { image: Uuid::nil() },
         ];
         for m in msgs {
             assert_eq!(decode::<Request>(&encode(&m).unwrap(), Limit::Control).unwrap(), m);
         }
+        let mut b = Bitfield::new(20);
+        b.set(19);
+        let frame: NoticeFrame = vec![
+            (Uuid::nil(), Notice::Have(7)),
+            (Uuid::max(), Notice::Cancel(3)),
+            (Uuid::nil(), Notice::Bitfield(WireBitfield::new(&b))),
+        ];
+        assert_eq!(decode::<NoticeFrame>(&encode(&frame).unwrap(), Limit::Control).unwrap(), frame);
         let data = Response::Chunk(vec![0xab; 100_000]);
         let bytes = encode(&data).unwrap();
         assert!(bytes.len() < 100_010, "chunk bytes are not inflated: {}", bytes.len());
@@ -264,6 +269,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode::<Request>(&bytes, Limit::Control);
+            let _ = decode::<NoticeFrame>(&bytes, Limit::Control);
             let _ = decode::<Response>(&bytes, Limit::Data);
             let _ = decode::<Announce>(&bytes, Limit::Control);
             let _ = decode::<Peers>(&bytes, Limit::Control);

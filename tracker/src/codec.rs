@@ -4,7 +4,8 @@
 //! A message on a stream is a 4-byte big-endian length and that many bytes of
 //! [`proto::wire`] encoding. The length is checked against the message
 //! kind's [`Limit`] before anything is allocated, so a peer cannot make a
-//! node buffer more than one chunk per stream.
+//! node buffer more than one chunk per stream. [`read_frame`] and
+//! [`write_frame`] are that framing, for streams outside request-response.
 
 use std::io;
 use std::marker::PhantomData;
@@ -36,7 +37,8 @@ impl<Req, Resp> Clone for WireCodec<Req, Resp> {
     }
 }
 
-async fn read_frame<T, M>(io: &mut T, limit: Limit) -> io::Result<M>
+/// Reads one message of at most `limit` bytes.
+pub async fn read_frame<T, M>(io: &mut T, limit: Limit) -> io::Result<M>
 where
     T: AsyncRead + Unpin + Send,
     M: DeserializeOwned,
@@ -52,7 +54,8 @@ where
     wire::decode(&buf, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-async fn write_frame<T, M>(io: &mut T, msg: &M) -> io::Result<()>
+/// Writes one message and flushes it.
+pub async fn write_frame<T, M>(io: &mut T, msg: &M) -> io::Result<()>
 where
     T: AsyncWrite + Unpin + Send,
     M: Serialize,

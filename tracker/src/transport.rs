@@ -33,8 +33,10 @@ use libp2p::{StreamProtocol, identify, noise, tcp, yamux};
 
 use crate::{Error, Result};
 
-/// Chunks, manifests, hellos and swarm notices between nodes.
+/// Chunks, manifests and hellos between nodes.
 pub const PEER_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/peer/1");
+/// Swarm notices between nodes: one long-lived stream each way per peer.
+pub const NOTICE_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/notice/1");
 /// Announcements to trackers.
 pub const TRACKER_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/tracker/1");
 /// Kademlia on a DHT of imageswarm processes only.

@@ -2,7 +2,7 @@
 //!
 //! # Contract
 //! [`Behaviour`] combines identify, Kademlia (image providers), the peer
-//! protocol, the tracker protocol (as a client), gossipsub for signed lists,
+//! protocol, notice streams, the tracker protocol (as a client), gossipsub for signed lists,
 //! a block list for banned peers and connection limits. Every protocol bounds its concurrent
 //! streams. The transport is the one every imageswarm process uses
 //! ([`tracker::transport`]).
@@ -49,6 +49,8 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     /// The peer protocol.
     pub peer: request_response::Behaviour<WireCodec<Request, Response>>,
+    /// Swarm notices, on streams of their own (`super::notices`).
+    pub notices: libp2p_stream::Behaviour,
     /// The tracker protocol, as a client.
     pub tracker: request_response::Behaviour<WireCodec<Announce, Peers>>,
     /// Signed lists, forwarded only after they verify here.
@@ -107,6 +109,7 @@ impl Behaviour {
                 [(PEER_PROTOCOL, request_response::ProtocolSupport::Full)],
                 rr.clone(),
             ),
+            notices: libp2p_stream::Behaviour::new(),
             tracker: request_response::Behaviour::with_codec(
                 WireCodec::new(Limit::Control),
                 [(TRACKER_PROTOCOL, request_response::ProtocolSupport::Outbound)],

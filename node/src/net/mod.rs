@@ -29,6 +29,7 @@ mod behaviour;
 mod event_loop;
 mod images;
 mod metrics;
+mod notices;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

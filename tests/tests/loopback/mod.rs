@@ -222,7 +222,6 @@ pub(crate) async fn liar(
             };
             let resp = match request {
                 Request::Hello(_) => Response::Hello(hello.clone()),
-                Request::Notice { .. } => Response::Ack,
                 Request::Manifest { .. } => Response::Refused(Refusal::NotHeld),
                 Request::Chunk { index, .. } => {
                     served += 1;

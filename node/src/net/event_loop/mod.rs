@@ -12,6 +12,8 @@
 //!   record follows its data to disk in group commits.
 //! * Requests for images that are not served here are refused with
 //!   [`Refusal::NotEndorsed`].
+//! * Swarm notices go out and come in on notice streams
+//!   ([`super::notices`]); a peer whose notice queue is full is disconnected.
 //! * At start the node swarms on what its store holds once a local re-check
 //!   (each list's signature, trust and dates, at the current time) has
 //!   passed, before its first update cycle asks the network: a list source
@@ -30,7 +32,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad};
 use proto::bitfield::Bitfield;
 use proto::swarm::{self, Action, FetchStripe, Message, PeerInfo, Role, SiteShare};
-use proto::wire::{Hello, MAX_HELLO_IMAGES, Notice, Refusal, Request, Response, WireBitfield};
+use proto::wire::{Hello, MAX_HELLO_IMAGES, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -39,6 +41,7 @@ use tracker::transport::KAD_PROTOCOL;
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm, lists_topic};
 use super::images::Image;
 use super::metrics::{self, Metrics};
+use super::notices::Notices;
 use super::{Command, ImageStatus, NodeConfig, Status, peer_of};
 use crate::site::{ListOutcome, Site};
 use crate::store::{Decision, ImageRecord, ImageState};
@@ -73,7 +76,6 @@ enum IoDone {
 #[derive(Debug, Clone, Copy)]
 enum Outbound {
     Hello,
-    Notice,
     Chunk { image: Uuid, peer: u64, index: u32 },
     Manifest { image: Uuid, peer: u64 },
 }
@@ -95,6 +97,8 @@ pub(super) struct EventLoop {
     met: HashMap<u64, PeerInfo>,
     trackers: Vec<(PeerId, Multiaddr)>,
     outbound: HashMap<OutboundRequestId, Outbound>,
+    notices: Notices,
+    notices_in: mpsc::Receiver<(PeerId, NoticeFrame)>,
     /// Chunk requests waiting for the state machine's decision.
     inbound: HashMap<(Uuid, u64, u32), (InboundRequestId, ResponseChannel<Response>)>,
     /// Uploads whose response is on its way; the slot frees when it is sent.
@@ -197,6 +201,7 @@ impl EventLoop {
             metrics::serve(addr, metrics.registry())?;
         }
         let (io_tx, io_rx) = mpsc::channel(IO_QUEUE);
+        let (notices, notices_in) = Notices::start(swarm.behaviour().notices.new_control());
         let role = if cfg.master {
             Role::Master
         } else if cfg.gateway {
@@ -230,6 +235,8 @@ impl EventLoop {
             met: HashMap::new(),
             trackers,
             outbound: HashMap::new(),
+            notices,
+            notices_in,
             inbound: HashMap::new(),
             uploads: HashMap::new(),
             io_tx,
@@ -273,6 +280,7 @@ impl EventLoop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 Some(done) = self.io_rx.recv() => self.on_io(done),
+                Some((peer, frame)) = self.notices_in.recv() => self.on_notices(peer, frame),
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown(reply)) => {
                         let _ = reply.send(());
@@ -502,8 +510,10 @@ impl EventLoop {
 
     fn send_notice(&mut self, to: u64, image: Uuid, notice: Notice) {
         let Some(&peer) = self.ids.get(&to) else { return };
-        let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Notice { image, notice });
-        self.outbound.insert(id, Outbound::Notice);
+        if self.notices.send(to, peer, image, notice).is_err() {
+            tracing::warn!(%peer, queue = super::notices::QUEUE, "peer does not read its notices: disconnected");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     fn upload_done(&mut self, image: Uuid, to: u64, index: u32) {
@@ -592,6 +602,7 @@ impl EventLoop {
                 self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
                 let Some(&h) = self.handles.get(&peer_id) else { return };
                 self.met.remove(&h);
+                self.notices.forget(h);
                 self.inbound.retain(|k, _| k.1 != h);
                 let now = self.now();
                 let uuids: Vec<Uuid> = self.images.keys().copied().collect();
@@ -670,6 +681,39 @@ impl EventLoop {
         }
     }
 
+    /// A frame of notices from a connected peer, applied in order.
+    fn on_notices(&mut self, peer: PeerId, frame: NoticeFrame) {
+        if !self.swarm.is_connected(&peer) {
+            return;
+        }
+        let h = self.handle(peer);
+        let now = self.now();
+        let info = self.met.get(&h).copied();
+        let mut touched: Vec<Uuid> = Vec::new();
+        for (image, notice) in frame {
+            if let Notice::Cancel(index) = notice
+                && let Some((_, ch)) = self.inbound.remove(&(image, h, index))
+            {
+                let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(Refusal::Busy));
+            }
+            let Some(img) = self.images.get_mut(&image) else { continue };
+            match (notice, info) {
+                (Notice::Bitfield(b), Some(info)) => {
+                    if let Ok(bits) = b.parse() {
+                        img.peer_bitfield(now, h, info, bits);
+                    }
+                }
+                (n, _) => img.notice(now, h, n),
+            }
+            if !touched.contains(&image) {
+                touched.push(image);
+            }
+        }
+        for image in touched {
+            self.drain(image);
+        }
+    }
+
     fn on_peer_event(&mut self, ev: request_response::Event<Request, Response>) {
         use request_response::{Event, Message as M};
         match ev {
@@ -707,25 +751,6 @@ impl EventLoop {
                 let mine = self.hello();
                 respond(self, channel, Response::Hello(mine));
                 self.on_hello(peer, hello);
-            }
-            Request::Notice { image, notice } => {
-                respond(self, channel, Response::Ack);
-                if let Notice::Cancel(index) = notice
-                    && let Some((_, ch)) = self.inbound.remove(&(image, h, index))
-                {
-                    respond(self, ch, Response::Refused(Refusal::Busy));
-                }
-                let info = self.met.get(&h).copied();
-                let Some(img) = self.images.get_mut(&image) else { return };
-                match (notice, info) {
-                    (Notice::Bitfield(b), Some(info)) => {
-                        if let Ok(bits) = b.parse() {
-                            img.peer_bitfield(now, h, info, bits);
-                        }
-                    }
-                    (n, _) => img.notice(now, h, n),
-                }
-                self.drain(image);
             }
             Request::Manifest { image } => {
                 let r = match self.images.get(&image) {

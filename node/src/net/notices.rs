@@ -1,0 +1,281 @@
+//! Swarm notices (bitfields, haves, cancels) on one long-lived stream per
+//! peer and direction.
+//!
+//! # Contract
+//! * [`Notices::send`] queues a notice for a connected peer. The first
+//!   notice for a connection opens its stream ([`NOTICE_PROTOCOL`]); every
+//!   later one follows on the same stream, in order. Whatever waits while a
+//!   frame is being written goes out together in the next
+//!   [`NoticeFrame`]: under load a node sends fewer, larger frames, and no
+//!   notice waits for an answer.
+//! * Each peer's queue is bounded ([`QUEUE`]). A full queue means the peer
+//!   has not read its notices for that long; `send` reports it and the
+//!   event loop drops the connection (a new one starts over with hellos).
+//! * Notices are advice: they steer which peer is asked for what, never
+//!   what is accepted (every chunk is checked against the manifest). A
+//!   stream that cannot be opened (a peer that does not speak the protocol)
+//!   or that breaks drops what was queued on it, and the peer hears nothing
+//!   more on this connection. [`Notices::forget`] ends a closed connection's
+//!   queue.
+//! * Inbound, each stream a peer opens is read by a task of its own, at most
+//!   [`READERS`] at once; frames reach the event loop through one bounded
+//!   channel ([`INBOX`]), so a peer that floods waits on its own stream's
+//!   flow control. A frame that is over [`Limit::Control`] or does not
+//!   decode ends that stream.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream};
+use libp2p_stream::Control;
+use proto::wire::{Limit, Notice, NoticeFrame};
+use tokio::sync::{Semaphore, mpsc};
+use tracker::codec::{read_frame, write_frame};
+use tracker::transport::NOTICE_PROTOCOL;
+use uuid::Uuid;
+
+/// Notices waiting for one peer at most.
+pub(super) const QUEUE: usize = 4096;
+
+/// Received frames waiting for the event loop at most.
+pub(super) const INBOX: usize = 256;
+
+/// Inbound notice streams read at once at most (one per connected peer is
+/// the norm).
+pub(super) const READERS: usize = 1024;
+
+/// A frame's encoded size stays under this, well within [`Limit::Control`].
+const FRAME_BYTES: usize = 1 << 20;
+
+/// A bound on one notice's encoded size with its image.
+fn encoded_bound(n: &Notice) -> usize {
+    32 + match n {
+        Notice::Bitfield(b) => b.bytes.len(),
+        Notice::Have(_) | Notice::Cancel(_) => 0,
+    }
+}
+
+/// The peer's queue is full: it has not read its notices for too long.
+#[derive(Debug)]
+pub(super) struct Full;
+
+/// The outbound side: one queue and writer task per connection.
+pub(super) struct Notices {
+    control: Control,
+    /// By the event loop's peer handle, which is new for every connection.
+    queues: HashMap<u64, mpsc::Sender<(Uuid, Notice)>>,
+}
+
+impl Notices {
+    /// Starts accepting peers' notice streams; their frames arrive on the
+    /// returned receiver. Must run inside the tokio runtime.
+    pub(super) fn start(mut control: Control) -> (Self, mpsc::Receiver<(PeerId, NoticeFrame)>) {
+        let (tx, rx) = mpsc::channel(INBOX);
+        match control.accept(NOTICE_PROTOCOL) {
+            Ok(incoming) => {
+                let readers = Arc::new(Semaphore::new(READERS));
+                tokio::spawn(incoming.for_each(move |(peer, stream)| {
+                    match readers.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                read(peer, stream, tx).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => tracing::debug!(%peer, "too many notice streams: one dropped"),
+                    }
+                    std::future::ready(())
+                }));
+            }
+            // Only one caller registers the protocol, once.
+            Err(e) => tracing::error!(error = %e, "notice streams not accepted"),
+        }
+        (Self { control, queues: HashMap::new() }, rx)
+    }
+
+    /// Queues `notice` about `image` for connected peer `peer` (handle `h`).
+    pub(super) fn send(&mut self, h: u64, peer: PeerId, image: Uuid, notice: Notice) -> Result<(), Full> {
+        let queue = self.queues.entry(h).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(write(self.control.clone(), peer, rx));
+            tx
+        });
+        match queue.try_send((image, notice)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Full),
+            // The stream could not be opened or broke; see the contract.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    /// Ends the queue of a connection that closed.
+    pub(super) fn forget(&mut self, h: u64) {
+        self.queues.remove(&h);
+    }
+}
+
+/// Writes one peer's notices until its queue ends or the stream breaks.
+async fn write(mut control: Control, peer: PeerId, mut queue: mpsc::Receiver<(Uuid, Notice)>) {
+    let mut stream = match control.open_stream(peer, NOTICE_PROTOCOL).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "no notice stream to this peer");
+            return;
+        }
+    };
+    let mut frame = NoticeFrame::new();
+    let mut next = queue.recv().await;
+    while let Some(first) = next.take() {
+        let mut bytes = encoded_bound(&first.1);
+        frame.push(first);
+        while let Ok(n) = queue.try_recv() {
+            bytes += encoded_bound(&n.1);
+            if bytes > FRAME_BYTES {
+                next = Some(n);
+                break;
+            }
+            frame.push(n);
+        }
+        if let Err(e) = write_frame(&mut stream, &frame).await {
+            tracing::debug!(%peer, error = %e, "notice stream broke");
+            return;
+        }
+        frame.clear();
+        if next.is_none() {
+            next = queue.recv().await;
+        }
+    }
+    let _ = stream.close().await;
+}
+
+/// Reads one peer's notice stream into the event loop's inbox.
+async fn read(peer: PeerId, mut stream: Stream, inbox: mpsc::Sender<(PeerId, NoticeFrame)>) {
+    loop {
+        match read_frame::<_, NoticeFrame>(&mut stream, Limit::Control).await {
+            Ok(frame) => {
+                if inbox.send((peer, frame)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "notice stream from this peer ended");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use libp2p::Swarm;
+    use libp2p::identity::Keypair;
+    use libp2p::swarm::SwarmEvent;
+
+    use super::*;
+    use crate::net::{Behaviour, Limits, build_swarm};
+
+    /// Two nodes' swarms, connected over loopback, then polled in the
+    /// background. Returns the first one's control, the second's, and the
+    /// second's peer id.
+    async fn pair() -> (Control, Control, PeerId) {
+        let mut a = build_swarm(Keypair::generate_ed25519(), false, Limits::default()).unwrap();
+        let mut b = build_swarm(Keypair::generate_ed25519(), false, Limits::default()).unwrap();
+        b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
+                break address;
+            }
+        };
+        let (ca, cb, pb) =
+            (a.behaviour().notices.new_control(), b.behaviour().notices.new_control(), *b.local_peer_id());
+        a.dial(addr).unwrap();
+        let (mut up_a, mut up_b) = (false, false);
+        while !(up_a && up_b) {
+            tokio::select! {
+                e = a.select_next_some() => up_a |= matches!(e, SwarmEvent::ConnectionEstablished { .. }),
+                e = b.select_next_some() => up_b |= matches!(e, SwarmEvent::ConnectionEstablished { .. }),
+            }
+        }
+        let poll = |mut s: Swarm<Behaviour>| async move {
+            loop {
+                s.select_next_some().await;
+            }
+        };
+        tokio::spawn(poll(a));
+        tokio::spawn(poll(b));
+        (ca, cb, pb)
+    }
+
+    async fn next_frame(rx: &mut mpsc::Receiver<(PeerId, NoticeFrame)>) -> NoticeFrame {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().1
+    }
+
+    #[tokio::test]
+    async fn notices_arrive_in_order_and_what_waits_goes_out_together() {
+        let (ca, cb, pb) = pair().await;
+        let (mut out, _) = Notices::start(ca);
+        let (_b, mut inbox) = Notices::start(cb);
+        let image = Uuid::from_u128(7);
+        // Queued before the writer task first runs: one stream, few frames.
+        for i in 0..3000 {
+            out.send(1, pb, image, Notice::Have(i)).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut frames = 0;
+        while got.len() < 3000 {
+            got.extend(next_frame(&mut inbox).await);
+            frames += 1;
+        }
+        let want: NoticeFrame = (0..3000).map(|i| (image, Notice::Have(i))).collect();
+        assert_eq!(got, want);
+        assert!(frames < 10, "3000 waiting notices took {frames} frames");
+        // Later notices follow on the same stream.
+        out.send(1, pb, image, Notice::Cancel(5)).unwrap();
+        assert_eq!(next_frame(&mut inbox).await, vec![(image, Notice::Cancel(5))]);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_fills_its_queue() {
+        let (ca, cb, pb) = pair().await;
+        let (mut out, _) = Notices::start(ca);
+        // The peer accepts the stream but its event loop never takes a frame.
+        let (_b, _inbox) = Notices::start(cb);
+        let image = Uuid::from_u128(7);
+        let mut sent = 0u32;
+        let full = loop {
+            if out.send(1, pb, image, Notice::Have(sent)).is_err() {
+                break true;
+            }
+            sent += 1;
+            if sent > 2_000_000 {
+                break false;
+            }
+            // One notice per frame: let the writer take each.
+            tokio::task::yield_now().await;
+        };
+        assert!(full, "the queue never filled");
+        assert!(sent as usize >= QUEUE, "full after only {sent} notices");
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_notice_streams_is_left_alone() {
+        let (ca, _cb, pb) = pair().await;
+        let (mut out, _) = Notices::start(ca);
+        let image = Uuid::from_u128(7);
+        out.send(1, pb, image, Notice::Have(0)).unwrap();
+        // The stream cannot open; later notices to the peer are dropped
+        // without complaint.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 1..(QUEUE as u32 * 2) {
+            out.send(1, pb, image, Notice::Have(i)).unwrap();
+        }
+    }
+}
