@@ -320,6 +320,28 @@ async fn a_master_serves_the_image_its_download_completed() -> anyhow::Result<()
     Ok(())
 }
 
+/// 13. A peer's bitfield that overtakes its hello (notices and hellos travel
+///     on different streams) still counts: the worker learns what the peer
+///     holds, asks it, and bans it for the corrupt chunk it sends. A worker
+///     that dropped the early bitfield never asks that peer at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitfield_that_overtakes_its_senders_hello_counts() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 16 * MIB, MIB).await?;
+    let mut master = site.config(0);
+    master.upload_limit = mbit(50);
+    site.start_with(0, master).await?;
+    site.until("the master to hold the image", |s| s.image(0).is_some_and(|m| m.available)).await?;
+    let (_liar, liar_task) =
+        liar(site.demo.image, 16, MIB as usize, site.tracker.clone(), Lie::BitfieldBeforeHello).await?;
+    site.start(1).await?;
+    site.until_workers_complete().await?;
+    assert!(site.holds_verified(1));
+    let s = site.client(1).status();
+    assert_eq!(s.bans, 1, "the worker asked the peer whose bitfield came first, and banned it");
+    liar_task.abort();
+    Ok(())
+}
+
 /// 9. The same swarm over QUIC: nodes listen on QUIC only (the tracker
 ///    stays on TCP).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use node::demo::Demo;
 use node::net::{self, BehaviourEvent, Client, ImageStatus, NodeConfig};
 use proto::manifest::ChunkSize;
 use proto::swarm::Role;
-use proto::wire::{Announce, Hello, Refusal, Request, Response, WireBitfield};
+use proto::wire::{Announce, Hello, Notice, Refusal, Request, Response, WireBitfield};
 use tokio::task::JoinHandle;
 use tracker::service::{Tracker, TrackerConfig};
 use uuid::Uuid;
@@ -166,11 +166,17 @@ impl Site {
     }
 }
 
-/// What the lying peer does with chunk requests.
+/// How the lying peer lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lie {
-    /// Answer with bytes of the right length that are not the chunk.
+    /// Answer chunk requests with bytes of the right length that are not
+    /// the chunk.
     CorruptChunks,
+    /// The same, and the peer's bitfield overtakes its hello: it goes out on
+    /// the notice stream as soon as a node connects, and the node's hello
+    /// is answered 300 ms later with a hello that names no image (as a
+    /// peer's hello from before it swarmed on the image would).
+    BitfieldBeforeHello,
 }
 
 /// A peer that claims to hold every chunk of `image` and lies about them.
@@ -180,7 +186,7 @@ pub(crate) async fn liar(
     chunks: u32,
     chunk_len: usize,
     tracker: Vec<Multiaddr>,
-    _lie: Lie,
+    lie: Lie,
 ) -> anyhow::Result<(PeerId, JoinHandle<u64>)> {
     let key = libp2p::identity::Keypair::generate_ed25519();
     let mut swarm = net::build_swarm(key, false, net::Limits::default())?;
@@ -191,11 +197,21 @@ pub(crate) async fn liar(
     }
     let addrs: Vec<Vec<u8>> = swarm.listeners().map(|a| a.to_vec()).collect();
     let full = WireBitfield::new(&proto::bitfield::Bitfield::full(chunks));
-    let hello = Hello { site: "loop".into(), role: Role::Worker, images: vec![(image, full.clone())] };
+    let early = lie == Lie::BitfieldBeforeHello;
+    let images = if early { vec![] } else { vec![(image, full.clone())] };
+    let hello = Hello { site: "loop".into(), role: Role::Worker, images };
+    let control = swarm.behaviour().notices.new_control();
     let task = tokio::spawn(async move {
         let mut served = 0u64;
         let mut next_announce = Instant::now();
+        let mut hellos_due: Vec<(Instant, request_response::ResponseChannel<Response>)> = Vec::new();
         loop {
+            let now = Instant::now();
+            let due;
+            (due, hellos_due) = std::mem::take(&mut hellos_due).into_iter().partition(|(t, _)| *t <= now);
+            for (_, ch) in due {
+                let _ = swarm.behaviour_mut().peer.send_response(ch, Response::Hello(hello.clone()));
+            }
             if Instant::now() >= next_announce {
                 next_announce = Instant::now() + Duration::from_millis(500);
                 for a in &tracker {
@@ -213,6 +229,20 @@ pub(crate) async fn liar(
                 }
             }
             let ev = tokio::time::timeout(Duration::from_millis(100), swarm.select_next_some()).await;
+            if let Ok(SwarmEvent::ConnectionEstablished { peer_id, .. }) = ev
+                && early
+            {
+                let (mut control, frame) = (control.clone(), vec![(image, Notice::Bitfield(full.clone()))]);
+                tokio::spawn(async move {
+                    let Ok(mut stream) = control.open_stream(peer_id, tracker::transport::NOTICE_PROTOCOL).await else {
+                        return;
+                    };
+                    let _ = tracker::codec::write_frame(&mut stream, &frame).await;
+                    // Open for as long as the test runs.
+                    std::future::pending::<()>().await;
+                });
+                continue;
+            }
             let Ok(SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::Message {
                 message: request_response::Message::Request { request, channel, .. },
                 ..
@@ -221,6 +251,10 @@ pub(crate) async fn liar(
                 continue;
             };
             let resp = match request {
+                Request::Hello(_) if early => {
+                    hellos_due.push((Instant::now() + Duration::from_millis(300), channel));
+                    continue;
+                }
                 Request::Hello(_) => Response::Hello(hello.clone()),
                 Request::Manifest { .. } => Response::Refused(Refusal::NotHeld),
                 Request::Chunk { index, .. } => {

@@ -56,6 +56,9 @@ const IO_QUEUE: usize = 256;
 /// How often the loop refreshes its status and looks after timers of its own.
 const TICK: Duration = Duration::from_millis(200);
 
+/// Notice frames kept, per peer, until its hello arrives.
+const FRAMES_BEFORE_HELLO: usize = 64;
+
 /// How long to wait for a manifest before asking another peer.
 const MANIFEST_TIMEOUT: swarm::Micros = 10_000_000;
 
@@ -99,6 +102,9 @@ pub(super) struct EventLoop {
     outbound: HashMap<OutboundRequestId, Outbound>,
     notices: Notices,
     notices_in: mpsc::Receiver<(PeerId, NoticeFrame)>,
+    /// Notices that arrived before their sender's hello (the two travel on
+    /// different streams), applied once it is here.
+    before_hello: HashMap<u64, Vec<NoticeFrame>>,
     /// Chunk requests waiting for the state machine's decision.
     inbound: HashMap<(Uuid, u64, u32), (InboundRequestId, ResponseChannel<Response>)>,
     /// Uploads whose response is on its way; the slot frees when it is sent.
@@ -237,6 +243,7 @@ impl EventLoop {
             outbound: HashMap::new(),
             notices,
             notices_in,
+            before_hello: HashMap::new(),
             inbound: HashMap::new(),
             uploads: HashMap::new(),
             io_tx,
@@ -602,6 +609,7 @@ impl EventLoop {
                 self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
                 let Some(&h) = self.handles.get(&peer_id) else { return };
                 self.met.remove(&h);
+                self.before_hello.remove(&h);
                 self.notices.forget(h);
                 self.inbound.retain(|k, _| k.1 != h);
                 let now = self.now();
@@ -679,17 +687,31 @@ impl EventLoop {
         if holder {
             self.ask_manifests();
         }
+        for frame in self.before_hello.remove(&h).unwrap_or_default() {
+            self.on_notices(from, frame);
+        }
     }
 
-    /// A frame of notices from a connected peer, applied in order.
+    /// A frame of notices from a connected peer, applied in order once the
+    /// peer's hello is here: a bitfield means nothing without the sender's
+    /// role and site.
     fn on_notices(&mut self, peer: PeerId, frame: NoticeFrame) {
         if !self.swarm.is_connected(&peer) {
             return;
         }
         let h = self.handle(peer);
+        let Some(info) = self.met.get(&h).copied() else {
+            let waiting = self.before_hello.entry(h).or_default();
+            if waiting.len() < FRAMES_BEFORE_HELLO {
+                waiting.push(frame);
+            } else {
+                tracing::debug!(%peer, "notices before the hello beyond the limit: dropped");
+            }
+            return;
+        };
         let now = self.now();
-        let info = self.met.get(&h).copied();
         let mut touched: Vec<Uuid> = Vec::new();
+        let mut holder = false;
         for (image, notice) in frame {
             if let Notice::Cancel(index) = notice
                 && let Some((_, ch)) = self.inbound.remove(&(image, h, index))
@@ -697,13 +719,14 @@ impl EventLoop {
                 let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(Refusal::Busy));
             }
             let Some(img) = self.images.get_mut(&image) else { continue };
-            match (notice, info) {
-                (Notice::Bitfield(b), Some(info)) => {
+            match notice {
+                Notice::Bitfield(b) => {
                     if let Ok(bits) = b.parse() {
+                        holder |= img.hashes().is_none() && bits.count() > 0;
                         img.peer_bitfield(now, h, info, bits);
                     }
                 }
-                (n, _) => img.notice(now, h, n),
+                n => img.notice(now, h, n),
             }
             if !touched.contains(&image) {
                 touched.push(image);
@@ -711,6 +734,11 @@ impl EventLoop {
         }
         for image in touched {
             self.drain(image);
+        }
+        // As for a hello: a node that met its peers before it swarmed on the
+        // image learns who holds it from these bitfields.
+        if holder {
+            self.ask_manifests();
         }
     }
 
