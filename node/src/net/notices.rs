@@ -13,10 +13,13 @@
 //!   event loop drops the connection (a new one starts over with hellos).
 //! * Notices are advice: they steer which peer is asked for what, never
 //!   what is accepted (every chunk is checked against the manifest). A
-//!   stream that cannot be opened (a peer that does not speak the protocol)
-//!   or that breaks drops what was queued on it, and the peer hears nothing
-//!   more on this connection. [`Notices::forget`] ends a closed connection's
-//!   queue.
+//!   stream that breaks, or cannot be opened for any reason but the peer
+//!   not speaking the protocol, is reported as [`Inbound::Broken`]. What
+//!   was queued on it is lost, so the event loop calls [`Notices::reopen`]
+//!   and sends the peer a fresh bitfield of every image (a bitfield replaces
+//!   what the peer knew), or drops the connection after [`STREAMS`] broken
+//!   streams. A peer that does not speak the protocol hears no notices.
+//!   [`Notices::forget`] ends a closed connection's queue.
 //! * Inbound, each stream a peer opens is read by a task of its own, at most
 //!   [`READERS`] at once; frames reach the event loop through one bounded
 //!   channel ([`INBOX`]), so a peer that floods waits on its own stream's
@@ -29,7 +32,7 @@ use std::sync::Arc;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
-use libp2p_stream::Control;
+use libp2p_stream::{Control, OpenStreamError};
 use proto::wire::{Limit, Notice, NoticeFrame};
 use tokio::sync::{Semaphore, mpsc};
 use tracker::codec::{read_frame, write_frame};
@@ -46,6 +49,9 @@ pub(super) const INBOX: usize = 256;
 /// the norm).
 pub(super) const READERS: usize = 1024;
 
+/// Notice streams one connection may break before it is dropped.
+pub(super) const STREAMS: u32 = 3;
+
 /// A frame's encoded size stays under this, well within [`Limit::Control`].
 const FRAME_BYTES: usize = 1 << 20;
 
@@ -61,18 +67,50 @@ fn encoded_bound(n: &Notice) -> usize {
 #[derive(Debug)]
 pub(super) struct Full;
 
+/// What reaches the event loop.
+#[derive(Debug)]
+pub(super) enum Inbound {
+    /// Notices from a peer, oldest first.
+    Frame(PeerId, NoticeFrame),
+    /// The stream to the connection with this handle broke, and the notices
+    /// queued on it are lost.
+    Broken(u64),
+}
+
+/// What became of a broken stream's queue.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Reopened {
+    /// A new stream takes the notices sent from now on.
+    Yes,
+    /// The connection broke [`STREAMS`] streams already.
+    TooOften,
+    /// The connection is gone.
+    Gone,
+}
+
+/// One connection's queue.
+struct Queue {
+    peer: PeerId,
+    tx: mpsc::Sender<(Uuid, Notice)>,
+    /// Streams opened for this connection.
+    streams: u32,
+}
+
 /// The outbound side: one queue and writer task per connection.
 pub(super) struct Notices {
     control: Control,
     /// By the event loop's peer handle, which is new for every connection.
-    queues: HashMap<u64, mpsc::Sender<(Uuid, Notice)>>,
+    queues: HashMap<u64, Queue>,
+    /// Where writers report broken streams.
+    inbox: mpsc::Sender<Inbound>,
 }
 
 impl Notices {
     /// Starts accepting peers' notice streams; their frames arrive on the
     /// returned receiver. Must run inside the tokio runtime.
-    pub(super) fn start(mut control: Control) -> (Self, mpsc::Receiver<(PeerId, NoticeFrame)>) {
+    pub(super) fn start(mut control: Control) -> (Self, mpsc::Receiver<Inbound>) {
         let (tx, rx) = mpsc::channel(INBOX);
+        let inbox = tx.clone();
         match control.accept(NOTICE_PROTOCOL) {
             Ok(incoming) => {
                 let readers = Arc::new(Semaphore::new(READERS));
@@ -93,22 +131,43 @@ impl Notices {
             // Only one caller registers the protocol, once.
             Err(e) => tracing::error!(error = %e, "notice streams not accepted"),
         }
-        (Self { control, queues: HashMap::new() }, rx)
+        (Self { control, queues: HashMap::new(), inbox }, rx)
+    }
+
+    /// A queue with a new writer task, which opens a stream of its own.
+    fn writer(&self, h: u64, peer: PeerId) -> mpsc::Sender<(Uuid, Notice)> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write(self.control.clone(), h, peer, rx, self.inbox.clone()));
+        tx
     }
 
     /// Queues `notice` about `image` for connected peer `peer` (handle `h`).
     pub(super) fn send(&mut self, h: u64, peer: PeerId, image: Uuid, notice: Notice) -> Result<(), Full> {
-        let queue = self.queues.entry(h).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(write(self.control.clone(), peer, rx));
-            tx
-        });
-        match queue.try_send((image, notice)) {
+        if !self.queues.contains_key(&h) {
+            let tx = self.writer(h, peer);
+            self.queues.insert(h, Queue { peer, tx, streams: 1 });
+        }
+        let Some(queue) = self.queues.get(&h) else { return Ok(()) };
+        match queue.tx.try_send((image, notice)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(Full),
-            // The stream could not be opened or broke; see the contract.
+            // The writer ended: the peer does not speak the protocol, or the
+            // stream broke and the event loop hears of it.
             Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
         }
+    }
+
+    /// Gives connection `h`, whose stream broke, a new stream for what is
+    /// sent from now on.
+    pub(super) fn reopen(&mut self, h: u64) -> Reopened {
+        let Some(q) = self.queues.get(&h) else { return Reopened::Gone };
+        if q.streams >= STREAMS {
+            return Reopened::TooOften;
+        }
+        let (peer, streams) = (q.peer, q.streams + 1);
+        let tx = self.writer(h, peer);
+        self.queues.insert(h, Queue { peer, tx, streams });
+        Reopened::Yes
     }
 
     /// Ends the queue of a connection that closed.
@@ -117,15 +176,39 @@ impl Notices {
     }
 }
 
-/// Writes one peer's notices until its queue ends or the stream breaks.
-async fn write(mut control: Control, peer: PeerId, mut queue: mpsc::Receiver<(Uuid, Notice)>) {
-    let mut stream = match control.open_stream(peer, NOTICE_PROTOCOL).await {
-        Ok(s) => s,
+/// Writes one connection's notices until its queue ends or the stream
+/// breaks, which it reports.
+async fn write(
+    mut control: Control,
+    h: u64,
+    peer: PeerId,
+    queue: mpsc::Receiver<(Uuid, Notice)>,
+    inbox: mpsc::Sender<Inbound>,
+) {
+    let broke = match control.open_stream(peer, NOTICE_PROTOCOL).await {
+        Ok(stream) => match write_all(stream, queue).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "notice stream broke");
+                true
+            }
+        },
+        Err(OpenStreamError::UnsupportedProtocol(_)) => {
+            tracing::debug!(%peer, "peer does not take notices");
+            false
+        }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "no notice stream to this peer");
-            return;
+            true
         }
     };
+    if broke {
+        let _ = inbox.send(Inbound::Broken(h)).await;
+    }
+}
+
+/// Writes what the queue holds, in frames, until it ends.
+async fn write_all(mut stream: Stream, mut queue: mpsc::Receiver<(Uuid, Notice)>) -> io::Result<()> {
     let mut frame = NoticeFrame::new();
     let mut next = queue.recv().await;
     while let Some(first) = next.take() {
@@ -139,24 +222,21 @@ async fn write(mut control: Control, peer: PeerId, mut queue: mpsc::Receiver<(Uu
             }
             frame.push(n);
         }
-        if let Err(e) = write_frame(&mut stream, &frame).await {
-            tracing::debug!(%peer, error = %e, "notice stream broke");
-            return;
-        }
+        write_frame(&mut stream, &frame).await?;
         frame.clear();
         if next.is_none() {
             next = queue.recv().await;
         }
     }
-    let _ = stream.close().await;
+    stream.close().await
 }
 
 /// Reads one peer's notice stream into the event loop's inbox.
-async fn read(peer: PeerId, mut stream: Stream, inbox: mpsc::Sender<(PeerId, NoticeFrame)>) {
+async fn read(peer: PeerId, mut stream: Stream, inbox: mpsc::Sender<Inbound>) {
     loop {
         match read_frame::<_, NoticeFrame>(&mut stream, Limit::Control).await {
             Ok(frame) => {
-                if inbox.send((peer, frame)).await.is_err() {
+                if inbox.send(Inbound::Frame(peer, frame)).await.is_err() {
                     return;
                 }
             }
@@ -214,8 +294,11 @@ mod tests {
         (ca, cb, pb)
     }
 
-    async fn next_frame(rx: &mut mpsc::Receiver<(PeerId, NoticeFrame)>) -> NoticeFrame {
-        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().1
+    async fn next_frame(rx: &mut mpsc::Receiver<Inbound>) -> NoticeFrame {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap() {
+            Inbound::Frame(_, frame) => frame,
+            other => panic!("not a frame: {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -268,14 +351,52 @@ mod tests {
     #[tokio::test]
     async fn a_peer_without_notice_streams_is_left_alone() {
         let (ca, _cb, pb) = pair().await;
-        let (mut out, _) = Notices::start(ca);
+        let (mut out, mut events) = Notices::start(ca);
         let image = Uuid::from_u128(7);
         out.send(1, pb, image, Notice::Have(0)).unwrap();
         // The stream cannot open; later notices to the peer are dropped
-        // without complaint.
+        // without complaint, and nothing is reported broken.
         tokio::time::sleep(Duration::from_millis(500)).await;
         for i in 1..(QUEUE as u32 * 2) {
             out.send(1, pb, image, Notice::Have(i)).unwrap();
         }
+        assert!(events.try_recv().is_err(), "a peer without the protocol is not a broken stream");
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_is_reported_and_the_next_one_carries_on() {
+        let (ca, mut cb, pb) = pair().await;
+        let (mut out, mut events) = Notices::start(ca);
+        let mut incoming = cb.accept(NOTICE_PROTOCOL).unwrap();
+        let image = Uuid::from_u128(7);
+        out.send(1, pb, image, Notice::Have(0)).unwrap();
+        // The peer takes the first stream and drops it, as libp2p-stream
+        // does with a stream nobody is there to accept.
+        let (_, first) = tokio::time::timeout(Duration::from_secs(10), incoming.next()).await.unwrap().unwrap();
+        drop(first);
+        let mut reported = false;
+        for i in 1..200 {
+            out.send(1, pb, image, Notice::Have(i)).unwrap();
+            if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(20), events.recv()).await {
+                assert!(matches!(e, Inbound::Broken(1)), "{e:?}");
+                reported = true;
+                break;
+            }
+        }
+        assert!(reported, "the broken stream was never reported");
+        assert_eq!(out.reopen(1), Reopened::Yes);
+        out.send(1, pb, image, Notice::Cancel(9)).unwrap();
+        let (_, mut second) = tokio::time::timeout(Duration::from_secs(10), incoming.next()).await.unwrap().unwrap();
+        let frame: NoticeFrame = read_frame(&mut second, Limit::Control).await.unwrap();
+        assert_eq!(
+            frame,
+            vec![(image, Notice::Cancel(9))],
+            "the new stream starts with what was sent after the reopen"
+        );
+        // Three streams for one connection at most; none for one that closed.
+        assert_eq!(out.reopen(1), Reopened::Yes);
+        assert_eq!(out.reopen(1), Reopened::TooOften);
+        out.forget(1);
+        assert_eq!(out.reopen(1), Reopened::Gone);
     }
 }

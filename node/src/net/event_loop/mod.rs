@@ -41,7 +41,7 @@ use tracker::transport::KAD_PROTOCOL;
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm, lists_topic};
 use super::images::Image;
 use super::metrics::{self, Metrics};
-use super::notices::Notices;
+use super::notices::{self, Inbound, Notices, Reopened};
 use super::{Command, ImageStatus, NodeConfig, Status, peer_of};
 use crate::site::{ListOutcome, Site};
 use crate::store::{Decision, ImageRecord, ImageState};
@@ -101,7 +101,7 @@ pub(super) struct EventLoop {
     trackers: Vec<(PeerId, Multiaddr)>,
     outbound: HashMap<OutboundRequestId, Outbound>,
     notices: Notices,
-    notices_in: mpsc::Receiver<(PeerId, NoticeFrame)>,
+    notices_in: mpsc::Receiver<Inbound>,
     /// Notices that arrived before their sender's hello (the two travel on
     /// different streams), applied once it is here.
     before_hello: HashMap<u64, Vec<NoticeFrame>>,
@@ -287,7 +287,10 @@ impl EventLoop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 Some(done) = self.io_rx.recv() => self.on_io(done),
-                Some((peer, frame)) = self.notices_in.recv() => self.on_notices(peer, frame),
+                Some(inbound) = self.notices_in.recv() => match inbound {
+                    Inbound::Frame(peer, frame) => self.on_notices(peer, frame),
+                    Inbound::Broken(h) => self.on_notice_stream_broken(h),
+                },
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown(reply)) => {
                         let _ = reply.send(());
@@ -518,8 +521,30 @@ impl EventLoop {
     fn send_notice(&mut self, to: u64, image: Uuid, notice: Notice) {
         let Some(&peer) = self.ids.get(&to) else { return };
         if self.notices.send(to, peer, image, notice).is_err() {
-            tracing::warn!(%peer, queue = super::notices::QUEUE, "peer does not read its notices: disconnected");
+            tracing::warn!(%peer, queue = notices::QUEUE, "peer does not read its notices: disconnected");
             let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// The notice stream to connection `h` broke and what was queued on it
+    /// is lost: a new stream carries a fresh bitfield of every image, which
+    /// replaces what the peer knew of this node.
+    fn on_notice_stream_broken(&mut self, h: u64) {
+        let Some(&peer) = self.ids.get(&h) else { return };
+        match self.notices.reopen(h) {
+            Reopened::Yes => {
+                tracing::debug!(%peer, "notice stream reopened");
+                let bits: Vec<(Uuid, WireBitfield)> =
+                    self.images.iter().map(|(u, i)| (*u, WireBitfield::new(i.have()))).collect();
+                for (image, b) in bits {
+                    self.send_notice(h, image, Notice::Bitfield(b));
+                }
+            }
+            Reopened::TooOften => {
+                tracing::warn!(%peer, streams = notices::STREAMS, "notice streams to this peer keep breaking: disconnected");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Reopened::Gone => {}
         }
     }
 
