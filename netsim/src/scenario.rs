@@ -123,6 +123,9 @@ pub struct Swarm {
     pub refusal_backoff_ms: f64,
     /// How long a peer that refused anything is not asked at all, ms.
     pub refusal_pause_ms: f64,
+    /// In endgame, a request gets a second copy once it is this many times
+    /// as old as requests take on average (0: at once).
+    pub late_factor: u32,
     /// With the masters at one site, the other sites split what crosses
     /// from it ([`proto::swarm::SiteShare`]) and trade the rest, as gateways
     /// given `--source-site` and `--sharing-sites` do. Gateways always get
@@ -151,6 +154,7 @@ impl Default for Swarm {
             request_timeout_ms: node.request_timeout / 1000,
             refusal_backoff_ms: node.refusal_backoff as f64 / 1000.0,
             refusal_pause_ms: node.refusal_pause as f64 / 1000.0,
+            late_factor: node.late_factor,
             site_shares: true,
         }
     }

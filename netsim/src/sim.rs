@@ -735,6 +735,7 @@ fn new_node(
         request_timeout: s.swarm.request_timeout_ms * 1000,
         refusal_backoff: (s.swarm.refusal_backoff_ms * 1000.0) as u64,
         refusal_pause: (s.swarm.refusal_pause_ms * 1000.0) as u64,
+        late_factor: s.swarm.late_factor,
         upload,
         seed: s.seed.wrapping_mul(0x100_0000_01b3).wrapping_add(index as u64),
         ..Config::default()

@@ -168,6 +168,14 @@ pub struct Config {
     /// mean "busy" or "others have it", so asking at once for the next chunk
     /// would mostly collect refusals.
     pub refusal_pause: Micros,
+    /// In endgame a chunk is asked of a second peer only once its request
+    /// is this many times as old as a request usually takes (an average of
+    /// the recent ones), and at least [`Config::late_floor`]: a second copy
+    /// costs a whole chunk of the downlink, and is worth it only when the
+    /// first is late. 0 duplicates at once.
+    pub late_factor: u32,
+    /// The least age at which a request counts as late.
+    pub late_floor: Micros,
     /// How this node serves requests.
     pub upload: UploadPolicy,
     /// Seed for tie-breaking and sampling.
@@ -189,6 +197,8 @@ impl Default for Config {
             request_timeout: 10_000_000,
             refusal_backoff: 200_000,
             refusal_pause: 20_000,
+            late_factor: 2,
+            late_floor: 20_000,
             upload: UploadPolicy::default(),
             seed: 0,
         }
@@ -294,6 +304,12 @@ pub struct Swarm {
     next_wake: Option<Micros>,
     /// No request times out before this (it may be early, never late).
     request_deadline: Option<Micros>,
+    /// When each chunk's oldest open request was sent.
+    requested_at: Vec<Micros>,
+    /// How long a request took, on average (each answer weighs 1/8).
+    latency: Option<Micros>,
+    /// In endgame, when the next open request becomes late.
+    late_wake: Option<Micros>,
 }
 
 const NOT_MISSING: u32 = u32::MAX;
@@ -357,6 +373,9 @@ impl Swarm {
             wakes: BinaryHeap::new(),
             next_wake: None,
             request_deadline: None,
+            requested_at: vec![0; n as usize],
+            latency: None,
+            late_wake: None,
         }
     }
 
@@ -437,6 +456,10 @@ impl Swarm {
             return;
         }
         if verified && !self.have.get(chunk) {
+            let sent = self.peers.get(&from).and_then(|p| p.inflight.iter().find(|r| r.chunk == chunk));
+            if let Some(took) = sent.map(|r| now.saturating_sub(r.sent_at)) {
+                self.latency = Some(self.latency.map_or(took, |l| (7 * l + took) / 8));
+            }
             // Recorded before the request bookkeeping, which then knows the
             // chunk is no longer a candidate anywhere.
             self.have.set(chunk);
@@ -524,6 +547,11 @@ impl Swarm {
         if self.request_deadline.is_some_and(|d| d <= now) {
             self.expire_requests(now);
         }
+        if self.late_wake.is_some_and(|t| t <= now) {
+            // Requests became late: chunks are candidates for a second peer.
+            self.late_wake = None;
+            self.peers.values_mut().for_each(|p| p.exhausted = false);
+        }
         self.fill_all(now);
     }
 
@@ -568,7 +596,7 @@ impl Swarm {
     /// When [`Swarm::handle_timeout`] must run next. It may be earlier than
     /// needed (a wake-up with nothing to do is harmless), never later.
     pub fn poll_timeout(&self) -> Option<Micros> {
-        [self.next_wake, self.request_deadline].into_iter().flatten().min()
+        [self.next_wake, self.request_deadline, self.late_wake].into_iter().flatten().min()
     }
 
     /// Makes sure `peer` is looked at again by `t`.
@@ -749,6 +777,26 @@ impl Swarm {
         self.requested_distinct as usize >= self.missing.len()
     }
 
+    /// How old a request must be to count as late (see [`Config::late_factor`]).
+    fn late_after(&self) -> Micros {
+        self.latency.map_or(0, |l| (l * Micros::from(self.cfg.late_factor)).max(self.cfg.late_floor))
+    }
+
+    /// In endgame, when the next request with no second copy asked for
+    /// becomes late.
+    fn next_late(&self, now: Micros) -> Option<Micros> {
+        if !self.endgame() {
+            return None;
+        }
+        let after = self.late_after();
+        self.missing
+            .iter()
+            .filter(|&&c| self.requested[c as usize] == 1)
+            .map(|&c| self.requested_at[c as usize] + after)
+            .filter(|&t| t > now)
+            .min()
+    }
+
     /// Tops up the requests to every peer, same-site peers first.
     fn fill_all(&mut self, now: Micros) {
         if self.missing.is_empty() {
@@ -798,6 +846,11 @@ impl Swarm {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.exhausted = true;
                 }
+                // In endgame the peer may get a candidate when a request
+                // elsewhere becomes late.
+                if let Some(t) = self.next_late(now) {
+                    self.late_wake = Some(self.late_wake.map_or(t, |w| w.min(t)));
+                }
                 return;
             };
             self.request(now, id, chunk);
@@ -821,6 +874,8 @@ impl Swarm {
             missing: &self.missing,
             requested_mask: &self.requested_mask,
             requested: &self.requested,
+            requested_at: &self.requested_at,
+            late_after: self.late_after(),
             availability: &self.availability,
             now,
             // Chunks held: `missing` is the complement of `have`.
@@ -847,6 +902,7 @@ impl Swarm {
         if self.requested[chunk as usize] == 0 {
             self.requested_distinct += 1;
             self.requested_mask.set(chunk);
+            self.requested_at[chunk as usize] = now;
         }
         self.requested[chunk as usize] += 1;
         // Insist only when starving: nothing else in flight, refused before,

@@ -8,8 +8,9 @@
 //!   `peer has ∧ ¬this node has ∧ ¬requested`, 64 chunks at a time, so a
 //!   pick costs the chunk count divided by 64 plus one availability lookup
 //!   per candidate, and a peer with nothing new is dismissed in one pass.
-//! * In endgame (every missing chunk already requested) a chunk may be asked
-//!   of a second peer; the first copy to arrive cancels the other.
+//! * In endgame (every missing chunk already requested) a chunk whose
+//!   request is late may be asked of a second peer; the first copy to arrive
+//!   cancels the other.
 //! * A gateway asking a peer of another site follows its [`FetchStripe`]:
 //!   only its own stripe of what its site may fetch from that peer, unless
 //!   it has nothing in flight at all or is in endgame.
@@ -17,8 +18,8 @@
 //!   back to the same byte-wise scan.
 //!
 //! A candidate is a chunk the peer has, this node lacks, no request is
-//! outstanding for (or, in endgame, only one, not to this peer), and the peer
-//! has not refused recently.
+//! outstanding for (or, in endgame, only one, late and not to this peer),
+//! and the peer has not refused recently.
 
 use super::rng::Rng;
 use super::{ChunkIndex, PeerState};
@@ -149,6 +150,10 @@ pub(crate) struct View<'a> {
     /// Chunks with at least one request outstanding.
     pub(crate) requested_mask: &'a Bitfield,
     pub(crate) requested: &'a [u8],
+    /// When each chunk's oldest open request was sent.
+    pub(crate) requested_at: &'a [u64],
+    /// A request this old is late.
+    pub(crate) late_after: u64,
     pub(crate) availability: &'a [u16],
     pub(crate) now: u64,
     pub(crate) random: bool,
@@ -173,7 +178,11 @@ impl View<'_> {
         }
         match self.requested[i] {
             0 => true,
-            1 => self.endgame && !peer.inflight.iter().any(|r| r.chunk == c),
+            1 => {
+                self.endgame
+                    && self.requested_at[i] + self.late_after <= self.now
+                    && !peer.inflight.iter().any(|r| r.chunk == c)
+            }
             _ => false,
         }
     }

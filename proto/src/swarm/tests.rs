@@ -553,3 +553,39 @@ fn at_a_gateway_another_sites_request_takes_the_place_of_a_local_one_in_a_full_q
         assert_eq!(drain(&mut s), vec![Action::Send { to: refused.0, msg: Message::Reject(refused.1) }], "{role:?}");
     }
 }
+
+#[test]
+fn in_endgame_only_a_late_request_gets_a_second_copy() {
+    for late_factor in [0, 2] {
+        let cfg = Config { pipeline: 1, random_first: 0, late_factor, ..Config::default() };
+        let mut have = Bitfield::full(N);
+        for c in [60, 61, 62] {
+            have.unset(c);
+        }
+        let mut w = Swarm::new(cfg, have);
+        for p in [1, 2] {
+            w.handle_connected(0, p, info(0, Role::Worker));
+            w.handle_message(0, p, Message::Bitfield(Bitfield::full(N)));
+        }
+        let acts = drain(&mut w);
+        let (x, y) = (requests(&acts, 1)[0], requests(&acts, 2)[0]);
+        // Peer 1 answers after 100 ms: the average request takes 100 ms.
+        w.handle_chunk(100_000, 1, x, true);
+        let z = requests(&drain(&mut w), 1)[0];
+        assert!(w.endgame(), "every missing chunk is asked for");
+        // A third peer, with a free slot, arrives in endgame.
+        w.handle_connected(100_000, 3, info(0, Role::Worker));
+        w.handle_message(100_000, 3, Message::Bitfield(Bitfield::full(N)));
+        let now = requests(&drain(&mut w), 3);
+        if late_factor == 0 {
+            assert_eq!(now.len(), 1, "without lateness a second copy goes out at once");
+            continue;
+        }
+        assert!(now.is_empty(), "no request is late yet: {now:?}");
+        // The first requests (sent at 0) are late at twice the average.
+        assert_eq!(w.poll_timeout(), Some(200_000));
+        w.handle_timeout(200_000);
+        let later = requests(&drain(&mut w), 3);
+        assert_eq!(later, vec![y], "the late request gets a second copy, not the one sent at 100 ms ({z})");
+    }
+}
