@@ -17,8 +17,9 @@
 //!
 //! # Decisions
 //! * **Downloading**: up to `pipeline` requests in flight per peer, chunks
-//!   chosen by [`picker`] (random first chunks, then rarest first; endgame
-//!   duplicates at the end; slow requests time out and go elsewhere).
+//!   chosen by [`picker`] (random first chunks, then rarest first; at the
+//!   end, a second copy of a request that is late, see
+//!   [`Config::late_factor`]; slow requests time out and go elsewhere).
 //!   Same-site peers are asked first; among peers of one rank, each fill
 //!   starts one peer further on, so that every node does not ask the same
 //!   first-connected peers (in netsim, 1,000 hosts and 1 GiB, that alone
