@@ -12,8 +12,8 @@
 //!   record follows its data to disk in group commits.
 //! * Requests for images that are not served here are refused with
 //!   [`Refusal::NotEndorsed`].
-//! * Swarm notices go out and come in on notice streams
-//!   ([`super::notices`]); a peer whose notice queue is full is disconnected.
+//! * Peers are met with hellos, and swarm notices go out and come in on
+//!   notice streams, as [`peers`] says.
 //! * At start the node swarms on what its store holds once a local re-check
 //!   (each list's signature, trust and dates, at the current time) has
 //!   passed, before its first update cycle asks the network: a list source
@@ -32,7 +32,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad};
 use proto::bitfield::Bitfield;
 use proto::swarm::{self, Action, FetchStripe, Message, PeerInfo, Role, SiteShare};
-use proto::wire::{Hello, MAX_HELLO_IMAGES, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
+use proto::wire::{Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -41,7 +41,7 @@ use tracker::transport::KAD_PROTOCOL;
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm, lists_topic};
 use super::images::Image;
 use super::metrics::{self, Metrics};
-use super::notices::{self, Inbound, Notices, Reopened};
+use super::notices::{Inbound, Notices};
 use super::{Command, ImageStatus, NodeConfig, Status, peer_of};
 use crate::site::{ListOutcome, Site};
 use crate::store::{Decision, ImageRecord, ImageState};
@@ -49,15 +49,13 @@ use crate::{Error, Result};
 
 mod discovery;
 mod disk;
+mod peers;
 
 /// Completed disk work waiting for the loop.
 const IO_QUEUE: usize = 256;
 
 /// How often the loop refreshes its status and looks after timers of its own.
 const TICK: Duration = Duration::from_millis(200);
-
-/// Notice frames kept, per peer, until its hello arrives.
-const FRAMES_BEFORE_HELLO: usize = 64;
 
 /// How long to wait for a manifest before asking another peer.
 const MANIFEST_TIMEOUT: swarm::Micros = 10_000_000;
@@ -518,36 +516,6 @@ impl EventLoop {
         }
     }
 
-    fn send_notice(&mut self, to: u64, image: Uuid, notice: Notice) {
-        let Some(&peer) = self.ids.get(&to) else { return };
-        if self.notices.send(to, peer, image, notice).is_err() {
-            tracing::warn!(%peer, queue = notices::QUEUE, "peer does not read its notices: disconnected");
-            let _ = self.swarm.disconnect_peer_id(peer);
-        }
-    }
-
-    /// The notice stream to connection `h` broke and what was queued on it
-    /// is lost: a new stream carries a fresh bitfield of every image, which
-    /// replaces what the peer knew of this node.
-    fn on_notice_stream_broken(&mut self, h: u64) {
-        let Some(&peer) = self.ids.get(&h) else { return };
-        match self.notices.reopen(h) {
-            Reopened::Yes => {
-                tracing::debug!(%peer, "notice stream reopened");
-                let bits: Vec<(Uuid, WireBitfield)> =
-                    self.images.iter().map(|(u, i)| (*u, WireBitfield::new(i.have()))).collect();
-                for (image, b) in bits {
-                    self.send_notice(h, image, Notice::Bitfield(b));
-                }
-            }
-            Reopened::TooOften => {
-                tracing::warn!(%peer, streams = notices::STREAMS, "notice streams to this peer keep breaking: disconnected");
-                let _ = self.swarm.disconnect_peer_id(peer);
-            }
-            Reopened::Gone => {}
-        }
-    }
-
     fn upload_done(&mut self, image: Uuid, to: u64, index: u32) {
         let now = self.now();
         if let Some(s) = self.images.get_mut(&image).and_then(|i| i.swarm.as_mut()) {
@@ -684,86 +652,6 @@ impl EventLoop {
                 }
             }
             _ => {}
-        }
-    }
-
-    fn hello(&self) -> Hello {
-        let images =
-            self.images.iter().take(MAX_HELLO_IMAGES).map(|(u, i)| (*u, WireBitfield::new(i.have()))).collect();
-        Hello { site: self.cfg.site.clone(), role: self.role, images }
-    }
-
-    fn on_hello(&mut self, from: PeerId, hello: Hello) {
-        let h = self.handle(from);
-        let info = PeerInfo { site: site_number(&hello.site), role: hello.role };
-        self.met.insert(h, info);
-        let now = self.now();
-        let mut holder = false;
-        for (uuid, bits) in hello.images {
-            let Ok(bits) = bits.parse() else { continue };
-            if let Some(img) = self.images.get_mut(&uuid) {
-                holder |= img.hashes().is_none() && bits.count() > 0;
-                img.peer_bitfield(now, h, info, bits);
-                self.drain(uuid);
-            }
-        }
-        // A peer that holds chunks holds the manifest: ask at once rather
-        // than at the next tick, which cost a starting node 100 ms on average.
-        if holder {
-            self.ask_manifests();
-        }
-        for frame in self.before_hello.remove(&h).unwrap_or_default() {
-            self.on_notices(from, frame);
-        }
-    }
-
-    /// A frame of notices from a connected peer, applied in order once the
-    /// peer's hello is here: a bitfield means nothing without the sender's
-    /// role and site.
-    fn on_notices(&mut self, peer: PeerId, frame: NoticeFrame) {
-        if !self.swarm.is_connected(&peer) {
-            return;
-        }
-        let h = self.handle(peer);
-        let Some(info) = self.met.get(&h).copied() else {
-            let waiting = self.before_hello.entry(h).or_default();
-            if waiting.len() < FRAMES_BEFORE_HELLO {
-                waiting.push(frame);
-            } else {
-                tracing::debug!(%peer, "notices before the hello beyond the limit: dropped");
-            }
-            return;
-        };
-        let now = self.now();
-        let mut touched: Vec<Uuid> = Vec::new();
-        let mut holder = false;
-        for (image, notice) in frame {
-            if let Notice::Cancel(index) = notice
-                && let Some((_, ch)) = self.inbound.remove(&(image, h, index))
-            {
-                let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(Refusal::Busy));
-            }
-            let Some(img) = self.images.get_mut(&image) else { continue };
-            match notice {
-                Notice::Bitfield(b) => {
-                    if let Ok(bits) = b.parse() {
-                        holder |= img.hashes().is_none() && bits.count() > 0;
-                        img.peer_bitfield(now, h, info, bits);
-                    }
-                }
-                n => img.notice(now, h, n),
-            }
-            if !touched.contains(&image) {
-                touched.push(image);
-            }
-        }
-        for image in touched {
-            self.drain(image);
-        }
-        // As for a hello: a node that met its peers before it swarmed on the
-        // image learns who holds it from these bitfields.
-        if holder {
-            self.ask_manifests();
         }
     }
 
