@@ -850,7 +850,7 @@ impl Swarm {
                 // In endgame the peer may get a candidate when a request
                 // elsewhere becomes late.
                 if let Some(t) = self.next_late(now) {
-                    self.late_wake = Some(self.late_wake.map_or(t, |w| w.min(t)));
+                    self.late_wake = Some(earliest(self.late_wake, t));
                 }
                 return;
             };
@@ -945,15 +945,27 @@ impl Swarm {
         true
     }
 
+    /// Counts one request for `chunk` fewer; the caller has already taken
+    /// it out of its peer's in-flight list.
     fn unrequest(&mut self, chunk: ChunkIndex) {
         let r = &mut self.requested[chunk as usize];
         if *r == 0 {
             return;
         }
         *r -= 1;
-        if *r == 0 {
-            self.requested_distinct -= 1;
-            self.requested_mask.unset(chunk);
+        match *r {
+            0 => {
+                self.requested_distinct -= 1;
+                self.requested_mask.unset(chunk);
+            }
+            // The request left may be younger than the one withdrawn.
+            1 => {
+                let left = self.peers.values().flat_map(|p| &p.inflight).find(|q| q.chunk == chunk);
+                if let Some(q) = left {
+                    self.requested_at[chunk as usize] = q.sent_at;
+                }
+            }
+            _ => {}
         }
         // Still missing: a candidate again wherever a peer has it (with no
         // request left, or in endgame with one fewer).

@@ -587,5 +587,11 @@ fn in_endgame_only_a_late_request_gets_a_second_copy() {
         w.handle_timeout(200_000);
         let later = requests(&drain(&mut w), 3);
         assert_eq!(later, vec![y], "the late request gets a second copy, not the one sent at 100 ms ({z})");
+        // The first request for y is refused: the one left, sent at 200 ms,
+        // is not late, so a fourth peer gets nothing yet.
+        w.handle_message(210_000, 2, Message::Reject(y));
+        w.handle_connected(210_000, 4, info(0, Role::Worker));
+        w.handle_message(210_000, 4, Message::Bitfield(Bitfield::full(N)));
+        assert_eq!(requests(&drain(&mut w), 4), Vec::<ChunkIndex>::new(), "y's request left is 10 ms old");
     }
 }
