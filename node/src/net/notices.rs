@@ -134,20 +134,13 @@ impl Notices {
         (Self { control, queues: HashMap::new(), inbox }, rx)
     }
 
-    /// A queue with a new writer task, which opens a stream of its own.
-    fn writer(&self, h: u64, peer: PeerId) -> mpsc::Sender<(Uuid, Notice)> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(self.control.clone(), h, peer, rx, self.inbox.clone()));
-        tx
-    }
-
     /// Queues `notice` about `image` for connected peer `peer` (handle `h`).
     pub(super) fn send(&mut self, h: u64, peer: PeerId, image: Uuid, notice: Notice) -> Result<(), Full> {
-        if !self.queues.contains_key(&h) {
-            let tx = self.writer(h, peer);
-            self.queues.insert(h, Queue { peer, tx, streams: 1 });
-        }
-        let Some(queue) = self.queues.get(&h) else { return Ok(()) };
+        let queue = self.queues.entry(h).or_insert_with(|| Queue {
+            peer,
+            tx: writer(&self.control, &self.inbox, h, peer),
+            streams: 1,
+        });
         match queue.tx.try_send((image, notice)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(Full),
@@ -160,13 +153,12 @@ impl Notices {
     /// Gives connection `h`, whose stream broke, a new stream for what is
     /// sent from now on.
     pub(super) fn reopen(&mut self, h: u64) -> Reopened {
-        let Some(q) = self.queues.get(&h) else { return Reopened::Gone };
+        let Some(q) = self.queues.get_mut(&h) else { return Reopened::Gone };
         if q.streams >= STREAMS {
             return Reopened::TooOften;
         }
-        let (peer, streams) = (q.peer, q.streams + 1);
-        let tx = self.writer(h, peer);
-        self.queues.insert(h, Queue { peer, tx, streams });
+        q.tx = writer(&self.control, &self.inbox, h, q.peer);
+        q.streams += 1;
         Reopened::Yes
     }
 
@@ -174,6 +166,14 @@ impl Notices {
     pub(super) fn forget(&mut self, h: u64) {
         self.queues.remove(&h);
     }
+}
+
+/// A queue for connection `h` with a new writer task, which opens a stream
+/// of its own and reports to `inbox` if it breaks.
+fn writer(control: &Control, inbox: &mpsc::Sender<Inbound>, h: u64, peer: PeerId) -> mpsc::Sender<(Uuid, Notice)> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(write(control.clone(), h, peer, rx, inbox.clone()));
+    tx
 }
 
 /// Writes one connection's notices until its queue ends or the stream
