@@ -19,12 +19,8 @@ srv=
 cleanup() { [ -n "$srv" ] && kill "$srv" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 cd "$work"
-port=$(free_port)
-url="http://127.0.0.1:$port"
-make_site "$size_mib" "$url" 4194304
-python3 -m http.server "$port" --bind 127.0.0.1 --directory www >/dev/null 2>&1 &
-srv=$!
-sleep 0.5
+serve_site "$size_mib" 4194304
+srv=$server
 for b in "${bins[@]}"; do
   rm -rf host
   bin=$b init_host host "$url"

@@ -22,12 +22,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 cd "$work"
 
-port=$(free_port)
-url="http://127.0.0.1:$port"
-make_site "$size_mib" "$url" 4194304
-python3 -m http.server "$port" --bind 127.0.0.1 --directory www >/dev/null 2>&1 &
-pids+=($!)
-sleep 0.5
+serve_site "$size_mib" 4194304
+pids+=("$server")
 
 for h in master worker; do
   init_host "$h" "$url"

@@ -41,3 +41,16 @@ init_host() {
 
 # free_port: an unused TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# serve_site SIZE_MIB [CHUNK_BYTES]: make_site in the current directory, its
+# www/ served over HTTP on a free port of 127.0.0.1. Sets $url and $server
+# (the server's pid, for the caller to stop).
+serve_site() {
+  local port
+  port=$(free_port)
+  url="http://127.0.0.1:$port"
+  make_site "$1" "$url" "${2:-}"
+  python3 -m http.server "$port" --bind 127.0.0.1 --directory www >/dev/null 2>&1 &
+  server=$!
+  sleep 0.5
+}
