@@ -1,16 +1,23 @@
 //! Feeds arbitrary bytes to every `proto::wire` decoder: none may panic or
-//! allocate past its limit, and whatever decodes re-encodes to a message
-//! that decodes to the same value.
+//! allocate past its limit, whatever decodes re-encodes to a message that
+//! decodes to the same value, and a frame decodes through `Message` exactly
+//! as through `decode`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proto::wire::{Announce, Limit, NoticeFrame, Peers, Request, Response, decode, encode};
+use proto::wire::{Announce, Limit, Message, NoticeFrame, Peers, Request, Response, decode, encode};
 
 fn round_trip<T>(data: &[u8], limit: Limit)
 where
-    T: serde::Serialize + for<'de> serde::Deserialize<'de> + PartialEq + std::fmt::Debug,
+    T: Message + serde::Serialize + for<'de> serde::Deserialize<'de> + PartialEq + std::fmt::Debug,
 {
-    if let Ok(msg) = decode::<T>(data, limit) {
+    let decoded = decode::<T>(data, limit);
+    match (&decoded, T::from_frame(data.to_vec(), limit)) {
+        (Ok(a), Ok(b)) => assert_eq!(a, &b),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("decode and from_frame disagree: {a:?} vs {b:?}"),
+    }
+    if let Ok(msg) = decoded {
         let again = encode(&msg).expect("a decoded message encodes");
         assert_eq!(decode::<T>(&again, limit).expect("re-encoded message decodes"), msg);
     }

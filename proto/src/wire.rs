@@ -5,7 +5,9 @@
 //!   model). Swarm notices ([`Notice`]) need no answer: they travel in
 //!   [`NoticeFrame`]s, in order, on one long-lived stream per peer.
 //! * [`encode`] and [`decode`] are the only codec: bincode 2 (standard
-//!   configuration) behind a byte limit per message kind.
+//!   configuration) behind a byte limit per message kind. [`Message`] is
+//!   that encoding too, split so that chunk bytes are neither copied into
+//!   an encoded message nor out of a decoded one.
 //! * [`decode`] never panics and never allocates more than its limit,
 //!   whatever the bytes: a length field larger than the limit, trailing
 //!   bytes, an unknown variant or a bitfield with stray bits is an
@@ -16,6 +18,7 @@
 //! Chunk data travels in [`Response::Chunk`]; the receiver checks it against
 //! the manifest before it counts as anything (see `node`).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -135,13 +138,14 @@ pub enum Refusal {
     Busy,
 }
 
-/// A node's answer.
+/// A node's answer. `B` holds a chunk's bytes: [`Bytes`], or while
+/// [`Message::from_frame`] decodes, a slice of the received frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Response {
+pub enum Response<B = Bytes> {
     /// The answer to a hello.
     Hello(Hello),
     /// The chunk's bytes (unverified until the receiver checks them).
-    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    Chunk(B),
     /// The image's BLAKE3 chunk hashes, in order.
     Manifest(Vec<[u8; 32]>),
     /// The request was refused.
@@ -195,18 +199,72 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, Error> {
 }
 
 /// Decodes exactly one message from `bytes`, refusing anything over `limit`.
-pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], limit: Limit) -> Result<T, Error> {
+/// The message may borrow from `bytes`.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], limit: Limit) -> Result<T, Error> {
     if bytes.len() > limit.bytes() {
         return Err(Error::Wire(format!("{} bytes is over the limit of {}", bytes.len(), limit.bytes())));
     }
     // The byte limit also caps every length field bincode reads, so a short
     // message cannot make it allocate more than the message could hold.
     let cfg = bincode::config::standard().with_limit::<{ Limit::Data.bytes() }>();
-    let (msg, used) = bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| Error::Wire(e.to_string()))?;
+    let (msg, used) = bincode::serde::borrow_decode_from_slice(bytes, cfg).map_err(|e| Error::Wire(e.to_string()))?;
     if used != bytes.len() {
         return Err(Error::Wire(format!("{} trailing bytes", bytes.len() - used)));
     }
     Ok(msg)
+}
+
+/// A message as it goes on a stream: the encoding of [`encode`], which
+/// [`decode`] reads, taken apart so that bulk bytes need no copy.
+pub trait Message: Sized {
+    /// The encoding, as a head and the bytes that follow it unchanged.
+    fn to_parts(&self) -> Result<(Vec<u8>, &[u8]), Error>;
+
+    /// Decodes exactly one message from the whole of `frame`, refusing
+    /// anything over `limit`.
+    fn from_frame(frame: Vec<u8>, limit: Limit) -> Result<Self, Error>;
+}
+
+/// Messages without bulk bytes: encoded and decoded whole.
+macro_rules! whole_messages {
+    ($($t:ty),*) => {$(
+        impl Message for $t {
+            fn to_parts(&self) -> Result<(Vec<u8>, &[u8]), Error> {
+                Ok((encode(self)?, &[]))
+            }
+
+            fn from_frame(frame: Vec<u8>, limit: Limit) -> Result<Self, Error> {
+                decode(&frame, limit)
+            }
+        }
+    )*};
+}
+
+whole_messages!(Request, NoticeFrame, Announce, Peers);
+
+/// The variant index of [`Response::Chunk`] in the encoding.
+const CHUNK_VARIANT: u32 = 1;
+
+impl Message for Response {
+    /// A chunk's head is what bincode writes before the bytes of
+    /// [`Response::Chunk`]: the variant index and the length, both varints.
+    fn to_parts(&self) -> Result<(Vec<u8>, &[u8]), Error> {
+        match self {
+            Self::Chunk(data) => Ok((encode(&(CHUNK_VARIANT, data.len() as u64))?, data)),
+            other => Ok((encode(other)?, &[])),
+        }
+    }
+
+    /// A chunk's bytes stay where they are in `frame`.
+    fn from_frame(frame: Vec<u8>, limit: Limit) -> Result<Self, Error> {
+        let frame = Bytes::from(frame);
+        Ok(match decode::<Response<&[u8]>>(&frame, limit)? {
+            Response::Chunk(data) => Self::Chunk(frame.slice_ref(data)),
+            Response::Hello(h) => Self::Hello(h),
+            Response::Manifest(m) => Self::Manifest(m),
+            Response::Refused(r) => Self::Refused(r),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -241,16 +299,53 @@ mod tests {
             (Uuid::nil(), Notice::Bitfield(WireBitfield::new(&b))),
         ];
         assert_eq!(decode::<NoticeFrame>(&encode(&frame).unwrap(), Limit::Control).unwrap(), frame);
-        let data = Response::Chunk(vec![0xab; 100_000]);
+        let data = Response::Chunk(Bytes::from(vec![0xab; 100_000]));
         let bytes = encode(&data).unwrap();
         assert!(bytes.len() < 100_010, "chunk bytes are not inflated: {}", bytes.len());
         assert_eq!(decode::<Response>(&bytes, Limit::Data).unwrap(), data);
     }
 
+    /// Head and tail are the encoding, and a frame decodes as `decode` does.
+    fn parts_agree_with_the_encoding<M>(msg: &M, limit: Limit)
+    where
+        M: Message + Serialize + for<'a> Deserialize<'a> + PartialEq + std::fmt::Debug,
+    {
+        let whole = encode(msg).unwrap();
+        let (head, tail) = msg.to_parts().unwrap();
+        assert_eq!([head.as_slice(), tail].concat(), whole);
+        assert_eq!(&M::from_frame(whole.clone(), limit).unwrap(), msg);
+        assert_eq!(M::from_frame(whole.clone(), limit).is_ok(), decode::<M>(&whole, limit).is_ok());
+    }
+
+    #[test]
+    fn message_parts_are_the_encoding() {
+        // Lengths on each side of bincode's varint widths.
+        for len in [0, 1, 250, 251, 252, 65_535, 65_536, 70_000] {
+            parts_agree_with_the_encoding(&Response::Chunk(Bytes::from(vec![7u8; len])), Limit::Data);
+        }
+        parts_agree_with_the_encoding(&Response::Hello(hello()), Limit::Data);
+        parts_agree_with_the_encoding(&Response::Manifest(vec![[3; 32]; 3]), Limit::Data);
+        parts_agree_with_the_encoding(&Response::Refused(Refusal::Busy), Limit::Data);
+        parts_agree_with_the_encoding(&Request::Hello(hello()), Limit::Control);
+        let frame: NoticeFrame = vec![(Uuid::nil(), Notice::Have(7))];
+        parts_agree_with_the_encoding(&frame, Limit::Control);
+    }
+
+    #[test]
+    fn a_decoded_chunk_is_the_frame_itself() {
+        let frame = encode(&Response::Chunk(Bytes::from(vec![9u8; 4096]))).unwrap();
+        let start = frame.as_ptr() as usize;
+        let Response::Chunk(data) = Response::from_frame(frame, Limit::Data).unwrap() else { panic!("not a chunk") };
+        let offset = data.as_ptr() as usize - start;
+        assert!(offset <= 10, "the chunk's bytes were copied (offset {offset})");
+        assert_eq!(data.len(), 4096);
+    }
+
     #[test]
     fn refuses_oversize_trailing_and_lying_lengths() {
-        let big = encode(&Response::Chunk(vec![0; Limit::Control.bytes() + 1])).unwrap();
+        let big = encode(&Response::Chunk(Bytes::from(vec![0; Limit::Control.bytes() + 1]))).unwrap();
         assert!(matches!(decode::<Response>(&big, Limit::Control), Err(Error::Wire(_))));
+        assert!(matches!(Response::from_frame(big, Limit::Control), Err(Error::Wire(_))));
         let mut extra = encode(&Request::Manifest { image: Uuid::nil() }).unwrap();
         extra.push(0);
         assert!(decode::<Request>(&extra, Limit::Control).unwrap_err().to_string().contains("trailing"));
@@ -271,6 +366,7 @@ mod tests {
             let _ = decode::<Request>(&bytes, Limit::Control);
             let _ = decode::<NoticeFrame>(&bytes, Limit::Control);
             let _ = decode::<Response>(&bytes, Limit::Data);
+            let _ = Response::from_frame(bytes.clone(), Limit::Data);
             let _ = decode::<Announce>(&bytes, Limit::Control);
             let _ = decode::<Peers>(&bytes, Limit::Control);
         }

@@ -6,15 +6,16 @@
 //! kind's [`Limit`] before anything is allocated, so a peer cannot make a
 //! node buffer more than one chunk per stream. [`read_frame`] and
 //! [`write_frame`] are that framing, for streams outside request-response.
+//! A chunk's bytes go from the sender's buffer to the stream, and from the
+//! received frame to the [`proto::wire::Response`], without a copy
+//! ([`Message`]).
 
 use std::io;
 use std::marker::PhantomData;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
-use proto::wire::{self, Limit};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use proto::wire::{Limit, Message};
 
 /// A length-prefixed [`proto::wire`] codec for requests `Req` and responses
 /// `Resp`, whose responses may be up to `response_limit`.
@@ -41,7 +42,7 @@ impl<Req, Resp> Clone for WireCodec<Req, Resp> {
 pub async fn read_frame<T, M>(io: &mut T, limit: Limit) -> io::Result<M>
 where
     T: AsyncRead + Unpin + Send,
-    M: DeserializeOwned,
+    M: Message,
 {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
@@ -51,27 +52,28 @@ where
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
-    wire::decode(&buf, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    M::from_frame(buf, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Writes one message and flushes it.
 pub async fn write_frame<T, M>(io: &mut T, msg: &M) -> io::Result<()>
 where
     T: AsyncWrite + Unpin + Send,
-    M: Serialize,
+    M: Message,
 {
-    let body = wire::encode(msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let len = u32::try_from(body.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too long"))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(&body).await?;
+    let (head, tail) = msg.to_parts().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let len = u32::try_from(head.len() + tail.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too long"))?;
+    io.write_all(&[&len.to_be_bytes()[..], &head].concat()).await?;
+    io.write_all(tail).await?;
     io.flush().await
 }
 
 #[async_trait::async_trait]
 impl<Req, Resp> libp2p::request_response::Codec for WireCodec<Req, Resp>
 where
-    Req: Serialize + DeserializeOwned + Send + Sync + 'static,
-    Resp: Serialize + DeserializeOwned + Send + Sync + 'static,
+    Req: Message + Send + Sync + 'static,
+    Resp: Message + Send + Sync + 'static,
 {
     type Protocol = StreamProtocol;
     type Request = Req;

@@ -259,7 +259,7 @@ pub(crate) async fn liar(
                 Request::Manifest { .. } => Response::Refused(Refusal::NotHeld),
                 Request::Chunk { index, .. } => {
                     served += 1;
-                    Response::Chunk(vec![(index as u8) ^ 0x5a; chunk_len])
+                    Response::Chunk(vec![(index as u8) ^ 0x5a; chunk_len].into())
                 }
             };
             let _ = swarm.behaviour_mut().peer.send_response(channel, resp);

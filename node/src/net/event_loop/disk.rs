@@ -23,6 +23,7 @@
 use std::fs::File;
 use std::time::Duration;
 
+use bytes::Bytes;
 use libp2p::PeerId;
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use proto::swarm::Message;
@@ -90,7 +91,7 @@ impl EventLoop {
 
     /// Writes a received chunk that passed its check (`hash` is its BLAKE3
     /// hash), within the download cap.
-    pub(super) fn write(&mut self, image: Uuid, from: u64, index: u32, hash: [u8; 32], data: Vec<u8>) {
+    pub(super) fn write(&mut self, image: Uuid, from: u64, index: u32, hash: [u8; 32], data: Bytes) {
         let Some(img) = self.images.get(&image) else { return };
         let (site, tx, down, rec) = (self.site.clone(), self.io_tx.clone(), self.down.clone(), img.rec.clone());
         tokio::spawn(async move {
@@ -156,7 +157,7 @@ impl EventLoop {
                     Ok(d) if self.images.contains_key(&image) => {
                         let n = d.len() as u64;
                         tracing::trace!(%image, index, peer = %to, "upload started");
-                        if self.swarm.behaviour_mut().peer.send_response(channel, Response::Chunk(d)).is_ok() {
+                        if self.swarm.behaviour_mut().peer.send_response(channel, Response::Chunk(d.into())).is_ok() {
                             if let Some(img) = self.images.get_mut(&image) {
                                 img.bytes_out += n;
                             }
