@@ -22,9 +22,15 @@
 //!
 //! Policy changes ([`Site::decide`], [`Site::add_endorser`], ...) re-run
 //! steps 3 and 4 without fetching or downloading.
+//!
+//! Steps 1 to 4 up to the downloads, [`Site::offer_list`] and
+//! [`Site::settle`] take turns within a process: each reads the lists and
+//! images in force and then writes, so two at once could store an older
+//! list version over a newer one.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use proto::Timestamp;
@@ -49,6 +55,8 @@ pub struct Site {
     fetcher: Fetcher,
     hooks: Hooks,
     config: SiteConfig,
+    /// Taken to apply lists and settle images (see the module docs).
+    turn: Mutex<()>,
 }
 
 /// What happened to one subscription in an update.
@@ -128,7 +136,7 @@ impl Site {
             ))
         })?;
         let hooks = Hooks::new(config.hook.clone(), Duration::from_secs(config.hook_timeout_secs), store.paths());
-        Ok(Self { fetcher: Fetcher::new(timeouts)?, hooks, config, store })
+        Ok(Self { fetcher: Fetcher::new(timeouts)?, hooks, config, store, turn: Mutex::new(()) })
     }
 
     /// The store.
@@ -249,6 +257,7 @@ impl Site {
         back_to_source: bool,
         progress: &mut dyn FnMut(&ImageRecord, u64),
     ) -> Result<UpdateReport> {
+        let turn = self.take_turn();
         self.check_clock(now)?;
         self.hooks.fire(Event::ProcessPrefix, None);
         let trust = self.trust()?;
@@ -271,6 +280,7 @@ impl Site {
         }
         self.recheck(&trust, now)?;
         report.images.extend(self.settle_with(now)?);
+        drop(turn);
         for mut rec in self.store.images()? {
             if rec.state != ImageState::Partial || !rec.cache || !back_to_source {
                 continue;
@@ -299,6 +309,13 @@ impl Site {
         Ok(report)
     }
 
+    /// Waits for the turn to apply lists and settle images. The mutex guards
+    /// no data of its own (the store's writes are atomic), so a holder that
+    /// panicked does not stop the others.
+    fn take_turn(&self) -> MutexGuard<'_, ()> {
+        self.turn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn check_clock(&self, now: Timestamp) -> Result<()> {
         if let Some(last) = self.store.last_seen_time()?
             && last.unix() - now.unix() > CLOCK_TOLERANCE_SECS
@@ -323,6 +340,7 @@ impl Site {
     /// (step 2 of the module docs); when accepted, the images are settled as
     /// in an update, without downloading.
     pub fn offer_list(&self, bytes: &[u8], now: Timestamp) -> Result<ListOutcome> {
+        let _turn = self.take_turn();
         self.check_clock(now)?;
         let trust = self.trust()?;
         let verified = verify_list(bytes, &trust, now)?;
@@ -523,6 +541,7 @@ impl Site {
 
     /// Re-checks trust and takes out of the cache what must go.
     pub fn settle(&self, now: Timestamp) -> Result<Vec<(Uuid, ImageOutcome)>> {
+        let _turn = self.take_turn();
         self.recheck(&self.trust()?, now)?;
         self.settle_with(now)
     }

@@ -1,7 +1,7 @@
 //! Subscriptions, updates and the cache life cycle, through the node
 //! library with an injected clock: rows T8, T9, T11, T12, T13, T14 and T17 of
-//! the attack checklist, the new-image modes, site decisions, expiry, hooks
-//! and garbage collection.
+//! the attack checklist, the new-image modes, site decisions, expiry, hooks,
+//! garbage collection, and lists offered at once.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -314,4 +314,45 @@ fn gc_removes_only_old_expired_images_and_keeps_foreign_files() {
     std::fs::write(full.data.join("expired").join("keep.me"), b"x").unwrap();
     update(&full, full.now);
     assert_eq!(full.expired_files(), vec!["keep.me".to_owned()]);
+}
+
+#[test]
+fn lists_offered_at_once_never_roll_the_version_back() {
+    // Two peers forward versions 0.0.2 and 0.0.3 at the same moment. Each
+    // offer reads the version in force, then stores its own; unless offers
+    // take turns, the older can be stored over the newer.
+    const ROUNDS: usize = 12;
+    for round in 0..ROUNDS {
+        let (_src, img) = one_image("g", 1000);
+        let lab = subscribed(NewImages::Accept, std::slice::from_ref(&img));
+        update(&lab, lab.now);
+        let signed = |version: &str| {
+            lab.publish(version, std::slice::from_ref(&img));
+            std::fs::read(&lab.list).unwrap()
+        };
+        let (older, newer) = (signed("0.0.2"), signed("0.0.3"));
+        let site = std::sync::Arc::new(lab.site());
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let offers: Vec<_> = [older, newer]
+            .into_iter()
+            .map(|bytes| {
+                let (site, start, at) = (site.clone(), start.clone(), ts(lab.now));
+                std::thread::spawn(move || {
+                    start.wait();
+                    // One of the two may be refused as a rollback: that is
+                    // the point.
+                    let _ = site.offer_list(&bytes, at);
+                })
+            })
+            .collect();
+        for t in offers {
+            t.join().unwrap();
+        }
+        let sub = site.store().subscription(LIST_ID).unwrap().unwrap();
+        assert_eq!(
+            sub.current.unwrap().version,
+            "0.0.3",
+            "round {round}: an older version was stored over a newer one"
+        );
+    }
 }
