@@ -23,10 +23,11 @@
 //! Policy changes ([`Site::decide`], [`Site::add_endorser`], ...) re-run
 //! steps 3 and 4 without fetching or downloading.
 //!
-//! Steps 1 to 4 up to the downloads, [`Site::offer_list`] and
-//! [`Site::settle`] take turns within a process: each reads the lists and
-//! images in force and then writes, so two at once could store an older
-//! list version over a newer one.
+//! Steps 1 to 4 up to the downloads, [`Site::offer_list`], [`Site::settle`]
+//! and the policy changes take turns within a process (a running node also
+//! runs host commands): each reads the lists and images in force and then
+//! writes, so two at once could, say, store an older list version over a
+//! newer one, or undo a subscription's disabling.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -199,10 +200,11 @@ impl Site {
 
     /// Enables or disables a subscription, then settles the cache.
     pub fn set_enabled(&self, key: &str, enabled: bool, now: Timestamp) -> Result<Subscription> {
+        let _turn = self.take_turn();
         let mut sub = self.find_subscription(key)?;
         sub.enabled = enabled;
         self.store.put_subscription(&sub)?;
-        self.settle(now)?;
+        self.settle_in_turn(now)?;
         Ok(sub)
     }
 
@@ -210,6 +212,7 @@ impl Site {
     /// next: recovery from a fast-forward attack after the compromised key
     /// was revoked (T12). History is kept.
     pub fn reset_version(&self, key: &str) -> Result<Subscription> {
+        let _turn = self.take_turn();
         let mut sub = self.find_subscription(key)?;
         sub.current = None;
         self.store.put_subscription(&sub)?;
@@ -218,28 +221,31 @@ impl Site {
 
     /// Approves an endorser, then re-checks the lists in force.
     pub fn add_endorser(&self, dn: &str, ca: &str, now: Timestamp) -> Result<bool> {
+        let _turn = self.take_turn();
         let new = self.store.add_endorser(dn, ca)?;
-        self.settle(now)?;
+        self.settle_in_turn(now)?;
         Ok(new)
     }
 
     /// Withdraws an endorser's approval, then re-checks the lists in force:
     /// their images expire.
     pub fn remove_endorser(&self, dn: &str, ca: &str, now: Timestamp) -> Result<bool> {
+        let _turn = self.take_turn();
         let old = self.store.remove_endorser(dn, ca)?;
-        self.settle(now)?;
+        self.settle_in_turn(now)?;
         Ok(old)
     }
 
     /// Records the site's decision about an image, then settles the cache.
     /// Approving also marks the image for caching on this host.
     pub fn decide(&self, uuid: Uuid, decision: Decision, now: Timestamp) -> Result<ImageRecord> {
+        let _turn = self.take_turn();
         let mut rec = self.store.image(uuid)?.ok_or_else(|| Error::Invalid(format!("no image {uuid} is known")))?;
         rec.decision = decision;
         rec.cache = decision == Decision::Approved;
         rec.attempts = 0;
         self.store.put_image(&rec)?;
-        self.settle(now)?;
+        self.settle_in_turn(now)?;
         self.store.image(uuid)?.ok_or_else(|| Error::Store(format!("image {uuid} vanished")))
     }
 
@@ -542,6 +548,11 @@ impl Site {
     /// Re-checks trust and takes out of the cache what must go.
     pub fn settle(&self, now: Timestamp) -> Result<Vec<(Uuid, ImageOutcome)>> {
         let _turn = self.take_turn();
+        self.settle_in_turn(now)
+    }
+
+    /// [`Site::settle`] by a caller that has the turn.
+    fn settle_in_turn(&self, now: Timestamp) -> Result<Vec<(Uuid, ImageOutcome)>> {
         self.recheck(&self.trust()?, now)?;
         self.settle_with(now)
     }

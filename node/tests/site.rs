@@ -321,7 +321,7 @@ fn lists_offered_at_once_never_roll_the_version_back() {
     // Two peers forward versions 0.0.2 and 0.0.3 at the same moment. Each
     // offer reads the version in force, then stores its own; unless offers
     // take turns, the older can be stored over the newer.
-    const ROUNDS: usize = 12;
+    const ROUNDS: usize = 20;
     for round in 0..ROUNDS {
         let (_src, img) = one_image("g", 1000);
         let lab = subscribed(NewImages::Accept, std::slice::from_ref(&img));
@@ -354,5 +354,35 @@ fn lists_offered_at_once_never_roll_the_version_back() {
             "0.0.3",
             "round {round}: an older version was stored over a newer one"
         );
+    }
+}
+
+#[test]
+fn a_subscription_disabled_during_an_update_stays_disabled() {
+    // A running node takes host commands while its update cycle runs. The
+    // cycle reads each subscription, then stores it with the list applied;
+    // unless the two take turns, it can store the subscription as enabled
+    // again.
+    const ROUNDS: usize = 20;
+    for round in 0..ROUNDS {
+        let (_src, img) = one_image("h", 1000);
+        let lab = subscribed(NewImages::Accept, std::slice::from_ref(&img));
+        update(&lab, lab.now);
+        lab.publish("0.0.2", std::slice::from_ref(&img));
+        let site = std::sync::Arc::new(lab.site());
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let at = ts(lab.now);
+        let updater = {
+            let (site, start) = (site.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                site.update(at, &mut |_, _| {}).unwrap();
+            })
+        };
+        start.wait();
+        site.set_enabled(&LIST_ID.to_string(), false, at).unwrap();
+        updater.join().unwrap();
+        let sub = site.store().subscription(LIST_ID).unwrap().unwrap();
+        assert!(!sub.enabled, "round {round}: the update stored the subscription as enabled again");
     }
 }
