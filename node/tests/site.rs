@@ -316,12 +316,28 @@ fn gc_removes_only_old_expired_images_and_keeps_foreign_files() {
     assert_eq!(full.expired_files(), vec!["keep.me".to_owned()]);
 }
 
+/// Runs `a` and `b` on two threads, released at the same moment.
+fn at_once(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            start.wait();
+            a();
+        });
+        start.wait();
+        b();
+    });
+}
+
+/// How many times a race is run: each test failed within this many rounds
+/// without the turns it checks.
+const ROUNDS: usize = 20;
+
 #[test]
 fn lists_offered_at_once_never_roll_the_version_back() {
     // Two peers forward versions 0.0.2 and 0.0.3 at the same moment. Each
     // offer reads the version in force, then stores its own; unless offers
     // take turns, the older can be stored over the newer.
-    const ROUNDS: usize = 20;
     for round in 0..ROUNDS {
         let (_src, img) = one_image("g", 1000);
         let lab = subscribed(NewImages::Accept, std::slice::from_ref(&img));
@@ -331,23 +347,9 @@ fn lists_offered_at_once_never_roll_the_version_back() {
             std::fs::read(&lab.list).unwrap()
         };
         let (older, newer) = (signed("0.0.2"), signed("0.0.3"));
-        let site = std::sync::Arc::new(lab.site());
-        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
-        let offers: Vec<_> = [older, newer]
-            .into_iter()
-            .map(|bytes| {
-                let (site, start, at) = (site.clone(), start.clone(), ts(lab.now));
-                std::thread::spawn(move || {
-                    start.wait();
-                    // One of the two may be refused as a rollback: that is
-                    // the point.
-                    let _ = site.offer_list(&bytes, at);
-                })
-            })
-            .collect();
-        for t in offers {
-            t.join().unwrap();
-        }
+        let (site, at) = (lab.site(), ts(lab.now));
+        // One of the two may be refused as a rollback: that is the point.
+        at_once(|| drop(site.offer_list(&older, at)), || drop(site.offer_list(&newer, at)));
         let sub = site.store().subscription(LIST_ID).unwrap().unwrap();
         assert_eq!(
             sub.current.unwrap().version,
@@ -363,25 +365,16 @@ fn a_subscription_disabled_during_an_update_stays_disabled() {
     // cycle reads each subscription, then stores it with the list applied;
     // unless the two take turns, it can store the subscription as enabled
     // again.
-    const ROUNDS: usize = 20;
     for round in 0..ROUNDS {
         let (_src, img) = one_image("h", 1000);
         let lab = subscribed(NewImages::Accept, std::slice::from_ref(&img));
         update(&lab, lab.now);
         lab.publish("0.0.2", std::slice::from_ref(&img));
-        let site = std::sync::Arc::new(lab.site());
-        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
-        let at = ts(lab.now);
-        let updater = {
-            let (site, start) = (site.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                site.update(at, &mut |_, _| {}).unwrap();
-            })
-        };
-        start.wait();
-        site.set_enabled(&LIST_ID.to_string(), false, at).unwrap();
-        updater.join().unwrap();
+        let (site, at) = (lab.site(), ts(lab.now));
+        at_once(
+            || drop(site.update(at, &mut |_, _| {}).unwrap()),
+            || drop(site.set_enabled(&LIST_ID.to_string(), false, at).unwrap()),
+        );
         let sub = site.store().subscription(LIST_ID).unwrap().unwrap();
         assert!(!sub.enabled, "round {round}: the update stored the subscription as enabled again");
     }
