@@ -1,5 +1,8 @@
 //! `imageswarm`: the command line. Parsing and printing live here; the work
 //! is done by the `node` library.
+// Doc comments on the command-line types are its `--help` text, where
+// `<hash>` and the like are placeholders, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
 
 mod cli;
 

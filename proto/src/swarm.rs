@@ -17,7 +17,7 @@
 //!
 //! # Decisions
 //! * **Downloading**: up to `pipeline` requests in flight per peer, chunks
-//!   chosen by [`picker`] (random first chunks, then rarest first; at the
+//!   chosen by `picker` (random first chunks, then rarest first; at the
 //!   end, a second copy of a request that is late, see
 //!   [`Config::late_factor`]; slow requests time out and go elsewhere).
 //!   Same-site peers are asked first; among peers of one rank, each fill
@@ -29,7 +29,7 @@
 //!   only gateways and masters fetch across sites, and only from each other.
 //!   Gateways split that work by [`FetchStripe`], among a site's gateways
 //!   and among the sites that fetch from the masters' site.
-//! * **Serving**: see [`upload`]: `upload_slots` concurrent uploads, a
+//! * **Serving**: see `upload`: `upload_slots` concurrent uploads, a
 //!   bounded FIFO queue with other sites' requests first, and masters that
 //!   stand back once the asker's site holds a copy.
 //! * **Penalties**: a chunk that fails verification bans its sender at once

@@ -1,4 +1,7 @@
 //! `imageswarm-tracker`: peer discovery hints for an imageswarm site.
+// Doc comments on the command-line types are its `--help` text, where
+// `<hash>` and the like are placeholders, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
