@@ -593,6 +593,7 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
                 self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
                 if num_established.get() == 1 && !self.trackers.iter().any(|(p, _)| *p == peer_id) {
+                    tracing::trace!(peer = %peer_id, "hello sent");
                     let hello = self.hello();
                     let id = self.swarm.behaviour_mut().peer.send_request(&peer_id, Request::Hello(hello));
                     self.outbound.insert(id, Outbound::Hello);
@@ -689,11 +690,13 @@ impl EventLoop {
         };
         match req {
             Request::Hello(hello) => {
+                tracing::trace!(%peer, "hello asked");
                 let mine = self.hello();
                 respond(self, channel, Response::Hello(mine));
                 self.on_hello(peer, hello);
             }
             Request::Manifest { image } => {
+                tracing::trace!(%peer, %image, "manifest requested");
                 let r = match self.images.get(&image) {
                     None => Response::Refused(Refusal::NotEndorsed),
                     Some(i) => {
@@ -791,6 +794,7 @@ impl EventLoop {
             .collect();
         for (image, h) in asks {
             if let Some(&peer) = self.ids.get(&h) {
+                tracing::trace!(%image, %peer, "manifest asked");
                 let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Manifest { image });
                 self.outbound.insert(id, Outbound::Manifest { image, peer: h });
             }

@@ -63,6 +63,7 @@ impl EventLoop {
     }
 
     pub(super) fn on_hello(&mut self, from: PeerId, hello: Hello) {
+        tracing::trace!(peer = %from, role = ?hello.role, images = hello.images.len(), "hello received");
         let h = self.handle(from);
         let info = PeerInfo { site: site_number(&hello.site), role: hello.role };
         self.met.insert(h, info);
