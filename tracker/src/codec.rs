@@ -64,7 +64,8 @@ where
     let (head, tail) = msg.to_parts().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let len = u32::try_from(head.len() + tail.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too long"))?;
-    io.write_all(&[&len.to_be_bytes()[..], &head].concat()).await?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(&head).await?;
     io.write_all(tail).await?;
     io.flush().await
 }

@@ -1,6 +1,6 @@
 //! `imageswarm-tracker`: peer discovery hints for an imageswarm site.
 // Doc comments on the command-line types are its `--help` text, where
-// `<hash>` and the like are placeholders, not HTML.
+// `<peer id>` is a placeholder, not HTML.
 #![allow(rustdoc::invalid_html_tags)]
 
 use std::io::{IsTerminal, Write};
