@@ -40,6 +40,15 @@ fn cached(seed: &str, len: usize) -> (tempfile::TempDir, Img, Lab) {
     (src, img, lab)
 }
 
+/// A lab whose list, naming one image it does not cache, is in force after
+/// a first update.
+fn in_force(seed: &str) -> (tempfile::TempDir, Img, Lab) {
+    let (src, img) = one_image(seed, 1000);
+    let lab = subscribed(NewImages::Accept, std::slice::from_ref(&img));
+    update(&lab, lab.now);
+    (src, img, lab)
+}
+
 fn one_image(lab_dir_hint: &str, len: usize) -> (tempfile::TempDir, Img) {
     let dir = tempfile::tempdir().unwrap();
     let data = bytes(len, lab_dir_hint.len() as u8);
@@ -339,9 +348,7 @@ fn lists_offered_at_once_never_roll_the_version_back() {
     // offer reads the version in force, then stores its own; unless offers
     // take turns, the older can be stored over the newer.
     for round in 0..ROUNDS {
-        let (_src, img) = one_image("g", 1000);
-        let lab = subscribed(NewImages::Accept, std::slice::from_ref(&img));
-        update(&lab, lab.now);
+        let (_src, img, lab) = in_force("g");
         let signed = |version: &str| {
             lab.publish(version, std::slice::from_ref(&img));
             std::fs::read(&lab.list).unwrap()
@@ -366,9 +373,7 @@ fn a_subscription_disabled_during_an_update_stays_disabled() {
     // unless the two take turns, it can store the subscription as enabled
     // again.
     for round in 0..ROUNDS {
-        let (_src, img) = one_image("h", 1000);
-        let lab = subscribed(NewImages::Accept, std::slice::from_ref(&img));
-        update(&lab, lab.now);
+        let (_src, img, lab) = in_force("h");
         lab.publish("0.0.2", std::slice::from_ref(&img));
         let (site, at) = (lab.site(), ts(lab.now));
         at_once(
