@@ -25,6 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use proto::Timestamp;
 use proto::bitfield::Bitfield;
@@ -53,6 +54,16 @@ pub struct Cache<'a> {
     pub fetcher: &'a Fetcher,
     /// The site's settings.
     pub config: &'a SiteConfig,
+    /// The site's turn to apply lists and settle images (see
+    /// [`crate::site`]); [`Cache::install`] takes it to make an image
+    /// available.
+    pub(crate) turn: &'a Mutex<()>,
+}
+
+/// Waits for `turn`. The mutex guards no data of its own (the store's
+/// writes are atomic), so a holder that panicked does not stop the others.
+pub(crate) fn take_turn(turn: &Mutex<()>) -> MutexGuard<'_, ()> {
+    turn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What garbage collection removed.
@@ -97,8 +108,11 @@ impl Cache<'_> {
         let missing_bytes = size.saturating_sub(u64::from(have.count()) * cs);
         check_space(&paths.images, missing_bytes)?;
         if rec.data_for.as_deref() != Some(rec.sha512.as_str()) {
+            // `rec` may be stale (a download runs outside the turn): only
+            // the field this owns is written.
+            let sha = rec.sha512.clone();
+            self.store.update_image(uuid, |r| r.data_for = Some(sha.clone()))?;
             rec.data_for = Some(rec.sha512.clone());
-            self.store.put_image(rec)?;
         }
         let file = OpenOptions::new()
             .read(true)
@@ -202,6 +216,14 @@ impl Cache<'_> {
     /// Checks a complete partial file against the list (size, manifest root,
     /// and SHA-512, computed unless `streamed_sha` already is) and moves it
     /// into place. On a mismatch the partial data is deleted.
+    ///
+    /// `rec` may be stale: a download runs outside the turn, and a list or a
+    /// policy change may have withdrawn the image, or changed its bytes,
+    /// meanwhile. So the image is made available in the turn, and only if
+    /// the record then still endorses, approves and caches these bytes;
+    /// otherwise the data is dropped (when the record no longer wants it)
+    /// and the call fails. On success `rec` is the record as saved. Never
+    /// call this with the turn held.
     pub fn install(&self, rec: &mut ImageRecord, streamed_sha: Option<[u8; 64]>) -> Result<()> {
         let paths = self.store.paths();
         let partial = paths.partial(rec.uuid);
@@ -209,15 +231,34 @@ impl Cache<'_> {
             self.discard(rec)?;
             return Err(e);
         }
+        let turn = take_turn(self.turn);
+        let wanted = |f: &ImageRecord| f.cache && f.derived_state(true) == ImageState::Available;
+        let mut fresh = match self.store.image(rec.uuid)? {
+            Some(f) if wanted(&f) && f.sha512 == rec.sha512 && f.root == rec.root => f,
+            other => {
+                if !other.as_ref().is_some_and(wanted) {
+                    self.discard(rec)?;
+                }
+                // Else other bytes are wanted now: whoever fetches them
+                // starts the partial file over.
+                return Err(Error::Refused(format!(
+                    "image {}: withdrawn or changed while it was fetched; not installed",
+                    rec.uuid
+                )));
+            }
+        };
         let name = format!("{}.partial", rec.uuid);
-        self.fire(Event::AvailablePrefix, rec, Some(&name));
+        self.fire(Event::AvailablePrefix, &fresh, Some(&name));
         let target = paths.image(rec.uuid);
         fs::rename(&partial, &target).map_err(Error::io("installing", &target))?;
         sync_dir(&paths.images)?;
         self.store.clear_have(rec.uuid)?;
-        rec.state = ImageState::Available;
-        rec.last_error = None;
-        self.store.put_image(rec)?;
+        fresh.state = ImageState::Available;
+        fresh.last_error = None;
+        fresh.data_for = Some(fresh.sha512.clone());
+        self.store.put_image(&fresh)?;
+        drop(turn);
+        *rec = fresh;
         self.fire(Event::AvailablePostfix, rec, Some(&rec.uuid.to_string()));
         tracing::info!(image = %rec.uuid, "image available");
         Ok(())
@@ -265,7 +306,7 @@ impl Cache<'_> {
         }
         self.store.clear_chunks(rec.uuid)?;
         rec.data_for = None;
-        self.store.put_image(rec)
+        self.store.update_image(rec.uuid, |r| r.data_for = None).map(drop)
     }
 
     /// Takes an image out of the cache: a complete one moves to `expired/`,

@@ -28,10 +28,17 @@
 //! runs host commands): each reads the lists and images in force and then
 //! writes, so two at once could, say, store an older list version over a
 //! newer one, or undo a subscription's disabling.
+//!
+//! Downloads run outside the turn, so the record they started from may be
+//! stale by the time they end. They write only the fields they own, each
+//! in one atomic change ([`Store::update_image`]), and an image becomes
+//! available in the turn, only if its record then still endorses, approves
+//! and caches the bytes that were verified ([`Cache::install`]): a list
+//! that withdraws an image during its download is never undone.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use proto::Timestamp;
@@ -302,11 +309,13 @@ impl Site {
                 Ok(()) => report.images.push((rec.uuid, ImageOutcome::Downloaded)),
                 Err(e) => {
                     tracing::warn!(image = %rec.uuid, error = %e, "download failed");
-                    let mut saved = self.store.image(rec.uuid)?.unwrap_or(rec);
-                    saved.attempts += 1;
-                    saved.last_error = Some(e.to_string());
-                    self.store.put_image(&saved)?;
-                    report.images.push((saved.uuid, ImageOutcome::Failed(e.to_string())));
+                    // Only the fields this owns: the record may have changed
+                    // in the turn since `rec` was read.
+                    self.store.update_image(rec.uuid, |r| {
+                        r.attempts += 1;
+                        r.last_error = Some(e.to_string());
+                    })?;
+                    report.images.push((rec.uuid, ImageOutcome::Failed(e.to_string())));
                 }
             }
         }
@@ -315,11 +324,9 @@ impl Site {
         Ok(report)
     }
 
-    /// Waits for the turn to apply lists and settle images. The mutex guards
-    /// no data of its own (the store's writes are atomic), so a holder that
-    /// panicked does not stop the others.
+    /// Waits for the turn to apply lists and settle images.
     fn take_turn(&self) -> MutexGuard<'_, ()> {
-        self.turn.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::cache::take_turn(&self.turn)
     }
 
     fn check_clock(&self, now: Timestamp) -> Result<()> {
@@ -582,6 +589,6 @@ impl Site {
 
     /// The cache of this site's store.
     pub fn cache(&self) -> Cache<'_> {
-        Cache { store: &self.store, hooks: &self.hooks, fetcher: &self.fetcher, config: &self.config }
+        Cache { store: &self.store, hooks: &self.hooks, fetcher: &self.fetcher, config: &self.config, turn: &self.turn }
     }
 }

@@ -466,6 +466,42 @@ impl Store {
         self.flush()
     }
 
+    /// Changes the record of `uuid` with `change`, atomically with respect to
+    /// every other write of it (durably), and returns the new record; `None`
+    /// when there is no record. For writers that own a few fields and must
+    /// not store a stale copy of the others (see [`crate::site`]).
+    /// `change` may run more than once.
+    pub fn update_image(&self, uuid: Uuid, mut change: impl FnMut(&mut ImageRecord)) -> Result<Option<ImageRecord>> {
+        let mut failed = None;
+        let new = self
+            .images
+            .update_and_fetch(uuid.as_bytes(), |old| {
+                failed = None;
+                let mut rec: ImageRecord = match decode(old?) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Left as it is; the error is returned below.
+                        failed = Some(e);
+                        return old.map(<[u8]>::to_vec);
+                    }
+                };
+                change(&mut rec);
+                match encode(&rec) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        failed = Some(e);
+                        old.map(<[u8]>::to_vec)
+                    }
+                }
+            })
+            .map_err(store_err)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.flush()?;
+        new.map(|v| decode(&v)).transpose()
+    }
+
     /// The chunks of `uuid` whose data is durable, over `chunks` chunks.
     /// A stored bitfield of another length (the image changed) counts as empty.
     pub fn have(&self, uuid: Uuid, chunks: u32) -> Result<Bitfield> {

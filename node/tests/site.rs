@@ -8,7 +8,7 @@ mod common;
 
 use common::{DAY, Img, LIST_ID, Lab, bytes, ts};
 use node::site::{ImageOutcome, ListOutcome, UpdateReport};
-use node::store::{Decision, ImageState, NewImages};
+use node::store::{Decision, ImageRecord, ImageState, NewImages};
 use testkit::{BOB_DN, CA_DN, ENDORSER_DN};
 
 fn update(lab: &Lab, at: i64) -> UpdateReport {
@@ -383,4 +383,44 @@ fn a_subscription_disabled_during_an_update_stays_disabled() {
         let sub = site.store().subscription(LIST_ID).unwrap().unwrap();
         assert!(!sub.enabled, "round {round}: the update stored the subscription as enabled again");
     }
+}
+
+#[test]
+fn an_image_withdrawn_while_it_downloads_is_never_left_available() {
+    // The update cycle downloads outside the turn (a download may take
+    // minutes). A list that withdraws the image can be applied meanwhile,
+    // and settles the image out of the cache; the download must not then
+    // install it as available under the withdrawn list.
+    for round in 0..ROUNDS {
+        let (_src, img) = one_image("i", 300_000);
+        let lab = subscribed(NewImages::Cache, std::slice::from_ref(&img));
+        let first = std::fs::read(&lab.list).unwrap();
+        lab.publish("0.0.2", &[]);
+        let withdrawal = std::fs::read(&lab.list).unwrap();
+        std::fs::write(&lab.list, first).unwrap();
+        let (site, at) = (lab.site(), ts(lab.now));
+        // Either order is fine, and either call may fail: what may never
+        // happen is an available image that the list in force withdrew.
+        at_once(|| drop(site.update(at, &mut |_, _| {})), || drop(site.offer_list(&withdrawal, at)));
+        let sub = site.store().subscription(LIST_ID).unwrap().unwrap();
+        assert_eq!(sub.current.unwrap().version, "0.0.2", "round {round}");
+        if let Some(rec) = site.store().image(img.id).unwrap() {
+            assert_ne!(rec.state, ImageState::Available, "round {round}: a withdrawn image was installed");
+            assert!(!rec.endorsed, "round {round}: a withdrawn image is recorded as endorsed");
+        }
+        assert!(!lab.image_path(img.id).exists(), "round {round}: a withdrawn image stands in the cache");
+    }
+}
+
+#[test]
+fn an_atomic_record_change_keeps_the_other_fields() {
+    let (_src, img, lab) = cached("j", 1000);
+    let site = lab.site();
+    let store = site.store();
+    let before = store.image(img.id).unwrap().unwrap();
+    let after = store.update_image(img.id, |r| r.attempts = 7).unwrap().unwrap();
+    assert_eq!(after.attempts, 7);
+    assert_eq!(ImageRecord { attempts: before.attempts, ..after.clone() }, before);
+    assert_eq!(store.image(img.id).unwrap().unwrap(), after, "the change is stored");
+    assert_eq!(store.update_image(uuid::Uuid::from_u128(99), |r| r.attempts = 1).unwrap(), None);
 }

@@ -146,6 +146,12 @@ impl Image {
         self.manifest_tried.push(peer);
     }
 
+    /// The manifest root the list vouches for: received chunks are checked
+    /// against the manifest with this root.
+    pub(crate) fn root(&self) -> ManifestRoot {
+        self.root
+    }
+
     /// Accepts `hashes` as the manifest if their root is the list's, and
     /// starts the state machine with every peer met so far.
     pub(crate) fn set_manifest(&mut self, now: Micros, hashes: Vec<[u8; 32]>) -> Result<()> {

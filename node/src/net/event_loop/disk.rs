@@ -26,6 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use libp2p::PeerId;
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
+use proto::manifest::ManifestRoot;
 use proto::swarm::Message;
 use proto::wire::{Refusal, Response};
 use uuid::Uuid;
@@ -53,8 +54,9 @@ pub(super) enum Disk {
         channel: ResponseChannel<Response>,
         data: Result<Vec<u8>>,
     },
-    /// A received, verified chunk was written.
-    Wrote { image: Uuid, from: u64, index: u32, hash: [u8; 32], result: Result<()> },
+    /// A received chunk, verified against the manifest under `root`, was
+    /// written.
+    Wrote { image: Uuid, root: ManifestRoot, from: u64, index: u32, hash: [u8; 32], result: Result<()> },
     /// Written chunks were made durable and recorded.
     Committed { image: Uuid, result: Result<()> },
     /// The complete image was checked and installed.
@@ -93,6 +95,7 @@ impl EventLoop {
     /// hash), within the download cap.
     pub(super) fn write(&mut self, image: Uuid, from: u64, index: u32, hash: [u8; 32], data: Bytes) {
         let Some(img) = self.images.get(&image) else { return };
+        let root = img.root();
         let (site, tx, down, rec) = (self.site.clone(), self.io_tx.clone(), self.down.clone(), img.rec.clone());
         tokio::spawn(async move {
             Bucket::take(down.as_deref(), data.len()).await;
@@ -101,7 +104,7 @@ impl EventLoop {
                 site.cache().write_chunk(&rec, &file, index, &data)
             })
             .await;
-            let _ = tx.send(IoDone::Disk(Disk::Wrote { image, from, index, hash, result })).await;
+            let _ = tx.send(IoDone::Disk(Disk::Wrote { image, root, from, index, hash, result })).await;
         });
     }
 
@@ -183,9 +186,15 @@ impl EventLoop {
                     }
                 }
             }
-            Disk::Wrote { image, from, index, hash, result } => {
+            Disk::Wrote { image, root, from, index, hash, result } => {
                 let now = self.now();
                 let Some(img) = self.images.get_mut(&image) else { return };
+                if img.root() != root {
+                    // The image was swarmed on again, for other content,
+                    // while this chunk of the old content was written.
+                    tracing::debug!(%image, index, "a chunk written for other content is not counted");
+                    return;
+                }
                 img.writing.remove(&index);
                 let Some(s) = img.swarm.as_mut() else { return };
                 match result {
@@ -234,9 +243,9 @@ impl EventLoop {
                         self.announce(image);
                     }
                     Err(e) => {
-                        tracing::error!(%image, error = %e, "the complete image failed its final check; fetching it again");
+                        tracing::error!(%image, error = %e, "the complete image was not installed; it is fetched again if still wanted");
                         self.last_error = Some(e.to_string());
-                        self.images.remove(&image);
+                        self.drop_image(image);
                         let _ = self.sync_images();
                     }
                 }
