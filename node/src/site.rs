@@ -23,11 +23,12 @@
 //! Policy changes ([`Site::decide`], [`Site::add_endorser`], ...) re-run
 //! steps 3 and 4 without fetching or downloading.
 //!
-//! Steps 1 to 4 up to the downloads, [`Site::offer_list`], [`Site::settle`]
-//! and the policy changes take turns within a process (a running node also
-//! runs host commands): each reads the lists and images in force and then
-//! writes, so two at once could, say, store an older list version over a
-//! newer one, or undo a subscription's disabling.
+//! Steps 1 to 4 up to the downloads, [`Site::offer_list`], [`Site::settle`],
+//! subscribing and the policy changes take turns within a process (a
+//! running node also runs host commands): each reads the lists and images
+//! in force and then writes, so two at once could, say, store an older list
+//! version over a newer one, undo a subscription's disabling, or accept two
+//! subscriptions to one list.
 //!
 //! Downloads run outside the turn, so the record they started from may be
 //! stale by the time they end. They write only the fields they own, each
@@ -178,6 +179,8 @@ impl Site {
         let bytes = self.fetcher.get_list(url)?;
         let verified = verify_list(&bytes, &self.trust()?, now)?;
         let id = verified.list().identifier;
+        // Fetched and verified outside the turn; checked and stored in it.
+        let _turn = self.take_turn();
         if let Some(existing) = self.store.subscription(id)? {
             return Err(Error::Invalid(format!("already subscribed to list {id} at {}", redact(&existing.url))));
         }

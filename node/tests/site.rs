@@ -1,7 +1,8 @@
 //! Subscriptions, updates and the cache life cycle, through the node
 //! library with an injected clock: rows T8, T9, T11, T12, T13, T14 and T17 of
 //! the attack checklist, the new-image modes, site decisions, expiry, hooks,
-//! garbage collection, and lists offered at once.
+//! garbage collection, and what runs at once: lists offered, downloads and
+//! host commands.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -423,4 +424,28 @@ fn an_atomic_record_change_keeps_the_other_fields() {
     assert_eq!(ImageRecord { attempts: before.attempts, ..after.clone() }, before);
     assert_eq!(store.image(img.id).unwrap().unwrap(), after, "the change is stored");
     assert_eq!(store.update_image(uuid::Uuid::from_u128(99), |r| r.attempts = 1).unwrap(), None);
+}
+
+#[test]
+fn one_of_two_subscriptions_to_a_list_at_once_is_refused() {
+    // Two host commands subscribe to the same list through two URLs at
+    // once. Each checks that the list is not subscribed yet, then stores
+    // its subscription; unless they take turns, both are told they
+    // succeeded and the second silently replaces the first.
+    for round in 0..ROUNDS {
+        let lab = Lab::new();
+        lab.publish("0.0.1", &[]);
+        let copy = lab.file_url("copy.smime", &std::fs::read(&lab.list).unwrap());
+        let (site, at) = (lab.site(), ts(lab.now));
+        let (mut a, mut b) = (None, None);
+        at_once(
+            || a = Some(site.subscribe(&lab.url(), NewImages::Accept, at).is_ok()),
+            || b = Some(site.subscribe(&copy, NewImages::Accept, at).is_ok()),
+        );
+        assert_eq!(
+            [a.unwrap(), b.unwrap()].iter().filter(|ok| **ok).count(),
+            1,
+            "round {round}: both subscriptions were accepted"
+        );
+    }
 }
