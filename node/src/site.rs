@@ -310,6 +310,11 @@ impl Site {
             let view = rec.clone();
             match cache.download(&mut rec, &mut |done| progress(&view, done)) {
                 Ok(()) => report.images.push((rec.uuid, ImageOutcome::Downloaded)),
+                Err(e) if !self.store.image(rec.uuid)?.is_some_and(|r| wants_download(&r, &view)) => {
+                    // Withdrawn (or changed) in the turn meanwhile: not a
+                    // failure, and settling has reported it.
+                    tracing::info!(image = %rec.uuid, reason = %e, "download dropped: the image is no longer wanted");
+                }
                 Err(e) => {
                     tracing::warn!(image = %rec.uuid, error = %e, "download failed");
                     // Only the fields this owns: the record may have changed
@@ -594,4 +599,10 @@ impl Site {
     pub fn cache(&self) -> Cache<'_> {
         Cache { store: &self.store, hooks: &self.hooks, fetcher: &self.fetcher, config: &self.config, turn: &self.turn }
     }
+}
+
+/// Whether `now` (the record as it stands) still asks for the download that
+/// started from `then`: the same bytes, cached, and approved and endorsed.
+fn wants_download(now: &ImageRecord, then: &ImageRecord) -> bool {
+    now.cache && now.sha512 == then.sha512 && now.derived_state(false) == ImageState::Partial
 }

@@ -402,7 +402,10 @@ fn an_image_withdrawn_while_it_downloads_is_never_left_available() {
         let (site, at) = (lab.site(), ts(lab.now));
         // Either order is fine, and either call may fail: what may never
         // happen is an available image that the list in force withdrew.
-        at_once(|| drop(site.update(at, &mut |_, _| {})), || drop(site.offer_list(&withdrawal, at)));
+        let mut report = None;
+        at_once(|| report = site.update(at, &mut |_, _| {}).ok(), || drop(site.offer_list(&withdrawal, at)));
+        let failed = report.iter().flat_map(|r| &r.images).any(|(_, o)| matches!(o, ImageOutcome::Failed(_)));
+        assert!(!failed, "round {round}: a download the withdrawal cut short is reported as failed");
         let sub = site.store().subscription(LIST_ID).unwrap().unwrap();
         assert_eq!(sub.current.unwrap().version, "0.0.2", "round {round}");
         if let Some(rec) = site.store().image(img.id).unwrap() {
