@@ -232,11 +232,10 @@ impl Cache<'_> {
             return Err(e);
         }
         let turn = take_turn(self.turn);
-        let wanted = |f: &ImageRecord| f.cache && f.derived_state(true) == ImageState::Available;
         let mut fresh = match self.store.image(rec.uuid)? {
-            Some(f) if wanted(&f) && f.sha512 == rec.sha512 && f.root == rec.root => f,
+            Some(f) if f.wants_data() && f.sha512 == rec.sha512 && f.root == rec.root => f,
             other => {
-                if !other.as_ref().is_some_and(wanted) {
+                if !other.as_ref().is_some_and(ImageRecord::wants_data) {
                     self.discard(rec)?;
                 }
                 // Else other bytes are wanted now: whoever fetches them

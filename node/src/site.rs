@@ -310,7 +310,7 @@ impl Site {
             let view = rec.clone();
             match cache.download(&mut rec, &mut |done| progress(&view, done)) {
                 Ok(()) => report.images.push((rec.uuid, ImageOutcome::Downloaded)),
-                Err(e) if !self.store.image(rec.uuid)?.is_some_and(|r| wants_download(&r, &view)) => {
+                Err(e) if !self.store.image(rec.uuid)?.is_some_and(|r| r.wants_data() && r.sha512 == view.sha512) => {
                     // Withdrawn (or changed) in the turn meanwhile: not a
                     // failure, and settling has reported it.
                     tracing::info!(image = %rec.uuid, reason = %e, "download dropped: the image is no longer wanted");
@@ -579,8 +579,7 @@ impl Site {
             cache.reconcile(&mut rec)?;
             let complete = rec.state == ImageState::Available;
             let stale = rec.data_for.as_ref().is_some_and(|d| *d != rec.sha512);
-            let target = rec.derived_state(complete && !stale);
-            let keeps_data = matches!(target, ImageState::Available | ImageState::Partial) && rec.cache && !stale;
+            let keeps_data = rec.wants_data() && !stale;
             let has_data = complete || self.store.paths().partial(rec.uuid).exists();
             if has_data && !keeps_data {
                 cache.expire(&mut rec, now)?;
@@ -599,10 +598,4 @@ impl Site {
     pub fn cache(&self) -> Cache<'_> {
         Cache { store: &self.store, hooks: &self.hooks, fetcher: &self.fetcher, config: &self.config, turn: &self.turn }
     }
-}
-
-/// Whether `now` (the record as it stands) still asks for the download that
-/// started from `then`: the same bytes, cached, and approved and endorsed.
-fn wants_download(now: &ImageRecord, then: &ImageRecord) -> bool {
-    now.cache && now.sha512 == then.sha512 && now.derived_state(false) == ImageState::Partial
 }

@@ -251,6 +251,12 @@ impl ImageRecord {
         }
     }
 
+    /// Whether this host wants the image's data: to be cached here, and
+    /// approved and endorsed.
+    pub fn wants_data(&self) -> bool {
+        self.cache && matches!(self.derived_state(true), ImageState::Available)
+    }
+
     /// How many chunks the image has.
     pub fn chunk_count(&self) -> u32 {
         u32::try_from(self.size.div_ceil(self.chunk_size.max(1))).unwrap_or(u32::MAX)
