@@ -18,9 +18,14 @@
 //!   `expired/<uuid>.<YYYY-mm-dd_HH-MM-SS>` (UTC) and deletes partial data.
 //! * [`Cache::gc`] deletes expired images by age and, oldest first, while
 //!   free space is under the watermark. It touches only names of that form.
+//! * Chunks received from peers are written and committed through
+//!   [`Cache::write_received`] and [`Cache::commit_received`], which refuse
+//!   while a download from the source fills the image, and once its partial
+//!   data is for other content (see [`Writers`]).
 //! * [`Cache::reconcile`] repairs what a crash can leave: a complete file the
 //!   record does not know about yet is re-verified, a missing one re-fetched.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -31,6 +36,7 @@ use proto::Timestamp;
 use proto::bitfield::Bitfield;
 use proto::manifest::{ChunkSize, Manifest, ManifestRoot, hash_chunk};
 use sha2::{Digest, Sha512};
+use uuid::Uuid;
 
 use crate::fetch::{Fetcher, RateGuard};
 use crate::hooks::{Event, Hooks, Subject};
@@ -58,6 +64,56 @@ pub struct Cache<'a> {
     /// [`crate::site`]); [`Cache::install`] takes it to make an image
     /// available.
     pub(crate) turn: &'a Mutex<()>,
+    /// Who writes which partial file (see [`Writers`]).
+    pub(crate) writers: &'a Writers,
+}
+
+/// The writers of partial files within one process.
+///
+/// A partial file has one writer at a time in two ways:
+/// * A download from the source fills an image's partial file alone. The
+///   bytes it writes are checked only once the image is complete, so while
+///   it runs, chunks received from peers are neither written into that file
+///   nor recorded: a verified chunk's record could otherwise end up beside
+///   the source's bytes for it.
+/// * Partial data is for one content (one SHA-512, recorded as
+///   [`ImageRecord::data_for`]). Writes of received chunks are checked
+///   against it and done under this lock, as is every change of it, so a
+///   chunk written for an image's old content never lands in the file after
+///   it was claimed for new content; and [`Store::record_chunks`] records
+///   only chunks of the content the data is for.
+#[derive(Debug, Default)]
+pub struct Writers {
+    /// Images a download from the source is filling.
+    sourcing: Mutex<HashSet<Uuid>>,
+}
+
+impl Writers {
+    fn lock(&self) -> MutexGuard<'_, HashSet<Uuid>> {
+        // The set stays consistent whatever a holder did before it panicked.
+        self.sourcing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Who wrote the chunks being committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A download from the source, which holds its [`SourceClaim`].
+    Source,
+    /// Peers, through [`Cache::write_received`].
+    Peer,
+}
+
+/// An image claimed for a download from the source, until dropped.
+struct SourceClaim<'a> {
+    writers: &'a Writers,
+    uuid: Uuid,
+}
+
+impl Drop for SourceClaim<'_> {
+    fn drop(&mut self) {
+        self.writers.lock().remove(&self.uuid);
+    }
 }
 
 /// Waits for `turn`. The mutex guards no data of its own (the store's
@@ -79,6 +135,7 @@ impl Cache<'_> {
     /// Downloads `rec` from its source and installs it. `progress` is told the
     /// offset reached. On return `rec` is saved with its new state.
     pub fn download(&self, rec: &mut ImageRecord, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let _claim = self.claim_for_source(rec.uuid)?;
         let (file, mut have) = self.open_partial(rec)?;
         let first_missing = have.missing().next();
         let streamed = match first_missing {
@@ -91,29 +148,36 @@ impl Cache<'_> {
 
     /// Opens (creating and sizing it when needed) `images/<uuid>.partial` for
     /// writing chunks of `rec`, and returns it with the chunks already
-    /// durable there. Data written for other bytes than the list's current
-    /// SHA-512 is discarded first. Refuses to start without room for what is
-    /// missing.
+    /// durable there. Data written for other bytes than `rec`'s SHA-512 is
+    /// forgotten first, and the file is for these bytes from then on (see
+    /// [`Writers`]). Refuses to start without room for what is missing.
     pub fn open_partial(&self, rec: &mut ImageRecord) -> Result<(File, Bitfield)> {
         let paths = self.store.paths();
         let (uuid, size, cs) = (rec.uuid, rec.size, rec.chunk_size);
         let chunks = rec.chunk_count();
         let partial = paths.partial(uuid);
+        {
+            let _writers = self.writers.lock();
+            // `rec` may be stale (a download runs outside the turn): the
+            // store says what the data is for, and only that field is written.
+            let data_for = self.store.image(uuid)?.and_then(|r| r.data_for);
+            if data_for.as_deref() != Some(rec.sha512.as_str()) {
+                // The chunks first: a crash in between leaves no chunk
+                // recorded for either content.
+                self.store.clear_chunks(uuid)?;
+                let sha = rec.sha512.clone();
+                self.store.update_image(uuid, |r| r.data_for = Some(sha.clone()))?;
+            }
+            rec.data_for = Some(rec.sha512.clone());
+        }
         let mut have = self.store.have(uuid, chunks)?;
-        if have.count() > 0 && (!partial.exists() || rec.data_for.as_deref() != Some(rec.sha512.as_str())) {
-            // Bits without their data, or bits for other bytes: start over.
+        if have.count() > 0 && !partial.exists() {
+            // Bits without their data: start over.
             self.store.clear_chunks(uuid)?;
             have = Bitfield::new(chunks);
         }
         let missing_bytes = size.saturating_sub(u64::from(have.count()) * cs);
         check_space(&paths.images, missing_bytes)?;
-        if rec.data_for.as_deref() != Some(rec.sha512.as_str()) {
-            // `rec` may be stale (a download runs outside the turn): only
-            // the field this owns is written.
-            let sha = rec.sha512.clone();
-            self.store.update_image(uuid, |r| r.data_for = Some(sha.clone()))?;
-            rec.data_for = Some(rec.sha512.clone());
-        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -125,25 +189,75 @@ impl Cache<'_> {
         Ok((file, have))
     }
 
-    /// Writes chunk `index` of `rec` at its offset in `file` (the partial
-    /// file). The bytes can then be read back, but are neither durable nor
-    /// recorded until [`Cache::commit_chunks`].
-    pub fn write_chunk(&self, rec: &ImageRecord, file: &File, index: u32, data: &[u8]) -> Result<()> {
-        let p = self.store.paths().partial(rec.uuid);
-        file.write_all_at(data, u64::from(index) * rec.chunk_size).map_err(Error::io("writing", &p))
+    /// Whether a download from the source is filling `uuid`'s partial file
+    /// in this process (chunks from peers are then refused).
+    pub fn is_sourcing(&self, uuid: Uuid) -> bool {
+        self.writers.lock().contains(&uuid)
+    }
+
+    /// Writes chunk `index` of `rec`, received from a peer and verified, at
+    /// its offset in the partial file that [`Cache::open_partial`] made.
+    /// Refused while a download from the source fills the file, or once the
+    /// file is for other content than `rec`'s. The bytes can then be read
+    /// back, but are neither durable nor recorded until
+    /// [`Cache::commit_received`].
+    pub fn write_received(&self, rec: &ImageRecord, index: u32, data: &[u8]) -> Result<()> {
+        let path = self.store.paths().partial(rec.uuid);
+        let file = File::options().write(true).open(&path).map_err(Error::io("opening", &path))?;
+        let sourcing = self.writers.lock();
+        self.check_writable(&sourcing, rec)?;
+        file.write_all_at(data, u64::from(index) * rec.chunk_size).map_err(Error::io("writing", &path))
+    }
+
+    /// Syncs the partial file, and only then records the received chunks in
+    /// `written`, each with its BLAKE3 hash, as present: one sync and one
+    /// store transaction for all of them. Every chunk in `written` must have
+    /// been written by [`Cache::write_received`] before this call. Refused,
+    /// recording nothing, on the same grounds as that.
+    pub fn commit_received(&self, rec: &ImageRecord, written: &[(u32, [u8; 32])]) -> Result<()> {
+        let path = self.store.paths().partial(rec.uuid);
+        let file = File::options().write(true).open(&path).map_err(Error::io("opening", &path))?;
+        self.commit_chunks(rec, &file, written, Origin::Peer)
     }
 
     /// Syncs `file` (the partial file), and only then records the chunks in
-    /// `written`, each with its BLAKE3 hash, as present: one sync and one
-    /// store transaction for all of them. Every chunk in `written` must have
-    /// been written (by [`Cache::write_chunk`]) before this call.
-    pub fn commit_chunks(&self, rec: &ImageRecord, file: &File, written: &[(u32, [u8; 32])]) -> Result<()> {
+    /// `written`. Chunks from peers are checked as [`Cache::write_received`]
+    /// checks them, under the same lock as the record.
+    fn commit_chunks(&self, rec: &ImageRecord, file: &File, written: &[(u32, [u8; 32])], origin: Origin) -> Result<()> {
         if written.is_empty() {
             return Ok(());
         }
         let p = self.store.paths().partial(rec.uuid);
         file.sync_data().map_err(Error::io("syncing", &p))?;
-        self.store.record_chunks(rec.uuid, rec.chunk_count(), written)
+        let sourcing = self.writers.lock();
+        if origin == Origin::Peer {
+            self.check_writable(&sourcing, rec)?;
+        }
+        self.store.record_chunks(rec.uuid, &rec.sha512, rec.chunk_count(), written)
+    }
+
+    /// Why a peer's chunk of `rec` may not be written or recorded now, if
+    /// it may not; `sourcing` is the locked [`Writers`] set.
+    fn check_writable(&self, sourcing: &HashSet<Uuid>, rec: &ImageRecord) -> Result<()> {
+        if sourcing.contains(&rec.uuid) {
+            return Err(Error::Refused(format!("image {}: being downloaded from its source", rec.uuid)));
+        }
+        let data_for = self.store.image(rec.uuid)?.and_then(|r| r.data_for);
+        if data_for.as_deref() != Some(rec.sha512.as_str()) {
+            return Err(Error::Refused(format!(
+                "image {}: its partial data is no longer for the content this chunk belongs to",
+                rec.uuid
+            )));
+        }
+        Ok(())
+    }
+
+    /// Claims `uuid`'s partial file for a download from the source.
+    fn claim_for_source(&self, uuid: Uuid) -> Result<SourceClaim<'_>> {
+        if !self.writers.lock().insert(uuid) {
+            return Err(Error::Refused(format!("image {uuid}: already being downloaded from its source")));
+        }
+        Ok(SourceClaim { writers: self.writers, uuid })
     }
 
     /// Streams chunks `first..` from the source into `file`. Returns the
@@ -176,6 +290,7 @@ impl Cache<'_> {
         let mut buf = vec![0u8; cs as usize];
         let mut pos = offset;
         let mut batch = Batch::default();
+        let partial = self.store.paths().partial(rec.uuid);
         for index in first..chunks {
             let want = (size - pos).min(cs) as usize;
             let read = match read_full(&mut reader, &mut buf[..want], &mut guard) {
@@ -187,7 +302,7 @@ impl Cache<'_> {
             };
             if let Err(e) = read {
                 // What was written is kept for the next attempt.
-                self.commit_chunks(rec, file, &batch.written)?;
+                self.commit_chunks(rec, file, &batch.written, Origin::Source)?;
                 return Err(e);
             }
             let data = &buf[..want];
@@ -195,17 +310,17 @@ impl Cache<'_> {
                 s.update(data);
             }
             if !have.get(index) {
-                self.write_chunk(rec, file, index, data)?;
+                file.write_all_at(data, pos).map_err(Error::io("writing", &partial))?;
                 have.set(index);
                 batch.add(index, hash_chunk(data), want as u64);
                 if batch.due() {
-                    self.commit_chunks(rec, file, &batch.take())?;
+                    self.commit_chunks(rec, file, &batch.take(), Origin::Source)?;
                 }
             }
             pos += want as u64;
             progress(pos);
         }
-        self.commit_chunks(rec, file, &batch.take())?;
+        self.commit_chunks(rec, file, &batch.take(), Origin::Source)?;
         let mut extra = [0u8; 1];
         if matches!(reader.read(&mut extra), Ok(n) if n > 0) {
             return Err(bad(format!("the source sent more than the {size} bytes the list names")));
@@ -295,17 +410,19 @@ impl Cache<'_> {
         Ok(())
     }
 
-    /// Deletes partial data and its have-bits.
+    /// Deletes partial data and its have-bits, under the [`Writers`] lock:
+    /// once the data is for no content, no write or record for it lands.
     fn discard(&self, rec: &mut ImageRecord) -> Result<()> {
+        let _writers = self.writers.lock();
+        self.store.clear_chunks(rec.uuid)?;
+        self.store.update_image(rec.uuid, |r| r.data_for = None)?;
+        rec.data_for = None;
         let partial = self.store.paths().partial(rec.uuid);
         match fs::remove_file(&partial) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("deleting", &partial)(e)),
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("deleting", &partial)(e)),
         }
-        self.store.clear_chunks(rec.uuid)?;
-        rec.data_for = None;
-        self.store.update_image(rec.uuid, |r| r.data_for = None).map(drop)
     }
 
     /// Takes an image out of the cache: a complete one moves to `expired/`,
@@ -409,7 +526,7 @@ fn remove(path: &Path, len: u64, report: &mut GcReport) -> Result<()> {
 
 /// A free name in `expired/`: `<uuid>.<stamp>`, or `<uuid>.<stamp>.<n>` when
 /// the image expired more than once within a second.
-fn expired_target(dir: &Path, uuid: uuid::Uuid, now: Timestamp) -> (String, PathBuf) {
+fn expired_target(dir: &Path, uuid: Uuid, now: Timestamp) -> (String, PathBuf) {
     let base = format!("{uuid}.{}", expired_stamp(now));
     let mut name = base.clone();
     let mut n = 0;
@@ -435,7 +552,7 @@ fn parse_expired_name(name: &str) -> Option<Timestamp> {
         Some(_) => return None,
         None => rest,
     };
-    uuid::Uuid::try_parse(id).ok().filter(|_| id.len() == 36)?;
+    Uuid::try_parse(id).ok().filter(|_| id.len() == 36)?;
     let (date, time) = stamp.split_once('_')?;
     Timestamp::parse(&format!("{date}T{}Z", time.replace('-', ":"))).ok()
 }

@@ -47,7 +47,7 @@ use proto::manifest::ChunkSize;
 use proto::trust::{CrlPolicy, EndorserPolicy, Succession, Trust, VerifiedList, succession, verify_list};
 use uuid::Uuid;
 
-use crate::cache::{Cache, GcReport};
+use crate::cache::{Cache, GcReport, Writers};
 use crate::fetch::{Fetcher, Timeouts, redact};
 use crate::hooks::{Event, Hooks, Subject};
 use crate::store::{Decision, ImageRecord, ImageState, ListRef, NewImages, SiteConfig, Store, Subscription};
@@ -66,6 +66,8 @@ pub struct Site {
     config: SiteConfig,
     /// Taken to apply lists and settle images (see the module docs).
     turn: Mutex<()>,
+    /// Who writes which partial file.
+    writers: Writers,
 }
 
 /// What happened to one subscription in an update.
@@ -145,7 +147,14 @@ impl Site {
             ))
         })?;
         let hooks = Hooks::new(config.hook.clone(), Duration::from_secs(config.hook_timeout_secs), store.paths());
-        Ok(Self { fetcher: Fetcher::new(timeouts)?, hooks, config, store, turn: Mutex::new(()) })
+        Ok(Self {
+            fetcher: Fetcher::new(timeouts)?,
+            hooks,
+            config,
+            store,
+            turn: Mutex::new(()),
+            writers: Writers::default(),
+        })
     }
 
     /// The store.
@@ -596,6 +605,13 @@ impl Site {
 
     /// The cache of this site's store.
     pub fn cache(&self) -> Cache<'_> {
-        Cache { store: &self.store, hooks: &self.hooks, fetcher: &self.fetcher, config: &self.config, turn: &self.turn }
+        Cache {
+            store: &self.store,
+            hooks: &self.hooks,
+            fetcher: &self.fetcher,
+            config: &self.config,
+            turn: &self.turn,
+            writers: &self.writers,
+        }
     }
 }

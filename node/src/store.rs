@@ -519,10 +519,18 @@ impl Store {
 
     /// Records that chunks of `uuid` (of `chunks`) are durable on disk, each
     /// with its BLAKE3 hash, in one transaction. Call only after the data is
-    /// synced.
-    pub fn record_chunks(&self, uuid: Uuid, chunks: u32, done: &[(u32, [u8; 32])]) -> Result<()> {
-        (&self.have, &self.chunks)
-            .transaction(|(have, hashes)| {
+    /// synced. `content` is the SHA-512 (hex) the chunks were written for:
+    /// unless the image's partial data is still for it
+    /// ([`ImageRecord::data_for`]), nothing is recorded and the call fails,
+    /// so chunks of an image's old content never count for its new content.
+    pub fn record_chunks(&self, uuid: Uuid, content: &str, chunks: u32, done: &[(u32, [u8; 32])]) -> Result<()> {
+        (&self.images, &self.have, &self.chunks)
+            .transaction(|(images, have, hashes)| {
+                let record = images.get(uuid.as_bytes())?;
+                let data_for = record.and_then(|r| decode::<ImageRecord>(&r).ok()).and_then(|r| r.data_for);
+                if data_for.as_deref() != Some(content) {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
                 let mut bits = match have.get(uuid.as_bytes())? {
                     Some(b) => Bitfield::from_bytes(chunks, &b).unwrap_or_else(|_| Bitfield::new(chunks)),
                     None => Bitfield::new(chunks),
@@ -532,9 +540,15 @@ impl Store {
                     hashes.insert(chunk_key(uuid, *index).to_vec(), &hash[..])?;
                 }
                 have.insert(uuid.as_bytes(), bits.as_bytes())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
+                Ok(())
             })
-            .map_err(tx_err)?;
+            .map_err(|e| match e {
+                TransactionError::Abort(()) => Error::Refused(format!(
+                    "image {uuid}: its partial data is no longer for the content these chunks were written for; \
+                     they are not recorded"
+                )),
+                TransactionError::Storage(e) => store_err(e),
+            })?;
         self.flush()
     }
 

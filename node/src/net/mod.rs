@@ -14,7 +14,7 @@
 //! * **What is accepted**: a chunk counts only after its BLAKE3 hash matches
 //!   a manifest whose root the signed list vouches for and it is written;
 //!   it is recorded as present only once synced to disk, in group commits
-//!   (see [`crate::cache::Cache::commit_chunks`]). A peer that
+//!   (see [`crate::cache::Cache::commit_received`]). A peer that
 //!   sends a chunk that fails the check is disconnected and banned for
 //!   [`NodeConfig::ban`]; the chunk is fetched elsewhere.
 //! * **Back to source**: only masters download from `hv:uri`, unless

@@ -8,7 +8,7 @@
 //!   serve it (the bytes are read back from the page cache).
 //! * A chunk becomes durable and recorded in a group commit: one sync of the
 //!   partial file, then one store transaction for every chunk written since
-//!   the last commit ([`Cache::commit_chunks`]), so a record never precedes
+//!   the last commit ([`Cache::commit_received`]), so a record never precedes
 //!   its data on disk. One commit runs at a time per image. A crash loses at
 //!   most the chunks not yet committed, which are fetched again.
 //! * If a commit fails, the image leaves the swarm and comes back from what
@@ -18,9 +18,8 @@
 //!   way and commits what is still waiting before it exits.
 //!
 //! [`Image::check`]: crate::net::images::Image::check
-//! [`Cache::commit_chunks`]: crate::cache::Cache::commit_chunks
+//! [`Cache::commit_received`]: crate::cache::Cache::commit_received
 
-use std::fs::File;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -99,11 +98,7 @@ impl EventLoop {
         let (site, tx, down, rec) = (self.site.clone(), self.io_tx.clone(), self.down.clone(), img.rec.clone());
         tokio::spawn(async move {
             Bucket::take(down.as_deref(), data.len()).await;
-            let result = blocking(move || {
-                let file = open_partial(&site, &rec)?;
-                site.cache().write_chunk(&rec, &file, index, &data)
-            })
-            .await;
+            let result = blocking(move || site.cache().write_received(&rec, index, &data)).await;
             let _ = tx.send(IoDone::Disk(Disk::Wrote { image, root, from, index, hash, result })).await;
         });
     }
@@ -139,6 +134,12 @@ impl EventLoop {
         let (site, tx, mut rec) = (self.site.clone(), self.io_tx.clone(), img.rec.clone());
         tokio::spawn(async move {
             let result = blocking(move || {
+                if site.cache().is_sourcing(rec.uuid) {
+                    return Err(Error::Refused(format!(
+                        "image {}: being downloaded from its source, which installs it",
+                        rec.uuid
+                    )));
+                }
                 // The record may have changed since the image started.
                 if let Some(fresh) = site.store().image(rec.uuid)? {
                     rec = fresh;
@@ -204,6 +205,13 @@ impl EventLoop {
                         img.unsynced.push((index, hash));
                         self.metrics.chunks_verified.get_or_create(&Metrics::image(image)).inc();
                         self.commit(image);
+                    }
+                    Err(e) if self.site.cache().is_sourcing(image) => {
+                        tracing::debug!(%image, index, reason = %e, "chunk not stored");
+                        if let Err(e) = self.sync_images() {
+                            tracing::error!(error = %e, "reading the store failed");
+                        }
+                        return;
                     }
                     Err(e) => {
                         // Not the peer's fault: the chunk goes back to the pool.
@@ -290,13 +298,7 @@ pub(super) fn commit_pending(site: &Site, pending: Pending) {
     }
 }
 
-/// Opens the partial file of `rec` for writing.
-fn open_partial(site: &Site, rec: &ImageRecord) -> Result<File> {
-    let path = site.store().paths().partial(rec.uuid);
-    File::options().write(true).open(&path).map_err(Error::io("opening", &path))
-}
-
 /// Syncs the partial file of `rec`, then records the chunks in `written`.
 fn commit(site: &Site, rec: &ImageRecord, written: &[(u32, [u8; 32])]) -> Result<()> {
-    site.cache().commit_chunks(rec, &open_partial(site, rec)?, written)
+    site.cache().commit_received(rec, written)
 }

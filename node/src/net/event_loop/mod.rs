@@ -409,6 +409,16 @@ impl EventLoop {
                 continue;
             }
             keep.push(rec.uuid);
+            if rec.state == ImageState::Partial && self.site.cache().is_sourcing(rec.uuid) {
+                // Its download from the source fills the partial file alone
+                // (see `Writers` in `crate::cache`); the image is taken up
+                // again once that ends.
+                if self.images.contains_key(&rec.uuid) {
+                    tracing::info!(image = %rec.uuid, "leaving the image to the download from its source");
+                    self.drop_image(rec.uuid);
+                }
+                continue;
+            }
             // Also renewed when the image became complete behind the loop's
             // back (a master's download from the source, which may finish
             // after an earlier sync saw the image partial), or lost its file.

@@ -1,0 +1,141 @@
+//! Who may write a partial file: chunks received from peers never land in,
+//! or count for, an image's data once that data is for other content, nor
+//! while a download from the source fills it (see `Writers` in the cache).
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Img, Lab, bytes, ts};
+use node::site::Site;
+use node::store::{ImageRecord, ImageState, NewImages};
+use proto::manifest::hash_chunk;
+
+/// A lab subscribed, caching new images, to a list holding `img`, and its
+/// site, with the list applied but nothing downloaded (as on a worker).
+fn applied(img: &Img) -> (Lab, Site) {
+    let lab = Lab::new();
+    lab.publish("0.0.1", std::slice::from_ref(img));
+    let site = lab.site();
+    site.subscribe(&lab.url(), NewImages::Cache, ts(lab.now)).unwrap();
+    site.update_with(ts(lab.now), false, &mut |_, _| {}).unwrap();
+    (lab, site)
+}
+
+fn record(site: &Site, img: &Img) -> ImageRecord {
+    site.store().image(img.id).unwrap().unwrap()
+}
+
+/// Chunk `index` of `data`, cut as `img` is.
+fn chunk<'a>(img: &Img, data: &'a [u8], index: usize) -> &'a [u8] {
+    let cs = img.chunk_size as usize;
+    &data[index * cs..((index + 1) * cs).min(data.len())]
+}
+
+#[test]
+fn chunks_written_for_an_images_old_content_never_count_for_its_new_content() {
+    let old = Img::new(1, "file:///nonexistent/old", bytes(300_000, 1));
+    let (lab, site) = applied(&old);
+    let cache = site.cache();
+    let mut before = record(&site, &old);
+    assert_eq!(before.state, ImageState::Partial);
+    cache.open_partial(&mut before).unwrap();
+    cache.write_received(&before, 0, chunk(&old, &old.bytes, 0)).unwrap();
+
+    // A new list version gives the image other bytes; the old partial data
+    // is dropped, and a writer of the new content takes the file.
+    let new = Img { bytes: bytes(300_000, 2), uri: "file:///nonexistent/new".into(), ..old.clone() };
+    lab.publish("0.0.2", std::slice::from_ref(&new));
+    site.update_with(ts(lab.now), false, &mut |_, _| {}).unwrap();
+    let mut after = record(&site, &new);
+    assert_ne!(after.sha512, before.sha512);
+    cache.open_partial(&mut after).unwrap();
+
+    // Work for the old content that was under way meanwhile is refused.
+    let late_write = cache.write_received(&before, 1, chunk(&old, &old.bytes, 1));
+    assert!(late_write.is_err(), "a chunk of the old content was written into the new content's file");
+    let late_commit = cache.commit_received(&before, &[(0, hash_chunk(chunk(&old, &old.bytes, 0)))]);
+    assert!(late_commit.is_err(), "a chunk of the old content was recorded for the new content");
+    let store = site.store();
+    // So is a download's, which the store alone checks.
+    let old_chunk = [(2, hash_chunk(chunk(&old, &old.bytes, 2)))];
+    assert!(store.record_chunks(old.id, &before.sha512, before.chunk_count(), &old_chunk).is_err());
+    assert_eq!(store.have(old.id, after.chunk_count()).unwrap().count(), 0);
+    let file = std::fs::File::open(store.paths().partial(old.id)).unwrap();
+    let mut second = vec![0xff; old.chunk_size as usize];
+    file.read_exact_at(&mut second, old.chunk_size).unwrap();
+    assert!(second.iter().all(|b| *b == 0), "the old content's chunk 1 is in the new content's file");
+
+    // The new content's own chunks are written and recorded.
+    cache.write_received(&after, 1, chunk(&new, &new.bytes, 1)).unwrap();
+    cache.commit_received(&after, &[(1, hash_chunk(chunk(&new, &new.bytes, 1)))]).unwrap();
+    let have = store.have(new.id, after.chunk_count()).unwrap();
+    assert_eq!((have.count(), have.get(1)), (1, true));
+    file.read_exact_at(&mut second, new.chunk_size).unwrap();
+    assert_eq!(second, chunk(&new, &new.bytes, 1));
+}
+
+/// An HTTP source that sends the head of `data`, says so on the returned
+/// channel, and sends the rest once told to (or after 4 s: under the
+/// tests' read timeout).
+fn stalling_source(data: Vec<u8>, head: usize) -> (String, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/img", listener.local_addr().unwrap());
+    let (head_sent, sent) = mpsc::channel();
+    let (go, wait_go) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = conn.read(&mut request).unwrap();
+        write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len()).unwrap();
+        conn.write_all(&data[..head]).unwrap();
+        conn.flush().unwrap();
+        let _ = head_sent.send(());
+        let _ = wait_go.recv_timeout(Duration::from_secs(4));
+        conn.write_all(&data[head..]).unwrap();
+    });
+    (url, sent, go)
+}
+
+#[test]
+fn chunks_from_peers_are_refused_while_the_source_download_fills_the_image() {
+    // A master downloads an image from its source and may hear of the same
+    // chunks from another master meanwhile. The source's bytes are checked
+    // only once the image is complete, so a verified chunk from a peer must
+    // not be recorded beside them (its record would vouch for whichever
+    // bytes were written last), nor written over them.
+    let data = bytes(400_000, 3);
+    let probe = Img::new(1, "http://unused", data.clone());
+    let head = 2 * probe.chunk_size as usize;
+    let (url, head_sent, go) = stalling_source(data.clone(), head);
+    let img = Img { uri: url, ..probe };
+    let (lab, site) = applied(&img);
+    std::thread::scope(|s| {
+        let download = s.spawn(|| site.update(ts(lab.now), &mut |_, _| {}).unwrap());
+        head_sent.recv_timeout(Duration::from_secs(10)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !site.cache().is_sourcing(img.id) {
+            assert!(Instant::now() < deadline, "the download never claimed the image");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let rec = record(&site, &img);
+        let cache = site.cache();
+        for index in [0, 3] {
+            let written = cache.write_received(&rec, index, chunk(&img, &data, index as usize));
+            assert!(written.is_err(), "chunk {index} from a peer was written during the source download");
+            let committed = cache.commit_received(&rec, &[(index, hash_chunk(chunk(&img, &data, index as usize)))]);
+            assert!(committed.is_err(), "chunk {index} from a peer was recorded during the source download");
+        }
+        go.send(()).unwrap();
+        let report = download.join().unwrap();
+        assert!(report.images.iter().all(|(_, o)| !matches!(o, node::site::ImageOutcome::Failed(_))), "{report:?}");
+    });
+    assert!(!site.cache().is_sourcing(img.id), "the claim outlived the download");
+    assert_eq!(record(&site, &img).state, ImageState::Available);
+    assert_eq!(std::fs::read(lab.image_path(img.id)).unwrap(), data);
+}
