@@ -30,7 +30,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use proto::Timestamp;
 use proto::bitfield::Bitfield;
@@ -85,13 +85,19 @@ pub struct Cache<'a> {
 #[derive(Debug, Default)]
 pub struct Writers {
     /// Images a download from the source is filling.
-    sourcing: Mutex<HashSet<Uuid>>,
+    sourcing: RwLock<HashSet<Uuid>>,
 }
 
 impl Writers {
-    fn lock(&self) -> MutexGuard<'_, HashSet<Uuid>> {
+    /// For writes and records of chunks, which may run side by side.
+    fn shared(&self) -> RwLockReadGuard<'_, HashSet<Uuid>> {
         // The set stays consistent whatever a holder did before it panicked.
-        self.sourcing.lock().unwrap_or_else(PoisonError::into_inner)
+        self.sourcing.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// For claims, and changes of the content partial data is for.
+    fn exclusive(&self) -> RwLockWriteGuard<'_, HashSet<Uuid>> {
+        self.sourcing.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -104,6 +110,15 @@ enum Origin {
     Peer,
 }
 
+/// Refuses chunks from peers for `uuid` while a download from the source
+/// fills it; `sourcing` is the locked [`Writers`] set.
+fn not_sourcing(sourcing: &HashSet<Uuid>, uuid: Uuid) -> Result<()> {
+    if sourcing.contains(&uuid) {
+        return Err(Error::Refused(format!("image {uuid}: being downloaded from its source")));
+    }
+    Ok(())
+}
+
 /// An image claimed for a download from the source, until dropped.
 struct SourceClaim<'a> {
     writers: &'a Writers,
@@ -112,7 +127,7 @@ struct SourceClaim<'a> {
 
 impl Drop for SourceClaim<'_> {
     fn drop(&mut self) {
-        self.writers.lock().remove(&self.uuid);
+        self.writers.exclusive().remove(&self.uuid);
     }
 }
 
@@ -157,7 +172,7 @@ impl Cache<'_> {
         let chunks = rec.chunk_count();
         let partial = paths.partial(uuid);
         {
-            let _writers = self.writers.lock();
+            let _writers = self.writers.exclusive();
             // `rec` may be stale (a download runs outside the turn): the
             // store says what the data is for, and only that field is written.
             let data_for = self.store.image(uuid)?.and_then(|r| r.data_for);
@@ -192,7 +207,7 @@ impl Cache<'_> {
     /// Whether a download from the source is filling `uuid`'s partial file
     /// in this process (chunks from peers are then refused).
     pub fn is_sourcing(&self, uuid: Uuid) -> bool {
-        self.writers.lock().contains(&uuid)
+        self.writers.shared().contains(&uuid)
     }
 
     /// Writes chunk `index` of `rec`, received from a peer and verified, at
@@ -204,8 +219,14 @@ impl Cache<'_> {
     pub fn write_received(&self, rec: &ImageRecord, index: u32, data: &[u8]) -> Result<()> {
         let path = self.store.paths().partial(rec.uuid);
         let file = File::options().write(true).open(&path).map_err(Error::io("opening", &path))?;
-        let sourcing = self.writers.lock();
-        self.check_writable(&sourcing, rec)?;
+        let sourcing = self.writers.shared();
+        not_sourcing(&sourcing, rec.uuid)?;
+        if self.store.image(rec.uuid)?.and_then(|r| r.data_for).as_deref() != Some(rec.sha512.as_str()) {
+            return Err(Error::Refused(format!(
+                "image {}: its partial data is no longer for the content this chunk belongs to",
+                rec.uuid
+            )));
+        }
         file.write_all_at(data, u64::from(index) * rec.chunk_size).map_err(Error::io("writing", &path))
     }
 
@@ -229,32 +250,22 @@ impl Cache<'_> {
         }
         let p = self.store.paths().partial(rec.uuid);
         file.sync_data().map_err(Error::io("syncing", &p))?;
-        let sourcing = self.writers.lock();
-        if origin == Origin::Peer {
-            self.check_writable(&sourcing, rec)?;
+        {
+            let sourcing = self.writers.shared();
+            if origin == Origin::Peer {
+                not_sourcing(&sourcing, rec.uuid)?;
+            }
+            // The store checks, in the same transaction, that the data is
+            // still for `rec`'s content.
+            self.store.record_chunks(rec.uuid, &rec.sha512, rec.chunk_count(), written)?;
         }
-        self.store.record_chunks(rec.uuid, &rec.sha512, rec.chunk_count(), written)
-    }
-
-    /// Why a peer's chunk of `rec` may not be written or recorded now, if
-    /// it may not; `sourcing` is the locked [`Writers`] set.
-    fn check_writable(&self, sourcing: &HashSet<Uuid>, rec: &ImageRecord) -> Result<()> {
-        if sourcing.contains(&rec.uuid) {
-            return Err(Error::Refused(format!("image {}: being downloaded from its source", rec.uuid)));
-        }
-        let data_for = self.store.image(rec.uuid)?.and_then(|r| r.data_for);
-        if data_for.as_deref() != Some(rec.sha512.as_str()) {
-            return Err(Error::Refused(format!(
-                "image {}: its partial data is no longer for the content this chunk belongs to",
-                rec.uuid
-            )));
-        }
-        Ok(())
+        // Outside the lock: writes go on while the database is made durable.
+        self.store.flush()
     }
 
     /// Claims `uuid`'s partial file for a download from the source.
     fn claim_for_source(&self, uuid: Uuid) -> Result<SourceClaim<'_>> {
-        if !self.writers.lock().insert(uuid) {
+        if !self.writers.exclusive().insert(uuid) {
             return Err(Error::Refused(format!("image {uuid}: already being downloaded from its source")));
         }
         Ok(SourceClaim { writers: self.writers, uuid })
@@ -413,7 +424,7 @@ impl Cache<'_> {
     /// Deletes partial data and its have-bits, under the [`Writers`] lock:
     /// once the data is for no content, no write or record for it lands.
     fn discard(&self, rec: &mut ImageRecord) -> Result<()> {
-        let _writers = self.writers.lock();
+        let _writers = self.writers.exclusive();
         self.store.clear_chunks(rec.uuid)?;
         self.store.update_image(rec.uuid, |r| r.data_for = None)?;
         rec.data_for = None;

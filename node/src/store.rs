@@ -18,8 +18,8 @@
 //! # Write order
 //! A chunk is written to `<uuid>.partial` and the file is synced *before*
 //! [`Store::record_chunks`] sets its have-bit and hash in one transaction
-//! (with those of the other chunks synced by the same call) and flushes the
-//! database. A crash therefore never leaves a bit set for data
+//! (with those of the other chunks synced by the same call), and the
+//! database is flushed before the chunks count as durable. A crash therefore never leaves a bit set for data
 //! that is not on disk; at worst a chunk is on disk without its bit and is
 //! fetched again. A list version is accepted in one transaction with the
 //! subscription and image records it changes ([`Store::accept_list`]), so a
@@ -519,7 +519,8 @@ impl Store {
 
     /// Records that chunks of `uuid` (of `chunks`) are durable on disk, each
     /// with its BLAKE3 hash, in one transaction. Call only after the data is
-    /// synced. `content` is the SHA-512 (hex) the chunks were written for:
+    /// synced; the record is durable once [`Store::flush`] returns.
+    /// `content` is the SHA-512 (hex) the chunks were written for:
     /// unless the image's partial data is still for it
     /// ([`ImageRecord::data_for`]), nothing is recorded and the call fails,
     /// so chunks of an image's old content never count for its new content.
@@ -548,8 +549,7 @@ impl Store {
                      they are not recorded"
                 )),
                 TransactionError::Storage(e) => store_err(e),
-            })?;
-        self.flush()
+            })
     }
 
     /// The recorded hash of each chunk of `uuid`, in order.
