@@ -19,18 +19,16 @@
 //! * [`Cache::gc`] deletes expired images by age and, oldest first, while
 //!   free space is under the watermark. It touches only names of that form.
 //! * Chunks received from peers are written and committed through
-//!   [`Cache::write_received`] and [`Cache::commit_received`], which refuse
-//!   while a download from the source fills the image, and once its partial
-//!   data is for other content (see [`Writers`]).
+//!   [`Cache::write_received`] and [`Cache::commit_received`], under the
+//!   rules of [`partial`]: one writer per partial file.
 //! * [`Cache::reconcile`] repairs what a crash can leave: a complete file the
 //!   record does not know about yet is re-verified, a missing one re-fetched.
 
-use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use proto::Timestamp;
 use proto::bitfield::Bitfield;
@@ -42,6 +40,10 @@ use crate::fetch::{Fetcher, RateGuard};
 use crate::hooks::{Event, Hooks, Subject};
 use crate::store::{ImageRecord, ImageState, SiteConfig, Store};
 use crate::{Error, Result};
+
+pub mod partial;
+
+use partial::{Origin, PartialFile, Writers};
 
 /// How often a download from the source commits what it wrote, at most.
 pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -68,69 +70,6 @@ pub struct Cache<'a> {
     pub(crate) writers: &'a Writers,
 }
 
-/// The writers of partial files within one process.
-///
-/// A partial file has one writer at a time in two ways:
-/// * A download from the source fills an image's partial file alone. The
-///   bytes it writes are checked only once the image is complete, so while
-///   it runs, chunks received from peers are neither written into that file
-///   nor recorded: a verified chunk's record could otherwise end up beside
-///   the source's bytes for it.
-/// * Partial data is for one content (one SHA-512, recorded as
-///   [`ImageRecord::data_for`]). Writes of received chunks are checked
-///   against it and done under this lock, as is every change of it, so a
-///   chunk written for an image's old content never lands in the file after
-///   it was claimed for new content; and [`Store::record_chunks`] records
-///   only chunks of the content the data is for.
-#[derive(Debug, Default)]
-pub struct Writers {
-    /// Images a download from the source is filling.
-    sourcing: RwLock<HashSet<Uuid>>,
-}
-
-impl Writers {
-    /// For writes and records of chunks, which may run side by side.
-    fn shared(&self) -> RwLockReadGuard<'_, HashSet<Uuid>> {
-        // The set stays consistent whatever a holder did before it panicked.
-        self.sourcing.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// For claims, and changes of the content partial data is for.
-    fn exclusive(&self) -> RwLockWriteGuard<'_, HashSet<Uuid>> {
-        self.sourcing.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Who wrote the chunks being committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// A download from the source, which holds its [`SourceClaim`].
-    Source,
-    /// Peers, through [`Cache::write_received`].
-    Peer,
-}
-
-/// Refuses chunks from peers for `uuid` while a download from the source
-/// fills it; `sourcing` is the locked [`Writers`] set.
-fn not_sourcing(sourcing: &HashSet<Uuid>, uuid: Uuid) -> Result<()> {
-    if sourcing.contains(&uuid) {
-        return Err(Error::Refused(format!("image {uuid}: being downloaded from its source")));
-    }
-    Ok(())
-}
-
-/// An image claimed for a download from the source, until dropped.
-struct SourceClaim<'a> {
-    writers: &'a Writers,
-    uuid: Uuid,
-}
-
-impl Drop for SourceClaim<'_> {
-    fn drop(&mut self) {
-        self.writers.exclusive().remove(&self.uuid);
-    }
-}
-
 /// Waits for `turn`. The mutex guards no data of its own (the store's
 /// writes are atomic), so a holder that panicked does not stop the others.
 pub(crate) fn take_turn(turn: &Mutex<()>) -> MutexGuard<'_, ()> {
@@ -151,7 +90,7 @@ impl Cache<'_> {
     /// offset reached. On return `rec` is saved with its new state.
     pub fn download(&self, rec: &mut ImageRecord, progress: &mut dyn FnMut(u64)) -> Result<()> {
         let _claim = self.claim_for_source(rec.uuid)?;
-        let (file, mut have) = self.open_partial(rec)?;
+        let PartialFile { file, mut have, .. } = self.open_partial(rec)?;
         let first_missing = have.missing().next();
         let streamed = match first_missing {
             Some(first) => self.fetch_chunks(rec, &file, &mut have, first, progress)?,
@@ -159,116 +98,6 @@ impl Cache<'_> {
         };
         drop(file);
         self.install(rec, streamed)
-    }
-
-    /// Opens (creating and sizing it when needed) `images/<uuid>.partial` for
-    /// writing chunks of `rec`, and returns it with the chunks already
-    /// durable there. Data written for other bytes than `rec`'s SHA-512 is
-    /// forgotten first, and the file is for these bytes from then on (see
-    /// [`Writers`]). Refuses to start without room for what is missing.
-    pub fn open_partial(&self, rec: &mut ImageRecord) -> Result<(File, Bitfield)> {
-        let paths = self.store.paths();
-        let (uuid, size, cs) = (rec.uuid, rec.size, rec.chunk_size);
-        let chunks = rec.chunk_count();
-        let partial = paths.partial(uuid);
-        {
-            let _writers = self.writers.exclusive();
-            // `rec` may be stale (a download runs outside the turn): the
-            // store says what the data is for, and only that field is written.
-            let data_for = self.store.image(uuid)?.and_then(|r| r.data_for);
-            if data_for.as_deref() != Some(rec.sha512.as_str()) {
-                // The chunks first: a crash in between leaves no chunk
-                // recorded for either content.
-                self.store.clear_chunks(uuid)?;
-                let sha = rec.sha512.clone();
-                self.store.update_image(uuid, |r| r.data_for = Some(sha.clone()))?;
-            }
-            rec.data_for = Some(rec.sha512.clone());
-        }
-        let mut have = self.store.have(uuid, chunks)?;
-        if have.count() > 0 && !partial.exists() {
-            // Bits without their data: start over.
-            self.store.clear_chunks(uuid)?;
-            have = Bitfield::new(chunks);
-        }
-        let missing_bytes = size.saturating_sub(u64::from(have.count()) * cs);
-        check_space(&paths.images, missing_bytes)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&partial)
-            .map_err(Error::io("opening", &partial))?;
-        file.set_len(size).map_err(Error::io("sizing", &partial))?;
-        Ok((file, have))
-    }
-
-    /// Whether a download from the source is filling `uuid`'s partial file
-    /// in this process (chunks from peers are then refused).
-    pub fn is_sourcing(&self, uuid: Uuid) -> bool {
-        self.writers.shared().contains(&uuid)
-    }
-
-    /// Writes chunk `index` of `rec`, received from a peer and verified, at
-    /// its offset in the partial file that [`Cache::open_partial`] made.
-    /// Refused while a download from the source fills the file, or once the
-    /// file is for other content than `rec`'s. The bytes can then be read
-    /// back, but are neither durable nor recorded until
-    /// [`Cache::commit_received`].
-    pub fn write_received(&self, rec: &ImageRecord, index: u32, data: &[u8]) -> Result<()> {
-        let path = self.store.paths().partial(rec.uuid);
-        let file = File::options().write(true).open(&path).map_err(Error::io("opening", &path))?;
-        let sourcing = self.writers.shared();
-        not_sourcing(&sourcing, rec.uuid)?;
-        if self.store.image(rec.uuid)?.and_then(|r| r.data_for).as_deref() != Some(rec.sha512.as_str()) {
-            return Err(Error::Refused(format!(
-                "image {}: its partial data is no longer for the content this chunk belongs to",
-                rec.uuid
-            )));
-        }
-        file.write_all_at(data, u64::from(index) * rec.chunk_size).map_err(Error::io("writing", &path))
-    }
-
-    /// Syncs the partial file, and only then records the received chunks in
-    /// `written`, each with its BLAKE3 hash, as present: one sync and one
-    /// store transaction for all of them. Every chunk in `written` must have
-    /// been written by [`Cache::write_received`] before this call. Refused,
-    /// recording nothing, on the same grounds as that.
-    pub fn commit_received(&self, rec: &ImageRecord, written: &[(u32, [u8; 32])]) -> Result<()> {
-        let path = self.store.paths().partial(rec.uuid);
-        let file = File::options().write(true).open(&path).map_err(Error::io("opening", &path))?;
-        self.commit_chunks(rec, &file, written, Origin::Peer)
-    }
-
-    /// Syncs `file` (the partial file), and only then records the chunks in
-    /// `written`. Chunks from peers are checked as [`Cache::write_received`]
-    /// checks them, under the same lock as the record.
-    fn commit_chunks(&self, rec: &ImageRecord, file: &File, written: &[(u32, [u8; 32])], origin: Origin) -> Result<()> {
-        if written.is_empty() {
-            return Ok(());
-        }
-        let p = self.store.paths().partial(rec.uuid);
-        file.sync_data().map_err(Error::io("syncing", &p))?;
-        {
-            let sourcing = self.writers.shared();
-            if origin == Origin::Peer {
-                not_sourcing(&sourcing, rec.uuid)?;
-            }
-            // The store checks, in the same transaction, that the data is
-            // still for `rec`'s content.
-            self.store.record_chunks(rec.uuid, &rec.sha512, rec.chunk_count(), written)?;
-        }
-        // Outside the lock: writes go on while the database is made durable.
-        self.store.flush()
-    }
-
-    /// Claims `uuid`'s partial file for a download from the source.
-    fn claim_for_source(&self, uuid: Uuid) -> Result<SourceClaim<'_>> {
-        if !self.writers.exclusive().insert(uuid) {
-            return Err(Error::Refused(format!("image {uuid}: already being downloaded from its source")));
-        }
-        Ok(SourceClaim { writers: self.writers, uuid })
     }
 
     /// Streams chunks `first..` from the source into `file`. Returns the
@@ -419,21 +248,6 @@ impl Cache<'_> {
             )));
         }
         Ok(())
-    }
-
-    /// Deletes partial data and its have-bits, under the [`Writers`] lock:
-    /// once the data is for no content, no write or record for it lands.
-    fn discard(&self, rec: &mut ImageRecord) -> Result<()> {
-        let _writers = self.writers.exclusive();
-        self.store.clear_chunks(rec.uuid)?;
-        self.store.update_image(rec.uuid, |r| r.data_for = None)?;
-        rec.data_for = None;
-        let partial = self.store.paths().partial(rec.uuid);
-        match fs::remove_file(&partial) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("deleting", &partial)(e)),
-        }
     }
 
     /// Takes an image out of the cache: a complete one moves to `expired/`,

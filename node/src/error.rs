@@ -64,6 +64,11 @@ pub enum Error {
     /// A refusal by the site's rules, with the reason.
     #[error("{0}")]
     Refused(String),
+    /// Chunks for partial data that was discarded, claimed anew or taken
+    /// over by a download from the source while they were written (see
+    /// [`crate::cache::partial`]); nothing of them was kept.
+    #[error("{0}")]
+    Superseded(String),
     /// A command-line or configuration value is malformed.
     #[error("{0}")]
     Invalid(String),

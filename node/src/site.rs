@@ -47,7 +47,8 @@ use proto::manifest::ChunkSize;
 use proto::trust::{CrlPolicy, EndorserPolicy, Succession, Trust, VerifiedList, succession, verify_list};
 use uuid::Uuid;
 
-use crate::cache::{Cache, GcReport, Writers};
+use crate::cache::partial::Writers;
+use crate::cache::{Cache, GcReport};
 use crate::fetch::{Fetcher, Timeouts, redact};
 use crate::hooks::{Event, Hooks, Subject};
 use crate::store::{Decision, ImageRecord, ImageState, ListRef, NewImages, SiteConfig, Store, Subscription};

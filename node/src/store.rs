@@ -544,7 +544,7 @@ impl Store {
                 Ok(())
             })
             .map_err(|e| match e {
-                TransactionError::Abort(()) => Error::Refused(format!(
+                TransactionError::Abort(()) => Error::Superseded(format!(
                     "image {uuid}: its partial data is no longer for the content these chunks were written for; \
                      they are not recorded"
                 )),

@@ -1,6 +1,7 @@
-//! Who may write a partial file: chunks received from peers never land in,
-//! or count for, an image's data once that data is for other content, nor
-//! while a download from the source fills it (see `Writers` in the cache).
+//! Who may write a partial file (`node::cache::partial`): chunks received
+//! from peers never land in, or count for, an image's data once that data
+//! was discarded or is for other content, nor while a download from the
+//! source fills it.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -44,8 +45,8 @@ fn chunks_written_for_an_images_old_content_never_count_for_its_new_content() {
     let cache = site.cache();
     let mut before = record(&site, &old);
     assert_eq!(before.state, ImageState::Partial);
-    cache.open_partial(&mut before).unwrap();
-    cache.write_received(&before, 0, chunk(&old, &old.bytes, 0)).unwrap();
+    let claim = cache.open_partial(&mut before).unwrap().claim;
+    cache.write_received(&before, claim, 0, chunk(&old, &old.bytes, 0)).unwrap();
 
     // A new list version gives the image other bytes; the old partial data
     // is dropped, and a writer of the new content takes the file.
@@ -54,12 +55,13 @@ fn chunks_written_for_an_images_old_content_never_count_for_its_new_content() {
     site.update_with(ts(lab.now), false, &mut |_, _| {}).unwrap();
     let mut after = record(&site, &new);
     assert_ne!(after.sha512, before.sha512);
-    cache.open_partial(&mut after).unwrap();
+    let new_claim = cache.open_partial(&mut after).unwrap().claim;
+    assert_ne!(new_claim, claim);
 
     // Work for the old content that was under way meanwhile is refused.
-    let late_write = cache.write_received(&before, 1, chunk(&old, &old.bytes, 1));
+    let late_write = cache.write_received(&before, claim, 1, chunk(&old, &old.bytes, 1));
     assert!(late_write.is_err(), "a chunk of the old content was written into the new content's file");
-    let late_commit = cache.commit_received(&before, &[(0, hash_chunk(chunk(&old, &old.bytes, 0)))]);
+    let late_commit = cache.commit_received(&before, claim, &[(0, hash_chunk(chunk(&old, &old.bytes, 0)))]);
     assert!(late_commit.is_err(), "a chunk of the old content was recorded for the new content");
     let store = site.store();
     // So is a download's, which the store alone checks.
@@ -72,8 +74,8 @@ fn chunks_written_for_an_images_old_content_never_count_for_its_new_content() {
     assert!(second.iter().all(|b| *b == 0), "the old content's chunk 1 is in the new content's file");
 
     // The new content's own chunks are written and recorded.
-    cache.write_received(&after, 1, chunk(&new, &new.bytes, 1)).unwrap();
-    cache.commit_received(&after, &[(1, hash_chunk(chunk(&new, &new.bytes, 1)))]).unwrap();
+    cache.write_received(&after, new_claim, 1, chunk(&new, &new.bytes, 1)).unwrap();
+    cache.commit_received(&after, new_claim, &[(1, hash_chunk(chunk(&new, &new.bytes, 1)))]).unwrap();
     let have = store.have(new.id, after.chunk_count()).unwrap();
     assert_eq!((have.count(), have.get(1)), (1, true));
     file.read_exact_at(&mut second, new.chunk_size).unwrap();
@@ -115,6 +117,9 @@ fn chunks_from_peers_are_refused_while_the_source_download_fills_the_image() {
     let (url, head_sent, go) = stalling_source(data.clone(), head);
     let img = Img { uri: url, ..probe };
     let (lab, site) = applied(&img);
+    // The swarm took the image up before the download started.
+    let mut rec = record(&site, &img);
+    let claim = site.cache().open_partial(&mut rec).unwrap().claim;
     std::thread::scope(|s| {
         let download = s.spawn(|| site.update(ts(lab.now), &mut |_, _| {}).unwrap());
         head_sent.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -123,12 +128,12 @@ fn chunks_from_peers_are_refused_while_the_source_download_fills_the_image() {
             assert!(Instant::now() < deadline, "the download never claimed the image");
             std::thread::sleep(Duration::from_millis(5));
         }
-        let rec = record(&site, &img);
         let cache = site.cache();
         for index in [0, 3] {
-            let written = cache.write_received(&rec, index, chunk(&img, &data, index as usize));
+            let written = cache.write_received(&rec, claim, index, chunk(&img, &data, index as usize));
             assert!(written.is_err(), "chunk {index} from a peer was written during the source download");
-            let committed = cache.commit_received(&rec, &[(index, hash_chunk(chunk(&img, &data, index as usize)))]);
+            let hash = hash_chunk(chunk(&img, &data, index as usize));
+            let committed = cache.commit_received(&rec, claim, &[(index, hash)]);
             assert!(committed.is_err(), "chunk {index} from a peer was recorded during the source download");
         }
         go.send(()).unwrap();
@@ -138,4 +143,29 @@ fn chunks_from_peers_are_refused_while_the_source_download_fills_the_image() {
     assert!(!site.cache().is_sourcing(img.id), "the claim outlived the download");
     assert_eq!(record(&site, &img).state, ImageState::Available);
     assert_eq!(std::fs::read(lab.image_path(img.id)).unwrap(), data);
+}
+
+#[test]
+fn chunks_written_before_the_data_was_discarded_never_count_for_the_data_after() {
+    // The data is discarded (a failed check, an expiry) while a chunk's
+    // commit is under way, and the file is created anew for the same bytes
+    // before the commit records: the chunk's bytes went to the deleted
+    // file, so the new one must not count them.
+    let img = Img::new(1, "file:///nonexistent/img", bytes(300_000, 4));
+    let (lab, site) = applied(&img);
+    let cache = site.cache();
+    let mut rec = record(&site, &img);
+    let first = cache.open_partial(&mut rec).unwrap().claim;
+    cache.write_received(&rec, first, 0, chunk(&img, &img.bytes, 0)).unwrap();
+    cache.expire(&mut rec, ts(lab.now)).unwrap();
+    let mut rec = record(&site, &img);
+    let second = cache.open_partial(&mut rec).unwrap().claim;
+    assert_ne!(second, first);
+    let late = cache.commit_received(&rec, first, &[(0, hash_chunk(chunk(&img, &img.bytes, 0)))]);
+    assert!(late.is_err(), "a chunk written into the deleted file was recorded for the new one");
+    assert_eq!(site.store().have(img.id, rec.chunk_count()).unwrap().count(), 0);
+    assert!(cache.write_received(&rec, first, 1, chunk(&img, &img.bytes, 1)).is_err());
+    cache.write_received(&rec, second, 1, chunk(&img, &img.bytes, 1)).unwrap();
+    cache.commit_received(&rec, second, &[(1, hash_chunk(chunk(&img, &img.bytes, 1)))]).unwrap();
+    assert!(site.store().have(img.id, rec.chunk_count()).unwrap().get(1));
 }

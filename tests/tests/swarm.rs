@@ -422,3 +422,41 @@ async fn sites_split_what_crosses_from_the_masters_site() -> anyhow::Result<()> 
     assert!(sent < SIZE * 13 / 10, "the master sent {sent} bytes for two sites of one share each");
     Ok(())
 }
+
+/// 14. A second master whose source serves corrupt bytes installs nothing
+///     of them: its download fails the check, and it then takes the image
+///     from the first master through the swarm. (While its download runs,
+///     the swarm leaves the image to it: a peer's verified chunk recorded
+///     beside the source's unchecked bytes would vouch for whichever came
+///     last.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_with_a_corrupt_source_takes_the_image_from_its_peers() -> anyhow::Result<()> {
+    const SIZE: u64 = 16 * MIB;
+    let mut site = Site::new(1, SIZE, MIB).await?;
+    let mut first = site.config(0);
+    // Slow enough that the second master's download runs while the swarm
+    // offers it chunks.
+    first.upload_limit = mbit(40);
+    site.start_with(0, first).await?;
+    site.until("the first master to hold the image", |s| s.image(0).is_some_and(|m| m.available)).await?;
+    // The second host first holds part of the image, so that it swarms on
+    // it from the start when it comes back as a master.
+    site.start(1).await?;
+    site.until("the second host to hold some chunks", |s| s.image(1).is_some_and(|m| m.have >= 2)).await?;
+    site.stop(1).await;
+    let source = site.demo.www.join("image.img");
+    let mut bytes = std::fs::read(&source)?;
+    bytes[SIZE as usize / 2 + 7] ^= 0x55;
+    std::fs::write(&source, bytes)?;
+    let mut second = site.config(1);
+    second.master = true;
+    site.start_with(1, second).await?;
+    site.until("the second master to hold the image", |s| s.image(1).is_some_and(|m| m.available)).await?;
+    assert!(site.holds_verified(1), "the second master holds the image the list vouches for");
+    let fetched = site.image(1).unwrap().fetched;
+    site.stop(1).await;
+    let rec = node::store::Store::open(&site.demo.data_dirs[1])?.image(site.demo.image)?.unwrap();
+    assert_eq!(rec.attempts, 1, "the download from the corrupt source ran once and failed");
+    assert!(fetched >= SIZE / MIB, "the image came from the first master ({fetched} chunks fetched)");
+    Ok(())
+}

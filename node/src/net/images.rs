@@ -17,6 +17,7 @@ use proto::manifest::{ChunkSize, Manifest, ManifestRoot, hash_chunk};
 use proto::swarm::{self, Micros, PeerInfo, Swarm};
 use proto::wire::{MAX_CHUNK_BYTES, Notice};
 
+use crate::cache::partial::Claim;
 use crate::store::{ImageRecord, ImageState};
 use crate::{Error, Result};
 
@@ -24,6 +25,11 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub(crate) struct Image {
     pub(crate) rec: ImageRecord,
+    /// Under which received chunks are written into the partial file
+    /// (`None` once the image is complete here). It also tells the disk
+    /// work done for this image apart from that done for an earlier one
+    /// under the same UUID.
+    pub(crate) claim: Option<Claim>,
     root: ManifestRoot,
     manifest: Option<Manifest>,
     swarm_cfg: swarm::Config,
@@ -55,11 +61,13 @@ pub(crate) struct Image {
 }
 
 impl Image {
-    /// The state for `rec`, holding the chunks in `have`; `hashes` is the
-    /// stored manifest when every chunk's hash is known.
+    /// The state for `rec`, holding the chunks in `have`, writing under
+    /// `claim`; `hashes` is the stored manifest when every chunk's hash is
+    /// known.
     pub(crate) fn new(
         rec: ImageRecord,
         have: Bitfield,
+        claim: Option<Claim>,
         hashes: Option<Vec<[u8; 32]>>,
         swarm_cfg: swarm::Config,
     ) -> Result<Self> {
@@ -76,6 +84,7 @@ impl Image {
         }
         let mut img = Self {
             rec,
+            claim,
             root,
             manifest: None,
             swarm_cfg,
@@ -144,12 +153,6 @@ impl Image {
             self.manifest_asked = None;
         }
         self.manifest_tried.push(peer);
-    }
-
-    /// The manifest root the list vouches for: received chunks are checked
-    /// against the manifest with this root.
-    pub(crate) fn root(&self) -> ManifestRoot {
-        self.root
     }
 
     /// Accepts `hashes` as the manifest if their root is the list's, and

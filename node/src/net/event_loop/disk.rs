@@ -11,8 +11,13 @@
 //!   the last commit ([`Cache::commit_received`]), so a record never precedes
 //!   its data on disk. One commit runs at a time per image. A crash loses at
 //!   most the chunks not yet committed, which are fetched again.
-//! * If a commit fails, the image leaves the swarm and comes back from what
-//!   the store records (chunks announced but not durable are fetched again).
+//! * Chunks are written and committed under the image's claim on its
+//!   partial file ([`crate::cache::partial`]); work done under an earlier
+//!   claim (the image dropped and taken up again meanwhile) is not counted.
+//! * If a write, a commit or the install fails, the image leaves the swarm
+//!   and comes back from what the store records (chunks announced but not
+//!   durable are fetched again), unless a download from the source now
+//!   fills it.
 //! * The image is installed only once every chunk is committed.
 //! * A stopping node waits (up to [`SHUTDOWN_COMMITS`]) for the commits under
 //!   way and commits what is still waiting before it exits.
@@ -25,12 +30,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use libp2p::PeerId;
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
-use proto::manifest::ManifestRoot;
-use proto::swarm::Message;
 use proto::wire::{Refusal, Response};
 use uuid::Uuid;
 
 use super::{Bucket, EventLoop, IoDone, blocking};
+use crate::cache::partial::Claim;
 use crate::net::metrics::Metrics;
 use crate::site::Site;
 use crate::store::ImageRecord;
@@ -39,8 +43,9 @@ use crate::{Error, Result};
 /// How long a stopping node waits for the commits under way.
 const SHUTDOWN_COMMITS: Duration = Duration::from_secs(10);
 
-/// Chunks written but not committed, per image.
-pub(super) type Pending = Vec<(ImageRecord, Vec<(u32, [u8; 32])>)>;
+/// Chunks written but not committed, per image, with the claim they were
+/// written under.
+pub(super) type Pending = Vec<(ImageRecord, Claim, Vec<(u32, [u8; 32])>)>;
 
 /// Disk work done.
 pub(super) enum Disk {
@@ -53,11 +58,10 @@ pub(super) enum Disk {
         channel: ResponseChannel<Response>,
         data: Result<Vec<u8>>,
     },
-    /// A received chunk, verified against the manifest under `root`, was
-    /// written.
-    Wrote { image: Uuid, root: ManifestRoot, from: u64, index: u32, hash: [u8; 32], result: Result<()> },
-    /// Written chunks were made durable and recorded.
-    Committed { image: Uuid, result: Result<()> },
+    /// A received chunk, verified, was written under `claim`.
+    Wrote { image: Uuid, claim: Claim, from: u64, index: u32, hash: [u8; 32], result: Result<()> },
+    /// Chunks written under `claim` were made durable and recorded.
+    Committed { image: Uuid, claim: Claim, result: Result<()> },
     /// The complete image was checked and installed.
     Installed { image: Uuid, result: Result<ImageRecord> },
 }
@@ -93,13 +97,12 @@ impl EventLoop {
     /// Writes a received chunk that passed its check (`hash` is its BLAKE3
     /// hash), within the download cap.
     pub(super) fn write(&mut self, image: Uuid, from: u64, index: u32, hash: [u8; 32], data: Bytes) {
-        let Some(img) = self.images.get(&image) else { return };
-        let root = img.root();
+        let Some((img, Some(claim))) = self.images.get(&image).map(|i| (i, i.claim)) else { return };
         let (site, tx, down, rec) = (self.site.clone(), self.io_tx.clone(), self.down.clone(), img.rec.clone());
         tokio::spawn(async move {
             Bucket::take(down.as_deref(), data.len()).await;
-            let result = blocking(move || site.cache().write_received(&rec, index, &data)).await;
-            let _ = tx.send(IoDone::Disk(Disk::Wrote { image, root, from, index, hash, result })).await;
+            let result = blocking(move || site.cache().write_received(&rec, claim, index, &data)).await;
+            let _ = tx.send(IoDone::Disk(Disk::Wrote { image, claim, from, index, hash, result })).await;
         });
     }
 
@@ -108,6 +111,7 @@ impl EventLoop {
     /// for the next).
     fn commit(&mut self, uuid: Uuid) {
         let Some(img) = self.images.get_mut(&uuid) else { return };
+        let Some(claim) = img.claim else { return };
         if img.committing || img.unsynced.is_empty() {
             return;
         }
@@ -115,8 +119,8 @@ impl EventLoop {
         let (site, tx, rec, written) =
             (self.site.clone(), self.io_tx.clone(), img.rec.clone(), std::mem::take(&mut img.unsynced));
         tokio::spawn(async move {
-            let result = blocking(move || commit(&site, &rec, &written)).await;
-            let _ = tx.send(IoDone::Disk(Disk::Committed { image: uuid, result })).await;
+            let result = blocking(move || site.cache().commit_received(&rec, claim, &written)).await;
+            let _ = tx.send(IoDone::Disk(Disk::Committed { image: uuid, claim, result })).await;
         });
     }
 
@@ -135,7 +139,7 @@ impl EventLoop {
         tokio::spawn(async move {
             let result = blocking(move || {
                 if site.cache().is_sourcing(rec.uuid) {
-                    return Err(Error::Refused(format!(
+                    return Err(Error::Superseded(format!(
                         "image {}: being downloaded from its source, which installs it",
                         rec.uuid
                     )));
@@ -187,13 +191,13 @@ impl EventLoop {
                     }
                 }
             }
-            Disk::Wrote { image, root, from, index, hash, result } => {
+            Disk::Wrote { image, claim, from, index, hash, result } => {
                 let now = self.now();
                 let Some(img) = self.images.get_mut(&image) else { return };
-                if img.root() != root {
-                    // The image was swarmed on again, for other content,
-                    // while this chunk of the old content was written.
-                    tracing::debug!(%image, index, "a chunk written for other content is not counted");
+                if img.claim != Some(claim) {
+                    // The image was swarmed on again (its data discarded, or
+                    // for other content) while this chunk was written.
+                    tracing::debug!(%image, index, "a chunk written under an earlier claim is not counted");
                     return;
                 }
                 img.writing.remove(&index);
@@ -206,39 +210,25 @@ impl EventLoop {
                         self.metrics.chunks_verified.get_or_create(&Metrics::image(image)).inc();
                         self.commit(image);
                     }
-                    Err(e) if self.site.cache().is_sourcing(image) => {
-                        tracing::debug!(%image, index, reason = %e, "chunk not stored");
-                        if let Err(e) = self.sync_images() {
-                            tracing::error!(error = %e, "reading the store failed");
-                        }
-                        return;
-                    }
                     Err(e) => {
-                        // Not the peer's fault: the chunk goes back to the pool.
-                        tracing::error!(%image, index, error = %e, "storing a verified chunk failed");
-                        self.last_error = Some(e.to_string());
-                        s.handle_message(now, from, Message::Reject(index));
+                        // Not the peer's fault. The partial file may be gone,
+                        // or claimed by a download from the source (which
+                        // `sync_images` leaves the image to).
+                        self.start_over(image, "storing a verified chunk", &e);
+                        return;
                     }
                 }
                 self.drain(image);
             }
-            Disk::Committed { image, result } => {
-                let Some(img) = self.images.get_mut(&image) else { return };
+            Disk::Committed { image, claim, result } => {
+                let Some(img) = self.images.get_mut(&image).filter(|i| i.claim == Some(claim)) else { return };
                 img.committing = false;
                 match result {
                     Ok(()) if !img.unsynced.is_empty() => self.commit(image),
                     Ok(()) if img.have().is_full() => self.install(image),
                     Ok(()) => {}
-                    Err(e) => {
-                        // Chunks announced here may not be on disk: start over
-                        // from the chunks the store records.
-                        tracing::error!(%image, error = %e, "making written chunks durable failed; resuming from the recorded ones");
-                        self.last_error = Some(e.to_string());
-                        self.drop_image(image);
-                        if let Err(e) = self.sync_images() {
-                            tracing::error!(error = %e, "reading the store failed");
-                        }
-                    }
+                    // Chunks announced here may not be on disk.
+                    Err(e) => self.start_over(image, "making written chunks durable", &e),
                 }
             }
             Disk::Installed { image, result } => {
@@ -250,14 +240,25 @@ impl EventLoop {
                         img.rec = rec;
                         self.announce(image);
                     }
-                    Err(e) => {
-                        tracing::error!(%image, error = %e, "the complete image was not installed; it is fetched again if still wanted");
-                        self.last_error = Some(e.to_string());
-                        self.drop_image(image);
-                        let _ = self.sync_images();
-                    }
+                    Err(e) => self.start_over(image, "installing the complete image", &e),
                 }
             }
+        }
+    }
+
+    /// Takes `image` up again from what the store records (if it is still
+    /// wanted) after disk work for it (`what`) failed with `e`.
+    fn start_over(&mut self, image: Uuid, what: &str, e: &Error) {
+        if matches!(e, Error::Superseded(_)) {
+            tracing::debug!(%image, reason = %e, "{what}: superseded");
+        } else {
+            tracing::error!(%image, error = %e, "{what} failed; the image starts over from what the store records");
+            self.last_error = Some(e.to_string());
+        }
+        self.drop_image(image);
+        if let Err(e) = self.sync_images() {
+            tracing::error!(error = %e, "reading the store failed");
+            self.last_error = Some(e.to_string());
         }
     }
 
@@ -269,11 +270,11 @@ impl EventLoop {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_COMMITS;
         while self.images.values().any(|i| i.committing) {
             match tokio::time::timeout_at(deadline, self.io_rx.recv()).await {
-                Ok(Some(IoDone::Disk(Disk::Committed { image, result }))) => {
+                Ok(Some(IoDone::Disk(Disk::Committed { image, claim, result }))) => {
                     if let Err(e) = result {
                         tracing::error!(%image, error = %e, "making written chunks durable failed");
                     }
-                    if let Some(i) = self.images.get_mut(&image) {
+                    if let Some(i) = self.images.get_mut(&image).filter(|i| i.claim == Some(claim)) {
                         i.committing = false;
                     }
                 }
@@ -284,21 +285,16 @@ impl EventLoop {
         self.images
             .values_mut()
             .filter(|i| !i.unsynced.is_empty())
-            .map(|i| (i.rec.clone(), std::mem::take(&mut i.unsynced)))
+            .filter_map(|i| Some((i.rec.clone(), i.claim?, std::mem::take(&mut i.unsynced))))
             .collect()
     }
 }
 
 /// Commits what [`EventLoop::finish_commits`] handed back (blocking).
 pub(super) fn commit_pending(site: &Site, pending: Pending) {
-    for (rec, written) in pending {
-        if let Err(e) = commit(site, &rec, &written) {
+    for (rec, claim, written) in pending {
+        if let Err(e) = site.cache().commit_received(&rec, claim, &written) {
             tracing::error!(image = %rec.uuid, error = %e, "making written chunks durable at shutdown failed");
         }
     }
-}
-
-/// Syncs the partial file of `rec`, then records the chunks in `written`.
-fn commit(site: &Site, rec: &ImageRecord, written: &[(u32, [u8; 32])]) -> Result<()> {
-    site.cache().commit_received(rec, written)
 }

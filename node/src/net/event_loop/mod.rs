@@ -443,12 +443,12 @@ impl EventLoop {
     fn add_image(&mut self, mut rec: ImageRecord) -> Result<()> {
         let uuid = rec.uuid;
         let chunks = rec.chunk_count();
-        let (have, hashes) = if rec.state == ImageState::Available {
+        let (have, hashes, claim) = if rec.state == ImageState::Available {
             let hashes: Option<Vec<_>> = self.site.store().chunk_hashes(uuid, chunks)?.into_iter().collect();
-            (Bitfield::full(chunks), hashes)
+            (Bitfield::full(chunks), hashes, None)
         } else {
-            let (_, have) = self.site.cache().open_partial(&mut rec)?;
-            (have, None)
+            let partial = self.site.cache().open_partial(&mut rec)?;
+            (partial.have, None, Some(partial.claim))
         };
         let seed = u64::from_le_bytes(uuid.as_bytes()[..8].try_into().unwrap_or_default())
             ^ self.swarm.local_peer_id().to_bytes().iter().fold(0u64, |a, b| a.rotate_left(8) ^ u64::from(*b));
@@ -460,17 +460,20 @@ impl EventLoop {
             fetch_stripe: self.fetch_stripe.clone(),
             ..swarm::Config::default()
         };
-        let img = Image::new(rec, have, hashes, cfg)?;
+        let img = Image::new(rec, have, claim, hashes, cfg)?;
         tracing::info!(image = %uuid, have = img.have().count(), chunks, "swarming on image");
-        let bits = WireBitfield::new(img.have());
         self.images.insert(uuid, img);
         let key = kad::RecordKey::new(&uuid.as_bytes());
         if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
             tracing::debug!(error = %e, "kademlia provider record");
         }
-        let met: Vec<u64> = self.met.keys().copied().collect();
-        for h in met {
-            self.send_notice(h, uuid, Notice::Bitfield(bits.clone()));
+        // Peers already met learn of the image, and tell what they hold of
+        // it, in a new exchange of hellos: a peer that knew this node for an
+        // earlier state of the image (dropped, then taken up again) would
+        // not answer a bare bitfield.
+        let met: Vec<PeerId> = self.met.keys().filter_map(|h| self.ids.get(h).copied()).collect();
+        for peer in met {
+            self.send_hello(peer);
         }
         self.announce(uuid);
         self.drain(uuid);
@@ -603,10 +606,7 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
                 self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
                 if num_established.get() == 1 && !self.trackers.iter().any(|(p, _)| *p == peer_id) {
-                    tracing::trace!(peer = %peer_id, "hello sent");
-                    let hello = self.hello();
-                    let id = self.swarm.behaviour_mut().peer.send_request(&peer_id, Request::Hello(hello));
-                    self.outbound.insert(id, Outbound::Hello);
+                    self.send_hello(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {

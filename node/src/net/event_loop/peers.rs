@@ -3,7 +3,10 @@
 //! # Contract
 //! * Each side of a new connection sends a hello (its site, role and the
 //!   bitfield of every image it swarms on) and answers the other's. A peer's
-//!   chunks count for an image only once this node swarms on the image.
+//!   chunks count for an image only once this node swarms on the image, and
+//!   an image taken up while peers are connected (for the first time, or
+//!   again after it was dropped) is followed by a new exchange of hellos
+//!   with each of them.
 //! * Notices travel on notice streams ([`crate::net::notices`]), which may
 //!   overtake the hello. Until the sender's hello is here they wait, up to
 //!   [`FRAMES_BEFORE_HELLO`] frames: a bitfield means nothing without the
@@ -16,10 +19,10 @@
 
 use libp2p::PeerId;
 use proto::swarm::PeerInfo;
-use proto::wire::{Hello, MAX_HELLO_IMAGES, Notice, NoticeFrame, Refusal, Response, WireBitfield};
+use proto::wire::{Hello, MAX_HELLO_IMAGES, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
 use uuid::Uuid;
 
-use super::{EventLoop, site_number};
+use super::{EventLoop, Outbound, site_number};
 use crate::net::notices::{self, Reopened};
 
 /// Notice frames kept, per peer, until its hello arrives.
@@ -54,6 +57,15 @@ impl EventLoop {
             }
             Reopened::Gone => {}
         }
+    }
+
+    /// Tells `peer` this node's site, role and images; its answer tells the
+    /// same of it.
+    pub(super) fn send_hello(&mut self, peer: PeerId) {
+        tracing::trace!(%peer, "hello sent");
+        let hello = self.hello();
+        let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Hello(hello));
+        self.outbound.insert(id, Outbound::Hello);
     }
 
     pub(super) fn hello(&self) -> Hello {

@@ -1,0 +1,256 @@
+//! Who writes an image's partial file, `images/<uuid>.partial`.
+//!
+//! # Contract
+//! A partial file has one writer at a time, within the one process that
+//! opens the store:
+//! * **A download from the source fills the file alone.** The bytes it
+//!   writes are checked only once the image is complete, so while it runs,
+//!   chunks received from peers are neither written into the file nor
+//!   recorded: a peer's verified chunk recorded beside the source's bytes
+//!   for it would vouch for whichever was written last.
+//! * **Peers' chunks are written under a [`Claim`].** [`Cache::open_partial`]
+//!   hands one out for the content it opens the file for. Discarding the
+//!   data, or opening the file for other content, ends it, and every
+//!   write and record of peers' chunks is checked against it under the same
+//!   lock. So a chunk written or committed by an earlier user of the file
+//!   (an image swarmed on again after its data was discarded, or for a new
+//!   list version with other bytes) never lands in the new data, nor counts
+//!   for it: not even when the new data is for the same bytes, whose file
+//!   was deleted and created anew in between.
+//! * [`Store::record_chunks`](crate::store::Store::record_chunks) also records only chunks of the content the
+//!   data is for ([`ImageRecord::data_for`]), which is what guards a
+//!   download's commits.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use proto::bitfield::Bitfield;
+use uuid::Uuid;
+
+use super::{Cache, check_space};
+use crate::store::ImageRecord;
+use crate::{Error, Result};
+
+/// The writers of partial files within one process (see the module docs).
+#[derive(Debug, Default)]
+pub struct Writers {
+    state: RwLock<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Images a download from the source is filling.
+    sourcing: HashSet<Uuid>,
+    /// The claim in force on each image's partial data.
+    claims: HashMap<Uuid, Claim>,
+    /// Claims handed out so far.
+    issued: u64,
+}
+
+impl Writers {
+    /// For writes and records of peers' chunks, which may run side by side.
+    fn shared(&self) -> RwLockReadGuard<'_, State> {
+        // The state stays consistent whatever a holder did before it panicked.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// For claims, and for changes of what the partial data is for.
+    fn exclusive(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// Refuses peers' chunks of `uuid` written under `claim`, unless that
+    /// claim is in force and no download from the source fills the file.
+    fn check(&self, uuid: Uuid, claim: Claim) -> Result<()> {
+        if self.sourcing.contains(&uuid) {
+            return Err(Error::Superseded(format!("image {uuid}: being downloaded from its source")));
+        }
+        if self.claims.get(&uuid) != Some(&claim) {
+            return Err(Error::Superseded(format!(
+                "image {uuid}: its partial data was discarded or claimed anew since this chunk was received"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The right to write peers' chunks into an image's partial data, from
+/// [`Cache::open_partial`], until the data is discarded or opened for other
+/// content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim(u64);
+
+/// A partial file opened for writing.
+#[derive(Debug)]
+pub struct PartialFile {
+    /// The file.
+    pub file: File,
+    /// The chunks already durable in it.
+    pub have: Bitfield,
+    /// Under which peers' chunks are written into it.
+    pub claim: Claim,
+}
+
+/// Who wrote the chunks being committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// A download from the source, which holds its [`SourceClaim`].
+    Source,
+    /// Peers, under this claim.
+    Peer(Claim),
+}
+
+/// An image claimed for a download from the source, until dropped.
+pub(super) struct SourceClaim<'a> {
+    writers: &'a Writers,
+    uuid: Uuid,
+}
+
+impl Drop for SourceClaim<'_> {
+    fn drop(&mut self) {
+        self.writers.exclusive().sourcing.remove(&self.uuid);
+    }
+}
+
+impl Cache<'_> {
+    /// Opens (creating and sizing it when needed) `images/<uuid>.partial` for
+    /// writing chunks of `rec`, and returns it with the chunks already
+    /// durable there and the [`Claim`] in force on it. Data written for
+    /// other bytes than `rec`'s SHA-512 is forgotten first, and the file is
+    /// for these bytes from then on, under a new claim. Refuses to start
+    /// without room for what is missing.
+    pub fn open_partial(&self, rec: &mut ImageRecord) -> Result<PartialFile> {
+        let paths = self.store.paths();
+        let (uuid, size, cs) = (rec.uuid, rec.size, rec.chunk_size);
+        let chunks = rec.chunk_count();
+        let partial = paths.partial(uuid);
+        let claim = {
+            let mut w = self.writers.exclusive();
+            // `rec` may be stale (a download runs outside the turn): the
+            // store says what the data is for, and only that field is written.
+            let data_for = self.store.image(uuid)?.and_then(|r| r.data_for);
+            if data_for.as_deref() != Some(rec.sha512.as_str()) {
+                // The chunks first: a crash in between leaves no chunk
+                // recorded for either content.
+                self.store.clear_chunks(uuid)?;
+                let sha = rec.sha512.clone();
+                self.store.update_image(uuid, |r| r.data_for = Some(sha.clone()))?;
+                w.claims.remove(&uuid);
+            }
+            rec.data_for = Some(rec.sha512.clone());
+            match w.claims.get(&uuid) {
+                Some(c) => *c,
+                None => {
+                    w.issued += 1;
+                    let c = Claim(w.issued);
+                    w.claims.insert(uuid, c);
+                    c
+                }
+            }
+        };
+        let mut have = self.store.have(uuid, chunks)?;
+        if have.count() > 0 && !partial.exists() {
+            // Bits without their data: start over.
+            self.store.clear_chunks(uuid)?;
+            have = Bitfield::new(chunks);
+        }
+        let missing_bytes = size.saturating_sub(u64::from(have.count()) * cs);
+        check_space(&paths.images, missing_bytes)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)
+            .map_err(Error::io("opening", &partial))?;
+        file.set_len(size).map_err(Error::io("sizing", &partial))?;
+        Ok(PartialFile { file, have, claim })
+    }
+
+    /// Whether a download from the source is filling `uuid`'s partial file
+    /// in this process (chunks from peers are then refused).
+    pub fn is_sourcing(&self, uuid: Uuid) -> bool {
+        self.writers.shared().sourcing.contains(&uuid)
+    }
+
+    /// Writes chunk `index` of `rec`, received from a peer and verified, at
+    /// its offset in the partial file that [`Cache::open_partial`] opened
+    /// under `claim`. Refused once the claim has ended, and while a download
+    /// from the source fills the file. The bytes can then be read back, but
+    /// are neither durable nor recorded until [`Cache::commit_received`].
+    pub fn write_received(&self, rec: &ImageRecord, claim: Claim, index: u32, data: &[u8]) -> Result<()> {
+        let path = self.store.paths().partial(rec.uuid);
+        let w = self.writers.shared();
+        w.check(rec.uuid, claim)?;
+        let file = File::options().write(true).open(&path).map_err(Error::io("opening", &path))?;
+        file.write_all_at(data, u64::from(index) * rec.chunk_size).map_err(Error::io("writing", &path))
+    }
+
+    /// Syncs the partial file, and only then records the received chunks in
+    /// `written`, each with its BLAKE3 hash, as present: one sync and one
+    /// store transaction for all of them. Every chunk in `written` must have
+    /// been written by [`Cache::write_received`] under `claim`. Refused,
+    /// recording nothing, on the same grounds as that.
+    pub fn commit_received(&self, rec: &ImageRecord, claim: Claim, written: &[(u32, [u8; 32])]) -> Result<()> {
+        let path = self.store.paths().partial(rec.uuid);
+        let file = File::options().write(true).open(&path).map_err(Error::io("opening", &path))?;
+        self.commit_chunks(rec, &file, written, Origin::Peer(claim))
+    }
+
+    /// Syncs `file` (the partial file), and only then records the chunks in
+    /// `written`. Peers' chunks are checked as [`Cache::write_received`]
+    /// checks them, under the same lock as the record; the store checks
+    /// that the data is still for `rec`'s content.
+    pub(super) fn commit_chunks(
+        &self,
+        rec: &ImageRecord,
+        file: &File,
+        written: &[(u32, [u8; 32])],
+        origin: Origin,
+    ) -> Result<()> {
+        if written.is_empty() {
+            return Ok(());
+        }
+        let p = self.store.paths().partial(rec.uuid);
+        file.sync_data().map_err(Error::io("syncing", &p))?;
+        let record = || self.store.record_chunks(rec.uuid, &rec.sha512, rec.chunk_count(), written);
+        match origin {
+            Origin::Source => record()?,
+            Origin::Peer(claim) => {
+                let w = self.writers.shared();
+                w.check(rec.uuid, claim)?;
+                record()?;
+            }
+        }
+        // Outside the lock: writes go on while the database is made durable.
+        self.store.flush()
+    }
+
+    /// Claims `uuid`'s partial file for a download from the source.
+    pub(super) fn claim_for_source(&self, uuid: Uuid) -> Result<SourceClaim<'_>> {
+        if !self.writers.exclusive().sourcing.insert(uuid) {
+            return Err(Error::Refused(format!("image {uuid}: already being downloaded from its source")));
+        }
+        Ok(SourceClaim { writers: self.writers, uuid })
+    }
+
+    /// Deletes partial data and its have-bits, ending the claim on it.
+    pub(super) fn discard(&self, rec: &mut ImageRecord) -> Result<()> {
+        let mut w = self.writers.exclusive();
+        w.claims.remove(&rec.uuid);
+        self.store.clear_chunks(rec.uuid)?;
+        self.store.update_image(rec.uuid, |r| r.data_for = None)?;
+        rec.data_for = None;
+        let partial = self.store.paths().partial(rec.uuid);
+        match fs::remove_file(&partial) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("deleting", &partial)(e)),
+        }
+    }
+}
