@@ -93,6 +93,9 @@ pub enum ImageOutcome {
     Failed(String),
     /// Too many failed attempts for this list version.
     GaveUp(String),
+    /// Left to a download of it already under way in this process (a
+    /// running node's own update cycle, say).
+    InProgress,
     /// Moved out of the cache.
     Expired,
 }
@@ -324,6 +327,10 @@ impl Site {
                     // Withdrawn (or changed) in the turn meanwhile: not a
                     // failure, and settling has reported it.
                     tracing::info!(image = %rec.uuid, reason = %e, "download dropped: the image is no longer wanted");
+                }
+                Err(Error::Superseded(reason)) => {
+                    tracing::info!(image = %rec.uuid, %reason, "download left to the one under way");
+                    report.images.push((rec.uuid, ImageOutcome::InProgress));
                 }
                 Err(e) => {
                     tracing::warn!(image = %rec.uuid, error = %e, "download failed");

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{Img, Lab, bytes, ts};
-use node::site::Site;
+use node::site::{ImageOutcome, Site};
 use node::store::{ImageRecord, ImageState, NewImages};
 use proto::manifest::hash_chunk;
 
@@ -138,7 +138,7 @@ fn chunks_from_peers_are_refused_while_the_source_download_fills_the_image() {
         }
         go.send(()).unwrap();
         let report = download.join().unwrap();
-        assert!(report.images.iter().all(|(_, o)| !matches!(o, node::site::ImageOutcome::Failed(_))), "{report:?}");
+        assert!(report.images.iter().all(|(_, o)| !matches!(o, ImageOutcome::Failed(_))), "{report:?}");
     });
     assert!(!site.cache().is_sourcing(img.id), "the claim outlived the download");
     assert_eq!(record(&site, &img).state, ImageState::Available);
@@ -168,4 +168,27 @@ fn chunks_written_before_the_data_was_discarded_never_count_for_the_data_after()
     cache.write_received(&rec, second, 1, chunk(&img, &img.bytes, 1)).unwrap();
     cache.commit_received(&rec, second, &[(1, hash_chunk(chunk(&img, &img.bytes, 1)))]).unwrap();
     assert!(site.store().have(img.id, rec.chunk_count()).unwrap().get(1));
+}
+
+#[test]
+fn a_second_update_leaves_the_download_under_way_to_finish() {
+    // `imageswarm update` on a host whose node is running runs in the node,
+    // beside the node's own update cycle, which may be downloading the
+    // image: the command leaves it to finish, and does not fail.
+    let data = bytes(300_000, 5);
+    let probe = Img::new(1, "http://unused", data.clone());
+    let (url, head_sent, go) = stalling_source(data.clone(), probe.chunk_size as usize);
+    let img = Img { uri: url, ..probe };
+    let (lab, site) = applied(&img);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| site.update(ts(lab.now), &mut |_, _| {}).unwrap());
+        head_sent.recv_timeout(Duration::from_secs(10)).unwrap();
+        let second = site.update(ts(lab.now), &mut |_, _| {}).unwrap();
+        assert!(!second.failed(), "{second:?}");
+        assert_eq!(second.images, vec![(img.id, ImageOutcome::InProgress)]);
+        go.send(()).unwrap();
+        let first = first.join().unwrap();
+        assert_eq!(first.images, vec![(img.id, ImageOutcome::Downloaded)]);
+    });
+    assert_eq!(std::fs::read(lab.image_path(img.id)).unwrap(), data);
 }

@@ -234,7 +234,7 @@ impl Cache<'_> {
     /// Claims `uuid`'s partial file for a download from the source.
     pub(super) fn claim_for_source(&self, uuid: Uuid) -> Result<SourceClaim<'_>> {
         if !self.writers.exclusive().sourcing.insert(uuid) {
-            return Err(Error::Refused(format!("image {uuid}: already being downloaded from its source")));
+            return Err(Error::Superseded(format!("image {uuid}: already being downloaded from its source")));
         }
         Ok(SourceClaim { writers: self.writers, uuid })
     }

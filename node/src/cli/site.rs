@@ -312,6 +312,7 @@ pub(crate) fn update(d: Option<&Path>, a: UpdateArgs) -> anyhow::Result<ExitCode
         let what = match outcome {
             ImageOutcome::Downloaded => "downloaded and verified".to_owned(),
             ImageOutcome::Expired => "expired".to_owned(),
+            ImageOutcome::InProgress => "already being downloaded by another update on this host".to_owned(),
             ImageOutcome::Failed(e) => format!("FAILED: {e}"),
             ImageOutcome::GaveUp(e) => format!("FAILED: {e}"),
         };
