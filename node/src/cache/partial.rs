@@ -17,9 +17,10 @@
 //!   list version with other bytes) never lands in the new data, nor counts
 //!   for it: not even when the new data is for the same bytes, whose file
 //!   was deleted and created anew in between.
-//! * [`Store::record_chunks`](crate::store::Store::record_chunks) also records only chunks of the content the
-//!   data is for ([`ImageRecord::data_for`]), which is what guards a
-//!   download's commits.
+//! * The store, too, records only chunks of the content the data is for
+//!   ([`ImageRecord::data_for`]; see
+//!   [`Store::record_chunks`](crate::store::Store::record_chunks)), which is
+//!   what guards a download's commits.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
