@@ -23,12 +23,15 @@
 //! Policy changes ([`Site::decide`], [`Site::add_endorser`], ...) re-run
 //! steps 3 and 4 without fetching or downloading.
 //!
-//! Steps 1 to 4 up to the downloads, [`Site::offer_list`], [`Site::settle`],
+//! Steps 2 to 4 up to the downloads, [`Site::offer_list`], [`Site::settle`],
 //! subscribing and the policy changes take turns within a process (a
 //! running node also runs host commands): each reads the lists and images
 //! in force and then writes, so two at once could, say, store an older list
 //! version over a newer one, undo a subscription's disabling, or accept two
-//! subscriptions to one list.
+//! subscriptions to one list. The lists are fetched before the turn is
+//! taken, and checked and applied in it to the subscriptions as they are
+//! then, so a hanging list source never keeps an install or a list from a
+//! peer waiting.
 //!
 //! Downloads run outside the turn, so the record they started from may be
 //! stale by the time they end. They write only the fields they own, each
@@ -286,24 +289,40 @@ impl Site {
         back_to_source: bool,
         progress: &mut dyn FnMut(&ImageRecord, u64),
     ) -> Result<UpdateReport> {
-        let turn = self.take_turn();
         self.check_clock(now)?;
         self.hooks.fire(Event::ProcessPrefix, None);
+        // Fetched outside the turn, which a hanging source would otherwise
+        // hold for as long as the fetch's timeouts allow.
+        let mut fetched: HashMap<Uuid, (String, Result<Vec<u8>>)> = HashMap::new();
+        for sub in self.store.subscriptions()?.into_iter().filter(|s| s.enabled) {
+            let bytes = self.fetcher.get_list(&sub.url);
+            fetched.insert(sub.identifier, (sub.url, bytes));
+        }
+        let turn = self.take_turn();
         let trust = self.trust()?;
         let mut report = UpdateReport::default();
+        // Checked and applied to the subscriptions as they are now.
         for mut sub in self.store.subscriptions()? {
-            let outcome = if sub.enabled {
-                match self.update_list(&mut sub, &trust, now) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::warn!(list = %sub.identifier, error = %e, "list update failed");
-                        sub.last_error = Some(e.to_string());
-                        self.store.put_subscription(&sub)?;
-                        ListOutcome::Failed(e.to_string())
+            let outcome = match fetched.remove(&sub.identifier) {
+                _ if !sub.enabled => ListOutcome::Disabled,
+                // Subscribed to, or moved to another URL, during the fetches.
+                None => continue,
+                Some((url, _)) if url != sub.url => continue,
+                Some((_, bytes)) => {
+                    let applied = bytes.and_then(|b| {
+                        let verified = verify_list(&b, &trust, now)?;
+                        self.apply_list(&mut sub, &verified, &b, now)
+                    });
+                    match applied {
+                        Ok(o) => o,
+                        Err(e) => {
+                            tracing::warn!(list = %sub.identifier, error = %e, "list update failed");
+                            sub.last_error = Some(e.to_string());
+                            self.store.put_subscription(&sub)?;
+                            ListOutcome::Failed(e.to_string())
+                        }
                     }
                 }
-            } else {
-                ListOutcome::Disabled
             };
             report.lists.push((sub.identifier, redact(&sub.url), outcome));
         }
@@ -364,12 +383,6 @@ impl Site {
             )));
         }
         self.store.note_time(now)
-    }
-
-    fn update_list(&self, sub: &mut Subscription, trust: &Trust, now: Timestamp) -> Result<ListOutcome> {
-        let bytes = self.fetcher.get_list(&sub.url)?;
-        let verified = verify_list(&bytes, trust, now)?;
-        self.apply_list(sub, &verified, &bytes, now)
     }
 
     /// A signed list that reached this host some other way than its

@@ -7,6 +7,11 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
 use common::{DAY, Img, LIST_ID, Lab, bytes, ts};
 use node::site::{ImageOutcome, ListOutcome, UpdateReport};
 use node::store::{Decision, ImageRecord, ImageState, NewImages};
@@ -296,7 +301,7 @@ fn a_hanging_or_failing_hook_never_stalls_the_node() {
     lab.site().subscribe(&lab.url(), NewImages::Cache, ts(lab.now)).unwrap();
     let started = std::time::Instant::now();
     let r = update(&lab, lab.now);
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the hook's time limit did not hold");
+    assert!(started.elapsed() < Duration::from_secs(30), "the hook's time limit did not hold");
     assert!(!r.failed(), "{r:?}");
     assert_eq!(state(&lab, &img), ImageState::Available);
 }
@@ -451,4 +456,54 @@ fn one_of_two_subscriptions_to_a_list_at_once_is_refused() {
             "round {round}: both subscriptions were accepted"
         );
     }
+}
+
+/// An HTTP server of `first` then `second`: it answers its first request
+/// at once, and its second only once told to (after saying, on the returned
+/// channel, that the request is in), or after 8 s: longer than the tests'
+/// read timeout.
+fn hanging_second_time(first: Vec<u8>, second: Vec<u8>) -> (String, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/list.smime", listener.local_addr().unwrap());
+    let (asked, waiting) = mpsc::channel();
+    let (go, wait_go) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for (n, body) in [first, second].into_iter().enumerate() {
+            let Ok((mut conn, _)) = listener.accept() else { return };
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            if n == 1 {
+                let _ = asked.send(());
+                let _ = wait_go.recv_timeout(Duration::from_secs(8));
+            }
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(&body));
+        }
+    });
+    (url, waiting, go)
+}
+
+#[test]
+fn a_hanging_list_source_keeps_no_list_from_a_peer_waiting() {
+    // An update fetches its lists before it takes the turn: a source that
+    // hangs (up to the fetch's timeouts) must not hold up a list that a
+    // peer forwards meanwhile, nor an install.
+    let lab = Lab::new();
+    lab.publish("0.0.1", &[]);
+    let first = std::fs::read(&lab.list).unwrap();
+    lab.publish("0.0.2", &[]);
+    let second = std::fs::read(&lab.list).unwrap();
+    let (url, asked, go) = hanging_second_time(first, second.clone());
+    let (site, at) = (lab.site(), ts(lab.now));
+    site.subscribe(&url, NewImages::Accept, at).unwrap();
+    std::thread::scope(|s| {
+        let update = s.spawn(|| site.update(at, &mut |_, _| {}).unwrap());
+        asked.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(site.offer_list(&second, at).unwrap(), ListOutcome::Accepted("0.0.2".into()));
+        go.send(()).unwrap();
+        // The fetch was still waiting when the peer's list was taken: it then
+        // got its answer, the version already in force.
+        let report = update.join().unwrap();
+        assert_eq!(list_outcome(&report), &ListOutcome::Unchanged, "{report:?}");
+    });
 }
