@@ -32,7 +32,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad};
 use proto::bitfield::Bitfield;
 use proto::swarm::{self, Action, FetchStripe, Message, PeerInfo, Role, SiteShare};
-use proto::wire::{Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
+use proto::wire::{MAX_HELLO_IMAGES, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -399,6 +399,7 @@ impl EventLoop {
         self.next_expiry = self.site.next_expiry(crate::now())?;
         let recs = self.site.store().images()?;
         let mut keep = Vec::new();
+        let mut added = Vec::new();
         for rec in recs {
             self.metrics.set_state(rec.uuid, rec.state.name());
             let servable = rec.endorsed
@@ -427,9 +428,20 @@ impl EventLoop {
             });
             if !same {
                 self.drop_image(rec.uuid);
-                if let Err(e) = self.add_image(rec.clone()) {
-                    tracing::warn!(image = %rec.uuid, error = %e, "cannot swarm on this image");
+                match self.add_image(rec.clone()) {
+                    Ok(()) => added.push(rec.uuid),
+                    Err(e) => tracing::warn!(image = %rec.uuid, error = %e, "cannot swarm on this image"),
                 }
+            }
+        }
+        // Peers already met learn of the images taken up, and tell what they
+        // hold of them, in a new exchange of hellos that names them: a peer
+        // that knew this node for an earlier state of an image (dropped,
+        // then taken up again) would not answer a bare bitfield.
+        let met: Vec<PeerId> = self.met.keys().filter_map(|h| self.ids.get(h).copied()).collect();
+        for peer in met {
+            for images in added.chunks(MAX_HELLO_IMAGES) {
+                self.send_hello(peer, images);
             }
         }
         let gone: Vec<Uuid> = self.images.keys().filter(|u| !keep.contains(u)).copied().collect();
@@ -466,14 +478,6 @@ impl EventLoop {
         let key = kad::RecordKey::new(&uuid.as_bytes());
         if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
             tracing::debug!(error = %e, "kademlia provider record");
-        }
-        // Peers already met learn of the image, and tell what they hold of
-        // it, in a new exchange of hellos: a peer that knew this node for an
-        // earlier state of the image (dropped, then taken up again) would
-        // not answer a bare bitfield.
-        let met: Vec<PeerId> = self.met.keys().filter_map(|h| self.ids.get(h).copied()).collect();
-        for peer in met {
-            self.send_hello(peer);
         }
         self.announce(uuid);
         self.drain(uuid);
@@ -606,7 +610,7 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
                 self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
                 if num_established.get() == 1 && !self.trackers.iter().any(|(p, _)| *p == peer_id) {
-                    self.send_hello(peer_id);
+                    self.send_hello(peer_id, &[]);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
@@ -701,7 +705,8 @@ impl EventLoop {
         match req {
             Request::Hello(hello) => {
                 tracing::trace!(%peer, "hello asked");
-                let mine = self.hello();
+                let asked: Vec<Uuid> = hello.images.iter().map(|(u, _)| *u).collect();
+                let mine = self.hello(&asked);
                 respond(self, channel, Response::Hello(mine));
                 self.on_hello(peer, hello);
             }

@@ -3,10 +3,11 @@
 //! # Contract
 //! * Each side of a new connection sends a hello (its site, role and the
 //!   bitfield of every image it swarms on) and answers the other's. A peer's
-//!   chunks count for an image only once this node swarms on the image, and
-//!   an image taken up while peers are connected (for the first time, or
-//!   again after it was dropped) is followed by a new exchange of hellos
-//!   with each of them.
+//!   chunks count for an image only once this node swarms on the image.
+//!   Images taken up while peers are connected (for the first time, or again
+//!   after they were dropped) are followed by a new exchange of hellos with
+//!   each of them, naming those images; a hello names at most
+//!   [`MAX_HELLO_IMAGES`], and its answer names the images it named first.
 //! * Notices travel on notice streams ([`crate::net::notices`]), which may
 //!   overtake the hello. Until the sender's hello is here they wait, up to
 //!   [`FRAMES_BEFORE_HELLO`] frames: a bitfield means nothing without the
@@ -59,18 +60,22 @@ impl EventLoop {
         }
     }
 
-    /// Tells `peer` this node's site, role and images; its answer tells the
-    /// same of it.
-    pub(super) fn send_hello(&mut self, peer: PeerId) {
+    /// Tells `peer` this node's site, role and images (`first` first); its
+    /// answer tells the same of it, the images this hello names first.
+    pub(super) fn send_hello(&mut self, peer: PeerId, first: &[Uuid]) {
         tracing::trace!(%peer, "hello sent");
-        let hello = self.hello();
+        let hello = self.hello(first);
         let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Hello(hello));
         self.outbound.insert(id, Outbound::Hello);
     }
 
-    pub(super) fn hello(&self) -> Hello {
+    /// This node's hello: the bitfields of the images in `first` that it
+    /// swarms on, then of others, up to [`MAX_HELLO_IMAGES`].
+    pub(super) fn hello(&self, first: &[Uuid]) -> Hello {
+        let named = first.iter().filter_map(|u| self.images.get_key_value(u));
+        let others = self.images.iter().filter(|(u, _)| !first.contains(u));
         let images =
-            self.images.iter().take(MAX_HELLO_IMAGES).map(|(u, i)| (*u, WireBitfield::new(i.have()))).collect();
+            named.chain(others).take(MAX_HELLO_IMAGES).map(|(u, i)| (*u, WireBitfield::new(i.have()))).collect();
         Hello { site: self.cfg.site.clone(), role: self.role, images }
     }
 
