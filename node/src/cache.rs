@@ -204,7 +204,7 @@ impl Cache<'_> {
         let name = format!("{}.partial", rec.uuid);
         self.fire(Event::AvailablePrefix, &fresh, Some(&name));
         let target = paths.image(rec.uuid);
-        fs::rename(&partial, &target).map_err(Error::io("installing", &target))?;
+        self.move_partial(rec.uuid, &target)?;
         sync_dir(&paths.images)?;
         self.store.clear_have(rec.uuid)?;
         fresh.state = ImageState::Available;

@@ -10,13 +10,14 @@
 //!   for it would vouch for whichever was written last.
 //! * **Peers' chunks are written under a [`Claim`].** [`Cache::open_partial`]
 //!   hands one out for the content it opens the file for. Discarding the
-//!   data, or opening the file for other content, ends it, and every
-//!   write and record of peers' chunks is checked against it under the same
-//!   lock. So a chunk written or committed by an earlier user of the file
-//!   (an image swarmed on again after its data was discarded, or for a new
-//!   list version with other bytes) never lands in the new data, nor counts
-//!   for it: not even when the new data is for the same bytes, whose file
-//!   was deleted and created anew in between.
+//!   data, installing it, or opening the file for other content ends it,
+//!   and every write and record of peers' chunks is checked against it under
+//!   the same lock. So a chunk written or committed by an earlier user of
+//!   the file (an image swarmed on again after its data was discarded, or
+//!   for a new list version with other bytes) never lands in the new data,
+//!   nor counts for it: not even when the new data is for the same bytes,
+//!   whose file was deleted and created anew in between. Nor does a chunk
+//!   land in an installed image.
 //! * The store, too, records only chunks of the content the data is for
 //!   ([`ImageRecord::data_for`]; see
 //!   [`Store::record_chunks`](crate::store::Store::record_chunks)), which is
@@ -26,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use proto::bitfield::Bitfield;
@@ -238,6 +240,14 @@ impl Cache<'_> {
             return Err(Error::Superseded(format!("image {uuid}: already being downloaded from its source")));
         }
         Ok(SourceClaim { writers: self.writers, uuid })
+    }
+
+    /// Moves `uuid`'s complete partial file to `target`, ending the claim on
+    /// it, so that no peer's chunk is written into the installed image.
+    pub(super) fn move_partial(&self, uuid: Uuid, target: &Path) -> Result<()> {
+        let mut w = self.writers.exclusive();
+        w.claims.remove(&uuid);
+        fs::rename(self.store.paths().partial(uuid), target).map_err(Error::io("installing", target))
     }
 
     /// Deletes partial data and its have-bits, ending the claim on it.
