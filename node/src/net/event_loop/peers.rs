@@ -18,6 +18,9 @@
 //! * A hello or bitfield that shows a peer holding chunks of an image whose
 //!   manifest this node lacks asks for the manifest at once.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+
 use libp2p::PeerId;
 use proto::swarm::PeerInfo;
 use proto::wire::{Hello, MAX_HELLO_IMAGES, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
@@ -72,10 +75,10 @@ impl EventLoop {
     /// This node's hello: the bitfields of the images in `first` that it
     /// swarms on, then of others, up to [`MAX_HELLO_IMAGES`].
     pub(super) fn hello(&self, first: &[Uuid]) -> Hello {
-        let named = first.iter().filter_map(|u| self.images.get_key_value(u));
-        let others = self.images.iter().filter(|(u, _)| !first.contains(u));
-        let images =
-            named.chain(others).take(MAX_HELLO_IMAGES).map(|(u, i)| (*u, WireBitfield::new(i.have()))).collect();
+        let images = named_first(&self.images, first, MAX_HELLO_IMAGES)
+            .into_iter()
+            .map(|(u, i)| (*u, WireBitfield::new(i.have())))
+            .collect();
         Hello { site: self.cfg.site.clone(), role: self.role, images }
     }
 
@@ -152,5 +155,42 @@ impl EventLoop {
         if holder {
             self.ask_manifests();
         }
+    }
+}
+
+/// The entries of `map` whose keys are in `first` (each once, in that
+/// order), then the others, `max` in all.
+fn named_first<'a, K: Eq + Hash, V>(map: &'a HashMap<K, V>, first: &[K], max: usize) -> Vec<(&'a K, &'a V)> {
+    let mut out: Vec<(&K, &V)> = Vec::with_capacity(max.min(map.len()));
+    for k in first {
+        if let Some(e) = map.get_key_value(k)
+            && !out.iter().any(|(o, _)| *o == e.0)
+        {
+            out.push(e);
+        }
+    }
+    out.truncate(max);
+    out.extend(map.iter().filter(|(k, _)| !first.contains(k)).take(max - out.len()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_names_the_asked_images_first_each_once_within_the_limit() {
+        let map: HashMap<u32, ()> = (0..20).map(|k| (k, ())).collect();
+        let keys = |v: Vec<(&u32, &())>| v.into_iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        let got = keys(named_first(&map, &[19, 3, 99, 19], 16));
+        assert_eq!(got[..2], [19, 3]);
+        assert_eq!(got.len(), 16);
+        let mut unique = got.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 16, "{got:?}");
+        assert_eq!(keys(named_first(&map, &[5, 6, 7], 2)), [5, 6]);
+        assert_eq!(named_first(&map, &[], 16).len(), 16);
+        assert_eq!(named_first(&map, &[], 30).len(), 20);
     }
 }
