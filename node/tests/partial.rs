@@ -6,16 +6,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-use common::{Img, Lab, bytes, ts};
+use common::{Img, Lab, bytes, ts, wait_until};
 use node::site::{ImageOutcome, Site};
 use node::store::{ImageRecord, ImageState, NewImages};
 use proto::manifest::hash_chunk;
+use testkit::http::{Behaviour, HttpServer};
 
 /// A lab subscribed, caching new images, to a list holding `img`, and its
 /// site, with the list applied but nothing downloaded (as on a worker).
@@ -82,28 +79,6 @@ fn chunks_written_for_an_images_old_content_never_count_for_its_new_content() {
     assert_eq!(second, chunk(&new, &new.bytes, 1));
 }
 
-/// An HTTP source that sends the head of `data`, says so on the returned
-/// channel, and sends the rest once told to (or after 4 s: under the
-/// tests' read timeout).
-fn stalling_source(data: Vec<u8>, head: usize) -> (String, mpsc::Receiver<()>, mpsc::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/img", listener.local_addr().unwrap());
-    let (head_sent, sent) = mpsc::channel();
-    let (go, wait_go) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut request = [0u8; 4096];
-        let _ = conn.read(&mut request).unwrap();
-        write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len()).unwrap();
-        conn.write_all(&data[..head]).unwrap();
-        conn.flush().unwrap();
-        let _ = head_sent.send(());
-        let _ = wait_go.recv_timeout(Duration::from_secs(4));
-        conn.write_all(&data[head..]).unwrap();
-    });
-    (url, sent, go)
-}
-
 #[test]
 fn chunks_from_peers_are_refused_while_the_source_download_fills_the_image() {
     // A master downloads an image from its source and may hear of the same
@@ -112,22 +87,18 @@ fn chunks_from_peers_are_refused_while_the_source_download_fills_the_image() {
     // not be recorded beside them (its record would vouch for whichever
     // bytes were written last), nor written over them.
     let data = bytes(400_000, 3);
+    let server = HttpServer::start();
     let probe = Img::new(1, "http://unused", data.clone());
-    let head = 2 * probe.chunk_size as usize;
-    let (url, head_sent, go) = stalling_source(data.clone(), head);
-    let img = Img { uri: url, ..probe };
+    let head = 2 * probe.chunk_size;
+    let img = Img { uri: server.serve("/img", data.clone(), Behaviour::Held(head as usize)), ..probe };
     let (lab, site) = applied(&img);
     // The swarm took the image up before the download started.
     let mut rec = record(&site, &img);
     let claim = site.cache().open_partial(&mut rec).unwrap().claim;
     std::thread::scope(|s| {
         let download = s.spawn(|| site.update(ts(lab.now), &mut |_, _| {}).unwrap());
-        head_sent.recv_timeout(Duration::from_secs(10)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !site.cache().is_sourcing(img.id) {
-            assert!(Instant::now() < deadline, "the download never claimed the image");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("the head of the image to be sent", || server.bytes_sent("/img") >= head);
+        wait_until("the download to claim the image", || site.cache().is_sourcing(img.id));
         let cache = site.cache();
         for index in [0, 3] {
             let written = cache.write_received(&rec, claim, index, chunk(&img, &data, index as usize));
@@ -136,7 +107,7 @@ fn chunks_from_peers_are_refused_while_the_source_download_fills_the_image() {
             let committed = cache.commit_received(&rec, claim, &[(index, hash)]);
             assert!(committed.is_err(), "chunk {index} from a peer was recorded during the source download");
         }
-        go.send(()).unwrap();
+        server.release();
         let report = download.join().unwrap();
         assert!(report.images.iter().all(|(_, o)| !matches!(o, ImageOutcome::Failed(_))), "{report:?}");
     });
@@ -176,17 +147,17 @@ fn a_second_update_leaves_the_download_under_way_to_finish() {
     // beside the node's own update cycle, which may be downloading the
     // image: the command leaves it to finish, and does not fail.
     let data = bytes(300_000, 5);
+    let server = HttpServer::start();
     let probe = Img::new(1, "http://unused", data.clone());
-    let (url, head_sent, go) = stalling_source(data.clone(), probe.chunk_size as usize);
-    let img = Img { uri: url, ..probe };
+    let img = Img { uri: server.serve("/img", data.clone(), Behaviour::Held(probe.chunk_size as usize)), ..probe };
     let (lab, site) = applied(&img);
     std::thread::scope(|s| {
         let first = s.spawn(|| site.update(ts(lab.now), &mut |_, _| {}).unwrap());
-        head_sent.recv_timeout(Duration::from_secs(10)).unwrap();
+        wait_until("the first update's download to claim the image", || site.cache().is_sourcing(img.id));
         let second = site.update(ts(lab.now), &mut |_, _| {}).unwrap();
         assert!(!second.failed(), "{second:?}");
         assert_eq!(second.images, vec![(img.id, ImageOutcome::InProgress)]);
-        go.send(()).unwrap();
+        server.release();
         let first = first.join().unwrap();
         assert_eq!(first.images, vec![(img.id, ImageOutcome::Downloaded)]);
     });

@@ -7,14 +7,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{DAY, Img, LIST_ID, Lab, bytes, ts};
+use common::{DAY, Img, LIST_ID, Lab, bytes, ts, wait_until};
 use node::site::{ImageOutcome, ListOutcome, UpdateReport};
 use node::store::{Decision, ImageRecord, ImageState, NewImages};
+use testkit::http::{Behaviour, HttpServer};
 use testkit::{BOB_DN, CA_DN, ENDORSER_DN};
 
 fn update(lab: &Lab, at: i64) -> UpdateReport {
@@ -458,31 +456,6 @@ fn one_of_two_subscriptions_to_a_list_at_once_is_refused() {
     }
 }
 
-/// An HTTP server of `first` then `second`: it answers its first request
-/// at once, and its second only once told to (after saying, on the returned
-/// channel, that the request is in), or after 8 s: longer than the tests'
-/// read timeout.
-fn hanging_second_time(first: Vec<u8>, second: Vec<u8>) -> (String, mpsc::Receiver<()>, mpsc::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/list.smime", listener.local_addr().unwrap());
-    let (asked, waiting) = mpsc::channel();
-    let (go, wait_go) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        for (n, body) in [first, second].into_iter().enumerate() {
-            let Ok((mut conn, _)) = listener.accept() else { return };
-            let mut request = [0u8; 4096];
-            let _ = conn.read(&mut request);
-            if n == 1 {
-                let _ = asked.send(());
-                let _ = wait_go.recv_timeout(Duration::from_secs(8));
-            }
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(&body));
-        }
-    });
-    (url, waiting, go)
-}
-
 #[test]
 fn a_hanging_list_source_keeps_no_list_from_a_peer_waiting() {
     // An update fetches its lists before it takes the turn: a source that
@@ -493,14 +466,18 @@ fn a_hanging_list_source_keeps_no_list_from_a_peer_waiting() {
     let first = std::fs::read(&lab.list).unwrap();
     lab.publish("0.0.2", &[]);
     let second = std::fs::read(&lab.list).unwrap();
-    let (url, asked, go) = hanging_second_time(first, second.clone());
+    let server = HttpServer::start();
+    let url = server.serve("/list.smime", first, Behaviour::Honest);
     let (site, at) = (lab.site(), ts(lab.now));
     site.subscribe(&url, NewImages::Accept, at).unwrap();
+    // From now on the source answers, and holds the body for longer than
+    // the fetch's timeout unless released.
+    server.serve("/list.smime", second.clone(), Behaviour::Held(0));
     std::thread::scope(|s| {
         let update = s.spawn(|| site.update(at, &mut |_, _| {}).unwrap());
-        asked.recv_timeout(Duration::from_secs(10)).unwrap();
+        wait_until("the update to fetch the list", || server.requests().len() == 2);
         assert_eq!(site.offer_list(&second, at).unwrap(), ListOutcome::Accepted("0.0.2".into()));
-        go.send(()).unwrap();
+        server.release();
         // The fetch was still waiting when the peer's list was taken: it then
         // got its answer, the version already in force.
         let report = update.join().unwrap();

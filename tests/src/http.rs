@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,6 +28,32 @@ pub enum Behaviour {
     Slow(usize),
     /// Ignores `Range` and always sends everything from the start.
     IgnoreRange,
+    /// Honours `Range`, sends this many bytes of the body, then holds the
+    /// rest until [`HttpServer::release`], or for [`HOLD_LIMIT`].
+    Held(usize),
+}
+
+/// The longest a [`Behaviour::Held`] body waits for its release: longer than
+/// the tests' read timeouts, so that a client that was not released times
+/// out.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(8);
+
+/// Opened once by [`HttpServer::release`].
+#[derive(Debug, Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    /// Waits until the gate is open, or until `deadline`.
+    fn wait(&self, deadline: std::time::Instant) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else { return };
+            open = self.opened.wait_timeout(open, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
 }
 
 /// One request the server answered.
@@ -44,6 +70,7 @@ struct State {
     routes: HashMap<String, (Vec<u8>, Behaviour)>,
     log: Vec<Request>,
     sent: HashMap<String, u64>,
+    gate: Arc<Gate>,
 }
 
 /// A running server.
@@ -108,6 +135,14 @@ impl HttpServer {
         self.lock().log.clone()
     }
 
+    /// Lets every [`Behaviour::Held`] body, now and from now on, send the
+    /// rest.
+    pub fn release(&self) {
+        let gate = self.lock().gate.clone();
+        *gate.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        gate.opened.notify_all();
+    }
+
     /// Body bytes sent for `path` so far.
     pub fn bytes_sent(&self, path: &str) -> u64 {
         self.lock().sent.get(path).copied().unwrap_or(0)
@@ -144,7 +179,7 @@ fn answer(req: tiny_http::Request, state: &Arc<Mutex<State>>) {
         return;
     };
     let (status, body, rate) = match behaviour {
-        Behaviour::Honest | Behaviour::Slow(_) => {
+        Behaviour::Honest | Behaviour::Slow(_) | Behaviour::Held(_) => {
             let rate = if let Behaviour::Slow(r) = behaviour { Some(r) } else { None };
             match range_start {
                 Some(s) if (s as usize) < bytes.len() => (206, bytes[s as usize..].to_vec(), rate),
@@ -171,9 +206,14 @@ fn answer(req: tiny_http::Request, state: &Arc<Mutex<State>>) {
         }
     };
     let len = body.len();
+    let hold = match behaviour {
+        Behaviour::Held(head) => Some((head as u64, state.lock().unwrap_or_else(|p| p.into_inner()).gate.clone())),
+        _ => None,
+    };
     let reader = Counted {
         inner: io::Cursor::new(body),
         rate,
+        hold,
         started: std::time::Instant::now(),
         sent: 0,
         path: path.clone(),
@@ -190,10 +230,12 @@ fn answer(req: tiny_http::Request, state: &Arc<Mutex<State>>) {
     let _ = req.respond(resp);
 }
 
-/// A body that counts what it sends and can pace itself to a byte rate.
+/// A body that counts what it sends, and can pace itself to a byte rate or
+/// hold what follows its first bytes behind a gate.
 struct Counted {
     inner: io::Cursor<Vec<u8>>,
     rate: Option<usize>,
+    hold: Option<(u64, Arc<Gate>)>,
     started: std::time::Instant,
     sent: u64,
     path: String,
@@ -202,6 +244,16 @@ struct Counted {
 
 impl Read for Counted {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = buf;
+        if let Some((head, gate)) = &self.hold {
+            if self.sent >= *head {
+                gate.wait(self.started + HOLD_LIMIT);
+                self.hold = None;
+            } else {
+                let room = usize::try_from(head - self.sent).unwrap_or(usize::MAX).min(buf.len());
+                buf = &mut buf[..room];
+            }
+        }
         let n = match self.rate {
             Some(rate) => {
                 // Never get ahead of `rate` bytes per second since the start.

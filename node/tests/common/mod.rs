@@ -155,6 +155,16 @@ pub fn list_dir(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Waits (polling, for at most 10 s) until `done` holds; fails the test
+/// naming `what` otherwise.
+pub fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 pub fn fast_timeouts() -> Timeouts {
     Timeouts {
         connect: Duration::from_secs(5),
