@@ -19,11 +19,12 @@
 //! A chunk is written to `<uuid>.partial` and the file is synced *before*
 //! [`Store::record_chunks`] sets its have-bit and hash in one transaction
 //! (with those of the other chunks synced by the same call), and the
-//! database is flushed before the chunks count as durable. A crash therefore never leaves a bit set for data
-//! that is not on disk; at worst a chunk is on disk without its bit and is
-//! fetched again. A list version is accepted in one transaction with the
-//! subscription and image records it changes ([`Store::accept_list`]), so a
-//! crash leaves either the old list in force or the new one, never a mix.
+//! database is flushed before the chunks count as durable. A crash
+//! therefore never leaves a bit set for data that is not on disk; at worst
+//! a chunk is on disk without its bit and is fetched again. A list version
+//! is accepted in one transaction with the subscription and image records
+//! it changes ([`Store::accept_list`]), so a crash leaves either the old
+//! list in force or the new one, never a mix.
 //! Only one process opens a store at a time (sled's lock).
 
 use std::path::{Path, PathBuf};

@@ -146,15 +146,11 @@ impl Cache<'_> {
                 w.claims.remove(&uuid);
             }
             rec.data_for = Some(rec.sha512.clone());
-            match w.claims.get(&uuid) {
-                Some(c) => *c,
-                None => {
-                    w.issued += 1;
-                    let c = Claim(w.issued);
-                    w.claims.insert(uuid, c);
-                    c
-                }
-            }
+            let State { claims, issued, .. } = &mut *w;
+            *claims.entry(uuid).or_insert_with(|| {
+                *issued += 1;
+                Claim(*issued)
+            })
         };
         let mut have = self.store.have(uuid, chunks)?;
         if have.count() > 0 && !partial.exists() {
@@ -221,14 +217,12 @@ impl Cache<'_> {
         }
         let p = self.store.paths().partial(rec.uuid);
         file.sync_data().map_err(Error::io("syncing", &p))?;
-        let record = || self.store.record_chunks(rec.uuid, &rec.sha512, rec.chunk_count(), written);
-        match origin {
-            Origin::Source => record()?,
-            Origin::Peer(claim) => {
-                let w = self.writers.shared();
+        {
+            let w = self.writers.shared();
+            if let Origin::Peer(claim) = origin {
                 w.check(rec.uuid, claim)?;
-                record()?;
             }
+            self.store.record_chunks(rec.uuid, &rec.sha512, rec.chunk_count(), written)?;
         }
         // Outside the lock: writes go on while the database is made durable.
         self.store.flush()

@@ -412,8 +412,8 @@ impl EventLoop {
             keep.push(rec.uuid);
             if rec.state == ImageState::Partial && self.site.cache().is_sourcing(rec.uuid) {
                 // Its download from the source fills the partial file alone
-                // (see `Writers` in `crate::cache`); the image is taken up
-                // again once that ends.
+                // (see `crate::cache::partial`); the image is taken up again
+                // once that ends.
                 if self.images.contains_key(&rec.uuid) {
                     tracing::info!(image = %rec.uuid, "leaving the image to the download from its source");
                     self.drop_image(rec.uuid);
