@@ -1,0 +1,265 @@
+//! The requests a node sends for one image: which peer is asked for which
+//! chunk, and the bookkeeping of requests in flight.
+//!
+//! # Contract
+//! These are methods of [`Swarm`], split out of `swarm.rs` by subject; they
+//! keep its invariants, which every method here leaves holding:
+//! * `inflight` is the number of entries in all peers' `inflight` lists, and
+//!   never exceeds [`Config::max_inflight`](super::Config::max_inflight);
+//! * `requested[c]` counts the open requests for chunk `c` (2 or more only
+//!   in endgame), `requested_mask` and `requested_distinct` mirror it, and
+//!   `requested_at[c]` is when its oldest open request was sent;
+//! * `missing` holds exactly the chunks not in `have`, `missing_pos` their
+//!   positions in it;
+//! * a peer marked `exhausted` had no candidate at its last scan, and is
+//!   cleared by anything that could give it one.
+
+use super::{
+    ChunkIndex, Message, Micros, NOT_MISSING, PeerId, PeerState, PickerMode, Request, Role, Swarm, earliest, picker,
+};
+
+impl Swarm {
+    /// Withdraws the requests that waited `request_timeout`.
+    pub(super) fn expire_requests(&mut self, now: Micros) {
+        let timeout = self.cfg.request_timeout;
+        let backoff = self.cfg.refusal_backoff;
+        let mut expired = Vec::new();
+        let mut next: Option<Micros> = None;
+        for (&id, p) in &mut self.peers {
+            p.forget_refusals(&self.have, now, backoff);
+            p.inflight.retain(|r| {
+                let late = r.sent_at + timeout <= now;
+                if late {
+                    expired.push((id, r.chunk));
+                } else {
+                    next = Some(earliest(next, r.sent_at + timeout));
+                }
+                !late
+            });
+        }
+        self.request_deadline = next;
+        for (id, chunk) in expired {
+            self.stats.timeouts += 1;
+            self.inflight -= 1;
+            self.unrequest(chunk);
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.refused.push((chunk, now + backoff.max(timeout)));
+            }
+            self.schedule_wake(id, now + backoff.max(timeout));
+            self.send(id, Message::Cancel(chunk));
+        }
+    }
+
+    pub(super) fn endgame(&self) -> bool {
+        self.requested_distinct as usize >= self.missing.len()
+    }
+
+    /// How old a request must be to count as late (see
+    /// [`Config::late_factor`](super::Config::late_factor)).
+    pub(super) fn late_after(&self) -> Micros {
+        self.latency.map_or(0, |l| (l * Micros::from(self.cfg.late_factor)).max(self.cfg.late_floor))
+    }
+
+    /// In endgame, when the next request with no second copy asked for
+    /// becomes late.
+    pub(super) fn next_late(&self, now: Micros) -> Option<Micros> {
+        if !self.endgame() {
+            return None;
+        }
+        let after = self.late_after();
+        self.missing
+            .iter()
+            .filter(|&&c| self.requested[c as usize] == 1)
+            .map(|&c| self.requested_at[c as usize] + after)
+            .filter(|&t| t > now)
+            .min()
+    }
+
+    /// Tops up the requests to every peer, same-site peers first.
+    pub(super) fn fill_all(&mut self, now: Micros) {
+        if self.missing.is_empty() {
+            return;
+        }
+        // Same-site peers first, then other sites, masters last (they stand
+        // back whenever a peer can serve instead). Within a rank the walk
+        // starts one place further on each time, so requests spread over the
+        // peers instead of piling onto the first ones connected. Filling
+        // never changes who is connected, so the order stays put meanwhile.
+        self.fill_turn = self.fill_turn.wrapping_add(1);
+        let mut start = 0;
+        while start < self.order.len() && self.inflight < self.cfg.max_inflight {
+            let rank = self.order[start].0;
+            let len = self.order[start..].iter().take_while(|&&(r, _)| r == rank).count();
+            for k in 0..len {
+                if self.inflight >= self.cfg.max_inflight {
+                    break;
+                }
+                let (_, id) = self.order[start + (k + self.fill_turn as usize) % len];
+                self.fill_one(now, id);
+            }
+            start += len;
+        }
+    }
+
+    /// Tops up the requests to one peer.
+    pub(super) fn fill_one(&mut self, now: Micros, id: PeerId) {
+        let Some(p) = self.peers.get(&id) else {
+            return;
+        };
+        if self.missing.is_empty() || !self.may_exchange(p.info) {
+            return;
+        }
+        while self.has_room(id, now) {
+            let Some(p) = self.peers.get(&id) else {
+                return;
+            };
+            if p.exhausted {
+                return;
+            }
+            // The view borrows all of `self`; the generator goes back after.
+            let mut rng = self.rng.clone();
+            let picked = self.picker_view(now, p).pick(p, &mut rng);
+            self.rng = rng;
+            let Some(chunk) = picked else {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.exhausted = true;
+                }
+                // In endgame the peer may get a candidate when a request
+                // elsewhere becomes late.
+                if let Some(t) = self.next_late(now) {
+                    self.late_wake = Some(earliest(self.late_wake, t));
+                }
+                return;
+            };
+            self.request(now, id, chunk);
+        }
+    }
+
+    /// Whether the picker's rules let `c` be asked of `id` (see
+    /// [`picker::View::may_ask`]).
+    pub(super) fn may_ask(&self, now: Micros, id: PeerId, c: ChunkIndex) -> bool {
+        self.peers.get(&id).is_some_and(|p| self.picker_view(now, p).may_ask(p, c))
+    }
+
+    /// What the picker reads to choose a chunk to ask `p` for.
+    pub(super) fn picker_view<'a>(&'a self, now: Micros, p: &PeerState) -> picker::View<'a> {
+        let across = self.cfg.fetch_stripe.as_ref().filter(|_| p.info.site != self.cfg.site).map(|stripe| {
+            let present = stripe.share.as_ref().map_or(0, |s| s.present(self.peers.values().map(|q| q.info.site)));
+            picker::Across { stripe, site: self.cfg.site, present }
+        });
+        picker::View {
+            have: &self.have,
+            missing: &self.missing,
+            requested_mask: &self.requested_mask,
+            requested: &self.requested,
+            requested_at: &self.requested_at,
+            late_after: self.late_after(),
+            availability: &self.availability,
+            now,
+            // Chunks held: `missing` is the complement of `have`.
+            random: self.cfg.picker == PickerMode::Random
+                || self.have.len() - (self.missing.len() as u32) < self.cfg.random_first,
+            endgame: self.endgame(),
+            idle: self.inflight == 0,
+            across,
+        }
+    }
+
+    /// Whether another request may go to `id` now.
+    pub(super) fn has_room(&self, id: PeerId, now: Micros) -> bool {
+        self.inflight < self.cfg.max_inflight
+            && self.peers.get(&id).is_some_and(|p| {
+                let depth = if p.info.site == self.cfg.site { self.cfg.pipeline } else { self.cfg.cross_site_pipeline };
+                (p.inflight.len() as u32) < depth && p.paused_until <= now
+            })
+    }
+
+    /// Sends a request for `chunk` to `id` and records it.
+    pub(super) fn request(&mut self, now: Micros, id: PeerId, chunk: ChunkIndex) {
+        let was_endgame = self.endgame();
+        if self.requested[chunk as usize] == 0 {
+            self.requested_distinct += 1;
+            self.requested_mask.set(chunk);
+            self.requested_at[chunk as usize] = now;
+        }
+        self.requested[chunk as usize] += 1;
+        // Insist only when starving: nothing else in flight, refused before,
+        // and no other peer holds the chunk.
+        let insist = self.inflight == 0
+            && self.peers.get(&id).is_some_and(|p| {
+                p.info.role == Role::Master
+                    && p.refused.iter().any(|&(c, _)| c == chunk)
+                    && !self.peers.values().any(|q| q.info.role != Role::Master && q.have.get(chunk))
+            });
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.inflight.push(Request { chunk, sent_at: now });
+            self.inflight += 1;
+        }
+        if !was_endgame && self.endgame() {
+            // Chunks with one request become candidates for a second one.
+            self.peers.values_mut().for_each(|p| p.exhausted = false);
+        }
+        self.request_deadline = Some(earliest(self.request_deadline, now + self.cfg.request_timeout));
+        self.send(id, if insist { Message::Insist(chunk) } else { Message::Request(chunk) });
+    }
+
+    /// Removes a request for `chunk` from `peer`; returns whether one was open.
+    pub(super) fn take_inflight(&mut self, peer: PeerId, chunk: ChunkIndex) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let Some(pos) = p.inflight.iter().position(|r| r.chunk == chunk) else {
+            return false;
+        };
+        p.inflight.swap_remove(pos);
+        self.inflight -= 1;
+        self.unrequest(chunk);
+        true
+    }
+
+    /// Counts one request for `chunk` fewer; the caller has already taken
+    /// it out of its peer's in-flight list.
+    pub(super) fn unrequest(&mut self, chunk: ChunkIndex) {
+        let r = &mut self.requested[chunk as usize];
+        if *r == 0 {
+            return;
+        }
+        *r -= 1;
+        match *r {
+            0 => {
+                self.requested_distinct -= 1;
+                self.requested_mask.unset(chunk);
+            }
+            // The request left may be younger than the one withdrawn.
+            1 => {
+                let left = self.peers.values().flat_map(|p| &p.inflight).find(|q| q.chunk == chunk);
+                if let Some(q) = left {
+                    self.requested_at[chunk as usize] = q.sent_at;
+                }
+            }
+            _ => {}
+        }
+        // Still missing: a candidate again wherever a peer has it (with no
+        // request left, or in endgame with one fewer).
+        if !self.have.get(chunk) {
+            for p in self.peers.values_mut() {
+                if p.have.get(chunk) {
+                    p.exhausted = false;
+                }
+            }
+        }
+    }
+
+    pub(super) fn remove_missing(&mut self, chunk: ChunkIndex) {
+        let pos = self.missing_pos[chunk as usize];
+        if pos == NOT_MISSING {
+            return;
+        }
+        let last = self.missing.len() - 1;
+        self.missing.swap(pos as usize, last);
+        let moved = self.missing[pos as usize];
+        self.missing_pos[moved as usize] = pos;
+        self.missing.pop();
+        self.missing_pos[chunk as usize] = NOT_MISSING;
+    }
+}
