@@ -12,6 +12,9 @@
 # Without CHUNK_BYTES the image is cut as `imageswarm list add-image` cuts it
 # by default (128 MiB: 512 KiB chunks). NO_CENTRAL=1 skips the central HTTP
 # baseline (it does not change between builds), for quick comparisons.
+# LINKS=DIR samples every port of the switch during the swarm phase (see
+# bench/links.py), reports how busy the master's uplink and the workers'
+# downlinks were, and leaves the samples and a 50 ms timeline in DIR.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-8}
@@ -75,6 +78,14 @@ in_ns master "$bin" --data-dir master node --listen "/ip4/$ip_master/tcp/4001" -
   --site testbed --master --announce-interval 1 2>master.err >/dev/null &
 "$bin" --data-dir master wait "$uuid" --timeout 600 >/dev/null
 
+links_pid=
+if [ -n "${LINKS:-}" ]; then
+  mkdir -p "$LINKS"
+  ip netns exec "$tag-sw" python3 "$root/bench/links.py" sample "$LINKS/samples" 900 &
+  links_pid=$!
+  sleep 0.3
+fi
+
 echo "== imageswarm: $n workers at $rate Mbit/s, ${size_mib} MiB in $chunking"
 t0=$(date +%s.%N)
 for i in $(seq "$n"); do
@@ -88,7 +99,11 @@ for i in $(seq "$n"); do
 done
 for p in "${waits[@]}"; do wait "$p"; done
 t1=$(date +%s.%N)
-done_at=$(cat done-* | tr '\n' ' ')
+done_at=$(for i in $(seq "$n"); do cat "done-$i"; done | tr '\n' ' ')
+if [ -n "$links_pid" ]; then
+  sleep 0.2
+  kill "$links_pid"
+fi
 for h in "${hosts[@]:1}"; do ip netns pids "$tag-$h" | xargs -r kill 2>/dev/null || true; done
 
 h0=0 h1=0
@@ -121,3 +136,8 @@ print(f"imageswarm: {swarm:.2f} s = {swarm / bound:.2f}x the bound (goal <= 1.2)
 if central > 0:
     print(f"central HTTP: {central:.2f} s = {central / bound:.2f}x the bound")
 PY
+if [ -n "$links_pid" ]; then
+  # shellcheck disable=SC2086  # one argument per worker
+  python3 "$root/bench/links.py" report "$LINKS/samples" "$t0" "$rate" 2 $done_at --ports $(seq 3 $((n + 2))) \
+    --table "$LINKS/timeline.txt"
+fi
