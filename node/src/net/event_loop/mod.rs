@@ -2,9 +2,9 @@
 //! machine, and translates between them.
 //!
 //! # Contract
-//! * One task owns all state; disk reads and writes and update cycles run
-//!   on blocking threads and report back through one bounded channel
-//!   ([`IO_QUEUE`]).
+//! * One task owns all state; disk reads and writes, the opening of images
+//!   to swarm on ([`sync`]) and update cycles run on blocking threads and
+//!   report back through one bounded channel ([`IO_QUEUE`]).
 //! * A chunk request is answered at most once: with the data when the
 //!   image's state machine starts the upload, or with a refusal.
 //! * Received chunks are written, made durable and installed as [`disk`]
@@ -30,9 +30,8 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad};
-use proto::bitfield::Bitfield;
 use proto::swarm::{self, Action, FetchStripe, Message, PeerInfo, Role, SiteShare};
-use proto::wire::{MAX_HELLO_IMAGES, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
+use proto::wire::{Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -44,12 +43,12 @@ use super::metrics::{self, Metrics};
 use super::notices::{Inbound, Notices};
 use super::{Command, ImageStatus, NodeConfig, Status, peer_of};
 use crate::site::{ListOutcome, Site};
-use crate::store::{Decision, ImageRecord, ImageState};
 use crate::{Error, Result};
 
 mod discovery;
 mod disk;
 mod peers;
+mod sync;
 
 /// Completed disk work waiting for the loop.
 const IO_QUEUE: usize = 256;
@@ -71,6 +70,8 @@ enum IoDone {
         from: PeerId,
         result: Result<ListOutcome>,
     },
+    /// Images to swarm on were opened (see [`sync`]).
+    Opened(Result<Vec<sync::Opened>>),
 }
 
 /// What an outbound request was for.
@@ -91,6 +92,8 @@ pub(super) struct EventLoop {
     fetch_stripe: Option<FetchStripe>,
     role: Role,
     images: HashMap<Uuid, Image>,
+    /// Images being opened to be swarmed on.
+    opening: sync::Opening,
     handles: HashMap<PeerId, u64>,
     next_handle: u64,
     ids: HashMap<u64, PeerId>,
@@ -233,6 +236,7 @@ impl EventLoop {
             swarm,
             started: now,
             images: HashMap::new(),
+            opening: sync::Opening::default(),
             handles: HashMap::new(),
             next_handle: 0,
             ids: HashMap::new(),
@@ -394,109 +398,6 @@ impl EventLoop {
 
     // ---- images ----
 
-    /// Brings the set of served images in line with the store.
-    fn sync_images(&mut self) -> Result<()> {
-        self.next_expiry = self.site.next_expiry(crate::now())?;
-        let recs = self.site.store().images()?;
-        let mut keep = Vec::new();
-        let mut added = Vec::new();
-        for rec in recs {
-            self.metrics.set_state(rec.uuid, rec.state.name());
-            let servable = rec.endorsed
-                && rec.decision == Decision::Approved
-                && rec.cache
-                && matches!(rec.state, ImageState::Available | ImageState::Partial);
-            if !servable {
-                continue;
-            }
-            keep.push(rec.uuid);
-            if rec.state == ImageState::Partial && self.site.cache().is_sourcing(rec.uuid) {
-                // Its download from the source fills the partial file alone
-                // (see `crate::cache::partial`); the image is taken up again
-                // once that ends.
-                if self.images.contains_key(&rec.uuid) {
-                    tracing::info!(image = %rec.uuid, "leaving the image to the download from its source");
-                    self.drop_image(rec.uuid);
-                }
-                continue;
-            }
-            // Also renewed when the image became complete behind the loop's
-            // back (a master's download from the source, which may finish
-            // after an earlier sync saw the image partial), or lost its file.
-            let same = self.images.get(&rec.uuid).is_some_and(|i| {
-                i.rec.list_content == rec.list_content && i.is_available() == (rec.state == ImageState::Available)
-            });
-            if !same {
-                self.drop_image(rec.uuid);
-                match self.add_image(rec.clone()) {
-                    Ok(()) => added.push(rec.uuid),
-                    Err(e) => tracing::warn!(image = %rec.uuid, error = %e, "cannot swarm on this image"),
-                }
-            }
-        }
-        // Peers already met learn of the images taken up, and tell what they
-        // hold of them, in a new exchange of hellos that names them: a peer
-        // that knew this node for an earlier state of an image (dropped,
-        // then taken up again) would not answer a bare bitfield.
-        let met: Vec<PeerId> = self.met.keys().filter_map(|h| self.ids.get(h).copied()).collect();
-        for peer in met {
-            for images in added.chunks(MAX_HELLO_IMAGES) {
-                self.send_hello(peer, images);
-            }
-        }
-        let gone: Vec<Uuid> = self.images.keys().filter(|u| !keep.contains(u)).copied().collect();
-        for u in gone {
-            tracing::info!(image = %u, "image no longer endorsed here: serving stops");
-            self.drop_image(u);
-        }
-        Ok(())
-    }
-
-    fn add_image(&mut self, mut rec: ImageRecord) -> Result<()> {
-        let uuid = rec.uuid;
-        let chunks = rec.chunk_count();
-        let (have, hashes, claim) = if rec.state == ImageState::Available {
-            let hashes: Option<Vec<_>> = self.site.store().chunk_hashes(uuid, chunks)?.into_iter().collect();
-            (Bitfield::full(chunks), hashes, None)
-        } else {
-            let partial = self.site.cache().open_partial(&mut rec)?;
-            (partial.have, None, Some(partial.claim))
-        };
-        let seed = u64::from_le_bytes(uuid.as_bytes()[..8].try_into().unwrap_or_default())
-            ^ self.swarm.local_peer_id().to_bytes().iter().fold(0u64, |a, b| a.rotate_left(8) ^ u64::from(*b));
-        let cfg = swarm::Config {
-            site: self.site_id,
-            role: self.role,
-            seed,
-            pipeline: self.cfg.pipeline,
-            fetch_stripe: self.fetch_stripe.clone(),
-            ..swarm::Config::default()
-        };
-        let img = Image::new(rec, have, claim, hashes, cfg)?;
-        tracing::info!(image = %uuid, have = img.have().count(), chunks, "swarming on image");
-        self.images.insert(uuid, img);
-        let key = kad::RecordKey::new(&uuid.as_bytes());
-        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
-            tracing::debug!(error = %e, "kademlia provider record");
-        }
-        self.announce(uuid);
-        self.drain(uuid);
-        Ok(())
-    }
-
-    fn drop_image(&mut self, uuid: Uuid) {
-        if self.images.remove(&uuid).is_none() {
-            return;
-        }
-        let keys: Vec<_> = self.inbound.keys().filter(|k| k.0 == uuid).copied().collect();
-        for k in keys {
-            if let Some((_, ch)) = self.inbound.remove(&k) {
-                let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(Refusal::NotEndorsed));
-            }
-        }
-        self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&uuid.as_bytes()));
-    }
-
     /// Carries out what image `uuid`'s state machine asks for.
     fn drain(&mut self, uuid: Uuid) {
         loop {
@@ -560,6 +461,7 @@ impl EventLoop {
     fn on_io(&mut self, done: IoDone) {
         match done {
             IoDone::Disk(d) => self.on_disk(d),
+            IoDone::Opened(opened) => self.on_opened(opened),
             IoDone::Offered { id, from, result } => {
                 use gossipsub::MessageAcceptance as A;
                 let verdict = match &result {
