@@ -89,8 +89,8 @@ impl Cache<'_> {
     /// Downloads `rec` from its source and installs it. `progress` is told the
     /// offset reached. On return `rec` is saved with its new state.
     pub fn download(&self, rec: &mut ImageRecord, progress: &mut dyn FnMut(u64)) -> Result<()> {
-        let _claim = self.claim_for_source(rec.uuid)?;
-        let PartialFile { file, mut have, .. } = self.open_partial(rec)?;
+        let source = self.claim_for_source(rec.uuid)?;
+        let PartialFile { file, mut have, .. } = self.open_for_source(rec, &source)?;
         let first_missing = have.missing().next();
         let streamed = match first_missing {
             Some(first) => self.fetch_chunks(rec, &file, &mut have, first, progress)?,

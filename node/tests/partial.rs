@@ -29,6 +29,14 @@ fn record(site: &Site, img: &Img) -> ImageRecord {
     site.store().image(img.id).unwrap().unwrap()
 }
 
+/// A new list version gives the image `new`'s bytes (the same UUID as
+/// before), and the site applies it; the image's record after.
+fn switch_to(lab: &Lab, site: &Site, new: &Img) -> ImageRecord {
+    lab.publish("0.0.2", std::slice::from_ref(new));
+    site.update_with(ts(lab.now), false, &mut |_, _| {}).unwrap();
+    record(site, new)
+}
+
 /// Chunk `index` of `data`, cut as `img` is.
 fn chunk<'a>(img: &Img, data: &'a [u8], index: usize) -> &'a [u8] {
     let cs = img.chunk_size as usize;
@@ -48,9 +56,7 @@ fn chunks_written_for_an_images_old_content_never_count_for_its_new_content() {
     // A new list version gives the image other bytes; the old partial data
     // is dropped, and a writer of the new content takes the file.
     let new = Img { bytes: bytes(300_000, 2), uri: "file:///nonexistent/new".into(), ..old.clone() };
-    lab.publish("0.0.2", std::slice::from_ref(&new));
-    site.update_with(ts(lab.now), false, &mut |_, _| {}).unwrap();
-    let mut after = record(&site, &new);
+    let mut after = switch_to(&lab, &site, &new);
     assert_ne!(after.sha512, before.sha512);
     let new_claim = cache.open_partial(&mut after).unwrap().claim;
     assert_ne!(new_claim, claim);
@@ -162,4 +168,53 @@ fn a_second_update_leaves_the_download_under_way_to_finish() {
         assert_eq!(first.images, vec![(img.id, ImageOutcome::Downloaded)]);
     });
     assert_eq!(std::fs::read(lab.image_path(img.id)).unwrap(), data);
+}
+
+#[test]
+fn an_open_for_an_images_old_content_never_undoes_its_new_content() {
+    // The node's event loop opens images on a blocking thread, for the
+    // record a sync read earlier; a new list version may have given the
+    // image other bytes meanwhile, and peers' chunks of those recorded.
+    let old = Img::new(1, "file:///nonexistent/old", bytes(300_000, 6));
+    let (lab, site) = applied(&old);
+    let cache = site.cache();
+    let mut stale = record(&site, &old);
+    let new = Img { bytes: bytes(300_000, 7), uri: "file:///nonexistent/new".into(), ..old.clone() };
+    let mut rec = switch_to(&lab, &site, &new);
+    let claim = cache.open_partial(&mut rec).unwrap().claim;
+    cache.write_received(&rec, claim, 1, chunk(&new, &new.bytes, 1)).unwrap();
+    cache.commit_received(&rec, claim, &[(1, hash_chunk(chunk(&new, &new.bytes, 1)))]).unwrap();
+
+    let late = cache.open_partial(&mut stale);
+    assert!(matches!(late, Err(node::Error::Superseded(_))), "an out-of-date open went ahead: {:?}", late.err());
+    assert!(site.store().have(new.id, rec.chunk_count()).unwrap().get(1), "the new content's chunk was forgotten");
+    assert_eq!(record(&site, &new).data_for.as_deref(), Some(rec.sha512.as_str()));
+    assert!(cache.claim_in_force(new.id, claim), "the new content's writer lost its claim");
+}
+
+#[test]
+fn an_open_for_an_image_installed_meanwhile_leaves_it_whole() {
+    // The same, when the image was completed and installed meanwhile (by a
+    // download from the source): its chunk hashes, which its manifest is
+    // served from, stay.
+    let data = bytes(300_000, 8);
+    let probe = Img::new(1, "file:///unused", data.clone());
+    let lab = Lab::new();
+    let img = Img { uri: lab.file_url("img", &data), ..probe };
+    lab.publish("0.0.1", std::slice::from_ref(&img));
+    let site = lab.site();
+    site.subscribe(&lab.url(), NewImages::Cache, ts(lab.now)).unwrap();
+    site.update_with(ts(lab.now), false, &mut |_, _| {}).unwrap();
+    let mut stale = record(&site, &img);
+    assert_eq!(stale.state, ImageState::Partial);
+    let report = site.update(ts(lab.now), &mut |_, _| {}).unwrap();
+    assert_eq!(report.images, vec![(img.id, ImageOutcome::Downloaded)]);
+
+    let late = site.cache().open_partial(&mut stale);
+    assert!(matches!(late, Err(node::Error::Superseded(_))), "an out-of-date open went ahead: {:?}", late.err());
+    let rec = record(&site, &img);
+    assert_eq!(rec.state, ImageState::Available);
+    let hashes = site.store().chunk_hashes(img.id, rec.chunk_count()).unwrap();
+    assert!(hashes.iter().all(Option::is_some), "the installed image lost chunk hashes");
+    assert!(!site.store().paths().partial(img.id).exists(), "an empty partial file appeared beside the image");
 }

@@ -34,7 +34,7 @@ use proto::bitfield::Bitfield;
 use uuid::Uuid;
 
 use super::{Cache, check_space};
-use crate::store::ImageRecord;
+use crate::store::{ImageRecord, ImageState};
 use crate::{Error, Result};
 
 /// The writers of partial files within one process (see the module docs).
@@ -122,21 +122,42 @@ impl Drop for SourceClaim<'_> {
 
 impl Cache<'_> {
     /// Opens (creating and sizing it when needed) `images/<uuid>.partial` for
-    /// writing chunks of `rec`, and returns it with the chunks already
+    /// writing peers' chunks of `rec`, and returns it with the chunks already
     /// durable there and the [`Claim`] in force on it. Data written for
     /// other bytes than `rec`'s SHA-512 is forgotten first, and the file is
-    /// for these bytes from then on, under a new claim. Refuses to start
-    /// without room for what is missing.
+    /// for these bytes from then on, under a new claim. Refused
+    /// ([`Error::Superseded`]) when `rec` is out of date (the store no longer
+    /// holds the image partial with these bytes) and while a download from
+    /// the source fills the file; refused without room for what is missing.
     pub fn open_partial(&self, rec: &mut ImageRecord) -> Result<PartialFile> {
+        self.open(rec, false)
+    }
+
+    /// [`Cache::open_partial`] for the download from the source that holds
+    /// `_source`: the download's own claim does not refuse it.
+    pub(super) fn open_for_source(&self, rec: &mut ImageRecord, _source: &SourceClaim<'_>) -> Result<PartialFile> {
+        self.open(rec, true)
+    }
+
+    fn open(&self, rec: &mut ImageRecord, for_source: bool) -> Result<PartialFile> {
         let paths = self.store.paths();
         let (uuid, size, cs) = (rec.uuid, rec.size, rec.chunk_size);
         let chunks = rec.chunk_count();
         let partial = paths.partial(uuid);
-        let claim = {
+        let (claim, have) = {
             let mut w = self.writers.exclusive();
-            // `rec` may be stale (a download runs outside the turn): the
-            // store says what the data is for, and only that field is written.
-            let data_for = self.store.image(uuid)?.and_then(|r| r.data_for);
+            if !for_source && w.sourcing.contains(&uuid) {
+                return Err(Error::Superseded(format!("image {uuid}: being downloaded from its source")));
+            }
+            // `rec` may be stale (it was read outside the site's turn): the
+            // store says what the image and its data are now, and only
+            // `data_for` is written.
+            let stored = self.store.image(uuid)?;
+            let Some(data_for) =
+                stored.filter(|r| r.state == ImageState::Partial && r.sha512 == rec.sha512).map(|r| r.data_for)
+            else {
+                return Err(Error::Superseded(format!("image {uuid}: no longer partial with these bytes")));
+            };
             if data_for.as_deref() != Some(rec.sha512.as_str()) {
                 // The chunks first: a crash in between leaves no chunk
                 // recorded for either content.
@@ -146,18 +167,20 @@ impl Cache<'_> {
                 w.claims.remove(&uuid);
             }
             rec.data_for = Some(rec.sha512.clone());
+            let mut have = self.store.have(uuid, chunks)?;
+            if have.count() > 0 && !partial.exists() {
+                // Bits without their data: start over, under a new claim.
+                self.store.clear_chunks(uuid)?;
+                w.claims.remove(&uuid);
+                have = Bitfield::new(chunks);
+            }
             let State { claims, issued, .. } = &mut *w;
-            *claims.entry(uuid).or_insert_with(|| {
+            let claim = *claims.entry(uuid).or_insert_with(|| {
                 *issued += 1;
                 Claim(*issued)
-            })
+            });
+            (claim, have)
         };
-        let mut have = self.store.have(uuid, chunks)?;
-        if have.count() > 0 && !partial.exists() {
-            // Bits without their data: start over.
-            self.store.clear_chunks(uuid)?;
-            have = Bitfield::new(chunks);
-        }
         let missing_bytes = size.saturating_sub(u64::from(have.count()) * cs);
         check_space(&paths.images, missing_bytes)?;
         let file = OpenOptions::new()
@@ -169,6 +192,12 @@ impl Cache<'_> {
             .map_err(Error::io("opening", &partial))?;
         file.set_len(size).map_err(Error::io("sizing", &partial))?;
         Ok(PartialFile { file, have, claim })
+    }
+
+    /// Whether `claim` is still in force on `uuid`'s partial data, and no
+    /// download from the source fills it.
+    pub fn claim_in_force(&self, uuid: Uuid, claim: Claim) -> bool {
+        self.writers.shared().check(uuid, claim).is_ok()
     }
 
     /// Whether a download from the source is filling `uuid`'s partial file

@@ -8,12 +8,18 @@
 //! * Taking an image up needs disk work: a partial image's file is opened
 //!   and its durable chunks read (on a content switch that also clears the
 //!   old content's records), a complete image's chunk hashes are read. That
-//!   work runs on a blocking thread, never on the loop's, in batches: one
-//!   batch at a time, so that two opens of one image never race, and each
-//!   for the state the store was in when it was asked for. When a batch is
-//!   done the loop syncs again and takes up what it opened only if the
-//!   store still wants that state of the image; what it no longer wants is
-//!   left, and the next open of the image supersedes it.
+//!   work runs on a blocking thread, never on the loop's, in batches, one
+//!   batch at a time, each image for the state the store was in when the
+//!   sync asked for it. An open whose record is out of date by the time it
+//!   runs, or that meets a download from the source, is refused under the
+//!   writers' lock ([`Cache::open_partial`]), so it never undoes newer work.
+//! * When a batch is done the loop syncs again, and takes up what was opened
+//!   only if the store still wants that state of the image and the claim
+//!   the open handed out is still in force (the data was not discarded, nor
+//!   taken by a download from the source, meanwhile). Anything else is
+//!   opened again, or left to a later sync.
+//!
+//! [`Cache::open_partial`]: crate::cache::Cache::open_partial
 //! * Peers already met hear of the images taken up in a new exchange of
 //!   hellos that names them.
 
@@ -26,11 +32,11 @@ use proto::wire::{MAX_HELLO_IMAGES, Refusal, Response};
 use uuid::Uuid;
 
 use super::{EventLoop, IoDone, blocking};
-use crate::Result;
 use crate::cache::partial::Claim;
 use crate::net::images::Image;
 use crate::site::Site;
 use crate::store::{Decision, ImageRecord, ImageState};
+use crate::{Error, Result};
 
 /// An image's data, opened on a blocking thread for the state of `rec`.
 pub(super) struct Opened {
@@ -78,9 +84,10 @@ fn open(site: &Site, mut rec: ImageRecord) -> Opened {
 impl EventLoop {
     /// Brings the set of served images in line with the store.
     pub(super) fn sync_images(&mut self) -> Result<()> {
+        // Taken first: what a failed sync leaves is out of date by the next.
+        let mut opened = std::mem::take(&mut self.opening.done);
         self.next_expiry = self.site.next_expiry(crate::now())?;
         let recs = self.site.store().images()?;
-        let mut opened = std::mem::take(&mut self.opening.done);
         let mut keep = Vec::new();
         let mut added = Vec::new();
         let mut to_open = Vec::new();
@@ -111,7 +118,14 @@ impl EventLoop {
                 continue;
             }
             self.drop_image(rec.uuid);
-            match opened.remove(&rec.uuid).filter(|o| same_state(&o.rec, &rec)) {
+            // Opened for this state, and nothing has ended the claim since
+            // (the data discarded, or a download from the source started).
+            let cache = self.site.cache();
+            let fits = |o: &Opened| {
+                same_state(&o.rec, &rec)
+                    && o.result.as_ref().map_or(true, |d| d.claim.is_none_or(|c| cache.claim_in_force(o.rec.uuid, c)))
+            };
+            match opened.remove(&rec.uuid).filter(fits) {
                 Some(Opened { rec, result: Ok(data) }) => {
                     let uuid = rec.uuid;
                     match self.add_image(rec, data) {
@@ -120,6 +134,9 @@ impl EventLoop {
                     }
                 }
                 // Tried once for this state; the next sync tries again.
+                Some(Opened { rec, result: Err(e @ Error::Superseded(_)) }) => {
+                    tracing::debug!(image = %rec.uuid, reason = %e, "not swarming on this image for now");
+                }
                 Some(Opened { rec, result: Err(e) }) => {
                     tracing::warn!(image = %rec.uuid, error = %e, "cannot swarm on this image");
                 }
