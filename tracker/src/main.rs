@@ -46,7 +46,11 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default = ["warn", "info", "debug"][usize::from(cli.verbose.min(2))];
+    // A tracker starts alone, so Kademlia's bootstrap, which libp2p runs
+    // when the first listen address comes up, always finds no peers; its
+    // warning says nothing wrong, and shows from -vv on.
+    let default = ["warn,libp2p_kad::behaviour=error", "info,libp2p_kad::behaviour=error", "debug"]
+        [usize::from(cli.verbose.min(2))];
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
