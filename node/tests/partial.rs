@@ -198,13 +198,9 @@ fn an_open_for_an_image_installed_meanwhile_leaves_it_whole() {
     // download from the source): its chunk hashes, which its manifest is
     // served from, stay.
     let data = bytes(300_000, 8);
-    let probe = Img::new(1, "file:///unused", data.clone());
-    let lab = Lab::new();
-    let img = Img { uri: lab.file_url("img", &data), ..probe };
-    lab.publish("0.0.1", std::slice::from_ref(&img));
-    let site = lab.site();
-    site.subscribe(&lab.url(), NewImages::Cache, ts(lab.now)).unwrap();
-    site.update_with(ts(lab.now), false, &mut |_, _| {}).unwrap();
+    let server = HttpServer::start();
+    let img = Img::new(1, &server.serve("/img", data.clone(), Behaviour::Honest), data);
+    let (lab, site) = applied(&img);
     let mut stale = record(&site, &img);
     assert_eq!(stale.state, ImageState::Partial);
     let report = site.update(ts(lab.now), &mut |_, _| {}).unwrap();

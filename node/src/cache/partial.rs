@@ -70,13 +70,20 @@ impl State {
     /// Refuses peers' chunks of `uuid` written under `claim`, unless that
     /// claim is in force and no download from the source fills the file.
     fn check(&self, uuid: Uuid, claim: Claim) -> Result<()> {
-        if self.sourcing.contains(&uuid) {
-            return Err(Error::Superseded(format!("image {uuid}: being downloaded from its source")));
-        }
+        self.not_sourcing(uuid)?;
         if self.claims.get(&uuid) != Some(&claim) {
             return Err(Error::Superseded(format!(
                 "image {uuid}: its partial data was discarded or claimed anew since this chunk was received"
             )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a peers' writer of `uuid` while a download from the source
+    /// fills it.
+    fn not_sourcing(&self, uuid: Uuid) -> Result<()> {
+        if self.sourcing.contains(&uuid) {
+            return Err(Error::Superseded(format!("image {uuid}: being downloaded from its source")));
         }
         Ok(())
     }
@@ -146,8 +153,8 @@ impl Cache<'_> {
         let partial = paths.partial(uuid);
         let (claim, have) = {
             let mut w = self.writers.exclusive();
-            if !for_source && w.sourcing.contains(&uuid) {
-                return Err(Error::Superseded(format!("image {uuid}: being downloaded from its source")));
+            if !for_source {
+                w.not_sourcing(uuid)?;
             }
             // `rec` may be stale (it was read outside the site's turn): the
             // store says what the image and its data are now, and only

@@ -40,8 +40,7 @@ use crate::{Error, Result};
 
 /// An image's data, opened on a blocking thread for the state of `rec`.
 pub(super) struct Opened {
-    /// The record as opened (an open may note which content the partial
-    /// file now holds).
+    /// The record the open was for.
     rec: ImageRecord,
     result: Result<OpenedData>,
 }
@@ -126,7 +125,8 @@ impl EventLoop {
                     && o.result.as_ref().map_or(true, |d| d.claim.is_none_or(|c| cache.claim_in_force(o.rec.uuid, c)))
             };
             match opened.remove(&rec.uuid).filter(fits) {
-                Some(Opened { rec, result: Ok(data) }) => {
+                // With the record just read, which is as new as the open.
+                Some(Opened { result: Ok(data), .. }) => {
                     let uuid = rec.uuid;
                     match self.add_image(rec, data) {
                         Ok(()) => added.push(uuid),
@@ -134,10 +134,10 @@ impl EventLoop {
                     }
                 }
                 // Tried once for this state; the next sync tries again.
-                Some(Opened { rec, result: Err(e @ Error::Superseded(_)) }) => {
+                Some(Opened { result: Err(e @ Error::Superseded(_)), .. }) => {
                     tracing::debug!(image = %rec.uuid, reason = %e, "not swarming on this image for now");
                 }
-                Some(Opened { rec, result: Err(e) }) => {
+                Some(Opened { result: Err(e), .. }) => {
                     tracing::warn!(image = %rec.uuid, error = %e, "cannot swarm on this image");
                 }
                 None => to_open.push(rec),
