@@ -15,6 +15,8 @@
 # LINKS=DIR samples every port of the switch during the swarm phase (see
 # bench/links.py), reports how busy the master's uplink and the workers'
 # downlinks were, and leaves the samples and a 50 ms timeline in DIR.
+# KEEP=DIR copies every node's log (stderr; RUST_LOG sets what they log) and
+# the swarm phase's start and end times into DIR.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-8}
@@ -32,6 +34,11 @@ cleanup() {
   for h in "${hosts[@]}"; do ip netns pids "$tag-$h" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
   sleep 0.3
   for h in "${hosts[@]}" sw; do ip netns del "$tag-$h" 2>/dev/null || true; done
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    cp "$work"/*.err "$KEEP"/ 2>/dev/null || true
+    cp "$work"/phase "$KEEP"/ 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -100,6 +107,7 @@ done
 for p in "${waits[@]}"; do wait "$p"; done
 t1=$(date +%s.%N)
 done_at=$(for i in $(seq "$n"); do cat "done-$i"; done | tr '\n' ' ')
+echo "$t0 $t1 $done_at" > phase
 if [ -n "$links_pid" ]; then
   sleep 0.2
   kill "$links_pid"

@@ -93,6 +93,10 @@ pub struct Flows {
     free: Vec<FlowId>,
     /// The sum of the rates in `slots`, kept as rates change.
     total: f64,
+    /// Which senders [`Flows::seed_rate`] counts (the masters).
+    seeds: Vec<bool>,
+    /// The sum of the rates of flows from those senders.
+    seed_total: f64,
     /// Per node, the water level of its uplink and downlink at their last
     /// fill (the capacity while idle).
     up_level: Vec<f64>,
@@ -120,6 +124,8 @@ impl Flows {
             slots: Vec::new(),
             free: Vec::new(),
             total: 0.0,
+            seeds: vec![false; n],
+            seed_total: 0.0,
             up_level,
             down_level,
             due: DaryHeapOfIndices::with_index_bound(1024),
@@ -178,6 +184,9 @@ impl Flows {
             self.due.remove(&id);
         }
         self.total -= flow.rate;
+        if self.seeds[flow.from as usize] {
+            self.seed_total -= flow.rate;
+        }
         let drop_id = |v: &mut Vec<FlowId>| {
             if let Some(p) = v.iter().position(|&x| x == id) {
                 v.swap_remove(p);
@@ -218,6 +227,22 @@ impl Flows {
     /// The sum of every flow's rate, bytes per second.
     pub fn total_rate(&self) -> f64 {
         self.total
+    }
+
+    /// Counts `node`'s uploads in [`Flows::seed_rate`].
+    pub fn mark_seed(&mut self, node: u32) {
+        self.seeds[node as usize] = true;
+    }
+
+    /// The sum of the rates of flows from nodes marked with
+    /// [`Flows::mark_seed`], bytes per second.
+    pub fn seed_rate(&self) -> f64 {
+        self.seed_total
+    }
+
+    /// A node's upload capacity, bytes per second.
+    pub fn capacity_up(&self, node: u32) -> f64 {
+        self.cap.up[node as usize]
     }
 
     /// A node's download capacity, bytes per second.
@@ -334,6 +359,9 @@ impl Flows {
             return;
         }
         self.total += rate - f.rate;
+        if self.seeds[f.from as usize] {
+            self.seed_total += rate - f.rate;
+        }
         f.rate = rate;
         let t = if rate > 0.0 { now + f.left / rate } else { f64::INFINITY };
         if t.is_finite() {

@@ -146,6 +146,8 @@ fn run() -> anyhow::Result<()> {
     );
     let uses: Vec<String> = ours.download_use.iter().map(|u| format!("{:.0}%", 100.0 * u)).collect();
     println!("imageswarm download use per tenth of the bound: {}", uses.join(" "));
+    let uses: Vec<String> = ours.master_use.iter().map(|u| format!("{:.0}%", 100.0 * u)).collect();
+    println!("imageswarm master upload use per tenth of the bound: {}", uses.join(" "));
     if s.sites.len() > 1 {
         for line in report::site_lines(&s, &ours, t_min, image) {
             println!("imageswarm {line}");

@@ -199,6 +199,7 @@ pub fn central(s: &Scenario) -> Result<Outcome, Error> {
         end,
         // Not tracked for the baseline: its downlinks idle on the masters.
         download_use: Vec::new(),
+        master_use: Vec::new(),
     })
 }
 

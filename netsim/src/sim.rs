@@ -90,6 +90,9 @@ pub struct Outcome {
     /// Per tenth of the bound: the bytes delivered over the hosts' total
     /// download capacity (1.0 is every downlink full the whole time).
     pub download_use: Vec<f64>,
+    /// Per tenth of the bound: the bytes the masters sent over their upload
+    /// capacity.
+    pub master_use: Vec<f64>,
 }
 
 impl Outcome {
@@ -187,6 +190,8 @@ struct Sim<'a> {
     honest_left: usize,
     /// Bytes delivered per tenth of the bound (all flows, complete or not).
     delivered: Vec<f64>,
+    /// Of those, the masters' bytes.
+    seeded: Vec<f64>,
     /// The scenario's lower bound on completion, seconds.
     bound: f64,
 }
@@ -285,12 +290,18 @@ impl<'a> Sim<'a> {
             wan_out: s.sites.iter().map(wan).collect(),
             wan_in: s.sites.iter().map(wan).collect(),
         };
+        let mut flows = Flows::new(cap, opt.sharing);
+        for (i, n) in nodes.iter().enumerate() {
+            if n.info.role == Role::Master {
+                flows.mark_seed(i as u32);
+            }
+        }
         let mut sim = Self {
             s,
             t: 0.0,
             chunk,
             size,
-            flows: Flows::new(cap, opt.sharing),
+            flows,
             events: BinaryHeap::new(),
             seq: 0,
             lan: VecDeque::new(),
@@ -306,6 +317,7 @@ impl<'a> Sim<'a> {
             processed: 0,
             honest_left: 0,
             delivered: Vec::new(),
+            seeded: Vec::new(),
             bound,
             opt,
             presence: nodes.iter().map(|n| Presence { alive: true, epoch: 0, site: n.info.site }).collect(),
@@ -461,11 +473,12 @@ impl<'a> Sim<'a> {
     /// Moves the clock to `t`, crediting the bytes the flows carried meanwhile
     /// to the tenths of the bound they fall in.
     fn advance(&mut self, t: f64) {
-        let rate = self.flows.total_rate();
+        let (rate, seed_rate) = (self.flows.total_rate(), self.flows.seed_rate());
         while self.t < t {
             let tenth = self.tenth_now();
             let until = t.min((tenth + 1) as f64 * self.tenth()).max(self.t);
             credit(&mut self.delivered, tenth, rate * (until - self.t));
+            credit(&mut self.seeded, tenth, seed_rate * (until - self.t));
             // Guards against a step that rounding would leave at zero length.
             self.t = if until > self.t { until } else { t };
         }
@@ -699,6 +712,13 @@ impl<'a> Sim<'a> {
                     .map(|i| self.flows.capacity_down(i as u32))
                     .sum();
                 self.delivered.iter().map(|b| b / (capacity * self.tenth())).collect()
+            },
+            master_use: {
+                let capacity: f64 = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].info.role == Role::Master)
+                    .map(|i| self.flows.capacity_up(i as u32))
+                    .sum();
+                self.seeded.iter().map(|b| b / (capacity * self.tenth())).collect()
             },
         }
     }
