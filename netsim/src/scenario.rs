@@ -18,6 +18,7 @@
 //! wan_gbit = 10.0          # optional: the site's WAN link, each direction
 //!
 //! [swarm]                  # optional, defaults shown in `Swarm`
+//! [startup]                # optional, see `Startup`
 //! [latency]                # optional: lan_ms, wan_ms
 //! [churn]                  # optional: leave_fraction, leave_after_s, down_s
 //! [malicious]              # optional: fraction
@@ -48,6 +49,9 @@ pub struct Scenario {
     /// Swarm tunables.
     #[serde(default)]
     pub swarm: Swarm,
+    /// How hosts start and find each other.
+    #[serde(default)]
+    pub startup: Startup,
     /// Latencies.
     #[serde(default)]
     pub latency: Latency,
@@ -92,12 +96,12 @@ pub struct Site {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Swarm {
-    /// Same-site peers each host connects to (links are symmetric).
-    pub degree: u32,
-    /// Workers each master connects to.
-    pub master_peers: u32,
-    /// Gateways of other sites each gateway connects to.
-    pub gateway_peers: u32,
+    /// Peers a node asks the tracker for (its announcement's `want`).
+    pub tracker_want: u16,
+    /// A node dials peers while it has fewer connections than this.
+    pub max_peers: usize,
+    /// A node accepts connections while it has fewer than this.
+    pub max_connections: u32,
     /// Requests in flight per peer.
     pub pipeline: u32,
     /// Requests in flight per node, in total.
@@ -133,15 +137,15 @@ pub struct Swarm {
     pub site_shares: bool,
 }
 
-/// Topology is the simulator's own; every other default is the node's, so
-/// a scenario without a `[swarm]` table simulates what ships.
+/// Every default is the node's, so a scenario without a `[swarm]` table
+/// simulates what ships.
 impl Default for Swarm {
     fn default() -> Self {
         let node = proto::swarm::Config::default();
         Self {
-            degree: 12,
-            master_peers: 64,
-            gateway_peers: 4,
+            tracker_want: proto::transfer::TRACKER_WANT,
+            max_peers: proto::transfer::MAX_PEERS,
+            max_connections: proto::transfer::MAX_CONNECTIONS,
             pipeline: node.pipeline,
             max_inflight: node.max_inflight,
             cross_site_pipeline: node.cross_site_pipeline,
@@ -157,6 +161,35 @@ impl Default for Swarm {
             late_factor: node.late_factor,
             site_shares: true,
         }
+    }
+}
+
+/// How a host starts: what a real node does between its start and its
+/// first hello, as delays. Hosts (not masters, which run from the start)
+/// start at `list_s` plus a uniform share of `list_spread_s` (the process
+/// starts, fetches the signed list and verifies it), announce to the
+/// tracker and dial the peers it names, each connection up (transport
+/// handshake done) `connect_s` later, and announce again every
+/// `announce_interval_s`. A complete image is installed (and the host
+/// counted done) `install_s` after its last chunk is committed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Startup {
+    /// Seconds from the scenario's start until a host has verified its list.
+    pub list_s: f64,
+    /// Hosts start spread uniformly over this many seconds after `list_s`.
+    pub list_spread_s: f64,
+    /// Seconds from a dial to a connection ready for hellos.
+    pub connect_s: f64,
+    /// Seconds between a host's announcements to the tracker.
+    pub announce_interval_s: f64,
+    /// Seconds an install takes.
+    pub install_s: f64,
+}
+
+impl Default for Startup {
+    fn default() -> Self {
+        Self { list_s: 0.0, list_spread_s: 0.0, connect_s: 0.0, announce_interval_s: 30.0, install_s: 0.0 }
     }
 }
 

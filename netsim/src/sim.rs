@@ -1,11 +1,18 @@
-//! The event loop: nodes running `proto::swarm`, messages with per-link
-//! latency, chunk transfers as [`Flows`], churn and malicious peers.
+//! The event loop: nodes running the node's transfer machine
+//! ([`proto::transfer::Host`]), messages with per-link latency, chunk
+//! transfers as [`Flows`], start-up, churn and malicious peers.
 //!
 //! # Model
-//! * Every node of the scenario runs one unchanged [`Swarm`]. Its
-//!   [`Action`]s become messages (delivered after the link's latency),
-//!   flows (chunk data, sharing capacity per [`crate::flows`]), bans and
-//!   completions.
+//! * Every node runs one unchanged [`Host`], as the real node's event loop
+//!   does: hellos, notices, chunk and manifest requests and refusals are
+//!   messages (delivered after the link's latency), chunk data travels as
+//!   flows (sharing capacity per [`crate::flows`]), and the machine's disk
+//!   effects complete at once (an install after `install_s`). A host is done
+//!   when its image is installed, as `imageswarm wait` sees it.
+//! * Chunk bytes are stand-ins ([`SimChunk`]): their length and the hash
+//!   their sender put in, checked by the same code that checks real bytes
+//!   against the same kind of verified manifest. Workers start without the
+//!   manifest and ask their peers for it.
 //! * Messages are delivered in send order per latency class: every message
 //!   of a class has the same latency, so a FIFO per class is an exact
 //!   priority queue, at O(1) per message.
@@ -13,124 +20,59 @@
 //!   latency is not modelled (it is small against a chunk's transfer time).
 //! * A malicious host downloads like any other and serves only corrupt
 //!   chunks: each arrives in full and fails verification at the receiver.
-//! * A host that leaves drops every connection and flow and keeps its
-//!   verified chunks; it rejoins after `down_s` with the same neighbours.
-//! * Topology, as a tracker would hand it out: each host links to `degree`
-//!   random hosts of its site (links are symmetric), each master to
-//!   `master_peers` hosts of its site, each gateway to every master and to
-//!   `gateway_peers` gateways of other sites. Without locality (the random
-//!   baseline) hosts link to random hosts of any site.
+//! * Who connects to whom is [`peering`]'s: start-up, the tracker's answers
+//!   and the node's connection limits.
+
+mod outcome;
+mod peering;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::bitfield::Bitfield;
-use proto::swarm::{
-    Action, Config, FetchStripe, Message, PeerInfo, PickerMode, Role, SiteShare, Stripe, Swarm, UploadPolicy,
-};
+use proto::manifest::{ChunkBody, ChunkHash, ChunkSize, Manifest, ManifestRoot};
+use proto::swarm::{Config, FetchStripe, PeerInfo, Role, SiteShare, Stripe, UploadPolicy};
+use proto::transfer::{ChunkReply, Effect, Host, HostConfig, ImageId, ImageSpec, ManifestReply, Notice};
+use proto::wire::Refusal;
 use tracing::info;
 
-use crate::flows::{Capacities, FlowId, Flows, Sharing};
+pub use outcome::{NodeOutcome, Options, Outcome};
+
+use crate::flows::{Capacities, FlowId, Flows};
 use crate::scenario::Scenario;
 use crate::{At, Error, Rng};
 
-/// How a run differs from the scenario's defaults (for baselines and checks).
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// What progress reports call the run.
-    pub name: &'static str,
-    /// Chunk choice.
-    pub picker: PickerMode,
-    /// Same-site preference, cross-site rules, and site-local topology.
-    pub locality: bool,
-    /// Masters stand back and stripe their work.
-    pub master_policy: bool,
-    /// How flows share capacity.
-    pub sharing: Sharing,
-    /// Give up at this many times the bound.
-    pub time_limit: f64,
+/// The one image every scenario moves.
+const IMAGE: ImageId = uuid::Uuid::from_u128(0x1e5e_0000_0000_4000_8000_0000_0000_0001);
+
+/// A chunk's bytes as the simulator carries them: their length and their
+/// hash (the manifest's from an honest sender, another from a malicious
+/// one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimChunk {
+    len: u64,
+    hash: ChunkHash,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            name: "imageswarm",
-            picker: PickerMode::RarestFirst,
-            locality: true,
-            master_policy: true,
-            sharing: Sharing::Local,
-            time_limit: 20.0,
-        }
-    }
-}
-
-/// What a run measured.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Per node: site, role, malicious, completion time (s) if any.
-    pub nodes: Vec<NodeOutcome>,
-    /// Bytes uploaded by masters.
-    pub master_bytes: f64,
-    /// Bytes carried over the WAN, `[from site][to site]`.
-    pub wan_bytes: Vec<Vec<f64>>,
-    /// Per site, per tenth of the bound: the bytes that entered it over the
-    /// WAN over what its WAN link could carry (by chunk arrival, so a tenth
-    /// may show a little over 100 %).
-    pub wan_in_use: Vec<Vec<f64>>,
-    /// Bans issued.
-    pub bans: u64,
-    /// The largest number of corrupt chunks one honest host took from one
-    /// malicious peer (the design says 1).
-    pub max_corrupt_per_pair: u32,
-    /// Events processed.
-    pub events: u64,
-    /// Simulated time at the end.
-    pub end: f64,
-    /// Per tenth of the bound: the bytes delivered over the hosts' total
-    /// download capacity (1.0 is every downlink full the whole time).
-    pub download_use: Vec<f64>,
-    /// Per tenth of the bound: the bytes the masters sent over their upload
-    /// capacity.
-    pub master_use: Vec<f64>,
-}
-
-impl Outcome {
-    /// Bytes that entered `site` over the WAN.
-    pub fn wan_in(&self, site: usize) -> f64 {
-        self.wan_bytes.iter().map(|row| row[site]).sum()
+impl ChunkBody for SimChunk {
+    fn byte_len(&self) -> u64 {
+        self.len
     }
 
-    /// Bytes that left `site` over the WAN.
-    pub fn wan_out(&self, site: usize) -> f64 {
-        self.wan_bytes[site].iter().sum()
-    }
-}
-
-/// One node's result.
-#[derive(Debug, Clone)]
-pub struct NodeOutcome {
-    /// Its site.
-    pub site: u32,
-    /// Its role.
-    pub role: Role,
-    /// Whether it serves corrupt data.
-    pub malicious: bool,
-    /// When it held the whole verified image, seconds.
-    pub completed: Option<f64>,
-}
-
-impl NodeOutcome {
-    /// Whether the node counts as an honest receiver.
-    pub fn honest_receiver(&self) -> bool {
-        self.role != Role::Master && !self.malicious
+    fn blake3(&self) -> ChunkHash {
+        self.hash
     }
 }
 
 struct Node {
     info: PeerInfo,
     malicious: bool,
-    swarm: Swarm,
+    host: Host<SimChunk>,
+    /// How its swarm decides (kept for restarts).
+    swarm: Config,
+    /// Connected peers.
     links: Vec<u32>,
     timer: Option<u64>,
     completed: Option<f64>,
@@ -142,10 +84,23 @@ struct Node {
 /// other end, whose node state it would otherwise pull into the cache.
 #[derive(Debug, Clone, Copy)]
 struct Presence {
+    /// Started and not away.
     alive: bool,
-    /// Counts rejoins: a message sent before one is dropped.
+    /// Counts starts: a message sent before one is dropped.
     epoch: u32,
     site: u32,
+    info: PeerInfo,
+}
+
+/// What travels between nodes, for the one image.
+#[derive(Debug)]
+enum Wire {
+    Hello(Vec<(ImageId, Bitfield)>),
+    Notice(Notice),
+    Request { index: u32, insist: bool },
+    Refused { index: u32, refusal: Refusal },
+    AskManifest,
+    Manifest(Result<Arc<[ChunkHash]>, Refusal>),
 }
 
 struct Msg {
@@ -153,12 +108,16 @@ struct Msg {
     from: u32,
     to: u32,
     epochs: (u32, u32),
-    msg: Message,
+    wire: Wire,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Timer { node: u32, at: u64 },
+    Start { node: u32 },
+    Announce { node: u32 },
+    Connect { from: u32, to: u32 },
+    Installed { node: u32, epoch: u64 },
     Leave { node: u32 },
     Join { node: u32 },
 }
@@ -169,9 +128,12 @@ struct Sim<'a> {
     t: f64,
     chunk: u64,
     size: u64,
+    manifest: Arc<[ChunkHash]>,
+    root: ManifestRoot,
     nodes: Vec<Node>,
     /// Per node, as in `nodes`.
     presence: Vec<Presence>,
+    peering: peering::Peering,
     flows: Flows,
     events: BinaryHeap<Reverse<(At, u64, Kind)>>,
     seq: u64,
@@ -217,6 +179,16 @@ fn site_share(s: &Scenario) -> Option<SiteShare> {
     }
 }
 
+/// The scenario's image: a manifest of stand-in hashes, and its root.
+fn manifest(chunks: u32, chunk: u64, size: u64, seed: u64) -> Result<(Arc<[ChunkHash]>, ManifestRoot), Error> {
+    let hashes: Arc<[ChunkHash]> = (0..chunks)
+        .map(|i| *blake3::hash(&[seed.to_le_bytes(), u64::from(i).to_le_bytes()].concat()).as_bytes())
+        .collect();
+    let cs = ChunkSize::new(chunk).map_err(|e| Error::Scenario(e.to_string()))?;
+    let m = Manifest::from_hashes(cs, size, hashes.clone()).map_err(|e| Error::Scenario(e.to_string()))?;
+    Ok((hashes, m.root()))
+}
+
 /// Progress is logged at most this often, checked every `PROGRESS_EVERY` events.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: u64 = 1 << 16;
@@ -226,6 +198,7 @@ impl<'a> Sim<'a> {
         let size = s.image_bytes()?;
         let chunk = s.chunk_bytes()?;
         let chunks = u32::try_from(size.div_ceil(chunk)).map_err(|_| Error::Scenario("too many chunks".into()))?;
+        let (hashes, root) = manifest(chunks, chunk, size, s.seed)?;
         let mut rng = Rng::new(s.seed);
         let masters: u32 = s.sites.iter().map(|x| x.masters).sum();
         let mut nodes = Vec::new();
@@ -250,7 +223,7 @@ impl<'a> Sim<'a> {
                     stripe,
                     ..UploadPolicy::default()
                 };
-                nodes.push(new_node(s, &opt, site, Role::Master, false, upload, Bitfield::full(chunks), nodes.len()));
+                nodes.push(new_node(s, &opt, site, Role::Master, upload, nodes.len()));
                 up.push(x.master_up_gbit * GBIT);
                 down.push(x.master_up_gbit * GBIT);
             }
@@ -262,12 +235,10 @@ impl<'a> Sim<'a> {
                     max_queue: sw.max_queue,
                     ..UploadPolicy::default()
                 };
-                let mut node = new_node(s, &opt, site, role, false, upload, Bitfield::new(chunks), nodes.len());
+                let mut node = new_node(s, &opt, site, role, upload, nodes.len());
                 if role == Role::Gateway && opt.locality {
-                    let mut cfg = node.swarm.config().clone();
-                    cfg.fetch_stripe = Some(FetchStripe { gateway: (h, x.gateways), share: share.clone() });
-                    cfg.max_inflight = cfg.max_inflight.max(cfg.cross_site_pipeline * 4);
-                    node.swarm = Swarm::new(cfg, Bitfield::new(chunks));
+                    node.swarm.fetch_stripe = Some(FetchStripe { gateway: (h, x.gateways), share: share.clone() });
+                    node.swarm.max_inflight = node.swarm.max_inflight.max(node.swarm.cross_site_pipeline * 4);
                 }
                 nodes.push(node);
                 up.push(x.host_up_gbit * GBIT);
@@ -301,7 +272,10 @@ impl<'a> Sim<'a> {
             t: 0.0,
             chunk,
             size,
+            manifest: hashes,
+            root,
             flows,
+            peering: peering::Peering::new(s, &opt),
             events: BinaryHeap::new(),
             seq: 0,
             lan: VecDeque::new(),
@@ -320,78 +294,20 @@ impl<'a> Sim<'a> {
             seeded: Vec::new(),
             bound,
             opt,
-            presence: nodes.iter().map(|n| Presence { alive: true, epoch: 0, site: n.info.site }).collect(),
+            presence: nodes
+                .iter()
+                .map(|n| Presence { alive: false, epoch: 0, site: n.info.site, info: n.info })
+                .collect(),
             nodes,
         };
         sim.honest_left = sim.nodes.iter().filter(|n| n.info.role != Role::Master && !n.malicious).count();
-        sim.link_topology(&mut rng);
+        sim.schedule_starts(&mut rng);
         for i in leavers {
-            let at = rng.unit() * s.churn.leave_within_s;
+            let at = sim.peering.start_of(i as u32) + rng.unit() * s.churn.leave_within_s;
             sim.nodes[i].down_for = s.churn.down_s;
             sim.schedule(at, Kind::Leave { node: i as u32 });
         }
         Ok(sim)
-    }
-
-    fn link_topology(&mut self, rng: &mut Rng) {
-        let n = self.nodes.len();
-        let by_site = |site: u32, role: Option<Role>, nodes: &[Node]| -> Vec<usize> {
-            (0..nodes.len())
-                .filter(|&i| nodes[i].info.role != Role::Master && (site == u32::MAX || nodes[i].info.site == site))
-                .filter(|&i| role.is_none_or(|r| nodes[i].info.role == r))
-                .collect()
-        };
-        let mut pairs: Vec<(u32, u32)> = Vec::new();
-        for i in 0..n {
-            let info = self.nodes[i].info;
-            let site = if self.opt.locality { info.site } else { u32::MAX };
-            match info.role {
-                Role::Master => {
-                    let pool = by_site(site, None, &self.nodes);
-                    for j in rng.sample(&pool, self.s.swarm.master_peers as usize) {
-                        pairs.push((i as u32, j as u32));
-                    }
-                }
-                Role::Worker | Role::Gateway => {
-                    let pool = by_site(site, None, &self.nodes);
-                    for j in rng.sample(&pool, self.s.swarm.degree as usize + 1) {
-                        if j != i {
-                            pairs.push((i as u32, j as u32));
-                        }
-                    }
-                }
-            }
-            if info.role == Role::Gateway && self.opt.locality {
-                for (m, node) in self.nodes.iter().enumerate() {
-                    if node.info.role == Role::Master {
-                        pairs.push((i as u32, m as u32));
-                    }
-                }
-                let others: Vec<usize> = by_site(u32::MAX, Some(Role::Gateway), &self.nodes)
-                    .into_iter()
-                    .filter(|&j| self.nodes[j].info.site != info.site)
-                    .collect();
-                for j in rng.sample(&others, self.s.swarm.gateway_peers as usize) {
-                    pairs.push((i as u32, j as u32));
-                }
-            }
-        }
-        for (a, b) in pairs {
-            let (a, b) = (a.min(b), a.max(b));
-            if a != b && !self.nodes[a as usize].links.contains(&b) {
-                self.nodes[a as usize].links.push(b);
-                self.nodes[b as usize].links.push(a);
-            }
-        }
-        for i in 0..n {
-            let links = self.nodes[i].links.clone();
-            for j in links {
-                if (i as u32) < j {
-                    self.connect(i as u32, j);
-                }
-            }
-        }
-        self.settle();
     }
 
     fn now_us(&self) -> u64 {
@@ -405,13 +321,22 @@ impl<'a> Sim<'a> {
         self.events.push(Reverse((At(at), self.seq, kind)));
     }
 
-    fn connect(&mut self, a: u32, b: u32) {
-        let now = self.now_us();
-        let (ia, ib) = (self.nodes[a as usize].info, self.nodes[b as usize].info);
-        self.nodes[a as usize].swarm.handle_connected(now, b as u64, ib);
-        self.nodes[b as usize].swarm.handle_connected(now, a as u64, ia);
-        self.dirty.push(a);
-        self.dirty.push(b);
+    /// The machine's view of node `n`'s image when it starts: masters hold
+    /// it installed, with the manifest; a host what it kept, and the
+    /// manifest only if it is complete.
+    fn spec(&self, n: usize, have: Bitfield) -> ImageSpec {
+        let complete = have.is_full();
+        ImageSpec {
+            epoch: u64::from(self.presence[n].epoch),
+            root: self.root,
+            // `build` checked the chunk size.
+            chunk_size: ChunkSize::new(self.chunk).unwrap_or_default(),
+            size: self.size,
+            available: complete,
+            have,
+            hashes: complete.then(|| self.manifest.clone()),
+            swarm: self.nodes[n].swarm.clone(),
+        }
     }
 
     fn run(&mut self) {
@@ -490,7 +415,24 @@ impl<'a> Sim<'a> {
             return;
         }
         let now = self.now_us();
-        self.nodes[m.to as usize].swarm.handle_message(now, m.from as u64, m.msg);
+        let peer = u64::from(m.from);
+        let host = &mut self.nodes[m.to as usize].host;
+        match m.wire {
+            Wire::Hello(images) => host.handle_hello(now, peer, from.info, images),
+            Wire::Notice(n) => {
+                host.handle_notices(now, peer, vec![(IMAGE, n)]);
+            }
+            Wire::Request { index, insist } => host.handle_chunk_request(now, peer, IMAGE, index, insist),
+            Wire::Refused { index, refusal } => {
+                host.handle_chunk_reply(now, peer, IMAGE, index, ChunkReply::Refused(refusal));
+            }
+            Wire::AskManifest => {
+                let answer = host.manifest_for(IMAGE);
+                self.send(m.to, m.from, Wire::Manifest(answer));
+            }
+            Wire::Manifest(Ok(hashes)) => host.handle_manifest_reply(now, peer, IMAGE, ManifestReply::Hashes(hashes)),
+            Wire::Manifest(Err(r)) => host.handle_manifest_reply(now, peer, IMAGE, ManifestReply::Refused(r)),
+        }
         self.dirty.push(m.to);
     }
 
@@ -501,12 +443,31 @@ impl<'a> Sim<'a> {
                 let n = &mut self.nodes[node as usize];
                 if self.presence[node as usize].alive && n.timer == Some(at) {
                     n.timer = None;
-                    n.swarm.handle_timeout(now.max(at));
+                    n.host.handle_timeout(now.max(at));
                     self.dirty.push(node);
                 }
             }
+            Kind::Installed { node, epoch } => {
+                if self.presence[node as usize].alive {
+                    self.nodes[node as usize].host.handle_installed(now, IMAGE, epoch, Ok(()));
+                    self.completed(node);
+                }
+            }
+            Kind::Start { node } => self.start(node),
+            Kind::Announce { node } => self.announce(node),
+            Kind::Connect { from, to } => self.connect(from, to),
             Kind::Leave { node } => self.leave(node),
             Kind::Join { node } => self.join(node),
+        }
+    }
+
+    fn completed(&mut self, n: u32) {
+        let node = &mut self.nodes[n as usize];
+        if node.completed.is_none() && node.host.image(IMAGE).is_some_and(|t| t.is_available()) {
+            node.completed = Some(self.t);
+            if node.info.role != Role::Master && !node.malicious {
+                self.honest_left -= 1;
+            }
         }
     }
 
@@ -516,12 +477,14 @@ impl<'a> Sim<'a> {
         };
         self.account(&f, f.bytes as f64);
         let now = self.now_us();
-        let verified = !self.nodes[f.from as usize].malicious;
-        if !verified {
+        let mut body = SimChunk { len: f.bytes, hash: self.manifest[f.chunk as usize] };
+        if self.nodes[f.from as usize].malicious {
             *self.corrupt.entry((f.to, f.from)).or_default() += 1;
+            body.hash = [0xff; 32];
         }
-        self.nodes[f.to as usize].swarm.handle_chunk(now, f.from as u64, f.chunk, verified);
-        self.nodes[f.from as usize].swarm.handle_upload_done(now, f.to as u64, f.chunk);
+        let (from, to) = (u64::from(f.from), u64::from(f.to));
+        self.nodes[f.to as usize].host.handle_chunk_reply(now, from, IMAGE, f.chunk, ChunkReply::Data(body));
+        self.nodes[f.from as usize].host.handle_upload_done(now, to, IMAGE, f.chunk);
         self.dirty.push(f.to);
         self.dirty.push(f.from);
     }
@@ -537,7 +500,7 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Drains the actions of every node touched, until none are left.
+    /// Carries out the effects of every node touched, until none are left.
     fn settle(&mut self) {
         while let Some(n) = self.dirty.pop() {
             self.drain(n);
@@ -546,37 +509,43 @@ impl<'a> Sim<'a> {
 
     fn drain(&mut self, n: u32) {
         let now = self.now_us();
-        while let Some(action) = self.nodes[n as usize].swarm.poll_action() {
-            match action {
-                Action::Send { to, msg } => self.send(n, to as u32, msg),
-                Action::Upload { to, chunk } => {
+        while let Some(effect) = self.nodes[n as usize].host.poll_effect() {
+            match effect {
+                Effect::Hello { to, images } => self.send(n, to as u32, Wire::Hello(images)),
+                Effect::Notice { to, notice, .. } => self.send(n, to as u32, Wire::Notice(notice)),
+                Effect::RequestChunk { to, index, insist, .. } => {
+                    self.send(n, to as u32, Wire::Request { index, insist });
+                }
+                Effect::RequestManifest { to, .. } => self.send(n, to as u32, Wire::AskManifest),
+                Effect::Refuse { to, index, refusal, .. } => self.send(n, to as u32, Wire::Refused { index, refusal }),
+                Effect::Serve { to, index, .. } => {
                     let to = to as u32;
-                    let ok = self.presence[to as usize].alive && self.nodes[n as usize].links.contains(&to);
-                    if ok {
-                        let bytes = (self.size - u64::from(chunk) * self.chunk).min(self.chunk);
+                    if self.presence[to as usize].alive && self.nodes[n as usize].links.contains(&to) {
+                        let bytes = (self.size - u64::from(index) * self.chunk).min(self.chunk);
                         let cross = self.crossing(n, to);
-                        self.flows.start(self.t, n, to, chunk, bytes, cross);
+                        self.flows.start(self.t, n, to, index, bytes, cross);
                     } else {
-                        self.nodes[n as usize].swarm.handle_upload_done(now, to as u64, chunk);
+                        self.nodes[n as usize].host.handle_upload_done(now, u64::from(to), IMAGE, index);
                     }
                 }
-                Action::Ban { peer, .. } => {
+                // The disk is not modelled: writes and commits end at once.
+                Effect::Write { epoch, chunk, .. } => {
+                    self.nodes[n as usize].host.handle_written(now, IMAGE, epoch, chunk.index(), Ok(()));
+                }
+                Effect::Commit { epoch, .. } => self.nodes[n as usize].host.handle_committed(now, IMAGE, epoch, Ok(())),
+                Effect::Install { epoch, .. } => {
+                    self.schedule(self.t + self.s.startup.install_s, Kind::Installed { node: n, epoch });
+                }
+                Effect::Ban { peer, .. } => {
                     self.bans += 1;
-                    self.unlink(n, peer as u32, true);
+                    self.unlink(n, peer as u32);
                 }
-                Action::Completed => {
-                    let node = &mut self.nodes[n as usize];
-                    if node.completed.is_none() {
-                        node.completed = Some(self.t);
-                        if node.info.role != Role::Master && !node.malicious {
-                            self.honest_left -= 1;
-                        }
-                    }
-                }
+                // Disk work never fails here.
+                Effect::StartOver { .. } => {}
             }
         }
         let node = &mut self.nodes[n as usize];
-        if let Some(at) = node.swarm.poll_timeout()
+        if let Some(at) = node.host.poll_timeout()
             && node.timer.is_none_or(|t| at < t)
         {
             node.timer = Some(at);
@@ -590,34 +559,19 @@ impl<'a> Sim<'a> {
         (a != b).then_some((a, b))
     }
 
-    fn send(&mut self, from: u32, to: u32, msg: Message) {
+    fn send(&mut self, from: u32, to: u32, wire: Wire) {
         let (a, b) = (self.presence[from as usize], self.presence[to as usize]);
         if !b.alive {
             return;
         }
         let cross = self.crossing(from, to).is_some();
-        let m =
-            Msg { at: self.t + if cross { self.wan_s } else { self.lan_s }, from, to, epochs: (a.epoch, b.epoch), msg };
+        let at = self.t + if cross { self.wan_s } else { self.lan_s };
+        let m = Msg { at, from, to, epochs: (a.epoch, b.epoch), wire };
         if cross {
             self.wan.push_back(m);
         } else {
             self.lan.push_back(m);
         }
-    }
-
-    /// Drops the link between `a` and `b`; `a`'s swarm already knows when
-    /// `a` banned `b`.
-    fn unlink(&mut self, a: u32, b: u32, banned: bool) {
-        let now = self.now_us();
-        self.nodes[a as usize].links.retain(|&x| x != b);
-        self.nodes[b as usize].links.retain(|&x| x != a);
-        self.abort_flows_between(a, b);
-        if !banned {
-            self.nodes[a as usize].swarm.handle_disconnected(now, b as u64);
-        }
-        self.nodes[b as usize].swarm.handle_disconnected(now, a as u64);
-        self.dirty.push(a);
-        self.dirty.push(b);
     }
 
     fn abort_flows_between(&mut self, a: u32, b: u32) {
@@ -640,49 +594,16 @@ impl<'a> Sim<'a> {
         self.account(&f, sent);
         let now = self.now_us();
         if self.presence[f.from as usize].alive {
-            self.nodes[f.from as usize].swarm.handle_upload_done(now, f.to as u64, f.chunk);
+            self.nodes[f.from as usize].host.handle_upload_done(now, u64::from(f.to), IMAGE, f.chunk);
             self.dirty.push(f.from);
         }
     }
 
-    fn leave(&mut self, n: u32) {
-        let now = self.now_us();
-        for id in self.flows.of_node(n) {
-            self.abort(id);
-        }
-        let links = self.nodes[n as usize].links.clone();
-        for &p in &links {
-            self.nodes[p as usize].swarm.handle_disconnected(now, n as u64);
-            self.dirty.push(p);
-        }
-        self.presence[n as usize].alive = false;
-        let node = &mut self.nodes[n as usize];
-        node.timer = None;
-        let down = node.down_for;
-        self.schedule(self.t + down, Kind::Join { node: n });
-    }
-
-    fn join(&mut self, n: u32) {
-        let node = &mut self.nodes[n as usize];
-        // A restart keeps the verified chunks and nothing else.
-        let have = node.swarm.have().clone();
-        let cfg = node.swarm.config().clone();
-        node.swarm = Swarm::new(cfg, have);
-        let links: Vec<u32> = node.links.clone();
-        let me = &mut self.presence[n as usize];
-        me.alive = true;
-        me.epoch += 1;
-        for p in links {
-            if self.presence[p as usize].alive {
-                self.connect(n, p);
-            }
-        }
-        if self.nodes[n as usize].swarm.is_complete() {
-            self.dirty.push(n);
-        }
-    }
-
     fn outcome(&self) -> Outcome {
+        let use_of = |bytes: &[f64], capacity: f64| bytes.iter().map(|b| b / (capacity * self.tenth())).collect();
+        let capacity = |role: fn(Role) -> bool, cap: fn(&Flows, u32) -> f64| -> f64 {
+            (0..self.nodes.len()).filter(|&i| role(self.nodes[i].info.role)).map(|i| cap(&self.flows, i as u32)).sum()
+        };
         Outcome {
             nodes: self
                 .nodes
@@ -697,29 +618,14 @@ impl<'a> Sim<'a> {
             master_bytes: self.master_bytes,
             wan_bytes: self.wan_bytes.clone(),
             wan_in_use: (0..self.s.sites.len())
-                .map(|i| {
-                    let capacity = self.flows.capacity_wan_in(i as u32) * self.tenth();
-                    self.wan_in_tenths[i].iter().map(|b| b / capacity).collect()
-                })
+                .map(|i| use_of(&self.wan_in_tenths[i], self.flows.capacity_wan_in(i as u32)))
                 .collect(),
             bans: self.bans,
             max_corrupt_per_pair: self.corrupt.values().copied().max().unwrap_or(0),
             events: self.processed,
             end: self.t,
-            download_use: {
-                let capacity: f64 = (0..self.nodes.len())
-                    .filter(|&i| self.nodes[i].info.role != Role::Master)
-                    .map(|i| self.flows.capacity_down(i as u32))
-                    .sum();
-                self.delivered.iter().map(|b| b / (capacity * self.tenth())).collect()
-            },
-            master_use: {
-                let capacity: f64 = (0..self.nodes.len())
-                    .filter(|&i| self.nodes[i].info.role == Role::Master)
-                    .map(|i| self.flows.capacity_up(i as u32))
-                    .sum();
-                self.seeded.iter().map(|b| b / (capacity * self.tenth())).collect()
-            },
+            download_use: use_of(&self.delivered, capacity(|r| r != Role::Master, Flows::capacity_down)),
+            master_use: use_of(&self.seeded, capacity(|r| r == Role::Master, Flows::capacity_up)),
         }
     }
 }
@@ -732,18 +638,8 @@ fn credit(tenths: &mut Vec<f64>, tenth: usize, bytes: f64) {
     tenths[tenth] += bytes;
 }
 
-#[allow(clippy::too_many_arguments)]
-fn new_node(
-    s: &Scenario,
-    opt: &Options,
-    site: u32,
-    role: Role,
-    malicious: bool,
-    upload: UploadPolicy,
-    have: Bitfield,
-    index: usize,
-) -> Node {
-    let cfg = Config {
+fn new_node(s: &Scenario, opt: &Options, site: u32, role: Role, upload: UploadPolicy, index: usize) -> Node {
+    let swarm = Config {
         site,
         role,
         pipeline: s.swarm.pipeline,
@@ -760,14 +656,15 @@ fn new_node(
         seed: s.seed.wrapping_mul(0x100_0000_01b3).wrapping_add(index as u64),
         ..Config::default()
     };
-    let completed = (role == Role::Master).then_some(0.0);
+    let info = PeerInfo { site, role };
     Node {
-        info: PeerInfo { site, role },
-        malicious,
-        swarm: Swarm::new(cfg, have),
+        info,
+        malicious: false,
+        host: Host::new(HostConfig { me: info }),
+        swarm,
         links: Vec::new(),
         timer: None,
-        completed,
+        completed: None,
         down_for: 0.0,
     }
 }

@@ -132,8 +132,8 @@ fn add_image_records_size_sha512_and_manifest_root() {
     let images = &list_json(dir.path())["hv:imagelist"]["hv:images"];
     assert_eq!(images.as_array().unwrap().len(), 1);
     assert_eq!(images[0]["hv:image"]["hv:size"], 12);
-    // Without --chunk-size the size follows the image's (a small one: 512 KiB).
-    assert_eq!(images[0]["hv:image"]["imageswarm:chunk_size"], 512 << 10);
+    // Without --chunk-size the size follows the image's (a small one: 128 KiB).
+    assert_eq!(images[0]["hv:image"]["imageswarm:chunk_size"], 128 << 10);
 
     let bad = add_image(dir.path(), "3.0", &["--chunk-size", "3000"]);
     assert_eq!(bad.status.code(), Some(2));

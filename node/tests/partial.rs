@@ -8,10 +8,10 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 
-use common::{Img, Lab, bytes, ts, wait_until};
+use common::{Img, Lab, bytes, digest, ts, wait_until};
 use node::site::{ImageOutcome, Site};
 use node::store::{ImageRecord, ImageState, NewImages};
-use proto::manifest::hash_chunk;
+use proto::manifest::VerifiedChunk;
 use testkit::http::{Behaviour, HttpServer};
 
 /// A lab subscribed, caching new images, to a list holding `img`, and its
@@ -37,10 +37,14 @@ fn switch_to(lab: &Lab, site: &Site, new: &Img) -> ImageRecord {
     record(site, new)
 }
 
-/// Chunk `index` of `data`, cut as `img` is.
-fn chunk<'a>(img: &Img, data: &'a [u8], index: usize) -> &'a [u8] {
+/// Chunk `index` of `data`, cut as `img` is, checked against the manifest
+/// of `data` (as a node checks what it receives).
+fn chunk(img: &Img, data: &[u8], index: usize) -> VerifiedChunk<Vec<u8>> {
     let cs = img.chunk_size as usize;
-    &data[index * cs..((index + 1) * cs).min(data.len())]
+    let m = digest(data, img.chunk_size).manifest;
+    let root = m.root();
+    let body = data[index * cs..((index + 1) * cs).min(data.len())].to_vec();
+    m.verify_root(root).unwrap().verify_chunk(index as u32, body).unwrap()
 }
 
 #[test]
@@ -51,7 +55,7 @@ fn chunks_written_for_an_images_old_content_never_count_for_its_new_content() {
     let mut before = record(&site, &old);
     assert_eq!(before.state, ImageState::Partial);
     let claim = cache.open_partial(&mut before).unwrap().claim;
-    cache.write_received(&before, claim, 0, chunk(&old, &old.bytes, 0)).unwrap();
+    cache.write_received(&before, claim, &chunk(&old, &old.bytes, 0)).unwrap();
 
     // A new list version gives the image other bytes; the old partial data
     // is dropped, and a writer of the new content takes the file.
@@ -62,13 +66,13 @@ fn chunks_written_for_an_images_old_content_never_count_for_its_new_content() {
     assert_ne!(new_claim, claim);
 
     // Work for the old content that was under way meanwhile is refused.
-    let late_write = cache.write_received(&before, claim, 1, chunk(&old, &old.bytes, 1));
+    let late_write = cache.write_received(&before, claim, &chunk(&old, &old.bytes, 1));
     assert!(late_write.is_err(), "a chunk of the old content was written into the new content's file");
-    let late_commit = cache.commit_received(&before, claim, &[(0, hash_chunk(chunk(&old, &old.bytes, 0)))]);
+    let late_commit = cache.commit_received(&before, claim, &[(0, chunk(&old, &old.bytes, 0).hash())]);
     assert!(late_commit.is_err(), "a chunk of the old content was recorded for the new content");
     let store = site.store();
     // So is a download's, which the store alone checks.
-    let old_chunk = [(2, hash_chunk(chunk(&old, &old.bytes, 2)))];
+    let old_chunk = [(2, chunk(&old, &old.bytes, 2).hash())];
     assert!(store.record_chunks(old.id, &before.sha512, before.chunk_count(), &old_chunk).is_err());
     assert_eq!(store.have(old.id, after.chunk_count()).unwrap().count(), 0);
     let file = std::fs::File::open(store.paths().partial(old.id)).unwrap();
@@ -77,12 +81,12 @@ fn chunks_written_for_an_images_old_content_never_count_for_its_new_content() {
     assert!(second.iter().all(|b| *b == 0), "the old content's chunk 1 is in the new content's file");
 
     // The new content's own chunks are written and recorded.
-    cache.write_received(&after, new_claim, 1, chunk(&new, &new.bytes, 1)).unwrap();
-    cache.commit_received(&after, new_claim, &[(1, hash_chunk(chunk(&new, &new.bytes, 1)))]).unwrap();
+    cache.write_received(&after, new_claim, &chunk(&new, &new.bytes, 1)).unwrap();
+    cache.commit_received(&after, new_claim, &[(1, chunk(&new, &new.bytes, 1).hash())]).unwrap();
     let have = store.have(new.id, after.chunk_count()).unwrap();
     assert_eq!((have.count(), have.get(1)), (1, true));
     file.read_exact_at(&mut second, new.chunk_size).unwrap();
-    assert_eq!(second, chunk(&new, &new.bytes, 1));
+    assert_eq!(&second, chunk(&new, &new.bytes, 1).body());
 }
 
 #[test]
@@ -107,9 +111,9 @@ fn chunks_from_peers_are_refused_while_the_source_download_fills_the_image() {
         wait_until("the download to claim the image", || site.cache().is_sourcing(img.id));
         let cache = site.cache();
         for index in [0, 3] {
-            let written = cache.write_received(&rec, claim, index, chunk(&img, &data, index as usize));
+            let written = cache.write_received(&rec, claim, &chunk(&img, &data, index as usize));
             assert!(written.is_err(), "chunk {index} from a peer was written during the source download");
-            let hash = hash_chunk(chunk(&img, &data, index as usize));
+            let hash = chunk(&img, &data, index as usize).hash();
             let committed = cache.commit_received(&rec, claim, &[(index, hash)]);
             assert!(committed.is_err(), "chunk {index} from a peer was recorded during the source download");
         }
@@ -133,17 +137,17 @@ fn chunks_written_before_the_data_was_discarded_never_count_for_the_data_after()
     let cache = site.cache();
     let mut rec = record(&site, &img);
     let first = cache.open_partial(&mut rec).unwrap().claim;
-    cache.write_received(&rec, first, 0, chunk(&img, &img.bytes, 0)).unwrap();
+    cache.write_received(&rec, first, &chunk(&img, &img.bytes, 0)).unwrap();
     cache.expire(&mut rec, ts(lab.now)).unwrap();
     let mut rec = record(&site, &img);
     let second = cache.open_partial(&mut rec).unwrap().claim;
     assert_ne!(second, first);
-    let late = cache.commit_received(&rec, first, &[(0, hash_chunk(chunk(&img, &img.bytes, 0)))]);
+    let late = cache.commit_received(&rec, first, &[(0, chunk(&img, &img.bytes, 0).hash())]);
     assert!(late.is_err(), "a chunk written into the deleted file was recorded for the new one");
     assert_eq!(site.store().have(img.id, rec.chunk_count()).unwrap().count(), 0);
-    assert!(cache.write_received(&rec, first, 1, chunk(&img, &img.bytes, 1)).is_err());
-    cache.write_received(&rec, second, 1, chunk(&img, &img.bytes, 1)).unwrap();
-    cache.commit_received(&rec, second, &[(1, hash_chunk(chunk(&img, &img.bytes, 1)))]).unwrap();
+    assert!(cache.write_received(&rec, first, &chunk(&img, &img.bytes, 1)).is_err());
+    cache.write_received(&rec, second, &chunk(&img, &img.bytes, 1)).unwrap();
+    cache.commit_received(&rec, second, &[(1, chunk(&img, &img.bytes, 1).hash())]).unwrap();
     assert!(site.store().have(img.id, rec.chunk_count()).unwrap().get(1));
 }
 
@@ -182,8 +186,8 @@ fn an_open_for_an_images_old_content_never_undoes_its_new_content() {
     let new = Img { bytes: bytes(300_000, 7), uri: "file:///nonexistent/new".into(), ..old.clone() };
     let mut rec = switch_to(&lab, &site, &new);
     let claim = cache.open_partial(&mut rec).unwrap().claim;
-    cache.write_received(&rec, claim, 1, chunk(&new, &new.bytes, 1)).unwrap();
-    cache.commit_received(&rec, claim, &[(1, hash_chunk(chunk(&new, &new.bytes, 1)))]).unwrap();
+    cache.write_received(&rec, claim, &chunk(&new, &new.bytes, 1)).unwrap();
+    cache.commit_received(&rec, claim, &[(1, chunk(&new, &new.bytes, 1).hash())]).unwrap();
 
     let late = cache.open_partial(&mut stale);
     assert!(matches!(late, Err(node::Error::Superseded(_))), "an out-of-date open went ahead: {:?}", late.err());

@@ -14,6 +14,11 @@
 //! * [`bitfield`]: which chunks a node has.
 //! * [`swarm`]: the swarm's decisions (which chunk, from whom, how many at
 //!   once, whom to serve, whom to ban) as a sans-I/O state machine.
+//! * [`tracker`]: who announced which image, and which peers a tracker
+//!   hands out.
+//! * [`transfer`]: everything else a node decides about moving an image:
+//!   hellos, manifests, requests from peers, replies, the gating of writes,
+//!   commits and the install, and bans, around [`swarm`].
 //! * [`wire`]: the messages between nodes and trackers, and their codec.
 //! * [`manifest`]: fixed-size chunking, BLAKE3 per chunk, and the root a list
 //!   vouches for.
@@ -29,6 +34,8 @@ pub mod manifest;
 pub mod smime;
 pub mod swarm;
 mod timestamp;
+pub mod tracker;
+pub mod transfer;
 pub mod trust;
 pub mod wire;
 

@@ -10,12 +10,18 @@
 //!   u64le(chunk_size) ‖ u64le(size) ‖ hash_0 ‖ … ‖ hash_{n-1})`.
 //!   A list vouches for an image's root; a manifest whose root matches is
 //!   then trusted chunk by chunk.
+//! * Parse, don't validate: a [`Manifest`] becomes a [`VerifiedManifest`]
+//!   only by matching a root that a trusted source vouched for
+//!   ([`Manifest::verify_root`]), and received bytes become a
+//!   [`VerifiedChunk`] only through [`VerifiedManifest::verify_chunk`],
+//!   whose failures ([`ChunkError`]) say which check failed.
 //! * [`ManifestBuilder`] takes the bytes in any slicing and keeps at most one
 //!   partial chunk buffered, so memory does not grow with the image. Whole
 //!   chunks handed over together are hashed in parallel, and a single large
 //!   chunk uses BLAKE3's own parallelism.
 
 use std::fmt;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -33,21 +39,23 @@ impl ChunkSize {
     const MIN: u64 = 1 << 10;
     const MAX: u64 = 1 << 30;
     /// The smallest size [`ChunkSize::for_image`] picks.
-    const AUTO_MIN: u64 = 512 << 10;
+    const AUTO_MIN: u64 = 128 << 10;
     /// About how many chunks [`ChunkSize::for_image`] aims at.
     const AUTO_CHUNKS: u64 = 512;
 
     /// The chunk size an endorser gets by default for an image of `size`
-    /// bytes: the smallest power of two from 512 KiB to 4 MiB that cuts it
-    /// into at most 512 chunks (128 MiB: 512 KiB; 1 GiB: 2 MiB; 2 GiB and
-    /// up: 4 MiB).
+    /// bytes: the smallest power of two from 128 KiB to 4 MiB that cuts it
+    /// into at most 512 chunks (64 MiB: 128 KiB; 256 MiB: 512 KiB; 1 GiB:
+    /// 2 MiB; 2 GiB and up: 4 MiB).
     ///
     /// A chunk is passed on only once it is whole and verified, so every
-    /// relay in the swarm costs one chunk's transfer time: the more chunks,
-    /// the smaller that share of the whole. Each chunk also costs a request,
-    /// a disk sync and a Have to every peer, which smaller chunks pay more
-    /// often. On the testbed (8 workers at 200 Mbit/s, 128 MiB) 512 KiB
-    /// chunks beat both 1 MiB and 256 KiB (docs/BENCHMARKS.md).
+    /// relay in the swarm costs one chunk's transfer time at the rate the
+    /// relay's uplink gives it: the more chunks, the smaller that share of
+    /// the whole. Each chunk also costs a request, a disk sync and a Have to
+    /// every peer, which smaller chunks pay more often. On the testbed (a
+    /// 64 MiB image, 800 Mbit/s shared by 8 or 16 workers) 128 KiB chunks
+    /// beat 256 KiB and 512 KiB ones (docs/BENCHMARKS.md); 64 KiB ones made
+    /// 32 workers on two cores run out of CPU.
     pub fn for_image(size: u64) -> Self {
         let wanted = size.div_ceil(Self::AUTO_CHUNKS).next_power_of_two();
         Self(wanted.clamp(Self::AUTO_MIN, Self::DEFAULT.get()) as u32)
@@ -119,13 +127,14 @@ impl fmt::Debug for ManifestRoot {
 pub struct Manifest {
     chunk_size: ChunkSize,
     size: u64,
-    hashes: Vec<ChunkHash>,
+    hashes: Arc<[ChunkHash]>,
     root: ManifestRoot,
 }
 
 impl Manifest {
     /// Builds a manifest from its parts and computes the root.
-    pub fn from_hashes(chunk_size: ChunkSize, size: u64, hashes: Vec<ChunkHash>) -> Result<Self, Error> {
+    pub fn from_hashes(chunk_size: ChunkSize, size: u64, hashes: impl Into<Arc<[ChunkHash]>>) -> Result<Self, Error> {
+        let hashes = hashes.into();
         let expected = chunk_size.chunk_count(size);
         if hashes.len() as u64 != expected {
             return Err(Error::Field {
@@ -146,6 +155,14 @@ impl Manifest {
         }
     }
 
+    /// The manifest as one whose chunks can be trusted, if it has the root
+    /// a trusted source (a verified list, or an attestation the site
+    /// trusts) vouched for.
+    pub fn verify_root(self, expected: ManifestRoot) -> Result<VerifiedManifest, Error> {
+        self.check_root(expected)?;
+        Ok(VerifiedManifest(self))
+    }
+
     /// The chunk size.
     pub fn chunk_size(&self) -> ChunkSize {
         self.chunk_size
@@ -164,6 +181,148 @@ impl Manifest {
     /// The hash of every chunk, in order.
     pub fn hashes(&self) -> &[ChunkHash] {
         &self.hashes
+    }
+
+    /// The hashes, shared.
+    pub fn shared_hashes(&self) -> Arc<[ChunkHash]> {
+        self.hashes.clone()
+    }
+
+    /// How many chunks the image has.
+    pub fn chunk_count(&self) -> u32 {
+        // `from_hashes` and the builder hold one hash per chunk; a count
+        // beyond u32 cannot be requested on the wire anyway.
+        u32::try_from(self.hashes.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// A manifest whose root matched the one a trusted source vouched for: the
+/// only kind received chunks are checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedManifest(Manifest);
+
+impl std::ops::Deref for VerifiedManifest {
+    type Target = Manifest;
+
+    fn deref(&self) -> &Manifest {
+        &self.0
+    }
+}
+
+/// Why received bytes are not the chunk they were asked for as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// The image has no chunk of that index.
+    #[error("chunk {index}: the image has {chunks} chunks")]
+    NoSuchChunk {
+        /// The index asked for.
+        index: u32,
+        /// How many chunks the image has.
+        chunks: u32,
+    },
+    /// The bytes are not as long as the chunk.
+    #[error("chunk {index}: {got} bytes, the manifest says {expected}")]
+    WrongLength {
+        /// The chunk.
+        index: u32,
+        /// Its length.
+        expected: u64,
+        /// The length received.
+        got: u64,
+    },
+    /// The bytes do not hash to the manifest's hash for the chunk.
+    #[error("chunk {index}: the BLAKE3 hash does not match the manifest")]
+    WrongHash {
+        /// The chunk.
+        index: u32,
+    },
+}
+
+/// What a chunk's received bytes offer the check: their length and their
+/// BLAKE3 hash. Byte buffers hash their bytes; the simulator's stand-ins
+/// carry the hash their sender put in.
+pub trait ChunkBody {
+    /// The length in bytes.
+    fn byte_len(&self) -> u64;
+    /// The BLAKE3 hash of the bytes.
+    fn blake3(&self) -> ChunkHash;
+}
+
+impl ChunkBody for [u8] {
+    fn byte_len(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn blake3(&self) -> ChunkHash {
+        hash_chunk(self)
+    }
+}
+
+impl ChunkBody for bytes::Bytes {
+    fn byte_len(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn blake3(&self) -> ChunkHash {
+        hash_chunk(self)
+    }
+}
+
+impl ChunkBody for Vec<u8> {
+    fn byte_len(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn blake3(&self) -> ChunkHash {
+        hash_chunk(self)
+    }
+}
+
+/// A chunk's bytes that matched a [`VerifiedManifest`]: what the store
+/// takes, and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedChunk<B> {
+    index: u32,
+    hash: ChunkHash,
+    body: B,
+}
+
+impl<B> VerifiedChunk<B> {
+    /// The chunk's position in the image.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Its BLAKE3 hash (the manifest's).
+    pub fn hash(&self) -> ChunkHash {
+        self.hash
+    }
+
+    /// Its bytes.
+    pub fn body(&self) -> &B {
+        &self.body
+    }
+}
+
+impl VerifiedManifest {
+    /// Checks that `body` is chunk `index`: its length and its BLAKE3 hash
+    /// are the manifest's.
+    pub fn verify_chunk<B: ChunkBody>(&self, index: u32, body: B) -> Result<VerifiedChunk<B>, ChunkError> {
+        let chunks = self.chunk_count();
+        let (Some(expected), Some(&hash)) =
+            (self.chunk_size.chunk_len(self.size, u64::from(index)), self.hashes.get(index as usize))
+        else {
+            return Err(ChunkError::NoSuchChunk { index, chunks });
+        };
+        let got = body.byte_len();
+        if got != expected {
+            return Err(ChunkError::WrongLength { index, expected, got });
+        }
+        if body.blake3() != hash {
+            return Err(ChunkError::WrongHash { index });
+        }
+        Ok(VerifiedChunk { index, hash, body })
     }
 }
 
@@ -248,7 +407,7 @@ impl ManifestBuilder {
             self.hashes.push(hash_chunk(&self.partial));
         }
         let root = root_of(self.chunk_size, self.size, &self.hashes);
-        Manifest { chunk_size: self.chunk_size, size: self.size, hashes: self.hashes, root }
+        Manifest { chunk_size: self.chunk_size, size: self.size, hashes: self.hashes.into(), root }
     }
 }
 
@@ -266,9 +425,11 @@ mod tests {
     fn default_chunk_sizes_follow_the_image_size() {
         const MIB: u64 = 1 << 20;
         let cases = [
-            (0, 512 << 10),
-            (MIB, 512 << 10),
-            (128 * MIB, 512 << 10),
+            (0, 128 << 10),
+            (MIB, 128 << 10),
+            (64 * MIB, 128 << 10),
+            (64 * MIB + 1, 256 << 10),
+            (128 * MIB, 256 << 10),
             (256 * MIB, 512 << 10),
             (256 * MIB + 1, MIB),
             (1024 * MIB, 2 * MIB),
@@ -323,6 +484,29 @@ mod tests {
         assert!(a.check_root(a.root()).is_ok());
         assert!(matches!(a.check_root(b.root()), Err(Error::ManifestRoot { .. })));
         assert!(Manifest::from_hashes(cs(1024), 2000, vec![[1; 32]]).is_err());
+    }
+
+    #[test]
+    fn a_chunk_is_verified_only_when_its_length_and_hash_match() {
+        let data: Vec<u8> = (0..2500u32).map(|i| (i * 13) as u8).collect();
+        let mut b = ManifestBuilder::new(cs(1024));
+        b.update(&data);
+        let m = b.finish();
+        let root = m.root();
+        let other = Manifest::from_hashes(cs(1024), 2500, vec![[9; 32]; 3]).unwrap();
+        assert!(matches!(other.verify_root(root), Err(Error::ManifestRoot { .. })));
+        let v = m.verify_root(root).unwrap();
+        let good = v.verify_chunk(2, data[2048..].to_vec()).unwrap();
+        assert_eq!((good.index(), good.hash()), (2, *blake3::hash(&data[2048..]).as_bytes()));
+        assert_eq!(
+            v.verify_chunk(1, data[1024..2047].to_vec()),
+            Err(ChunkError::WrongLength { index: 1, expected: 1024, got: 1023 })
+        );
+        let mut flipped = data[..1024].to_vec();
+        flipped[7] ^= 1;
+        assert_eq!(v.verify_chunk(0, flipped), Err(ChunkError::WrongHash { index: 0 }));
+        assert_eq!(v.verify_chunk(3, vec![0u8; 1]), Err(ChunkError::NoSuchChunk { index: 3, chunks: 3 }));
+        assert_eq!(v.verify_chunk(u32::MAX, vec![]), Err(ChunkError::NoSuchChunk { index: u32::MAX, chunks: 3 }));
     }
 
     proptest! {

@@ -25,6 +25,13 @@
 //!   first-connected peers (in netsim, 1,000 hosts and 1 GiB, that alone
 //!   took the hosts' download use from 74 % to 82 % of capacity, measured
 //!   with the equal-share sharing model of `netsim::flows` at the time).
+//!   Masters are asked last, but requests to the site's own masters do not
+//!   count against [`Config::max_inflight`]: the masters' uplinks bring every chunk into
+//!   the site once and are the swarm's scarcest, and a node whose pipeline
+//!   is full of requests to peers must still keep them busy. On the testbed
+//!   (32 workers and a master at 25 Mbit/s), the master's uplink carried 18
+//!   Mbit/s while busy when its requests shared the budget, and 24–25 Mbit/s
+//!   with a budget of their own.
 //! * **Locality**: a worker exchanges chunks only with peers of its own site;
 //!   only gateways and masters fetch across sites, and only from each other.
 //!   Gateways split that work by [`FetchStripe`], among a site's gateways
@@ -51,6 +58,7 @@ use upload::{Asker, Queued};
 pub use upload::{Stripe, UploadPolicy};
 
 use crate::bitfield::Bitfield;
+use crate::manifest::ChunkError;
 
 /// A chunk's position in the image.
 pub type ChunkIndex = u32;
@@ -89,8 +97,8 @@ pub struct PeerInfo {
 }
 
 /// Messages between peers about one image. Chunk data travels outside
-/// these: the I/O layer carries it for [`Action::Upload`] and reports it with
-/// [`Swarm::handle_chunk`].
+/// these: the I/O layer carries it for [`Action::Upload`] and reports what
+/// became of a request with [`Swarm::handle_reply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Every chunk the sender has; sent first on each connection.
@@ -106,8 +114,23 @@ pub enum Message {
     Insist(ChunkIndex),
     /// Never mind this request.
     Cancel(ChunkIndex),
-    /// This request will not be served (not held, not allowed, or busy).
-    Reject(ChunkIndex),
+}
+
+/// What became of a chunk request this node sent. The three ways it can
+/// fail stay apart: only [`Reply::Corrupt`] is the peer's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// The chunk arrived and matched the manifest (and, in the node, is
+    /// written).
+    Verified,
+    /// The peer sent bytes that are not the chunk: it is banned.
+    Corrupt(ChunkError),
+    /// The peer refused (it lacks the chunk, is busy, or leaves it to
+    /// others): ask elsewhere for a while.
+    Refused,
+    /// The request never got an answer (the stream or connection failed):
+    /// as a refusal, and not held against the peer.
+    Failed,
 }
 
 /// Something the I/O layer must do.
@@ -127,12 +150,19 @@ pub enum Action {
         /// Which chunk.
         chunk: ChunkIndex,
     },
+    /// Refuse this request (not held, not allowed, or busy).
+    Refuse {
+        /// The peer that asked.
+        to: PeerId,
+        /// The chunk it asked for.
+        chunk: ChunkIndex,
+    },
     /// Disconnect and ban this peer: it sent data that failed verification.
     Ban {
         /// The peer.
         peer: PeerId,
-        /// The chunk it corrupted.
-        chunk: ChunkIndex,
+        /// What was wrong with the chunk it sent.
+        error: ChunkError,
     },
     /// Every chunk is here and verified.
     Completed,
@@ -152,9 +182,10 @@ pub struct Config {
     pub cross_site_pipeline: u32,
     /// For gateways: which chunks to bring across sites first.
     pub fetch_stripe: Option<FetchStripe>,
-    /// Requests in flight in total. About the peers' upload slots: more
-    /// would split this node's downlink into slivers while senders' uplinks
-    /// sit idle, fewer would leave the downlink idle between chunks.
+    /// Requests in flight to peers other than this site's masters, in total
+    /// (those get up to `pipeline` each besides). About the peers' upload slots:
+    /// more would split this node's downlink into slivers while senders'
+    /// uplinks sit idle, fewer would leave the downlink idle between chunks.
     pub max_inflight: u32,
     /// Chunks picked at random before rarest-first takes over.
     pub random_first: u32,
@@ -269,6 +300,8 @@ pub struct Stats {
     pub rejects_sent: u64,
     /// Requests that timed out.
     pub timeouts: u64,
+    /// Requests whose transport failed.
+    pub failures: u64,
     /// Peers banned.
     pub bans: u64,
 }
@@ -282,7 +315,10 @@ pub struct Swarm {
     missing_pos: Vec<u32>,
     requested: Vec<u8>,
     requested_distinct: u32,
+    /// Requests in flight to peers other than this site's masters.
     inflight: u32,
+    /// Requests in flight to this site's masters.
+    to_masters: u32,
     requested_mask: Bitfield,
     availability: Vec<u16>,
     peers: HashMap<PeerId, PeerState, BuildHasherDefault<IdHasher>>,
@@ -315,6 +351,9 @@ pub struct Swarm {
 }
 
 const NOT_MISSING: u32 = u32::MAX;
+
+/// The [`Swarm::rank`] of masters: last.
+const MASTERS: u8 = 2;
 
 /// The earlier of a deadline, if any, and `t`.
 fn earliest(deadline: Option<Micros>, t: Micros) -> Micros {
@@ -365,6 +404,7 @@ impl Swarm {
             requested: vec![0; n as usize],
             requested_distinct: 0,
             inflight: 0,
+            to_masters: 0,
             availability: vec![0; n as usize],
             peers: HashMap::default(),
             order: Vec::new(),
@@ -408,7 +448,7 @@ impl Swarm {
     /// Where a peer stands in the order requests are filled.
     fn rank(&self, info: PeerInfo) -> u8 {
         match (info.role, self.cfg.locality && info.site != self.cfg.site) {
-            (Role::Master, _) => 2,
+            (Role::Master, _) => MASTERS,
             (_, true) => 1,
             (_, false) => 0,
         }
@@ -426,7 +466,7 @@ impl Swarm {
             }
         }
         for r in &state.inflight {
-            self.inflight -= 1;
+            self.count_request(state.info, false);
             self.unrequest(r.chunk);
         }
         self.uploads.drop_peer(peer);
@@ -447,42 +487,48 @@ impl Swarm {
             Message::Cancel(c) => {
                 self.uploads.cancel(from, c);
             }
-            Message::Reject(c) => self.on_reject(now, from, c),
         }
     }
 
-    /// Chunk `chunk` arrived from `from`, and the I/O layer checked it
-    /// against the manifest: `verified` says whether it matched.
-    pub fn handle_chunk(&mut self, now: Micros, from: PeerId, chunk: ChunkIndex, verified: bool) {
+    /// What became of the request for `chunk` sent to `from`.
+    pub fn handle_reply(&mut self, now: Micros, from: PeerId, chunk: ChunkIndex, reply: Reply) {
         if chunk >= self.have.len() {
             return;
         }
-        if verified && !self.have.get(chunk) {
-            let sent = self.peers.get(&from).and_then(|p| p.inflight.iter().find(|r| r.chunk == chunk));
-            if let Some(took) = sent.map(|r| now.saturating_sub(r.sent_at)) {
-                self.latency = Some(self.latency.map_or(took, |l| (7 * l + took) / 8));
+        match reply {
+            Reply::Verified if !self.have.get(chunk) => {
+                let sent = self.peers.get(&from).and_then(|p| p.inflight.iter().find(|r| r.chunk == chunk));
+                if let Some(took) = sent.map(|r| now.saturating_sub(r.sent_at)) {
+                    self.latency = Some(self.latency.map_or(took, |l| (7 * l + took) / 8));
+                }
+                // Recorded before the request bookkeeping, which then knows
+                // the chunk is no longer a candidate anywhere.
+                self.have.set(chunk);
+                self.take_inflight(from, chunk);
+                self.accept_chunk(now, chunk);
             }
-            // Recorded before the request bookkeeping, which then knows the
-            // chunk is no longer a candidate anywhere.
-            self.have.set(chunk);
-            self.take_inflight(from, chunk);
-            self.accept_chunk(now, chunk);
-            return;
-        }
-        self.take_inflight(from, chunk);
-        if !verified {
-            self.stats.chunks_failed += 1;
-            // A peer is banned once: what it had in flight when it was
-            // dropped changes nothing.
-            if self.peers.contains_key(&from) {
-                self.stats.bans += 1;
-                self.actions.push_back(Action::Ban { peer: from, chunk });
-                self.handle_disconnected(now, from);
+            Reply::Verified => {
+                self.take_inflight(from, chunk);
+                self.stats.chunks_wasted += 1;
+                self.fill_one(now, from);
             }
-            return;
+            Reply::Corrupt(error) => {
+                self.take_inflight(from, chunk);
+                self.stats.chunks_failed += 1;
+                // A peer is banned once: what it had in flight when it was
+                // dropped changes nothing.
+                if self.peers.contains_key(&from) {
+                    self.stats.bans += 1;
+                    self.actions.push_back(Action::Ban { peer: from, error });
+                    self.handle_disconnected(now, from);
+                }
+            }
+            Reply::Refused => self.on_refused(now, from, chunk),
+            Reply::Failed => {
+                self.stats.failures += 1;
+                self.on_refused(now, from, chunk);
+            }
         }
-        self.stats.chunks_wasted += 1;
-        self.fill_one(now, from);
     }
 
     /// A new, verified chunk: bookkeeping, cancels, announcements.
@@ -709,14 +755,14 @@ impl Swarm {
         };
         if let Some((to, chunk)) = refused {
             self.stats.rejects_sent += 1;
-            self.send(to, Message::Reject(chunk));
+            self.actions.push_back(Action::Refuse { to, chunk });
         }
         if queued != Queued::No {
             self.start_uploads();
         }
     }
 
-    fn on_reject(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
+    fn on_refused(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
         if self.take_inflight(from, c) {
             let until = now + self.cfg.refusal_backoff;
             let pause = now + self.cfg.refusal_pause;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use libp2p::Multiaddr;
-use tracker::service::{Tracker, TrackerConfig};
+use p2p::tracker::{Tracker, TrackerConfig};
 
 /// Peer discovery hints for an imageswarm site.
 ///
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let key = match &cli.key_file {
-        Some(p) => tracker::transport::load_or_create_key(p)?,
+        Some(p) => p2p::transport::load_or_create_key(p)?,
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let rt = tokio::runtime::Runtime::new()?;

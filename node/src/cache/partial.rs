@@ -31,6 +31,7 @@ use std::path::Path;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use proto::bitfield::Bitfield;
+use proto::manifest::VerifiedChunk;
 use uuid::Uuid;
 
 use super::{Cache, check_space};
@@ -213,17 +214,24 @@ impl Cache<'_> {
         self.writers.shared().sourcing.contains(&uuid)
     }
 
-    /// Writes chunk `index` of `rec`, received from a peer and verified, at
-    /// its offset in the partial file that [`Cache::open_partial`] opened
-    /// under `claim`. Refused once the claim has ended, and while a download
-    /// from the source fills the file. The bytes can then be read back, but
-    /// are neither durable nor recorded until [`Cache::commit_received`].
-    pub fn write_received(&self, rec: &ImageRecord, claim: Claim, index: u32, data: &[u8]) -> Result<()> {
+    /// Writes a chunk of `rec` received from a peer, which only a check
+    /// against the verified manifest makes, at its offset in the partial
+    /// file that [`Cache::open_partial`] opened under `claim`. Refused once
+    /// the claim has ended, and while a download from the source fills the
+    /// file. The bytes can then be read back, but are neither durable nor
+    /// recorded until [`Cache::commit_received`].
+    pub fn write_received<B: AsRef<[u8]>>(
+        &self,
+        rec: &ImageRecord,
+        claim: Claim,
+        chunk: &VerifiedChunk<B>,
+    ) -> Result<()> {
         let path = self.store.paths().partial(rec.uuid);
         let w = self.writers.shared();
         w.check(rec.uuid, claim)?;
         let file = File::options().write(true).open(&path).map_err(Error::io("opening", &path))?;
-        file.write_all_at(data, u64::from(index) * rec.chunk_size).map_err(Error::io("writing", &path))
+        let offset = u64::from(chunk.index()) * rec.chunk_size;
+        file.write_all_at(chunk.body().as_ref(), offset).map_err(Error::io("writing", &path))
     }
 
     /// Syncs the partial file, and only then records the received chunks in

@@ -9,8 +9,8 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use node::demo::{Demo, kumar_ross};
 use node::net::{self, Client, NodeConfig};
+use p2p::tracker::{Tracker, TrackerConfig};
 use proto::manifest::ChunkSize;
-use tracker::service::{Tracker, TrackerConfig};
 
 /// `imageswarm demo`.
 #[derive(Debug, Args)]

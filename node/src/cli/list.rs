@@ -130,8 +130,8 @@ pub(crate) struct AddImageArgs {
     #[arg(long, default_value = "")]
     comments: String,
     /// Manifest chunk size: a power of two from 1KiB to 1GiB. By default the
-    /// smallest from 512KiB to 4MiB that cuts the image into at most 512
-    /// chunks (a 128MiB image gets 512KiB, 2GiB and up get 4MiB).
+    /// smallest from 128KiB to 4MiB that cuts the image into at most 512
+    /// chunks (a 64MiB image gets 128KiB, 2GiB and up get 4MiB).
     #[arg(long, value_name = "BYTES")]
     chunk_size: Option<String>,
 }

@@ -5,16 +5,16 @@
 //! protocol, notice streams, the tracker protocol (as a client), gossipsub for signed lists,
 //! a block list for banned peers and connection limits. Every protocol bounds its concurrent
 //! streams. The transport is the one every imageswarm process uses
-//! ([`tracker::transport`]).
+//! ([`p2p::transport`]).
 
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{allow_block_list, connection_limits, gossipsub, identify, kad, request_response};
+use p2p::codec::WireCodec;
+use p2p::transport::{PEER_PROTOCOL, TRACKER_PROTOCOL};
 use proto::wire::{Announce, Limit, Peers, Request, Response};
-use tracker::codec::WireCodec;
-use tracker::transport::{PEER_PROTOCOL, TRACKER_PROTOCOL};
 
 use crate::{Error, Result};
 
@@ -31,7 +31,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_connections: 256, max_streams: 512, request_timeout: Duration::from_secs(60) }
+        Self {
+            max_connections: proto::transfer::MAX_CONNECTIONS,
+            max_streams: 512,
+            request_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -102,8 +106,8 @@ impl Behaviour {
                     .with_max_established(Some(limits.max_connections))
                     .with_max_established_per_peer(Some(2)),
             ),
-            identify: tracker::transport::identify(key),
-            kad: tracker::service::kademlia(key, true),
+            identify: p2p::transport::identify(key),
+            kad: p2p::transport::kademlia(key, true),
             peer: request_response::Behaviour::with_codec(
                 WireCodec::new(Limit::Data),
                 [(PEER_PROTOCOL, request_response::ProtocolSupport::Full)],
@@ -123,11 +127,11 @@ impl Behaviour {
 /// Builds a node's swarm.
 pub fn build_swarm(key: Keypair, quic: bool, limits: Limits) -> Result<libp2p::Swarm<Behaviour>> {
     let gossip = gossip(&key)?;
-    tracker::transport::build_swarm(key, quic, move |k| Behaviour::new(k, limits, gossip))
+    p2p::transport::build_swarm(key, quic, move |k| Behaviour::new(k, limits, gossip))
         .map_err(|e| Error::Net(e.to_string()))
 }
 
 /// Loads the node's key, creating it when missing.
 pub fn load_or_create_key(path: &std::path::Path) -> Result<Keypair> {
-    tracker::transport::load_or_create_key(path).map_err(|e| Error::Invalid(e.to_string()))
+    p2p::transport::load_or_create_key(path).map_err(|e| Error::Invalid(e.to_string()))
 }

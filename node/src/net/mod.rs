@@ -27,7 +27,6 @@
 
 mod behaviour;
 mod event_loop;
-mod images;
 mod metrics;
 mod notices;
 
@@ -119,7 +118,7 @@ impl NodeConfig {
             announce_interval: Duration::from_secs(30),
             ban: Duration::from_secs(3600),
             limits: Limits::default(),
-            max_peers: 64,
+            max_peers: proto::transfer::MAX_PEERS,
             pipeline: proto::swarm::Config::default().pipeline,
         }
     }

@@ -33,10 +33,10 @@ use std::sync::Arc;
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
 use libp2p_stream::{Control, OpenStreamError};
+use p2p::codec::{read_frame, write_frame};
+use p2p::transport::NOTICE_PROTOCOL;
 use proto::wire::{Limit, Notice, NoticeFrame};
 use tokio::sync::{Semaphore, mpsc};
-use tracker::codec::{read_frame, write_frame};
-use tracker::transport::NOTICE_PROTOCOL;
 use uuid::Uuid;
 
 /// Notices waiting for one peer at most.

@@ -4,8 +4,10 @@
 //! # Contract
 //! These are methods of [`Swarm`], split out of `swarm.rs` by subject; they
 //! keep its invariants, which every method here leaves holding:
-//! * `inflight` is the number of entries in all peers' `inflight` lists, and
-//!   never exceeds [`Config::max_inflight`](super::Config::max_inflight);
+//! * `inflight` is the number of entries in the `inflight` lists of peers
+//!   other than this site's masters, and never exceeds
+//!   [`Config::max_inflight`](super::Config::max_inflight); `to_masters`
+//!   counts this site's masters' entries, at most `pipeline` per master;
 //! * `requested[c]` counts the open requests for chunk `c` (2 or more only
 //!   in endgame), `requested_mask` and `requested_distinct` mirror it, and
 //!   `requested_at[c]` is when its oldest open request was sent;
@@ -15,7 +17,8 @@
 //!   cleared by anything that could give it one.
 
 use super::{
-    ChunkIndex, Message, Micros, NOT_MISSING, PeerId, PeerState, PickerMode, Request, Role, Swarm, earliest, picker,
+    ChunkIndex, MASTERS, Message, Micros, NOT_MISSING, PeerId, PeerState, PickerMode, Request, Role, Swarm, earliest,
+    picker,
 };
 
 impl Swarm {
@@ -40,7 +43,9 @@ impl Swarm {
         self.request_deadline = next;
         for (id, chunk) in expired {
             self.stats.timeouts += 1;
-            self.inflight -= 1;
+            if let Some(info) = self.peers.get(&id).map(|p| p.info) {
+                self.count_request(info, false);
+            }
             self.unrequest(chunk);
             if let Some(p) = self.peers.get_mut(&id) {
                 p.refused.push((chunk, now + backoff.max(timeout)));
@@ -85,13 +90,15 @@ impl Swarm {
         // starts one place further on each time, so requests spread over the
         // peers instead of piling onto the first ones connected. Filling
         // never changes who is connected, so the order stays put meanwhile.
+        // Masters have requests of their own beside `max_inflight`, so a full
+        // pipeline to peers never leaves them unasked.
         self.fill_turn = self.fill_turn.wrapping_add(1);
         let mut start = 0;
-        while start < self.order.len() && self.inflight < self.cfg.max_inflight {
+        while start < self.order.len() {
             let rank = self.order[start].0;
             let len = self.order[start..].iter().take_while(|&&(r, _)| r == rank).count();
             for k in 0..len {
-                if self.inflight >= self.cfg.max_inflight {
+                if rank != MASTERS && self.inflight >= self.cfg.max_inflight {
                     break;
                 }
                 let (_, id) = self.order[start + (k + self.fill_turn as usize) % len];
@@ -160,18 +167,31 @@ impl Swarm {
             random: self.cfg.picker == PickerMode::Random
                 || self.have.len() - (self.missing.len() as u32) < self.cfg.random_first,
             endgame: self.endgame(),
-            idle: self.inflight == 0,
+            idle: self.inflight + self.to_masters == 0,
             across,
         }
     }
 
     /// Whether another request may go to `id` now.
     pub(super) fn has_room(&self, id: PeerId, now: Micros) -> bool {
-        self.inflight < self.cfg.max_inflight
-            && self.peers.get(&id).is_some_and(|p| {
-                let depth = if p.info.site == self.cfg.site { self.cfg.pipeline } else { self.cfg.cross_site_pipeline };
-                (p.inflight.len() as u32) < depth && p.paused_until <= now
-            })
+        self.peers.get(&id).is_some_and(|p| {
+            let depth = if p.info.site == self.cfg.site { self.cfg.pipeline } else { self.cfg.cross_site_pipeline };
+            (self.own_master(p.info) || self.inflight < self.cfg.max_inflight)
+                && (p.inflight.len() as u32) < depth
+                && p.paused_until <= now
+        })
+    }
+
+    /// Whether `info` is a master of this node's site, whose requests do
+    /// not count against `max_inflight`.
+    pub(super) fn own_master(&self, info: super::PeerInfo) -> bool {
+        info.role == Role::Master && info.site == self.cfg.site
+    }
+
+    /// Counts a request to the peer `info` in (`true`) or out.
+    pub(super) fn count_request(&mut self, info: super::PeerInfo, add: bool) {
+        let n = if self.own_master(info) { &mut self.to_masters } else { &mut self.inflight };
+        *n = if add { *n + 1 } else { *n - 1 };
     }
 
     /// Sends a request for `chunk` to `id` and records it.
@@ -185,7 +205,7 @@ impl Swarm {
         self.requested[chunk as usize] += 1;
         // Insist only when starving: nothing else in flight, refused before,
         // and no other peer holds the chunk.
-        let insist = self.inflight == 0
+        let insist = self.inflight + self.to_masters == 0
             && self.peers.get(&id).is_some_and(|p| {
                 p.info.role == Role::Master
                     && p.refused.iter().any(|&(c, _)| c == chunk)
@@ -193,7 +213,8 @@ impl Swarm {
             });
         if let Some(p) = self.peers.get_mut(&id) {
             p.inflight.push(Request { chunk, sent_at: now });
-            self.inflight += 1;
+            let info = p.info;
+            self.count_request(info, true);
         }
         if !was_endgame && self.endgame() {
             // Chunks with one request become candidates for a second one.
@@ -212,7 +233,8 @@ impl Swarm {
             return false;
         };
         p.inflight.swap_remove(pos);
-        self.inflight -= 1;
+        let info = p.info;
+        self.count_request(info, false);
         self.unrequest(chunk);
         true
     }

@@ -68,21 +68,26 @@ fn a_verified_chunk_is_announced_and_a_bad_one_bans_its_sender() {
     w.handle_connected(0, 2, info(0, Role::Worker));
     w.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
     let c = requests(&drain(&mut w), 1)[0];
-    w.handle_chunk(10, 1, c, true);
+    w.handle_reply(10, 1, c, Reply::Verified);
     let acts = drain(&mut w);
     assert!(acts.contains(&Action::Send { to: 2, msg: Message::Have(c) }));
     assert!(w.have().get(c));
 
     let bad = requests(&acts, 1).first().copied().unwrap_or_else(|| requests(&drain(&mut w), 1)[0]);
-    w.handle_chunk(20, 1, bad, false);
+    w.handle_reply(20, 1, bad, Reply::Corrupt(ChunkError::WrongHash { index: bad }));
     let acts = drain(&mut w);
-    assert!(acts.contains(&Action::Ban { peer: 1, chunk: bad }));
+    assert!(acts.contains(&Action::Ban { peer: 1, error: ChunkError::WrongHash { index: bad } }));
     assert_eq!(w.peer_count(), 1);
     assert!(!w.have().get(bad));
     assert_eq!(w.stats().bans, 1);
     // A second bad chunk that was in flight when the peer was dropped does
     // not ban it again.
-    w.handle_chunk(21, 1, bad.wrapping_add(1) % N, false);
+    w.handle_reply(
+        21,
+        1,
+        bad.wrapping_add(1) % N,
+        Reply::Corrupt(ChunkError::WrongHash { index: bad.wrapping_add(1) % N }),
+    );
     assert!(!drain(&mut w).iter().any(|a| matches!(a, Action::Ban { .. })));
     assert_eq!((w.stats().bans, w.stats().chunks_failed), (1, 2));
     // The chunk goes back to the pool and is fetched from another peer.
@@ -97,7 +102,7 @@ fn a_refusal_is_not_a_penalty_and_the_chunk_is_asked_elsewhere() {
     w.handle_connected(0, 1, info(0, Role::Worker));
     w.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
     let c = requests(&drain(&mut w), 1)[0];
-    w.handle_message(5, 1, Message::Reject(c));
+    w.handle_reply(5, 1, c, Reply::Refused);
     assert!(requests(&drain(&mut w), 1).is_empty(), "a refusing peer gets a short pause");
     let resume = 5 + Config::default().refusal_pause;
     assert_eq!(w.poll_timeout(), Some(resume));
@@ -120,7 +125,7 @@ fn a_masters_refusal_is_remembered_for_insisting_and_a_workers_ends_with_its_bac
         only_c.set(c);
         w.handle_message(0, 1, Message::Bitfield(only_c));
         assert_eq!(requests(&drain(&mut w), 1), vec![c]);
-        w.handle_message(5, 1, Message::Reject(c));
+        w.handle_reply(5, 1, c, Reply::Refused);
         drain(&mut w);
         // Wake-ups at the end of the pause and of the backoff.
         while let Some(t) = w.poll_timeout().filter(|&t| t <= 5 + backoff) {
@@ -174,7 +179,7 @@ fn workers_never_trade_across_sites_but_gateways_and_masters_do() {
     m.handle_connected(0, 9, info(1, Role::Worker));
     drain(&mut m);
     m.handle_message(0, 9, Message::Request(3));
-    assert_eq!(drain(&mut m), vec![Action::Send { to: 9, msg: Message::Reject(3) }]);
+    assert_eq!(drain(&mut m), vec![Action::Refuse { to: 9, chunk: 3 }]);
 }
 
 #[test]
@@ -191,7 +196,7 @@ fn upload_slots_and_queue_are_bounded() {
     }
     let acts = drain(&mut s);
     let uploads = acts.iter().filter(|a| matches!(a, Action::Upload { .. })).count();
-    let rejects = acts.iter().filter(|a| matches!(a, Action::Send { msg: Message::Reject(_), .. })).count();
+    let rejects = acts.iter().filter(|a| matches!(a, Action::Refuse { .. })).count();
     assert_eq!((uploads, rejects), (2, 1), "{acts:?}");
     s.handle_upload_done(1, 1, 0);
     assert!(matches!(drain(&mut s)[..], [Action::Upload { to: 3, chunk: 2 }]));
@@ -232,12 +237,12 @@ fn a_master_stands_back_once_a_peer_holds_the_chunk() {
     m.handle_upload_done(1, 1, 5);
     m.handle_message(2, 1, Message::Have(5));
     m.handle_message(3, 2, Message::Request(5));
-    assert_eq!(drain(&mut m), vec![Action::Send { to: 2, msg: Message::Reject(5) }]);
+    assert_eq!(drain(&mut m), vec![Action::Refuse { to: 2, chunk: 5 }]);
     // A copy in flight counts too: no duplicate while it travels.
     m.handle_message(4, 2, Message::Request(6));
     assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 2, chunk: 6 }]));
     m.handle_message(5, 1, Message::Request(6));
-    assert_eq!(drain(&mut m), vec![Action::Send { to: 1, msg: Message::Reject(6) }]);
+    assert_eq!(drain(&mut m), vec![Action::Refuse { to: 1, chunk: 6 }]);
     // A gateway of another site cannot fetch from site 0's worker: served.
     m.handle_connected(6, 3, info(1, Role::Gateway));
     drain(&mut m);
@@ -249,7 +254,7 @@ fn a_master_stands_back_once_a_peer_holds_the_chunk() {
     m.handle_connected(7, 5, info(2, Role::Gateway));
     drain(&mut m);
     m.handle_message(7, 4, Message::Request(5));
-    assert_eq!(drain(&mut m), vec![Action::Send { to: 4, msg: Message::Reject(5) }]);
+    assert_eq!(drain(&mut m), vec![Action::Refuse { to: 4, chunk: 5 }]);
     m.handle_message(8, 5, Message::Request(5));
     assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 5, chunk: 5 }]));
 }
@@ -267,7 +272,7 @@ fn a_master_counts_a_sent_chunk_until_its_recipient_announces_it() {
     // Sent, but not yet announced: still on its way, so no second copy.
     m.handle_upload_done(10, 1, 5);
     m.handle_message(20, 2, Message::Request(5));
-    assert_eq!(drain(&mut m), vec![Action::Send { to: 2, msg: Message::Reject(5) }]);
+    assert_eq!(drain(&mut m), vec![Action::Refuse { to: 2, chunk: 5 }]);
     // The recipient asks again: it never got it, so it is served.
     m.handle_message(30, 1, Message::Request(5));
     assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 1, chunk: 5 }]));
@@ -275,13 +280,13 @@ fn a_master_counts_a_sent_chunk_until_its_recipient_announces_it() {
     // Announced: a held copy, as before.
     m.handle_message(50, 1, Message::Have(5));
     m.handle_message(60, 2, Message::Request(5));
-    assert_eq!(drain(&mut m), vec![Action::Send { to: 2, msg: Message::Reject(5) }]);
+    assert_eq!(drain(&mut m), vec![Action::Refuse { to: 2, chunk: 5 }]);
     // Never announced: after the grace the chunk counts as absent again.
     m.handle_message(70, 3, Message::Request(6));
     drain(&mut m);
     m.handle_upload_done(80, 3, 6);
     m.handle_message(80 + grace, 2, Message::Request(6));
-    assert_eq!(drain(&mut m), vec![Action::Send { to: 2, msg: Message::Reject(6) }]);
+    assert_eq!(drain(&mut m), vec![Action::Refuse { to: 2, chunk: 6 }]);
     m.handle_message(81 + grace, 2, Message::Request(6));
     assert!(matches!(drain(&mut m)[..], [Action::Upload { to: 2, chunk: 6 }]));
     // A recipient that leaves takes its pending copy with it.
@@ -327,7 +332,7 @@ fn striped_masters_serve_their_own_stripe_first() {
     m.handle_connected(0, 1, info(0, Role::Worker));
     drain(&mut m);
     m.handle_message(0, 1, Message::Request(3));
-    assert_eq!(drain(&mut m), vec![Action::Send { to: 1, msg: Message::Reject(3) }]);
+    assert_eq!(drain(&mut m), vec![Action::Refuse { to: 1, chunk: 3 }]);
     m.handle_message(10, 1, Message::Request(4));
     assert!(matches!(drain(&mut m)[..], [Action::Upload { chunk: 4, .. }]));
     m.handle_upload_done(500, 1, 4);
@@ -349,7 +354,7 @@ fn endgame_asks_a_second_peer_and_cancels_the_loser() {
     let acts = drain(&mut w);
     assert_eq!(requests(&acts, 1), vec![10]);
     assert_eq!(requests(&acts, 2), vec![10], "endgame duplicate");
-    w.handle_chunk(5, 2, 10, true);
+    w.handle_reply(5, 2, 10, Reply::Verified);
     let acts = drain(&mut w);
     assert!(acts.contains(&Action::Send { to: 1, msg: Message::Cancel(10) }));
     assert!(acts.contains(&Action::Completed));
@@ -446,7 +451,7 @@ fn a_have_that_arrives_while_the_pipeline_is_full_is_not_lost() {
     // Chunk 1 appears at peer 2 while the one request allowed is out.
     w.handle_message(1, 2, Message::Have(1));
     assert!(requests(&drain(&mut w), 2).is_empty());
-    w.handle_chunk(2, 1, 0, true);
+    w.handle_reply(2, 1, 0, Reply::Verified);
     assert_eq!(requests(&drain(&mut w), 2), vec![1], "peer 2 is asked once there is room");
 }
 
@@ -464,7 +469,7 @@ fn an_endgame_duplicate_that_is_refused_makes_the_chunk_a_candidate_again() {
     let idle = (1..=3).find(|p| !asked.contains(p)).unwrap();
     // One of the two refuses: the chunk has one request left, so in
     // endgame it may go to the peer not yet asked.
-    w.handle_message(1, asked[0], Message::Reject(0));
+    w.handle_reply(1, asked[0], 0, Reply::Refused);
     assert_eq!(requests(&drain(&mut w), idle), vec![0]);
 }
 
@@ -501,7 +506,7 @@ fn a_sharing_gateway_asks_the_source_only_for_its_share_while_the_partner_site_i
     assert_eq!(requests(&drain(&mut g), 2), vec![theirs[0]]);
     // Another site's Have never brings a request for it to the source.
     for &c in &mine {
-        g.handle_chunk(2, 1, c, true);
+        g.handle_reply(2, 1, c, Reply::Verified);
     }
     assert!(requests(&drain(&mut g), 1).is_empty(), "the rest is the partner's share");
     g.handle_message(2, 4, Message::Have(theirs[1]));
@@ -531,7 +536,7 @@ fn a_gateway_of_the_masters_site_does_not_fetch_from_other_sites_until_it_has_no
     assert!(requests(&drain(&mut g), 2).is_empty(), "busy with the masters");
     // The master refuses everything: with nothing in flight, the other site is asked.
     for &c in &local {
-        g.handle_message(1, 1, Message::Reject(c));
+        g.handle_reply(1, 1, c, Reply::Refused);
     }
     assert!(!requests(&drain(&mut g), 2).is_empty());
 }
@@ -550,7 +555,7 @@ fn at_a_gateway_another_sites_request_takes_the_place_of_a_local_one_in_a_full_q
         assert!(matches!(drain(&mut s)[..], [Action::Upload { to: 1, chunk: 1 }]), "2 waits in the queue");
         s.handle_message(2, 3, Message::Request(3));
         let refused = if role == Role::Gateway { (2, 2) } else { (3, 3) };
-        assert_eq!(drain(&mut s), vec![Action::Send { to: refused.0, msg: Message::Reject(refused.1) }], "{role:?}");
+        assert_eq!(drain(&mut s), vec![Action::Refuse { to: refused.0, chunk: refused.1 }], "{role:?}");
     }
 }
 
@@ -570,7 +575,7 @@ fn in_endgame_only_a_late_request_gets_a_second_copy() {
         let acts = drain(&mut w);
         let (x, y) = (requests(&acts, 1)[0], requests(&acts, 2)[0]);
         // Peer 1 answers after 100 ms: the average request takes 100 ms.
-        w.handle_chunk(100_000, 1, x, true);
+        w.handle_reply(100_000, 1, x, Reply::Verified);
         let z = requests(&drain(&mut w), 1)[0];
         assert!(w.endgame(), "every missing chunk is asked for");
         // A third peer, with a free slot, arrives in endgame.
@@ -589,7 +594,7 @@ fn in_endgame_only_a_late_request_gets_a_second_copy() {
         assert_eq!(later, vec![y], "the late request gets a second copy, not the one sent at 100 ms ({z})");
         // The first request for y is refused: the one left, sent at 200 ms,
         // is not late, so a fourth peer gets nothing yet.
-        w.handle_message(210_000, 2, Message::Reject(y));
+        w.handle_reply(210_000, 2, y, Reply::Refused);
         w.handle_connected(210_000, 4, info(0, Role::Worker));
         w.handle_message(210_000, 4, Message::Bitfield(Bitfield::full(N)));
         assert_eq!(requests(&drain(&mut w), 4), Vec::<ChunkIndex>::new(), "y's request left is 10 ms old");

@@ -14,11 +14,11 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use node::demo::Demo;
 use node::net::{self, BehaviourEvent, Client, ImageStatus, NodeConfig};
+use p2p::tracker::{Tracker, TrackerConfig};
 use proto::manifest::ChunkSize;
 use proto::swarm::Role;
 use proto::wire::{Announce, Hello, Notice, Refusal, Request, Response, WireBitfield};
 use tokio::task::JoinHandle;
-use tracker::service::{Tracker, TrackerConfig};
 use uuid::Uuid;
 
 /// Upper bound on any wait in these tests.
@@ -234,10 +234,10 @@ pub(crate) async fn liar(
             {
                 let (mut control, frame) = (control.clone(), vec![(image, Notice::Bitfield(full.clone()))]);
                 tokio::spawn(async move {
-                    let Ok(mut stream) = control.open_stream(peer_id, tracker::transport::NOTICE_PROTOCOL).await else {
+                    let Ok(mut stream) = control.open_stream(peer_id, p2p::transport::NOTICE_PROTOCOL).await else {
                         return;
                     };
-                    let _ = tracker::codec::write_frame(&mut stream, &frame).await;
+                    let _ = p2p::codec::write_frame(&mut stream, &frame).await;
                     // Open for as long as the test runs.
                     std::future::pending::<()>().await;
                 });

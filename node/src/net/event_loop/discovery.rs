@@ -24,8 +24,11 @@ use proto::swarm::Role;
 use proto::wire::{Announce, PeerHint, Peers};
 use uuid::Uuid;
 
-use super::{EventLoop, IoDone, blocking};
+use super::EventLoop;
+use super::jobs::{IoDone, MAX_OFFERS, blocking};
 use crate::net::behaviour::{LIST_DUPLICATE_WINDOW, list_message_id, lists_topic};
+use crate::site::ListOutcome;
+use crate::{Error, Result};
 
 /// The lists gossip carried lately, by message id, and whether they came
 /// from a peer: at most a window's worth, and at most [`RecentLists::MAX`].
@@ -104,12 +107,44 @@ impl EventLoop {
         }
     }
 
+    /// Verifies a list from gossip off the loop's thread, at most
+    /// [`MAX_OFFERS`] at once; beyond that it is ignored (not forwarded,
+    /// no penalty): whoever publishes it publishes it again.
     pub(super) fn offer_list(&mut self, from: PeerId, id: gossipsub::MessageId, bytes: Vec<u8>) {
-        let (site, tx) = (self.site.clone(), self.io_tx.clone());
-        tokio::spawn(async move {
+        if self.jobs.offers >= MAX_OFFERS {
+            tracing::debug!(peer = %from, "too many lists being verified: one from gossip ignored");
+            let verdict = gossipsub::MessageAcceptance::Ignore;
+            self.swarm.behaviour_mut().gossip.report_message_validation_result(&id, &from, verdict);
+            return;
+        }
+        self.jobs.offers += 1;
+        let site = self.site.clone();
+        self.jobs.control(async move {
             let result = blocking(move || site.offer_list(&bytes, crate::now())).await;
-            let _ = tx.send(IoDone::Offered { id, from, result }).await;
+            IoDone::Offered { id, from, result }
         });
+    }
+
+    /// A list from gossip was checked: forwarded if accepted, the sender
+    /// penalised if it failed verification.
+    pub(super) fn on_offered(&mut self, id: gossipsub::MessageId, from: PeerId, result: Result<ListOutcome>) {
+        use gossipsub::MessageAcceptance as A;
+        let verdict = match &result {
+            Ok(_) => A::Accept,
+            // Valid but stale or not ours: not forwarded, no penalty.
+            Err(Error::Proto(e)) if matches!(e.check(), "version" | "identifier") => A::Ignore,
+            Err(Error::Proto(_)) => A::Reject,
+            Err(_) => A::Ignore,
+        };
+        match &result {
+            Ok(o) => tracing::info!(peer = %from, outcome = ?o, "list received through the swarm"),
+            Err(e) => tracing::info!(peer = %from, error = %e, "list from the swarm not taken"),
+        }
+        self.swarm.behaviour_mut().gossip.report_message_validation_result(&id, &from, verdict);
+        if matches!(result, Ok(ListOutcome::Accepted(_))) {
+            self.sync_or_log();
+            self.publish_lists();
+        }
     }
 
     fn send_to_trackers(&mut self, a: Announce) {
@@ -125,15 +160,15 @@ impl EventLoop {
             role,
             complete,
             addrs: self.swarm.external_addresses().chain(self.swarm.listeners()).map(|a| a.to_vec()).collect(),
-            want: 50,
+            want: proto::transfer::TRACKER_WANT,
         }
     }
 
     pub(super) fn announce(&mut self, image: Uuid) {
-        let Some(img) = self.images.get(&image) else { return };
+        let (Some(l), Some(t)) = (self.images.get(&image), self.host.image(image)) else { return };
         let now = self.now();
-        let stale = img.tracker_ok.is_none_or(|t| now > t + 2 * self.cfg.announce_interval.as_micros() as u64);
-        self.send_to_trackers(self.announcement(image, self.role, img.have().is_full()));
+        let stale = l.tracker_ok.is_none_or(|t| now > t + 2 * self.cfg.announce_interval.as_micros() as u64);
+        self.send_to_trackers(self.announcement(image, self.role, t.have().is_full()));
         if stale && self.started.elapsed() > Duration::from_secs(1) {
             // No tracker answered lately: ask the DHT who provides the image.
             self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&image.as_bytes()));
@@ -145,8 +180,8 @@ impl EventLoop {
         match ev {
             Event::Message { message: M::Response { response, .. }, .. } => {
                 let now = self.now();
-                for img in self.images.values_mut() {
-                    img.tracker_ok = Some(now);
+                for l in self.images.values_mut() {
+                    l.tracker_ok = Some(now);
                 }
                 for hint in response.peers {
                     self.on_hint(hint);

@@ -1,28 +1,22 @@
-//! Disk work for the event loop: chunks read to be served, received chunks
-//! written and made durable in group commits, and a complete image's
-//! install. The work runs on blocking threads and reports back as [`Disk`].
+//! The machine's disk effects, carried out: chunks read to be served,
+//! verified chunks written, group commits, and a complete image's install;
+//! and their results, fed back to the machine.
 //!
 //! # Contract
-//! * Received chunk bytes are written only after [`Image::check`] passed.
-//!   The state machine hears of a chunk once it is written, and may then
-//!   serve it (the bytes are read back from the page cache).
-//! * A chunk becomes durable and recorded in a group commit: one sync of the
-//!   partial file, then one store transaction for every chunk written since
-//!   the last commit ([`Cache::commit_received`]), so a record never precedes
-//!   its data on disk. One commit runs at a time per image. A crash loses at
-//!   most the chunks not yet committed, which are fetched again.
+//! * What is written, when it is committed and when the image is installed
+//!   is the machine's decision ([`proto::transfer`]); this module runs each
+//!   as a disk job ([`super::jobs`]) and reports its end.
+//! * [`Cache::write_received`] takes only a [`VerifiedChunk`]: received
+//!   bytes reach the partial file only once they matched the manifest.
 //! * Chunks are written and committed under the image's claim on its
-//!   partial file ([`crate::cache::partial`]); work done under an earlier
-//!   claim (the image dropped and taken up again meanwhile) is not counted.
-//! * If a write, a commit or the install fails, the image leaves the swarm
-//!   and comes back from what the store records (chunks announced but not
-//!   durable are fetched again), unless a download from the source now
-//!   fills it.
-//! * The image is installed only once every chunk is committed.
+//!   partial file ([`crate::cache::partial`]), and a commit syncs the file
+//!   before it records the chunks ([`Cache::commit_received`]), so a record
+//!   never precedes its data on disk. A crash loses at most the chunks not
+//!   yet committed, which are fetched again.
 //! * A stopping node waits (up to [`SHUTDOWN_COMMITS`]) for the commits under
 //!   way and commits what is still waiting before it exits.
 //!
-//! [`Image::check`]: crate::net::images::Image::check
+//! [`Cache::write_received`]: crate::cache::Cache::write_received
 //! [`Cache::commit_received`]: crate::cache::Cache::commit_received
 
 use std::time::Duration;
@@ -30,14 +24,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use libp2p::PeerId;
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
+use proto::manifest::{ChunkHash, VerifiedChunk};
+use proto::transfer::{DiskFailed, Effect};
 use proto::wire::{Refusal, Response};
 use uuid::Uuid;
 
-use super::{Bucket, EventLoop, IoDone, blocking};
+use super::jobs::{IoDone, on_disk};
+use super::{Bucket, EventLoop};
 use crate::cache::partial::Claim;
 use crate::net::metrics::Metrics;
 use crate::site::Site;
-use crate::store::ImageRecord;
+use crate::store::{ImageRecord, ImageState};
 use crate::{Error, Result};
 
 /// How long a stopping node waits for the commits under way.
@@ -45,7 +42,7 @@ const SHUTDOWN_COMMITS: Duration = Duration::from_secs(10);
 
 /// Chunks written but not committed, per image, with the claim they were
 /// written under.
-pub(super) type Pending = Vec<(ImageRecord, Claim, Vec<(u32, [u8; 32])>)>;
+pub(super) type Pending = Vec<(ImageRecord, Claim, Vec<(u32, ChunkHash)>)>;
 
 /// Disk work done.
 pub(super) enum Disk {
@@ -58,86 +55,89 @@ pub(super) enum Disk {
         channel: ResponseChannel<Response>,
         data: Result<Vec<u8>>,
     },
-    /// A received chunk, verified, was written under `claim`.
-    Wrote { image: Uuid, claim: Claim, from: u64, index: u32, hash: [u8; 32], result: Result<()> },
-    /// Chunks written under `claim` were made durable and recorded.
-    Committed { image: Uuid, claim: Claim, result: Result<()> },
+    /// A verified chunk was written.
+    Wrote { image: Uuid, epoch: u64, index: u32, result: Result<()> },
+    /// Written chunks were made durable and recorded.
+    Committed { image: Uuid, epoch: u64, result: Result<()> },
     /// The complete image was checked and installed.
-    Installed { image: Uuid, result: Result<ImageRecord> },
+    Installed { image: Uuid, epoch: u64, result: Result<ImageRecord> },
 }
 
 impl EventLoop {
     /// Reads chunk `index` of `image` to serve it to `to`.
-    pub(super) fn upload(&mut self, image: Uuid, to: u64, index: u32) {
-        let (Some((request, channel)), Some(&peer), Some(img)) =
-            (self.inbound.remove(&(image, to, index)), self.ids.get(&to), self.images.get(&image))
-        else {
+    pub(super) fn serve(&mut self, image: Uuid, to: u64, index: u32) {
+        let now = self.now();
+        let (Some((request, channel)), Some(&peer), Some(l), Some(t)) = (
+            self.inbound.remove(&(image, to, index)),
+            self.ids.get(&to),
+            self.images.get(&image),
+            self.host.image(image),
+        ) else {
             // The requester is gone; free the slot.
-            self.upload_done(image, to, index);
-            return;
+            return self.host.handle_upload_done(now, to, image, index);
         };
         let paths = self.site.store().paths();
-        let path = if img.is_available() { paths.image(image) } else { paths.partial(image) };
+        let path = if l.rec.state == ImageState::Available { paths.image(image) } else { paths.partial(image) };
         // While this partial image is being installed, it may be renamed to
         // its final name before the read; only then is that file these bytes.
-        let renamed = if img.installing { paths.image(image) } else { path.clone() };
-        let offset = u64::from(index) * img.rec.chunk_size;
-        let len = img.rec.chunk_size.min(img.rec.size.saturating_sub(offset));
-        let (tx, up, egress) = (self.io_tx.clone(), self.up.clone(), self.egress.clone());
-        tokio::spawn(async move {
-            let data = blocking(move || crate::fsutil::read_at(&path, &renamed, offset, len)).await;
+        let renamed = if t.is_installing() { paths.image(image) } else { path.clone() };
+        let offset = u64::from(index) * l.rec.chunk_size;
+        let len = l.rec.chunk_size.min(l.rec.size.saturating_sub(offset));
+        let (up, egress) = (self.up.clone(), self.egress.clone());
+        let started = self.jobs.disk(|disk| async move {
+            let data = on_disk(disk, move || crate::fsutil::read_at(&path, &renamed, offset, len)).await;
             if let Ok(d) = &data {
                 Bucket::take(up.as_deref(), d.len()).await;
                 Bucket::take(egress.as_deref(), d.len()).await;
             }
-            let _ = tx.send(IoDone::Disk(Disk::Read { image, to: peer, index, request, channel, data })).await;
+            IoDone::Disk(Disk::Read { image, to: peer, index, request, channel, data })
         });
+        if started.is_err() {
+            tracing::warn!(%image, index, "too many disk jobs pending: not served");
+            self.host.handle_upload_done(now, to, image, index);
+        }
     }
 
-    /// Writes a received chunk that passed its check (`hash` is its BLAKE3
-    /// hash), within the download cap.
-    pub(super) fn write(&mut self, image: Uuid, from: u64, index: u32, hash: [u8; 32], data: Bytes) {
-        let Some((img, Some(claim))) = self.images.get(&image).map(|i| (i, i.claim)) else { return };
-        let (site, tx, down, rec) = (self.site.clone(), self.io_tx.clone(), self.down.clone(), img.rec.clone());
-        tokio::spawn(async move {
-            Bucket::take(down.as_deref(), data.len()).await;
-            let result = blocking(move || site.cache().write_received(&rec, claim, index, &data)).await;
-            let _ = tx.send(IoDone::Disk(Disk::Wrote { image, claim, from, index, hash, result })).await;
+    /// Writes a verified chunk, within the download cap.
+    pub(super) fn write(&mut self, image: Uuid, epoch: u64, chunk: VerifiedChunk<Bytes>) {
+        let index = chunk.index();
+        let Some((rec, Some(claim))) = self.images.get(&image).map(|l| (l.rec.clone(), l.claim)) else {
+            return self.wrote(image, epoch, index, Err(Error::Superseded(format!("image {image}: no partial data"))));
+        };
+        let (site, down) = (self.site.clone(), self.down.clone());
+        let started = self.jobs.disk(|disk| async move {
+            Bucket::take(down.as_deref(), chunk.body().len()).await;
+            let result = on_disk(disk, move || site.cache().write_received(&rec, claim, &chunk)).await;
+            IoDone::Disk(Disk::Wrote { image, epoch, index, result })
         });
+        if started.is_err() {
+            self.wrote(image, epoch, index, Err(Error::Net("too many disk jobs pending".into())));
+        }
     }
 
-    /// Makes the chunks of `uuid` written so far durable and recorded, in
-    /// one commit, unless one is under way (chunks written meanwhile wait
-    /// for the next).
-    fn commit(&mut self, uuid: Uuid) {
-        let Some(img) = self.images.get_mut(&uuid) else { return };
-        let Some(claim) = img.claim else { return };
-        if img.committing || img.unsynced.is_empty() {
-            return;
-        }
-        img.committing = true;
-        let (site, tx, rec, written) =
-            (self.site.clone(), self.io_tx.clone(), img.rec.clone(), std::mem::take(&mut img.unsynced));
-        tokio::spawn(async move {
-            let result = blocking(move || site.cache().commit_received(&rec, claim, &written)).await;
-            let _ = tx.send(IoDone::Disk(Disk::Committed { image: uuid, claim, result })).await;
+    /// Makes written chunks durable and records them, in one commit.
+    pub(super) fn commit(&mut self, image: Uuid, epoch: u64, written: Vec<(u32, ChunkHash)>) {
+        let Some((rec, Some(claim))) = self.images.get(&image).map(|l| (l.rec.clone(), l.claim)) else {
+            self.commits_running += 1;
+            return self.committed(image, epoch, Err(Error::Superseded(format!("image {image}: no partial data"))));
+        };
+        let site = self.site.clone();
+        let started = self.jobs.disk(|disk| async move {
+            let result = on_disk(disk, move || site.cache().commit_received(&rec, claim, &written)).await;
+            IoDone::Disk(Disk::Committed { image, epoch, result })
         });
+        self.commits_running += 1;
+        if started.is_err() {
+            self.committed(image, epoch, Err(Error::Net("too many disk jobs pending".into())));
+        }
     }
 
-    /// Checks and installs a complete image, once every chunk is committed.
-    pub(super) fn install(&mut self, uuid: Uuid) {
-        let Some(img) = self.images.get_mut(&uuid) else { return };
-        if img.installing || img.is_available() {
-            return;
-        }
-        if img.committing || !img.unsynced.is_empty() {
-            // The end of the last commit starts it.
-            return;
-        }
-        img.installing = true;
-        let (site, tx, mut rec) = (self.site.clone(), self.io_tx.clone(), img.rec.clone());
-        tokio::spawn(async move {
-            let result = blocking(move || {
+    /// Checks and installs a complete image.
+    pub(super) fn install(&mut self, image: Uuid, epoch: u64) {
+        let Some(mut rec) = self.images.get(&image).map(|l| l.rec.clone()) else { return };
+        let site = self.site.clone();
+        let started = self.jobs.disk(|disk| async move {
+            let result = on_disk(disk, move || {
                 if site.cache().is_sourcing(rec.uuid) {
                     return Err(Error::Superseded(format!(
                         "image {}: being downloaded from its source, which installs it",
@@ -151,8 +151,11 @@ impl EventLoop {
                 site.cache().install(&mut rec, None).map(|()| rec)
             })
             .await;
-            let _ = tx.send(IoDone::Disk(Disk::Installed { image: uuid, result })).await;
+            IoDone::Disk(Disk::Installed { image, epoch, result })
         });
+        if started.is_err() {
+            self.installed(image, epoch, Err(Error::Net("too many disk jobs pending".into())));
+        }
     }
 
     pub(super) fn on_disk(&mut self, done: Disk) {
@@ -161,104 +164,90 @@ impl EventLoop {
                 // The requester left while the chunk was read: its slot is
                 // already free, and there is no one to answer.
                 let Some(&h) = self.handles.get(&to) else { return };
+                let now = self.now();
                 match data {
-                    Ok(d) if self.images.contains_key(&image) => {
+                    Ok(d) if self.host.image(image).is_some() => {
                         let n = d.len() as u64;
                         tracing::trace!(%image, index, peer = %to, "upload started");
                         if self.swarm.behaviour_mut().peer.send_response(channel, Response::Chunk(d.into())).is_ok() {
-                            if let Some(img) = self.images.get_mut(&image) {
-                                img.bytes_out += n;
+                            if let Some(l) = self.images.get_mut(&image) {
+                                l.bytes_out += n;
                             }
                             self.metrics.bytes_out.get_or_create(&Metrics::image(image)).inc_by(n);
                             self.uploads.insert(request, (image, h, index));
                         } else {
-                            self.upload_done(image, h, index);
+                            self.host.handle_upload_done(now, h, image, index);
                         }
                     }
-                    Ok(_) => {
-                        // Withdrawn while the chunk was read: not served.
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .peer
-                            .send_response(channel, Response::Refused(Refusal::NotEndorsed));
-                    }
+                    // Withdrawn while the chunk was read: not served.
+                    Ok(_) => self.respond(channel, Response::Refused(Refusal::NotEndorsed)),
                     Err(e) => {
                         tracing::warn!(%image, index, error = %e, "reading a chunk to serve failed");
-                        let _ =
-                            self.swarm.behaviour_mut().peer.send_response(channel, Response::Refused(Refusal::NotHeld));
-                        self.upload_done(image, h, index);
+                        self.respond(channel, Response::Refused(Refusal::NotHeld));
+                        self.host.handle_upload_done(now, h, image, index);
                     }
                 }
             }
-            Disk::Wrote { image, claim, from, index, hash, result } => {
-                let now = self.now();
-                let Some(img) = self.images.get_mut(&image) else { return };
-                if img.claim != Some(claim) {
-                    // The image was swarmed on again (its data discarded, or
-                    // for other content) while this chunk was written.
-                    tracing::debug!(%image, index, "a chunk written under an earlier claim is not counted");
-                    return;
-                }
-                img.writing.remove(&index);
-                let Some(s) = img.swarm.as_mut() else { return };
-                match result {
-                    Ok(()) => {
-                        tracing::trace!(%image, index, "chunk written");
-                        s.handle_chunk(now, from, index, true);
-                        img.unsynced.push((index, hash));
-                        self.metrics.chunks_verified.get_or_create(&Metrics::image(image)).inc();
-                        self.commit(image);
-                    }
-                    Err(e) => {
-                        // Not the peer's fault. The partial file may be gone,
-                        // or claimed by a download from the source (which
-                        // `sync_images` leaves the image to).
-                        self.start_over(image, "storing a verified chunk", &e);
-                        return;
-                    }
-                }
-                self.drain(image);
-            }
-            Disk::Committed { image, claim, result } => {
-                let Some(img) = self.images.get_mut(&image).filter(|i| i.claim == Some(claim)) else { return };
-                img.committing = false;
-                match result {
-                    Ok(()) if !img.unsynced.is_empty() => self.commit(image),
-                    Ok(()) if img.have().is_full() => self.install(image),
-                    Ok(()) => {}
-                    // Chunks announced here may not be on disk.
-                    Err(e) => self.start_over(image, "making written chunks durable", &e),
-                }
-            }
-            Disk::Installed { image, result } => {
-                let Some(img) = self.images.get_mut(&image) else { return };
-                img.installing = false;
-                match result {
-                    Ok(rec) => {
-                        self.metrics.set_state(image, rec.state.name());
-                        img.rec = rec;
-                        self.announce(image);
-                    }
-                    Err(e) => self.start_over(image, "installing the complete image", &e),
-                }
-            }
+            Disk::Wrote { image, epoch, index, result } => self.wrote(image, epoch, index, result),
+            Disk::Committed { image, epoch, result } => self.committed(image, epoch, result),
+            Disk::Installed { image, epoch, result } => self.installed(image, epoch, result),
         }
     }
 
-    /// Takes `image` up again from what the store records (if it is still
-    /// wanted) after disk work for it (`what`) failed with `e`.
-    fn start_over(&mut self, image: Uuid, what: &str, e: &Error) {
-        if matches!(e, Error::Superseded(_)) {
-            tracing::debug!(%image, reason = %e, "{what}: superseded");
-        } else {
-            tracing::error!(%image, error = %e, "{what} failed; the image starts over from what the store records");
-            self.last_error = Some(e.to_string());
+    fn respond(&mut self, channel: ResponseChannel<Response>, r: Response) {
+        let _ = self.swarm.behaviour_mut().peer.send_response(channel, r);
+    }
+
+    fn wrote(&mut self, image: Uuid, epoch: u64, index: u32, result: Result<()>) {
+        if result.is_ok() {
+            tracing::trace!(%image, index, "chunk written");
+            self.metrics.chunks_verified.get_or_create(&Metrics::image(image)).inc();
         }
-        self.drop_image(image);
-        if let Err(e) = self.sync_images() {
-            tracing::error!(error = %e, "reading the store failed");
-            self.last_error = Some(e.to_string());
+        let result = self.disk_result(image, "storing a verified chunk", result);
+        let now = self.now();
+        self.host.handle_written(now, image, epoch, index, result);
+    }
+
+    fn committed(&mut self, image: Uuid, epoch: u64, result: Result<()>) {
+        self.commits_running -= 1;
+        let result = self.disk_result(image, "making written chunks durable", result);
+        let now = self.now();
+        self.host.handle_committed(now, image, epoch, result);
+    }
+
+    fn installed(&mut self, image: Uuid, epoch: u64, result: Result<ImageRecord>) {
+        let now = self.now();
+        let result = match result {
+            Ok(rec) => {
+                self.metrics.set_state(image, rec.state.name());
+                if let Some(l) = self.images.get_mut(&image).filter(|l| l.epoch == epoch) {
+                    l.rec = rec;
+                }
+                Ok(())
+            }
+            Err(e) => self.disk_result(image, "installing the complete image", Err::<(), _>(e)),
+        };
+        let ok = result.is_ok();
+        self.host.handle_installed(now, image, epoch, result);
+        if ok {
+            self.announce(image);
+        }
+    }
+
+    /// Logs a failed disk job (`what`) for `image`: work another writer
+    /// took over at debug, anything else as an error kept for the status.
+    fn disk_result(&mut self, image: Uuid, what: &str, result: Result<impl Sized>) -> Result<(), DiskFailed> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(e @ Error::Superseded(_)) => {
+                tracing::debug!(%image, reason = %e, "{what}: superseded");
+                Err(DiskFailed)
+            }
+            Err(e) => {
+                tracing::error!(%image, error = %e, "{what} failed; the image starts over from what the store records");
+                self.last_error = Some(e.to_string());
+                Err(DiskFailed)
+            }
         }
     }
 
@@ -268,24 +257,29 @@ impl EventLoop {
     /// after a restart.
     pub(super) async fn finish_commits(&mut self) -> Pending {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_COMMITS;
-        while self.images.values().any(|i| i.committing) {
-            match tokio::time::timeout_at(deadline, self.io_rx.recv()).await {
-                Ok(Some(IoDone::Disk(Disk::Committed { image, claim, result }))) => {
-                    if let Err(e) = result {
-                        tracing::error!(%image, error = %e, "making written chunks durable failed");
-                    }
-                    if let Some(i) = self.images.get_mut(&image).filter(|i| i.claim == Some(claim)) {
-                        i.committing = false;
+        let mut pending = Vec::new();
+        while self.commits_running > 0 {
+            match tokio::time::timeout_at(deadline, self.jobs.next()).await {
+                Ok(Some(IoDone::Disk(Disk::Committed { image, epoch, result }))) => {
+                    self.committed(image, epoch, result);
+                    // What the machine would commit next is committed below.
+                    while let Some(e) = self.host.poll_effect() {
+                        if let Effect::Commit { image, epoch, chunks } = e {
+                            pending.push((image, epoch, chunks));
+                        }
                     }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
         }
-        self.images
-            .values_mut()
-            .filter(|i| !i.unsynced.is_empty())
-            .filter_map(|i| Some((i.rec.clone(), i.claim?, std::mem::take(&mut i.unsynced))))
+        pending.extend(self.host.take_unsynced());
+        pending
+            .into_iter()
+            .filter_map(|(image, epoch, written)| {
+                let l = self.images.get(&image).filter(|l| l.epoch == epoch)?;
+                Some((l.rec.clone(), l.claim?, written))
+            })
             .collect()
     }
 }

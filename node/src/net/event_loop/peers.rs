@@ -1,40 +1,42 @@
-//! Meeting peers: hellos, and the notices that follow them.
+//! The peer protocol and notice streams, translated to and from the
+//! transfer machine.
 //!
 //! # Contract
-//! * Each side of a new connection sends a hello (its site, role and the
-//!   bitfield of every image it swarms on) and answers the other's. A peer's
-//!   chunks count for an image only once this node swarms on the image.
-//!   Images taken up while peers are connected (for the first time, or again
-//!   after they were dropped) are followed by a new exchange of hellos with
-//!   each of them, naming those images; a hello names at most
-//!   [`MAX_HELLO_IMAGES`], and its answer names the images it named first.
-//! * Notices travel on notice streams ([`crate::net::notices`]), which may
-//!   overtake the hello. Until the sender's hello is here they wait, up to
-//!   [`FRAMES_BEFORE_HELLO`] frames: a bitfield means nothing without the
-//!   sender's role and site.
+//! * Hellos, chunk and manifest requests travel on request-response
+//!   (`/imageswarm/peer/1`); notices on notice streams
+//!   ([`crate::net::notices`]). What they mean is the machine's
+//!   ([`proto::transfer::Host`]): this module parses what arrives (a
+//!   bitfield that does not decode is dropped here), hands it over with the
+//!   time, and sends what the machine asks for.
+//! * A reply to a chunk request reaches the machine as one of three kinds:
+//!   bytes, a refusal, or a transport failure. The bytes are checked there.
+//! * One answer channel per request key (image, peer, chunk): a second
+//!   request for the same chunk while the first waits is refused here, as
+//!   the machine would refuse it.
 //! * A peer whose notice queue is full is disconnected. A notice stream that
 //!   broke is reopened and followed by a fresh bitfield of every image, up
 //!   to [`notices::STREAMS`] streams a connection.
-//! * A hello or bitfield that shows a peer holding chunks of an image whose
-//!   manifest this node lacks asks for the manifest at once.
-
-use std::collections::HashMap;
-use std::hash::Hash;
 
 use libp2p::PeerId;
+use libp2p::request_response::{self, InboundRequestId, ResponseChannel};
+use proto::bitfield::Bitfield;
 use proto::swarm::PeerInfo;
-use proto::wire::{Hello, MAX_HELLO_IMAGES, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
+use proto::transfer::{self, ChunkReply, ManifestReply};
+use proto::wire::{Hello, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
 use uuid::Uuid;
 
 use super::{EventLoop, Outbound, site_number};
+use crate::net::metrics::Metrics;
 use crate::net::notices::{self, Reopened};
 
-/// Notice frames kept, per peer, until its hello arrives.
-const FRAMES_BEFORE_HELLO: usize = 64;
-
 impl EventLoop {
-    pub(super) fn send_notice(&mut self, to: u64, image: Uuid, notice: Notice) {
+    pub(super) fn send_notice(&mut self, to: u64, image: Uuid, notice: transfer::Notice) {
         let Some(&peer) = self.ids.get(&to) else { return };
+        let notice = match notice {
+            transfer::Notice::Bitfield(b) => Notice::Bitfield(WireBitfield::new(&b)),
+            transfer::Notice::Have(i) => Notice::Have(i),
+            transfer::Notice::Cancel(i) => Notice::Cancel(i),
+        };
         if self.notices.send(to, peer, image, notice).is_err() {
             tracing::warn!(%peer, queue = notices::QUEUE, "peer does not read its notices: disconnected");
             let _ = self.swarm.disconnect_peer_id(peer);
@@ -49,10 +51,9 @@ impl EventLoop {
         match self.notices.reopen(h) {
             Reopened::Yes => {
                 tracing::debug!(%peer, "notice stream reopened");
-                let bits: Vec<(Uuid, WireBitfield)> =
-                    self.images.iter().map(|(u, i)| (*u, WireBitfield::new(i.have()))).collect();
+                let bits: Vec<(Uuid, Bitfield)> = self.host.images().map(|(u, t)| (*u, t.have().clone())).collect();
                 for (image, b) in bits {
-                    self.send_notice(h, image, Notice::Bitfield(b));
+                    self.send_notice(h, image, transfer::Notice::Bitfield(b));
                 }
             }
             Reopened::TooOften => {
@@ -63,134 +64,143 @@ impl EventLoop {
         }
     }
 
-    /// Tells `peer` this node's site, role and images (`first` first); its
-    /// answer tells the same of it, the images this hello names first.
-    pub(super) fn send_hello(&mut self, peer: PeerId, first: &[Uuid]) {
+    /// Sends this node's hello, with these images, to `to`.
+    pub(super) fn send_hello(&mut self, to: u64, images: Vec<(Uuid, Bitfield)>) {
+        let Some(&peer) = self.ids.get(&to) else { return };
         tracing::trace!(%peer, "hello sent");
-        let hello = self.hello(first);
+        let hello = self.wire_hello(images);
         let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Hello(hello));
         self.outbound.insert(id, Outbound::Hello);
     }
 
-    /// This node's hello: the bitfields of the images in `first` that it
-    /// swarms on, then of others, up to [`MAX_HELLO_IMAGES`].
-    pub(super) fn hello(&self, first: &[Uuid]) -> Hello {
-        let images = named_first(&self.images, first, MAX_HELLO_IMAGES)
-            .into_iter()
-            .map(|(u, i)| (*u, WireBitfield::new(i.have())))
-            .collect();
+    fn wire_hello(&self, images: Vec<(Uuid, Bitfield)>) -> Hello {
+        let images = images.iter().map(|(u, b)| (*u, WireBitfield::new(b))).collect();
         Hello { site: self.cfg.site.clone(), role: self.role, images }
     }
 
-    pub(super) fn on_hello(&mut self, from: PeerId, hello: Hello) {
+    /// A peer's hello, asked or answered.
+    fn on_hello(&mut self, from: PeerId, hello: Hello) {
         tracing::trace!(peer = %from, role = ?hello.role, images = hello.images.len(), "hello received");
         let h = self.handle(from);
         let info = PeerInfo { site: site_number(&hello.site), role: hello.role };
-        self.met.insert(h, info);
+        let images = hello.images.into_iter().filter_map(|(u, b)| Some((u, b.parse().ok()?))).collect();
         let now = self.now();
-        let mut holder = false;
-        for (uuid, bits) in hello.images {
-            let Ok(bits) = bits.parse() else { continue };
-            if let Some(img) = self.images.get_mut(&uuid) {
-                holder |= img.hashes().is_none() && bits.count() > 0;
-                img.peer_bitfield(now, h, info, bits);
-                self.drain(uuid);
-            }
-        }
-        // A peer that holds chunks holds the manifest: ask at once rather
-        // than at the next tick, which cost a starting node 100 ms on average.
-        if holder {
-            self.ask_manifests();
-        }
-        for frame in self.before_hello.remove(&h).unwrap_or_default() {
-            self.on_notices(from, frame);
-        }
+        self.host.handle_hello(now, h, info, images);
     }
 
-    /// A frame of notices from a connected peer, applied in order once the
-    /// peer's hello is here: a bitfield means nothing without the sender's
-    /// role and site.
+    /// A frame of notices from a connected peer.
     pub(super) fn on_notices(&mut self, peer: PeerId, frame: NoticeFrame) {
         if !self.swarm.is_connected(&peer) {
             return;
         }
         let h = self.handle(peer);
-        let Some(info) = self.met.get(&h).copied() else {
-            let waiting = self.before_hello.entry(h).or_default();
-            if waiting.len() < FRAMES_BEFORE_HELLO {
-                waiting.push(frame);
-            } else {
-                tracing::debug!(%peer, "notices before the hello beyond the limit: dropped");
-            }
-            return;
-        };
+        let frame = frame
+            .into_iter()
+            .filter_map(|(image, n)| {
+                let n = match n {
+                    Notice::Bitfield(b) => transfer::Notice::Bitfield(b.parse().ok()?),
+                    Notice::Have(i) => transfer::Notice::Have(i),
+                    Notice::Cancel(i) => transfer::Notice::Cancel(i),
+                };
+                Some((image, n))
+            })
+            .collect();
         let now = self.now();
-        let mut touched: Vec<Uuid> = Vec::new();
-        let mut holder = false;
-        for (image, notice) in frame {
-            if let Notice::Cancel(index) = notice
-                && let Some((_, ch)) = self.inbound.remove(&(image, h, index))
-            {
-                let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(Refusal::Busy));
+        if !self.host.handle_notices(now, h, frame) {
+            tracing::debug!(%peer, "notices before the hello beyond the limit: dropped");
+        }
+    }
+
+    pub(super) fn on_peer_event(&mut self, ev: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message as M};
+        match ev {
+            Event::Message { peer, message: M::Request { request, channel, request_id }, .. } => {
+                self.on_request(peer, request, channel, request_id);
             }
-            let Some(img) = self.images.get_mut(&image) else { continue };
-            match notice {
-                Notice::Bitfield(b) => {
-                    if let Ok(bits) = b.parse() {
-                        holder |= img.hashes().is_none() && bits.count() > 0;
-                        img.peer_bitfield(now, h, info, bits);
-                    }
+            Event::Message { peer, message: M::Response { request_id, response }, .. } => {
+                if let Some(o) = self.outbound.remove(&request_id) {
+                    self.on_response(peer, o, Some(response));
                 }
-                n => img.notice(now, h, n),
             }
-            if !touched.contains(&image) {
-                touched.push(image);
+            Event::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some(o) = self.outbound.remove(&request_id) {
+                    tracing::debug!(%peer, ?o, %error, "request failed");
+                    self.on_response(peer, o, None);
+                }
             }
-        }
-        for image in touched {
-            self.drain(image);
-        }
-        // As for a hello: a node that met its peers before it swarmed on the
-        // image learns who holds it from these bitfields.
-        if holder {
-            self.ask_manifests();
+            Event::ResponseSent { peer, request_id, .. } | Event::InboundFailure { peer, request_id, .. } => {
+                if let Some((image, h, index)) = self.uploads.remove(&request_id) {
+                    tracing::trace!(%image, index, %peer, "upload ended");
+                    let now = self.now();
+                    self.host.handle_upload_done(now, h, image, index);
+                }
+            }
         }
     }
-}
 
-/// The entries of `map` whose keys are in `first` (each once, in that
-/// order), then the others, `max` in all.
-fn named_first<'a, K: Eq + Hash, V>(map: &'a HashMap<K, V>, first: &[K], max: usize) -> Vec<(&'a K, &'a V)> {
-    let mut out: Vec<(&K, &V)> = Vec::with_capacity(max.min(map.len()));
-    for k in first {
-        if let Some(e) = map.get_key_value(k)
-            && !out.iter().any(|(o, _)| *o == e.0)
-        {
-            out.push(e);
+    fn on_request(&mut self, peer: PeerId, req: Request, channel: ResponseChannel<Response>, id: InboundRequestId) {
+        let h = self.handle(peer);
+        let now = self.now();
+        match req {
+            Request::Hello(hello) => {
+                tracing::trace!(%peer, "hello asked");
+                let asked: Vec<Uuid> = hello.images.iter().map(|(u, _)| *u).collect();
+                let mine = self.wire_hello(self.host.hello_images(&asked));
+                let _ = self.swarm.behaviour_mut().peer.send_response(channel, Response::Hello(mine));
+                self.on_hello(peer, hello);
+            }
+            Request::Manifest { image } => {
+                tracing::trace!(%peer, %image, "manifest requested");
+                let r =
+                    self.host.manifest_for(image).map_or_else(Response::Refused, |h| Response::Manifest(h.to_vec()));
+                let _ = self.swarm.behaviour_mut().peer.send_response(channel, r);
+            }
+            Request::Chunk { image, index, insist } => {
+                if self.inbound.contains_key(&(image, h, index)) {
+                    let _ = self.swarm.behaviour_mut().peer.send_response(channel, Response::Refused(Refusal::Busy));
+                    return;
+                }
+                self.inbound.insert((image, h, index), (id, channel));
+                self.host.handle_chunk_request(now, h, image, index, insist);
+            }
         }
     }
-    out.truncate(max);
-    out.extend(map.iter().filter(|(k, _)| !first.contains(k)).take(max - out.len()));
-    out
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hello_names_the_asked_images_first_each_once_within_the_limit() {
-        let map: HashMap<u32, ()> = (0..20).map(|k| (k, ())).collect();
-        let keys = |v: Vec<(&u32, &())>| v.into_iter().map(|(k, _)| *k).collect::<Vec<_>>();
-        let got = keys(named_first(&map, &[19, 3, 99, 19], 16));
-        assert_eq!(got[..2], [19, 3]);
-        assert_eq!(got.len(), 16);
-        let mut unique = got.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), 16, "{got:?}");
-        assert_eq!(keys(named_first(&map, &[5, 6, 7], 2)), [5, 6]);
-        assert_eq!(named_first(&map, &[], 16).len(), 16);
-        assert_eq!(named_first(&map, &[], 30).len(), 20);
+    /// A response to a request this node sent; `None` when the request
+    /// failed.
+    fn on_response(&mut self, peer: PeerId, o: Outbound, resp: Option<Response>) {
+        let now = self.now();
+        match (o, resp) {
+            (Outbound::Hello, Some(Response::Hello(hello))) => self.on_hello(peer, hello),
+            (Outbound::Hello, _) => tracing::debug!(%peer, "no hello in answer to ours"),
+            (Outbound::Chunk { image, peer: h, index }, resp) => {
+                let reply = match resp {
+                    Some(Response::Chunk(data)) => {
+                        let n = data.len() as u64;
+                        tracing::trace!(%image, index, %peer, bytes = n, "chunk received");
+                        if let Some(l) = self.images.get_mut(&image) {
+                            l.bytes_in += n;
+                        }
+                        self.metrics.bytes_in.get_or_create(&Metrics::image(image)).inc_by(n);
+                        ChunkReply::Data(data)
+                    }
+                    Some(Response::Refused(r)) => {
+                        tracing::trace!(%image, index, %peer, ?r, "chunk refused");
+                        ChunkReply::Refused(r)
+                    }
+                    // An answer of another kind is no answer.
+                    Some(_) | None => ChunkReply::Failed,
+                };
+                self.host.handle_chunk_reply(now, h, image, index, reply);
+            }
+            (Outbound::Manifest { image, peer: h }, resp) => {
+                let reply = match resp {
+                    Some(Response::Manifest(hashes)) => ManifestReply::Hashes(hashes.into()),
+                    Some(Response::Refused(r)) => ManifestReply::Refused(r),
+                    Some(_) | None => ManifestReply::Failed,
+                };
+                self.host.handle_manifest_reply(now, h, image, reply);
+            }
+        }
     }
 }

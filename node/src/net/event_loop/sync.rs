@@ -19,21 +19,24 @@
 //!   taken by a download from the source, meanwhile). Anything else is
 //!   opened again, or left to a later sync.
 //!
+//! * Images taken up go to the transfer machine together, which tells the
+//!   peers already met about them.
+//!
 //! [`Cache::open_partial`]: crate::cache::Cache::open_partial
-//! * Peers already met hear of the images taken up in a new exchange of
-//!   hellos that names them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use libp2p::{PeerId, kad};
+use libp2p::kad;
 use proto::bitfield::Bitfield;
+use proto::manifest::{ChunkSize, ManifestRoot};
 use proto::swarm;
-use proto::wire::{MAX_HELLO_IMAGES, Refusal, Response};
+use proto::transfer::ImageSpec;
 use uuid::Uuid;
 
-use super::{EventLoop, IoDone, blocking};
+use super::jobs::{IoDone, blocking};
+use super::{EventLoop, Local};
 use crate::cache::partial::Claim;
-use crate::net::images::Image;
 use crate::site::Site;
 use crate::store::{Decision, ImageRecord, ImageState};
 use crate::{Error, Result};
@@ -90,6 +93,7 @@ impl EventLoop {
         let mut keep = Vec::new();
         let mut added = Vec::new();
         let mut to_open = Vec::new();
+        let now = self.now();
         for rec in recs {
             self.metrics.set_state(rec.uuid, rec.state.name());
             let servable = rec.endorsed
@@ -106,17 +110,17 @@ impl EventLoop {
                 // once that ends.
                 if self.images.contains_key(&rec.uuid) {
                     tracing::info!(image = %rec.uuid, "leaving the image to the download from its source");
-                    self.drop_image(rec.uuid);
+                    self.forget_image(rec.uuid);
                 }
                 continue;
             }
             // Also renewed when the image became complete behind the loop's
             // back (a master's download from the source, which may finish
             // after an earlier sync saw the image partial), or lost its file.
-            if self.images.get(&rec.uuid).is_some_and(|i| same_state(&i.rec, &rec)) {
+            if self.images.get(&rec.uuid).is_some_and(|l| same_state(&l.rec, &rec)) {
                 continue;
             }
-            self.drop_image(rec.uuid);
+            self.forget_image(rec.uuid);
             // Opened for this state, and nothing has ended the claim since
             // (the data discarded, or a download from the source started).
             let cache = self.site.cache();
@@ -128,8 +132,8 @@ impl EventLoop {
                 // With the record just read, which is as new as the open.
                 Some(Opened { result: Ok(data), .. }) => {
                     let uuid = rec.uuid;
-                    match self.add_image(rec, data) {
-                        Ok(()) => added.push(uuid),
+                    match self.take_up(rec, data) {
+                        Ok(spec) => added.push((uuid, spec)),
                         Err(e) => tracing::warn!(image = %uuid, error = %e, "cannot swarm on this image"),
                     }
                 }
@@ -143,20 +147,23 @@ impl EventLoop {
                 None => to_open.push(rec),
             }
         }
-        // Peers already met learn of the images taken up, and tell what they
-        // hold of them, in a new exchange of hellos that names them: a peer
-        // that knew this node for an earlier state of an image (dropped,
-        // then taken up again) would not answer a bare bitfield.
-        let met: Vec<PeerId> = self.met.keys().filter_map(|h| self.ids.get(h).copied()).collect();
-        for peer in met {
-            for images in added.chunks(MAX_HELLO_IMAGES) {
-                self.send_hello(peer, images);
+        let uuids: Vec<Uuid> = added.iter().map(|(u, _)| *u).collect();
+        for (uuid, e) in self.host.add_images(now, added) {
+            tracing::warn!(image = %uuid, error = %e, "cannot swarm on this image");
+            self.images.remove(&uuid);
+        }
+        let taken: Vec<Uuid> = uuids.into_iter().filter(|u| self.images.contains_key(u)).collect();
+        for uuid in taken {
+            let key = kad::RecordKey::new(&uuid.as_bytes());
+            if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                tracing::debug!(error = %e, "kademlia provider record");
             }
+            self.announce(uuid);
         }
         let gone: Vec<Uuid> = self.images.keys().filter(|u| !keep.contains(u)).copied().collect();
         for u in gone {
             tracing::info!(image = %u, "image no longer endorsed here: serving stops");
-            self.drop_image(u);
+            self.forget_image(u);
         }
         if !to_open.is_empty() && !self.opening.busy {
             self.open_batch(to_open);
@@ -169,10 +176,8 @@ impl EventLoop {
     fn open_batch(&mut self, recs: Vec<ImageRecord>) {
         self.opening.busy = true;
         let site = self.site.clone();
-        let tx = self.io_tx.clone();
-        tokio::spawn(async move {
-            let opened = blocking(move || Ok(recs.into_iter().map(|r| open(&site, r)).collect())).await;
-            let _ = tx.send(IoDone::Opened(opened)).await;
+        self.jobs.control(async move {
+            IoDone::Opened(blocking(move || Ok(recs.into_iter().map(|r| open(&site, r)).collect())).await)
         });
     }
 
@@ -182,10 +187,7 @@ impl EventLoop {
         match opened {
             Ok(opened) => {
                 self.opening.done = opened.into_iter().map(|o| (o.rec.uuid, o)).collect();
-                if let Err(e) = self.sync_images() {
-                    tracing::error!(error = %e, "reading the store failed");
-                    self.last_error = Some(e.to_string());
-                }
+                self.sync_or_log();
             }
             // Not at once again: the next sync (the next update cycle at the
             // latest) tries again.
@@ -196,43 +198,47 @@ impl EventLoop {
         }
     }
 
-    /// Swarms on `rec`, whose data was opened as `data`.
-    fn add_image(&mut self, rec: ImageRecord, data: OpenedData) -> Result<()> {
+    /// What the machine takes `rec` up with, whose data was opened as
+    /// `data`; the loop keeps the record and the claim.
+    fn take_up(&mut self, rec: ImageRecord, data: OpenedData) -> Result<ImageSpec> {
         let uuid = rec.uuid;
+        let root = rec
+            .root
+            .as_deref()
+            .ok_or_else(|| Error::Refused(format!("image {uuid}: the list carries no manifest root")))?;
+        let root = ManifestRoot::parse_hex(root).map_err(Error::Invalid)?;
         let seed = u64::from_le_bytes(uuid.as_bytes()[..8].try_into().unwrap_or_default())
             ^ self.swarm.local_peer_id().to_bytes().iter().fold(0u64, |a, b| a.rotate_left(8) ^ u64::from(*b));
-        let cfg = swarm::Config {
-            site: self.site_id,
-            role: self.role,
-            seed,
-            pipeline: self.cfg.pipeline,
-            fetch_stripe: self.fetch_stripe.clone(),
-            ..swarm::Config::default()
+        self.next_epoch += 1;
+        let spec = ImageSpec {
+            epoch: self.next_epoch,
+            root,
+            chunk_size: ChunkSize::new(rec.chunk_size)?,
+            size: rec.size,
+            available: rec.state == ImageState::Available,
+            have: data.have,
+            hashes: data.hashes.map(Arc::from),
+            swarm: swarm::Config {
+                site: self.site_id,
+                role: self.role,
+                seed,
+                pipeline: self.cfg.pipeline,
+                fetch_stripe: self.fetch_stripe.clone(),
+                ..swarm::Config::default()
+            },
         };
-        let chunks = rec.chunk_count();
-        let img = Image::new(rec, data.have, data.claim, data.hashes, cfg)?;
-        tracing::info!(image = %uuid, have = img.have().count(), chunks, "swarming on image");
-        self.images.insert(uuid, img);
-        let key = kad::RecordKey::new(&uuid.as_bytes());
-        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
-            tracing::debug!(error = %e, "kademlia provider record");
-        }
-        self.announce(uuid);
-        self.drain(uuid);
-        Ok(())
+        tracing::info!(image = %uuid, have = spec.have.count(), chunks = rec.chunk_count(), "swarming on image");
+        let local = Local { rec, claim: data.claim, epoch: spec.epoch, bytes_in: 0, bytes_out: 0, tracker_ok: None };
+        self.images.insert(uuid, local);
+        Ok(spec)
     }
 
-    /// Stops swarming on `uuid`: its waiting requests are refused.
-    pub(super) fn drop_image(&mut self, uuid: Uuid) {
-        if self.images.remove(&uuid).is_none() {
-            return;
+    /// Stops swarming on `uuid`: the machine refuses its waiting requests,
+    /// and the node no longer provides it.
+    pub(super) fn forget_image(&mut self, uuid: Uuid) {
+        self.host.remove_image(uuid);
+        if self.images.remove(&uuid).is_some() {
+            self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&uuid.as_bytes()));
         }
-        let keys: Vec<_> = self.inbound.keys().filter(|k| k.0 == uuid).copied().collect();
-        for k in keys {
-            if let Some((_, ch)) = self.inbound.remove(&k) {
-                let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(Refusal::NotEndorsed));
-            }
-        }
-        self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&uuid.as_bytes()));
     }
 }

@@ -1,10 +1,10 @@
-//! The one error type of the `tracker` library.
+//! The one error type of the `p2p` library.
 
-/// Everything the tracker library can fail with.
+/// Everything the shared plumbing can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The transport could not be built or could not listen.
+    /// The transport could not be built.
     #[error("network: {0}")]
     Net(String),
     /// A key file is unusable.
@@ -12,5 +12,5 @@ pub enum Error {
     Key(String),
 }
 
-/// `Result` with the tracker's [`Error`].
+/// `Result` with the plumbing's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

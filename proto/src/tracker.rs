@@ -11,16 +11,23 @@
 //!      complete non-master peers of the site are known, so the masters'
 //!      servers stay out of a swarm that can feed itself.
 //! * A worker is never given peers of another site; a gateway or master is
-//!   given other sites' gateways and masters only.
+//!   given other sites' gateways and masters only, and up to half of its
+//!   answer is kept for them (its own site's peers fill what they leave).
+//! * Within a group, the answer is a sample of its peers that changes at
+//!   every announcement (the peers with the lowest scores, a hash of the
+//!   peer id and a counter of announcements), so that announcers are handed
+//!   different peers and the site's peers form a well-mixed graph, also
+//!   while they join one by one, as at a site's start. One pass over the
+//!   image's peers makes the answer.
 //! * Memory is bounded: at most [`MAX_IMAGES`] images and
 //!   [`MAX_PEERS_PER_IMAGE`] peers per image; when full, the entry closest
 //!   to expiry makes room.
 //! * Pure: time is an argument (seconds on any monotonic clock).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use proto::swarm::Role;
-use proto::wire::{Announce, MAX_PEERS, PeerHint, Peers};
+use crate::swarm::Role;
+use crate::wire::{Announce, MAX_PEERS, PeerHint, Peers};
 use uuid::Uuid;
 
 /// While fewer complete non-master peers than this are known, masters are
@@ -43,8 +50,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct Registry {
     ttl: u64,
-    images: HashMap<Uuid, HashMap<Vec<u8>, Entry>>,
-    /// Rotates the order within a group so that load spreads over peers.
+    images: HashMap<Uuid, BTreeMap<Vec<u8>, Entry>>,
+    /// Where the next answer starts within each group.
     turn: usize,
 }
 
@@ -82,15 +89,15 @@ impl Registry {
         let hint =
             PeerHint { peer: peer.clone(), addrs: a.addrs, site: a.site.clone(), role: a.role, complete: a.complete };
         peers.insert(peer.clone(), Entry { hint, expires: now + self.ttl });
-        self.turn = self.turn.wrapping_add(1);
         let want = usize::from(a.want).min(MAX_PEERS);
+        self.turn = self.turn.wrapping_add(1);
         let picked = select(peers, &peer, &a.site, a.role, want, self.turn);
         Peers { peers: picked, ttl_secs: u32::try_from(self.ttl).unwrap_or(u32::MAX) }
     }
 
     /// How many live announcements the registry holds for `image`.
     pub fn count(&self, image: Uuid) -> usize {
-        self.images.get(&image).map_or(0, HashMap::len)
+        self.images.get(&image).map_or(0, BTreeMap::len)
     }
 
     fn expire(&mut self, now: u64) {
@@ -103,17 +110,17 @@ impl Registry {
 
 /// The answer for an announcer of `site` and `role`: see the module docs.
 fn select(
-    peers: &HashMap<Vec<u8>, Entry>,
+    peers: &BTreeMap<Vec<u8>, Entry>,
     me: &[u8],
     site: &str,
     role: Role,
     want: usize,
     turn: usize,
 ) -> Vec<PeerHint> {
-    let mut groups: [Vec<&PeerHint>; 5] = Default::default();
+    let mut groups: [BinaryHeap<(u64, &Vec<u8>)>; 5] = Default::default();
     let complete_workers =
         peers.values().filter(|e| e.hint.site == site && e.hint.complete && e.hint.role != Role::Master).count();
-    for e in peers.values() {
+    for (id, e) in peers {
         let h = &e.hint;
         if h.peer == me {
             continue;
@@ -127,23 +134,38 @@ fn select(
             (false, r, _) if role.crosses_sites() && r.crosses_sites() => 3 + usize::from(r == Role::Master),
             (false, _, _) => continue,
         };
-        groups[group].push(h);
-    }
-    let mut out = Vec::with_capacity(want);
-    for mut g in groups {
-        if out.len() >= want {
-            break;
+        // Keeps the `want` lowest scores: the heap's top is the highest.
+        let g = &mut groups[group];
+        let score = score(turn, id);
+        if g.len() < want {
+            g.push((score, id));
+        } else if g.peek().is_some_and(|&(top, _)| score < top) {
+            g.pop();
+            g.push((score, id));
         }
-        // HashMap order is arbitrary but fixed; sort for determinism, then
-        // rotate so that successive answers start at different peers.
-        g.sort_by(|a, b| a.peer.cmp(&b.peer));
-        if !g.is_empty() {
-            let k = turn % g.len();
-            g.rotate_left(k);
-        }
-        out.extend(g.into_iter().take(want - out.len()).cloned());
     }
-    out
+    let [g0, g1, g2, g3, g4] = groups.map(BinaryHeap::into_sorted_vec);
+    let same: Vec<_> = [g0, g1, g2].into_iter().flatten().collect();
+    let cross: Vec<_> = [g3, g4].into_iter().flatten().collect();
+    // A gateway or master needs its own site and the others: half the
+    // answer is kept for other sites while they have peers to fill it.
+    let cross_n = cross.len().min(want.saturating_sub(same.len()).max(want / 2));
+    let same_n = same.len().min(want - cross_n);
+    same.into_iter()
+        .take(same_n)
+        .chain(cross.into_iter().take(cross_n))
+        .filter_map(|(_, id)| Some(peers.get(id)?.hint.clone()))
+        .collect()
+}
+
+/// A peer's place in the sample of announcement `turn` (SplitMix64 of the
+/// two).
+fn score(turn: usize, peer: &[u8]) -> u64 {
+    let mut z =
+        peer.iter().fold(turn as u64, |a, &b| a.rotate_left(8) ^ u64::from(b)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -175,6 +197,23 @@ mod tests {
         let got = r.announce(0, vec![9], ann("a", Role::Worker, false, 10));
         assert!(!ids(&got).contains(&1), "enough complete workers: the master stands back");
         assert!(!ids(&got).contains(&9), "never the announcer itself");
+    }
+
+    #[test]
+    fn half_a_gateways_answer_is_kept_for_other_sites() {
+        let mut r = Registry::new(60);
+        for p in 0..20u8 {
+            r.announce(0, vec![p], ann("a", Role::Worker, false, 0));
+        }
+        for p in 20..30u8 {
+            r.announce(0, vec![p], ann("b", Role::Gateway, false, 0));
+        }
+        let got = r.announce(0, vec![99], ann("a", Role::Gateway, false, 8));
+        let other = ids(&got).iter().filter(|&&p| (20..30).contains(&p)).count();
+        assert_eq!((got.peers.len(), other), (8, 4), "{:?}", ids(&got));
+        assert!(ids(&got)[..4].iter().all(|&p| p < 20), "its own site first");
+        let got = r.announce(0, vec![98], ann("b", Role::Gateway, false, 8));
+        assert_eq!(ids(&got).len(), 8, "a site with few peers leaves the rest to the others");
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The tracker service on libp2p.
+//! The tracker service on libp2p: the server side of [`TRACKER_PROTOCOL`],
+//! which the `imageswarm-tracker` binary runs, and the demo and tests run
+//! in process.
 //!
 //! # Contract
 //! * Speaks [`TRACKER_PROTOCOL`] (announce, answered from the
@@ -18,9 +20,9 @@ use libp2p::{Multiaddr, connection_limits, identify, kad, request_response};
 use proto::wire::{Announce, Limit, Peers};
 
 use crate::codec::WireCodec;
-use crate::registry::Registry;
-use crate::transport::{KAD_PROTOCOL, TRACKER_PROTOCOL, build_swarm};
+use crate::transport::{KAD_PROTOCOL, TRACKER_PROTOCOL, build_swarm, kademlia};
 use crate::{Error, Result};
+use proto::tracker::Registry;
 
 /// A tracker's settings.
 #[derive(Debug)]
@@ -55,18 +57,6 @@ pub struct TrackerBehaviour {
     identify: identify::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     tracker: request_response::Behaviour<WireCodec<Announce, Peers>>,
-}
-
-/// The Kademlia behaviour every imageswarm process runs, in server mode;
-/// nodes bootstrap periodically, trackers (which start alone) do not.
-pub fn kademlia(key: &Keypair, bootstrap: bool) -> kad::Behaviour<kad::store::MemoryStore> {
-    let id = key.public().to_peer_id();
-    let mut cfg = kad::Config::new(KAD_PROTOCOL);
-    cfg.set_provider_publication_interval(Some(Duration::from_secs(60)));
-    cfg.set_periodic_bootstrap_interval(bootstrap.then_some(Duration::from_secs(60)));
-    let mut kad = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), cfg);
-    kad.set_mode(Some(kad::Mode::Server));
-    kad
 }
 
 /// A running tracker.

@@ -29,7 +29,7 @@ use libp2p::core::Transport;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, identify, noise, tcp, yamux};
+use libp2p::{StreamProtocol, identify, kad, noise, tcp, yamux};
 
 use crate::{Error, Result};
 
@@ -67,6 +67,18 @@ pub fn identify(key: &Keypair) -> identify::Behaviour {
     identify::Behaviour::new(
         identify::Config::new("/imageswarm/1".into(), key.public()).with_agent_version(AGENT.into()),
     )
+}
+
+/// The Kademlia behaviour every imageswarm process runs, in server mode;
+/// nodes bootstrap periodically, trackers (which start alone) do not.
+pub fn kademlia(key: &Keypair, bootstrap: bool) -> kad::Behaviour<kad::store::MemoryStore> {
+    let id = key.public().to_peer_id();
+    let mut cfg = kad::Config::new(KAD_PROTOCOL);
+    cfg.set_provider_publication_interval(Some(Duration::from_secs(60)));
+    cfg.set_periodic_bootstrap_interval(bootstrap.then_some(Duration::from_secs(60)));
+    let mut kad = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), cfg);
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
 }
 
 /// Builds a swarm running `behaviour` on TCP + Noise + Yamux (and QUIC when

@@ -1,0 +1,147 @@
+//! Work the event loop hands off, and what comes back of it.
+//!
+//! # Contract
+//! * Every job is owned by the loop ([`Jobs`], a `JoinSet`): none is
+//!   detached, and all end with the loop.
+//! * Disk jobs (chunk reads, writes, commits, installs) run on blocking
+//!   threads, at most [`DISK_THREADS`] at once; the rest wait their turn.
+//!   Their number is bounded by the transfer machine (its upload slots,
+//!   requests in flight and one commit and install per image), and
+//!   [`MAX_JOBS`] caps it whatever happens: a job beyond it fails at once.
+//! * Control jobs (the store's re-check at start, update cycles, lists
+//!   offered by gossip, the opening of images) do not take disk permits,
+//!   since an update may download for minutes: one update and one batch of
+//!   opens run at a time, and at most [`MAX_OFFERS`] offers.
+//! * A job that panics comes back as an error, never as silence.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use libp2p::{PeerId, gossipsub};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::EventLoop;
+use super::disk::Disk;
+use super::sync::Opened;
+use crate::site::ListOutcome;
+use crate::{Error, Result};
+
+/// Disk jobs running at once at most.
+pub(super) const DISK_THREADS: usize = 4;
+
+/// Jobs pending at most.
+pub(super) const MAX_JOBS: usize = 4096;
+
+/// Lists from gossip being verified at once at most; more are ignored.
+pub(super) const MAX_OFFERS: usize = 16;
+
+/// What a job reports.
+pub(super) enum IoDone {
+    Disk(Disk),
+    /// The store was re-checked locally, before the first update cycle.
+    Settled(Result<()>),
+    Updated(Result<()>),
+    Offered {
+        id: gossipsub::MessageId,
+        from: PeerId,
+        result: Result<ListOutcome>,
+    },
+    /// Images to swarm on were opened (see [`super::sync`]).
+    Opened(Result<Vec<Opened>>),
+}
+
+/// The loop's jobs.
+pub(super) struct Jobs {
+    set: JoinSet<IoDone>,
+    disk: Arc<Semaphore>,
+    pub(super) offers: usize,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self { set: JoinSet::new(), disk: Arc::new(Semaphore::new(DISK_THREADS)), offers: 0 }
+    }
+}
+
+impl Jobs {
+    /// The next job's report (pending forever while there are none).
+    pub(super) async fn next(&mut self) -> Option<IoDone> {
+        loop {
+            match self.set.join_next().await {
+                None => std::future::pending::<()>().await,
+                Some(Ok(done)) => return Some(done),
+                // Jobs catch their work's panics; this is the job itself.
+                Some(Err(e)) => tracing::error!(error = %e, "a job of the event loop failed"),
+            }
+        }
+    }
+
+    /// Starts a control job.
+    pub(super) fn control(&mut self, job: impl Future<Output = IoDone> + Send + 'static) {
+        self.set.spawn(job);
+    }
+
+    /// Starts a disk job: `job` gets a permit's worth of blocking work
+    /// through [`Jobs::disk`]'s semaphore. `Err` (with the job dropped) when
+    /// [`MAX_JOBS`] are pending.
+    pub(super) fn disk<F>(&mut self, job: impl FnOnce(Arc<Semaphore>) -> F) -> std::result::Result<(), TooMany>
+    where
+        F: Future<Output = IoDone> + Send + 'static,
+    {
+        if self.set.len() >= MAX_JOBS {
+            return Err(TooMany);
+        }
+        self.set.spawn(job(self.disk.clone()));
+        Ok(())
+    }
+}
+
+/// [`MAX_JOBS`] jobs are pending.
+#[derive(Debug)]
+pub(super) struct TooMany;
+
+/// Runs `f` on a blocking thread; a panic there comes back as an error.
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(Error::Net(e.to_string())))
+}
+
+/// [`blocking`], once one of the `disk` permits is free.
+pub(super) async fn on_disk<T: Send + 'static>(
+    disk: Arc<Semaphore>,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    // The semaphore is never closed.
+    let _permit = disk.acquire_owned().await.map_err(|e| Error::Net(e.to_string()))?;
+    blocking(f).await
+}
+
+impl EventLoop {
+    pub(super) fn on_io(&mut self, done: IoDone) {
+        match done {
+            IoDone::Disk(d) => self.on_disk(d),
+            IoDone::Opened(opened) => self.on_opened(opened),
+            IoDone::Offered { id, from, result } => {
+                self.jobs.offers -= 1;
+                self.on_offered(id, from, result);
+            }
+            IoDone::Settled(r) => {
+                match r.and_then(|()| self.sync_images()) {
+                    Ok(()) => self.publish_lists(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "re-checking the store at start failed; waiting for the update");
+                        self.last_error = Some(e.to_string());
+                    }
+                }
+                self.start_update();
+            }
+            IoDone::Updated(r) => {
+                self.updating = false;
+                self.next_update = std::time::Instant::now() + self.cfg.update_interval;
+                self.last_error = r.err().map(|e| e.to_string());
+                self.sync_or_log();
+                self.publish_lists();
+            }
+        }
+    }
+}
