@@ -7,13 +7,17 @@
 #     receiver that writes it to disk), the baseline, after an untimed one;
 #   * the worker's time from start to `imageswarm wait` returning (list fetch,
 #     connection, manifest, every chunk verified and synced);
-#   * the ratio of the two throughputs, and the worker's peak RSS (VmHWM).
+#   * the ratio of the two throughputs, and the worker's peak RSS (VmHWM);
+#   * CPU seconds (user + system) per GiB: the master's per GiB sent, the
+#     worker's per GiB received, and the plain copy's (both ends together),
+#     read from /proc over the transfer.
 #
-#   bash bench/pair.sh [SIZE_MIB]
+#   bash bench/pair.sh [SIZE_MIB] [CHUNK_BYTES=4194304]
 #   PROFILE=DIR bash bench/pair.sh     # also perf-record the worker into DIR/perf.data
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 size_mib=${1:-1024}
+chunk=${2:-4194304}
 # shellcheck source=bench/site.sh
 source "$root/bench/site.sh"
 work=$(mktemp -d -t imageswarm-pair.XXXXXX)
@@ -22,7 +26,10 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 cd "$work"
 
-serve_site "$size_mib" 4194304
+serve_site "$size_mib" "$chunk"
+
+# cpu_secs PID: the user + system CPU seconds the process has used so far.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 pids+=("$server")
 
 for h in master worker; do
@@ -36,12 +43,13 @@ tracker=$(head -n1 tracker.out)
 
 "$bin" --data-dir master node --listen /ip4/127.0.0.1/tcp/0 --tracker "$tracker" --site bench --master \
   --announce-interval 1 > master.out 2> master.err &
-pids+=($!)
+master=$!
+pids+=($master)
 "$bin" --data-dir master wait "$uuid" --timeout 600 >/dev/null
 
 # tcp_copy DST: copies the image over loopback TCP into DST; prints the seconds.
 tcp_copy() {
-  python3 - "$(free_port)" www/image.img "$1" <<'PY'
+  /usr/bin/time -f "%U %S" -o tcp-cpu python3 - "$(free_port)" www/image.img "$1" <<'PY'
 import socket, sys, threading, time
 port, src, dst = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 srv = socket.socket(); srv.bind(("127.0.0.1", port)); srv.listen(1)
@@ -77,6 +85,7 @@ if [ -n "${PROFILE:-}" ]; then
   mkdir -p "$PROFILE"
   wrap=(perf record -F 499 -g -o "$PROFILE/perf.data" --)
 fi
+master_cpu0=$(cpu_secs "$master")
 t0=$(date +%s.%N)
 "${wrap[@]}" "$bin" --data-dir worker node --listen /ip4/127.0.0.1/tcp/0 --tracker "$tracker" --site bench \
   --announce-interval 1 > worker.out 2> worker.err &
@@ -84,17 +93,24 @@ worker=$!
 pids+=($worker)
 "$bin" --data-dir worker wait "$uuid" --timeout 600 >/dev/null
 t1=$(date +%s.%N)
+master_cpu=$(python3 -c "print($(cpu_secs "$master") - $master_cpu0)")
 if [ -n "${PROFILE:-}" ]; then
   worker=$(pgrep -P "$worker" imageswarm || echo "$worker")
 fi
+worker_cpu=$(cpu_secs "$worker")
+tcp_cpu=$(awk '{print $1 + $2}' tcp-cpu)
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$worker/status")
 swarm_secs=$(python3 -c "print($t1 - $t0)")
 
-python3 - "$size_mib" "$tcp_secs" "$swarm_secs" "$rss_kib" "$warm_secs" <<'PY'
+python3 - "$size_mib" "$tcp_secs" "$swarm_secs" "$rss_kib" "$warm_secs" "$master_cpu" "$worker_cpu" "$tcp_cpu" <<'PY'
 import sys
 mib, tcp, swarm, rss, warm = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+master_cpu, worker_cpu, tcp_cpu = map(float, sys.argv[6:9])
+gib = mib / 1024
 print(f"plain TCP copy: {tcp:.2f} s = {mib / tcp:.0f} MiB/s (an untimed first copy: {warm:.2f} s)")
 print(f"imageswarm pair: {swarm:.2f} s = {mib / swarm:.0f} MiB/s")
 print(f"ratio: {tcp / swarm:.3f} (goal >= 0.4)")
 print(f"worker peak RSS: {rss / 1024:.1f} MiB (goal <= 100 MiB)")
+print(f"CPU per GiB: master {master_cpu / gib:.2f} s sent, worker {worker_cpu / gib:.2f} s received "
+      f"(start-up included); plain TCP copy {tcp_cpu / gib:.2f} s, both ends")
 PY

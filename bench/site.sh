@@ -11,7 +11,7 @@ trk="$root/target/release/imageswarm-tracker"
 # in pki/, a random image and the signed list naming it in www/ (to be served
 # at URL), in chunks of CHUNK_BYTES or, without it, of the size `list
 # add-image` picks by default. Sets $uuid to the image's identifier and
-# $chunking to how the image is cut ("256 chunks of 512 KiB").
+# $chunking to how the image is cut ("512 chunks of 128 KiB").
 make_site() {
   local size_mib=$1 url=$2 chunk=${3:-}
   mkdir pki www

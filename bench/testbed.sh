@@ -10,13 +10,14 @@
 #   bash bench/testbed.sh [N=8] [RATE_MBIT=200] [SIZE_MIB=128] [CHUNK_BYTES]
 #
 # Without CHUNK_BYTES the image is cut as `imageswarm list add-image` cuts it
-# by default (128 MiB: 512 KiB chunks). NO_CENTRAL=1 skips the central HTTP
+# by default (64 MiB: 128 KiB chunks). NO_CENTRAL=1 skips the central HTTP
 # baseline (it does not change between builds), for quick comparisons.
 # LINKS=DIR samples every port of the switch during the swarm phase (see
 # bench/links.py), reports how busy the master's uplink and the workers'
 # downlinks were, and leaves the samples and a 50 ms timeline in DIR.
-# KEEP=DIR copies every node's log (stderr; RUST_LOG sets what they log) and
-# the swarm phase's start and end times into DIR.
+# KEEP=DIR copies every node's log (stderr; RUST_LOG sets what they log, by
+# default what bench/timeline.py reads) and the swarm phase's start and end
+# times into DIR, and prints each worker's timeline (bench/timeline.py).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-8}
@@ -34,11 +35,6 @@ cleanup() {
   for h in "${hosts[@]}"; do ip netns pids "$tag-$h" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
   sleep 0.3
   for h in "${hosts[@]}" sw; do ip netns del "$tag-$h" 2>/dev/null || true; done
-  if [ -n "${KEEP:-}" ]; then
-    mkdir -p "$KEEP"
-    cp "$work"/*.err "$KEEP"/ 2>/dev/null || true
-    cp "$work"/phase "$KEEP"/ 2>/dev/null || true
-  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -65,6 +61,10 @@ for h in "${hosts[@]}"; do
   k=$((k + 1))
 done
 in_ns() { local h=$1; shift; ip netns exec "$tag-$h" "$@"; }
+
+if [ -n "${KEEP:-}" ] && [ -z "${RUST_LOG:-}" ]; then
+  export RUST_LOG=info,node::net::event_loop::peers=trace
+fi
 
 cd "$work"
 url="http://$ip_infra:8000"
@@ -94,6 +94,9 @@ if [ -n "${LINKS:-}" ]; then
 fi
 
 echo "== imageswarm: $n workers at $rate Mbit/s, ${size_mib} MiB in $chunking"
+# The machine's CPU counters (jiffies: all, idle + iowait) around the swarm phase.
+cpu_now() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6}' /proc/stat; }
+cpu0=$(cpu_now)
 t0=$(date +%s.%N)
 for i in $(seq "$n"); do
   in_ns "w$i" "$bin" --data-dir "w$i" node --listen "/ip4/$(eval echo \$ip_w$i)/tcp/4001" --tracker "$tracker" \
@@ -106,6 +109,7 @@ for i in $(seq "$n"); do
 done
 for p in "${waits[@]}"; do wait "$p"; done
 t1=$(date +%s.%N)
+cpu1=$(cpu_now)
 done_at=$(for i in $(seq "$n"); do cat "done-$i"; done | tr '\n' ' ')
 echo "$t0 $t1 $done_at" > phase
 if [ -n "$links_pid" ]; then
@@ -130,20 +134,28 @@ if [ -z "${NO_CENTRAL:-}" ]; then
   h1=$(date +%s.%N)
 fi
 
-python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" "$done_at" <<'PY'
+python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" "$done_at" "$cpu0" "$cpu1" <<'PY'
 import sys
 n, rate, mib = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 t0, t1, h0, h1 = map(float, sys.argv[4:8])
+(all0, idle0), (all1, idle1) = (map(int, a.split()) for a in sys.argv[9:11])
 each = sorted(float(t) - t0 for t in sys.argv[8].split())
 f = mib * 2**20 * 8 / (rate * 1e6)  # seconds for one copy at the link rate
 bound = max(f, f, n * f / (1 + n))
 swarm, central = t1 - t0, h1 - h0
 print(f"kumar-ross bound: {bound:.2f} s")
+open("bound", "w").write(f"{bound}\n")
 print("imageswarm per worker: " + " ".join(f"{t / bound:.2f}" for t in each) + " (x the bound)")
-print(f"imageswarm: {swarm:.2f} s = {swarm / bound:.2f}x the bound (goal <= 1.2)")
+print(f"imageswarm: {swarm:.2f} s = {swarm / bound:.2f}x the bound (goal <= 1.15)")
+print(f"cpu: {100 * (1 - (idle1 - idle0) / max(1, all1 - all0)):.0f} % of the machine busy during the swarm phase")
 if central > 0:
     print(f"central HTTP: {central:.2f} s = {central / bound:.2f}x the bound")
 PY
+if [ -n "${KEEP:-}" ]; then
+  mkdir -p "$KEEP"
+  cp ./*.err phase "$KEEP"/
+  python3 "$root/bench/timeline.py" "$KEEP" "$(cat bound)"
+fi
 if [ -n "$links_pid" ]; then
   # shellcheck disable=SC2086  # one argument per worker
   python3 "$root/bench/links.py" report "$LINKS/samples" "$t0" "$rate" 2 $done_at --ports $(seq 3 $((n + 2))) \
