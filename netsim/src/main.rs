@@ -16,8 +16,9 @@ use proto::swarm::PickerMode;
 
 /// A large simulation holds about 1 GiB of node state and touches it at
 /// random. mimalloc backs its segments with transparent huge pages where the
-/// kernel allows them, which spares most TLB misses: site-10k ran about 20 %
-/// faster than with the system allocator (docs/BENCHMARKS.md).
+/// kernel allows them, which spares most TLB misses, so such a simulation
+/// runs faster than with the system allocator (docs/BENCHMARKS.md has the
+/// measurements).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -28,17 +28,17 @@ fn main() -> ExitCode {
 /// upload) are allocated and freed many times a second, on several threads.
 ///
 /// * glibc gives each thread an arena of its own that keeps what was freed
-///   in it: with 8 requests per peer, a worker's peak RSS reached 89–102 MiB
-///   on a 1 GiB image with the default arenas, 64 MiB with one and 65–81 MiB
-///   with two (bench/pair.sh), which keep lock contention low.
+///   in it, so peak RSS grows with the threads that ever held a buffer. At
+///   most two arenas bound it, and still keep lock contention low.
 /// * By default glibc maps buffers of this size on their own and returns
 ///   freed memory at the top of a heap to the kernel, so the next buffer
 ///   lands on fresh pages, and each fresh page costs a fault and, in a
 ///   virtual machine whose host reclaims free memory, a fault on the host
 ///   too. Serving them from the heap and keeping up to 32 MiB free there
-///   halved a testbed node's page faults and took a 1 GiB pair transfer
-///   from 5.8 s to 5.2 s on average (bench/pair.sh, seven alternating runs
-///   each), for 3–6 MiB more peak RSS.
+///   reuses pages that are already mapped, which spares most of those
+///   faults for a few MiB more peak RSS.
+///
+/// bench/pair.sh measures both (docs/BENCHMARKS.md has the results).
 ///
 /// `MALLOC_ARENA_MAX` and `GLIBC_TUNABLES`, when set, win.
 fn tune_malloc() {

@@ -9,10 +9,10 @@
 //!   take more, and on Linux each TCP socket holds at most [`UNSENT_BYTES`]
 //!   not yet sent. So a response counts as sent about when it has left the
 //!   host, and a node's upload slots decide who gets its uplink. (QUIC
-//!   keeps its own send buffers.) Without this, the kernel took
-//!   several MiB per connection and a master started dozens of chunks at
-//!   once, each at a sliver of its link (the testbed went from 2.1× to
-//!   1.6× the bound; docs/BENCHMARKS.md).
+//!   keeps its own send buffers.) Otherwise the kernel buffers several MiB
+//!   per connection, an upload counts as sent while most of it still waits
+//!   there, and a master starts dozens of chunks at once, each at a sliver
+//!   of its link (docs/BENCHMARKS.md has the measurements).
 //! * Dialling or accepting a TCP connection, with its Noise handshake and
 //!   yamux set-up, gives up after [`UPGRADE_TIMEOUT`].
 //! * A process keeps its key (and so its peer id) in one file across

@@ -52,10 +52,10 @@ impl ChunkSize {
     /// relay in the swarm costs one chunk's transfer time at the rate the
     /// relay's uplink gives it: the more chunks, the smaller that share of
     /// the whole. Each chunk also costs a request, a disk sync and a Have to
-    /// every peer, which smaller chunks pay more often. On the testbed (a
-    /// 64 MiB image, 800 Mbit/s shared by 8 or 16 workers) 128 KiB chunks
-    /// beat 256 KiB and 512 KiB ones (docs/BENCHMARKS.md); 64 KiB ones made
-    /// 32 workers on two cores run out of CPU.
+    /// every peer, which smaller chunks pay more often. Hence the floor of
+    /// 128 KiB: smaller chunks shorten relays that are already short, and
+    /// their per-chunk work, not the link, becomes what limits a host
+    /// (docs/BENCHMARKS.md has the measurements).
     pub fn for_image(size: u64) -> Self {
         let wanted = size.div_ceil(Self::AUTO_CHUNKS).next_power_of_two();
         Self(wanted.clamp(Self::AUTO_MIN, Self::DEFAULT.get()) as u32)

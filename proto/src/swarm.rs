@@ -22,16 +22,14 @@
 //!   [`Config::late_factor`]; slow requests time out and go elsewhere).
 //!   Same-site peers are asked first; among peers of one rank, each fill
 //!   starts one peer further on, so that every node does not ask the same
-//!   first-connected peers (in netsim, 1,000 hosts and 1 GiB, that alone
-//!   took the hosts' download use from 74 % to 82 % of capacity, measured
-//!   with the equal-share sharing model of `netsim::flows` at the time).
+//!   first-connected peers: their slots and queues would fill and refuse,
+//!   while the uplinks of the peers later in every node's order would idle.
 //!   Masters are asked last, but requests to the site's own masters do not
-//!   count against [`Config::max_inflight`]: the masters' uplinks bring every chunk into
-//!   the site once and are the swarm's scarcest, and a node whose pipeline
-//!   is full of requests to peers must still keep them busy. On the testbed
-//!   (32 workers and a master at 25 Mbit/s), the master's uplink carried 18
-//!   Mbit/s while busy when its requests shared the budget, and 24–25 Mbit/s
-//!   with a budget of their own.
+//!   count against [`Config::max_inflight`]: the masters' uplinks bring
+//!   every chunk into the site once and are the swarm's scarcest, and a node
+//!   whose pipeline is full of requests to peers must still keep them busy.
+//!   In a shared budget, requests to masters would wait behind requests to
+//!   peers, and the masters' uplinks would idle between them.
 //! * **Locality**: a worker exchanges chunks only with peers of its own site;
 //!   only gateways and masters fetch across sites, and only from each other.
 //!   Gateways split that work by [`FetchStripe`], among a site's gateways

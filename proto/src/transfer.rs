@@ -347,7 +347,7 @@ impl<B: ChunkBody> Host<B> {
         }
         match reply {
             ManifestReply::Hashes(hashes) => match t.set_manifest(now, hashes) {
-                Ok(()) => tracing::info!(%image, peer, "manifest received and matches the list"),
+                Ok(()) => tracing::debug!(%image, peer, "manifest received and matches the list"),
                 Err(e) => {
                     tracing::warn!(%image, peer, error = %e, "peer sent a manifest that does not match the list");
                     t.manifest_failed(now, peer);

@@ -59,10 +59,9 @@ pub enum PickerMode {
 /// and in endgame: a gateway whose partners are slow, gone or lying, or
 /// whose site's other gateways are down, still completes.
 ///
-/// In netsim (3 sites of 300 hosts, 4 GiB, two gateways a site), the
-/// masters' site's WAN uplink carried 1.21 copies of the image without
-/// shares and 1.00 with them, each remote site received exactly one copy,
-/// and p99 went from 1.51 to 1.44 times the bound.
+/// So while every site's gateways are up, the masters' site's WAN uplink
+/// carries about one copy of the image, not one per site, and each remote
+/// site receives one copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchStripe {
     /// `(index, count)` among the site's gateways.

@@ -13,10 +13,9 @@
 //!   once, so the requester asks another peer instead of waiting. The queue
 //!   is short (as long as the slots): a request that waits behind a busy
 //!   uplink leaves the requester's downlink idle while other peers may have
-//!   room. In netsim (1,000 hosts, 2.5 GiB) a queue of 8 instead of 16 took
-//!   the hosts' download use from 91 % to 94 % and p50 from 1.18 to 1.11
-//!   times the bound, at 45 % more messages (the extra refusals); a queue of
-//!   6 or 4 refuses so often that use falls again (91 %, 88 %).
+//!   room, and a refusal, though it costs a message, sends the requester to
+//!   them at once. A much shorter queue refuses so often that requesters
+//!   idle between refusals.
 //! * **One upload per peer at a time.** A peer's second request waits in
 //!   the queue until its first upload ends, and requests from other peers
 //!   behind it go first. Two chunks to one peer share one path, so each
@@ -28,10 +27,7 @@
 //!   still hides the round trip. Requests from other sites are exempt: over
 //!   a WAN a new stream starts with a small receive window that grows per
 //!   round trip, so one chunk at a time would hold a long path to a
-//!   fraction of its rate. In netsim's testbed-8 (8 workers and a
-//!   master, all at 200 Mbit/s, 1 MiB chunks) the slowest worker went from
-//!   1.19–1.24 times the bound to 1.055–1.062 (8 seeds), the bound plus one
-//!   chunk's relay; in site-10k cut to 2,000 hosts, p99 from 1.105 to 1.080.
+//!   fraction of its rate.
 //! * **FIFO, other sites first.** In a cooperative swarm a first-come queue
 //!   is fair, cheap and predictable; the requester's rarest-first picking
 //!   already steers the swarm toward what is scarce. Requests from other
@@ -39,22 +35,23 @@
 //!   gateways to fetch from, this site has every host that holds a chunk.
 //!   At a gateway, such a request also takes the place of the last queued
 //!   request from this site when the queue is full (that one is refused, and
-//!   its asker turns to another host of its site). Without that, a gateway
-//!   busy feeding its own site refused the other sites' gateways, whose WAN
-//!   links then idled: in netsim (3 sites of 300 hosts, 4 GiB, sites
-//!   splitting the image per [`super::SiteShare`]), the WAN into the two
-//!   remote sites carried 60–70 % of its capacity and p99 was 2.09; with it,
-//!   93–98 % and 1.44. Masters do not do this: they feed their own site's
-//!   first copy, and with it the masters' site fell from p50 1.17 to 2.06.
+//!   its asker turns to another host of its site). Otherwise a gateway busy
+//!   feeding its own site would refuse the other sites' gateways, and their
+//!   WAN links would idle while this site's hosts, which have other peers
+//!   to ask, kept its queue full. This matters most when sites split the
+//!   image per [`super::SiteShare`]: each remote site then depends on the
+//!   others' gateways for much of the image. Masters do not do this: they feed
+//!   their own site's first copy, which every host there waits on, so
+//!   putting other sites first would hold back the masters' whole site.
 //! * **Masters stand back.** A master refuses a chunk once `master_copies`
 //!   copies exist at the requester's site: held by peers there, or on their
 //!   way from this master. Its egress so stays close to `master_copies`
 //!   copies of the image per site however many hosts ask. A remote site's
 //!   gateways so get a site's first copy from the masters, not only from
-//!   gateways of other sites whose uplinks also serve their own site. In
-//!   netsim (3 sites of 3,000 hosts, 10 GiB, a 10 Gbit/s WAN per site) this
-//!   and the queue order above took p99 from 1.81 to 1.67 times the bound,
-//!   at 1.94 copies of master egress instead of 1.41.
+//!   gateways of other sites whose uplinks also serve their own site. The
+//!   price is master egress above one copy in all; in exchange no remote
+//!   site waits for gateways that are busy with their own site
+//!   (docs/BENCHMARKS.md has the measurements).
 //!   With several masters, each first serves its own stripe of chunks
 //!   (`chunk % count == index`) and takes another stripe's chunk only when
 //!   it is still unavailable `grace` after it was first asked for, so that
@@ -65,10 +62,10 @@
 //!   recipient announces it (or asks for it again, leaves, or
 //!   `delivery_grace` passes), not only until the upload ends: an upload the
 //!   I/O layer reports done may still sit in socket buffers and be verified
-//!   and stored before the recipient's Have goes out. On the testbed (8
-//!   workers at 200 Mbit/s, 1 MiB chunks), requests that came in that window
-//!   made the master send 15–21 of its 128 chunks twice, 12–16 % more egress
-//!   at the swarm's bottleneck; with this rule, none.
+//!   and stored before the recipient's Have goes out. A request that comes
+//!   in that window would otherwise find no copy at the requester's site,
+//!   and the master would send the chunk twice, spending egress at the
+//!   swarm's bottleneck.
 
 use std::collections::VecDeque;
 
@@ -183,9 +180,10 @@ const NEVER: Micros = Micros::MAX;
 impl Uploads {
     /// Queues for an image of `chunks` chunks. A master's also keep, per
     /// chunk, ended uploads among the [`Uploads::recipients`] until
-    /// announced, and when it was first asked for. Other nodes need neither:
-    /// in netsim's site-10k (10,000 nodes, 2,560 chunks) the first-asked
-    /// times alone took 195 MiB.
+    /// announced, and when it was first asked for. Other nodes need neither,
+    /// and a simulation holds thousands of them: for 10,000 nodes of 2,560
+    /// chunks (netsim's site-10k) the first-asked times alone would take
+    /// 195 MiB.
     pub(crate) fn new(chunks: u32, master: bool) -> Self {
         let per_chunk = if master { chunks as usize } else { 0 };
         Self {

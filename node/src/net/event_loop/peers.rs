@@ -199,7 +199,12 @@ impl EventLoop {
                     Some(Response::Refused(r)) => ManifestReply::Refused(r),
                     Some(_) | None => ManifestReply::Failed,
                 };
+                let known = |s: &Self| s.host.image(image).is_some_and(|t| t.manifest().is_some());
+                let before = known(self);
                 self.host.handle_manifest_reply(now, h, image, reply);
+                if !before && known(self) {
+                    tracing::info!(%image, %peer, "manifest received and matches the list");
+                }
             }
         }
     }
