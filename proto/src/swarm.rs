@@ -41,7 +41,9 @@
 //!   and goes back to the pool; a peer that lacks a chunk or refuses it is
 //!   merely skipped for a while.
 
+mod config;
 mod download;
+mod message;
 mod picker;
 mod rng;
 mod upload;
@@ -50,191 +52,14 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
+pub use config::Config;
+pub use message::{Action, ChunkIndex, Message, Micros, PeerId, PeerInfo, Reply, Role};
 pub use picker::{FetchStripe, PickerMode, SiteShare};
 use rng::Rng;
 use upload::{Asker, Queued};
 pub use upload::{Stripe, UploadPolicy};
 
 use crate::bitfield::Bitfield;
-use crate::manifest::ChunkError;
-
-/// A chunk's position in the image.
-pub type ChunkIndex = u32;
-
-/// The caller's handle for a peer.
-pub type PeerId = u64;
-
-/// Microseconds on the caller's monotonic clock.
-pub type Micros = u64;
-
-/// What a node is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Role {
-    /// A worker host: downloads and shares within its site.
-    Worker,
-    /// A worker that also fetches across sites for its site.
-    Gateway,
-    /// A master: holds every image from the source and seeds.
-    Master,
-}
-
-impl Role {
-    /// Whether the role may exchange chunks with other sites.
-    pub fn crosses_sites(self) -> bool {
-        matches!(self, Self::Gateway | Self::Master)
-    }
-}
-
-/// Who a peer is, as the tracker or the peer itself says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// The peer's site.
-    pub site: u32,
-    /// The peer's role.
-    pub role: Role,
-}
-
-/// Messages between peers about one image. Chunk data travels outside
-/// these: the I/O layer carries it for [`Action::Upload`] and reports what
-/// became of a request with [`Swarm::handle_reply`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
-    /// Every chunk the sender has; sent first on each connection.
-    Bitfield(Bitfield),
-    /// The sender now has this chunk.
-    Have(ChunkIndex),
-    /// Please send this chunk.
-    Request(ChunkIndex),
-    /// Please send this chunk: the sender has nothing else in flight, a
-    /// master refused it this chunk before, and none of its other peers holds
-    /// it (they left, or were banned for bad data). A master serves it
-    /// whatever copies it believes exist.
-    Insist(ChunkIndex),
-    /// Never mind this request.
-    Cancel(ChunkIndex),
-}
-
-/// What became of a chunk request this node sent. The three ways it can
-/// fail stay apart: only [`Reply::Corrupt`] is the peer's fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    /// The chunk arrived and matched the manifest (and, in the node, is
-    /// written).
-    Verified,
-    /// The peer sent bytes that are not the chunk: it is banned.
-    Corrupt(ChunkError),
-    /// The peer refused (it lacks the chunk, is busy, or leaves it to
-    /// others): ask elsewhere for a while.
-    Refused,
-    /// The request never got an answer (the stream or connection failed):
-    /// as a refusal, and not held against the peer.
-    Failed,
-}
-
-/// Something the I/O layer must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Send a message.
-    Send {
-        /// To whom.
-        to: PeerId,
-        /// What.
-        msg: Message,
-    },
-    /// Send a chunk's data; report the end with [`Swarm::handle_upload_done`].
-    Upload {
-        /// To whom.
-        to: PeerId,
-        /// Which chunk.
-        chunk: ChunkIndex,
-    },
-    /// Refuse this request (not held, not allowed, or busy).
-    Refuse {
-        /// The peer that asked.
-        to: PeerId,
-        /// The chunk it asked for.
-        chunk: ChunkIndex,
-    },
-    /// Disconnect and ban this peer: it sent data that failed verification.
-    Ban {
-        /// The peer.
-        peer: PeerId,
-        /// What was wrong with the chunk it sent.
-        error: ChunkError,
-    },
-    /// Every chunk is here and verified.
-    Completed,
-}
-
-/// Tunables. `Default` suits a cooperative site swarm of 10 Gbit/s hosts.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// This node's site.
-    pub site: u32,
-    /// This node's role.
-    pub role: Role,
-    /// Requests in flight per peer.
-    pub pipeline: u32,
-    /// Requests in flight per peer of another site: WAN round trips are
-    /// long, so more requests must be under way to fill the link.
-    pub cross_site_pipeline: u32,
-    /// For gateways: which chunks to bring across sites first.
-    pub fetch_stripe: Option<FetchStripe>,
-    /// Requests in flight to peers other than this site's masters, in total
-    /// (those get up to `pipeline` each besides). About the peers' upload slots:
-    /// more would split this node's downlink into slivers while senders'
-    /// uplinks sit idle, fewer would leave the downlink idle between chunks.
-    pub max_inflight: u32,
-    /// Chunks picked at random before rarest-first takes over.
-    pub random_first: u32,
-    /// How chunks are chosen.
-    pub picker: PickerMode,
-    /// Whether same-site peers are preferred and cross-site rules apply.
-    pub locality: bool,
-    /// How long a request may stay unanswered.
-    pub request_timeout: Micros,
-    /// How long a peer that refused a chunk is not asked for it again.
-    pub refusal_backoff: Micros,
-    /// How long a peer that refused anything is not asked at all: refusals
-    /// mean "busy" or "others have it", so asking at once for the next chunk
-    /// would mostly collect refusals.
-    pub refusal_pause: Micros,
-    /// In endgame a chunk is asked of a second peer only once its request
-    /// is this many times as old as a request usually takes (an average of
-    /// the recent ones), and at least [`Config::late_floor`]: a second copy
-    /// costs a whole chunk of the downlink, and is worth it only when the
-    /// first is late. 0 duplicates at once.
-    pub late_factor: u32,
-    /// The least age at which a request counts as late.
-    pub late_floor: Micros,
-    /// How this node serves requests.
-    pub upload: UploadPolicy,
-    /// Seed for tie-breaking and sampling.
-    pub seed: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            site: 0,
-            role: Role::Worker,
-            pipeline: 2,
-            cross_site_pipeline: 8,
-            fetch_stripe: None,
-            max_inflight: 16,
-            random_first: 4,
-            picker: PickerMode::RarestFirst,
-            locality: true,
-            request_timeout: 10_000_000,
-            refusal_backoff: 200_000,
-            refusal_pause: 20_000,
-            late_factor: 2,
-            late_floor: 20_000,
-            upload: UploadPolicy::default(),
-            seed: 0,
-        }
-    }
-}
 
 /// A request this node sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

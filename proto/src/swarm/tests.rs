@@ -1,6 +1,7 @@
 //! Unit tests of the swarm state machine, driven by hand.
 
 use super::*;
+use crate::manifest::ChunkError;
 
 const N: u32 = 64;
 
