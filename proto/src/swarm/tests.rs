@@ -204,6 +204,24 @@ fn upload_slots_and_queue_are_bounded() {
 }
 
 #[test]
+fn a_masters_uploads_to_other_sites_keep_to_a_quarter_of_its_slots() {
+    let upload = UploadPolicy { slots: 8, max_queue: 16, ..UploadPolicy::default() };
+    let mut m = Swarm::new(Config { role: Role::Master, upload, ..Config::default() }, Bitfield::full(N));
+    m.handle_connected(0, 1, info(1, Role::Gateway));
+    m.handle_connected(0, 2, info(0, Role::Worker));
+    drain(&mut m);
+    for c in 0..8 {
+        m.handle_message(0, 1, Message::Request(c));
+    }
+    let remote = drain(&mut m).iter().filter(|a| matches!(a, Action::Upload { to: 1, .. })).count();
+    assert_eq!(remote, 2, "two of eight slots to the other site; the rest wait in the queue");
+    m.handle_message(1, 2, Message::Request(20));
+    assert_eq!(drain(&mut m), vec![Action::Upload { to: 2, chunk: 20 }], "a slot stays free for the master's own site");
+    m.handle_upload_done(2, 1, 0);
+    assert_eq!(drain(&mut m), vec![Action::Upload { to: 1, chunk: 2 }], "the next remote request takes the freed one");
+}
+
+#[test]
 fn a_peer_of_this_site_gets_one_upload_at_a_time_and_later_askers_go_ahead_of_its_second() {
     let mut s = Swarm::new(Config { role: Role::Gateway, ..Config::default() }, Bitfield::full(N));
     for p in [1, 2] {

@@ -43,6 +43,10 @@
 //!   others' gateways for much of the image. Masters do not do this: they feed
 //!   their own site's first copy, which every host there waits on, so
 //!   putting other sites first would hold back the masters' whole site.
+//!   For the same reason uploads to other sites hold at most a quarter of a
+//!   master's slots: a flow over a WAN holds its slot far longer than one
+//!   within the site, so otherwise they would gather in the slots, and the
+//!   master's uplink would run at the WAN's rate while its site waits.
 //! * **Masters stand back.** A master refuses a chunk once `master_copies`
 //!   copies exist at the requester's site: held by peers there, or on their
 //!   way from this master. Its egress so stays close to `master_copies`
@@ -160,13 +164,24 @@ pub(crate) enum Queued {
     No,
 }
 
+/// A running upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Active {
+    peer: PeerId,
+    chunk: ChunkIndex,
+    /// To another site.
+    cross: bool,
+}
+
 /// Queued and running uploads.
 #[derive(Debug, Clone)]
 pub(crate) struct Uploads {
     queue: VecDeque<(PeerId, ChunkIndex)>,
     /// The first `urgent` entries of `queue` came from other sites.
     urgent: usize,
-    active: Vec<(PeerId, ChunkIndex)>,
+    active: Vec<Active>,
+    /// A master's: uploads to other sites take at most a quarter of the slots.
+    master: bool,
     /// Per chunk, uploads of it that ended (to whom, when) and that the
     /// recipient has not announced yet; at most one entry per peer and
     /// chunk. Masters only (empty otherwise).
@@ -190,6 +205,7 @@ impl Uploads {
             queue: VecDeque::new(),
             urgent: 0,
             active: Vec::new(),
+            master,
             delivered: vec![Vec::new(); per_chunk],
             first_asked: vec![NEVER; per_chunk],
         }
@@ -210,7 +226,7 @@ impl Uploads {
     /// Queues a request, unless it is a duplicate or the queue is full of
     /// requests that go before it.
     pub(crate) fn enqueue(&mut self, peer: PeerId, chunk: ChunkIndex, max_queue: usize, from: Asker) -> Queued {
-        if self.queue.contains(&(peer, chunk)) || self.active.contains(&(peer, chunk)) {
+        if self.queue.contains(&(peer, chunk)) || self.active.iter().any(|a| (a.peer, a.chunk) == (peer, chunk)) {
             return Queued::No;
         }
         let mut queued = Queued::Yes;
@@ -234,28 +250,31 @@ impl Uploads {
 
     /// The next upload to start, if one of the policy's slots is free: the
     /// first queued request that came from another site or whose peer has
-    /// fewer than `per_peer` uploads running.
+    /// fewer than `per_peer` uploads running. At a master, requests from
+    /// other sites wait while uploads to other sites hold a quarter of the
+    /// slots (see the module docs).
     pub(crate) fn next(&mut self, policy: &UploadPolicy) -> Option<(PeerId, ChunkIndex)> {
         if self.active.len() as u32 >= policy.slots {
             return None;
         }
-        let running = |peer: PeerId| self.active.iter().filter(|&&(p, _)| p == peer).count();
-        let pos = self
-            .queue
-            .iter()
-            .enumerate()
-            .position(|(i, &(p, _))| i < self.urgent || running(p) < policy.per_peer as usize)?;
-        let next = self.queue.remove(pos)?;
-        if pos < self.urgent {
+        let cross_full =
+            self.master && self.active.iter().filter(|a| a.cross).count() as u32 >= policy.slots.div_ceil(4);
+        let running = |peer: PeerId| self.active.iter().filter(|a| a.peer == peer).count();
+        let pos = self.queue.iter().enumerate().position(|(i, &(p, _))| {
+            if i < self.urgent { !cross_full } else { running(p) < policy.per_peer as usize }
+        })?;
+        let (peer, chunk) = self.queue.remove(pos)?;
+        let cross = pos < self.urgent;
+        if cross {
             self.urgent -= 1;
         }
-        self.active.push(next);
-        Some(next)
+        self.active.push(Active { peer, chunk, cross });
+        Some((peer, chunk))
     }
 
     /// An upload ended at `now`.
     pub(crate) fn finish(&mut self, peer: PeerId, chunk: ChunkIndex, now: Micros) {
-        if let Some(pos) = self.active.iter().position(|&u| u == (peer, chunk)) {
+        if let Some(pos) = self.active.iter().position(|a| (a.peer, a.chunk) == (peer, chunk)) {
             self.active.swap_remove(pos);
             self.settle(peer, chunk);
             if let Some(sent) = self.delivered.get_mut(chunk as usize) {
@@ -278,7 +297,7 @@ impl Uploads {
 
     pub(crate) fn drop_peer(&mut self, peer: PeerId) {
         self.remove_queued(|(p, _)| p == peer);
-        self.active.retain(|&(p, _)| p != peer);
+        self.active.retain(|a| a.peer != peer);
         for sent in &mut self.delivered {
             sent.retain(|&(p, _)| p != peer);
         }
@@ -297,7 +316,8 @@ impl Uploads {
     /// The peers `chunk` is queued for, being sent to, or was sent to at
     /// `since` or later and not yet announced by.
     pub(crate) fn recipients(&self, chunk: ChunkIndex, since: Micros) -> impl Iterator<Item = PeerId> + '_ {
-        let pending = self.queue.iter().chain(&self.active).filter(move |&&(_, c)| c == chunk).map(|&(p, _)| p);
+        let queued = self.queue.iter().filter(move |&&(_, c)| c == chunk).map(|&(p, _)| p);
+        let pending = queued.chain(self.active.iter().filter(move |a| a.chunk == chunk).map(|a| a.peer));
         let sent = self.delivered.get(chunk as usize).into_iter().flatten();
         pending.chain(sent.filter(move |&&(_, t)| t >= since).map(|&(p, _)| p))
     }
