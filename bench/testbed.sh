@@ -18,6 +18,10 @@
 # KEEP=DIR copies every node's log (stderr; RUST_LOG sets what they log, by
 # default what bench/timeline.py reads) and the swarm phase's start and end
 # times into DIR, and prints each worker's timeline (bench/timeline.py).
+# ARIA2=1 also runs BitTorrent on the same testbed: opentracker on the
+# infrastructure host, aria2c seeding from the master's host and fetching on
+# every worker (every worker keeps seeding once done), pieces of 256 KiB
+# (apt-get install aria2 opentracker mktorrent).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-8}
@@ -26,6 +30,11 @@ size_mib=${3:-128}
 chunk=${4:-}
 # shellcheck source=bench/site.sh
 source "$root/bench/site.sh"
+if [ -n "${ARIA2:-}" ]; then
+  for c in aria2c opentracker mktorrent; do
+    command -v "$c" >/dev/null || { echo "ARIA2=1 needs $c: apt-get install aria2 opentracker mktorrent" >&2; exit 1; }
+  done
+fi
 work=$(mktemp -d -t imageswarm-testbed.XXXXXX)
 tag="isw$$"
 hosts=(infra master)
@@ -35,7 +44,7 @@ cleanup() {
   for h in "${hosts[@]}"; do ip netns pids "$tag-$h" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
   sleep 0.3
   for h in "${hosts[@]}" sw; do ip netns del "$tag-$h" 2>/dev/null || true; done
-  rm -rf "$work"
+  rm -rf "$work" "$work.whitelist"
 }
 trap cleanup EXIT
 
@@ -117,6 +126,8 @@ if [ -n "$links_pid" ]; then
   kill "$links_pid"
 fi
 for h in "${hosts[@]:1}"; do ip netns pids "$tag-$h" | xargs -r kill 2>/dev/null || true; done
+exact=0
+for i in $(seq "$n"); do cmp -s www/image.img "w$i/images/$uuid" && exact=$((exact + 1)); done
 
 h0=0 h1=0
 if [ -z "${NO_CENTRAL:-}" ]; then
@@ -134,10 +145,45 @@ if [ -z "${NO_CENTRAL:-}" ]; then
   h1=$(date +%s.%N)
 fi
 
-python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" "$done_at" "$cpu0" "$cpu1" <<'PY'
+a0=0 a1=0
+if [ -n "${ARIA2:-}" ]; then
+  echo "== aria2 + opentracker: the master's host seeds, every worker fetches and seeds"
+  mktorrent -a "http://$ip_infra:6969/announce" -l 18 -o image.torrent www/image.img >/dev/null
+  # Debian's opentracker serves whitelisted torrents only. It runs from /
+  # (it chroots to its working directory) as nobody, so the whitelist must be
+  # readable by all, outside the private $work.
+  aria2c -S image.torrent | sed -n 's/^Info Hash: //p' > "$work.whitelist"
+  chmod 644 "$work.whitelist"
+  (cd / && in_ns infra opentracker -i "$ip_infra" -p 6969 -P 6969 -w "$work.whitelist" >/dev/null 2>&1) &
+  aria_opts=(--enable-dht=false --bt-enable-lpd=false --disable-ipv6=true --seed-ratio=0.0 --file-allocation=none
+    --bt-tracker-interval=1 --summary-interval=0 --console-log-level=error --quiet=true)
+  sleep 0.3
+  in_ns master aria2c "${aria_opts[@]}" --dir=www --check-integrity=true --listen-port=6881 image.torrent >/dev/null 2>&1 &
+  sleep 2
+  a0=$(date +%s.%N)
+  for i in $(seq "$n"); do
+    mkdir "aria-$i"
+    in_ns "w$i" aria2c "${aria_opts[@]}" --dir="aria-$i" --listen-port=6881 \
+      --on-bt-download-complete="$root/bench/stamp.sh" image.torrent >/dev/null 2>&1 &
+  done
+  aria_done() { find . -maxdepth 2 -path './aria-*/image.img.done' | wc -l; }
+  for _ in $(seq 6000); do
+    [ "$(aria_done)" -ge "$n" ] && break
+    sleep 0.1
+  done
+  if [ "$(aria_done)" -ge "$n" ]; then
+    a1=$(cat aria-*/image.img.done | sort -n | tail -n1)
+    for i in $(seq "$n"); do cmp -s www/image.img "aria-$i/image.img" || echo "aria2: worker $i's copy differs" >&2; done
+  else
+    echo "aria2: only $(aria_done) of $n workers finished within 600 s; no figure" >&2
+  fi
+fi
+
+python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" "$done_at" "$cpu0" "$cpu1" "$exact" "$a0" "$a1" <<'PY'
 import sys
 n, rate, mib = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 t0, t1, h0, h1 = map(float, sys.argv[4:8])
+exact, a0, a1 = int(sys.argv[11]), float(sys.argv[12]), float(sys.argv[13])
 (all0, idle0), (all1, idle1) = (map(int, a.split()) for a in sys.argv[9:11])
 each = sorted(float(t) - t0 for t in sys.argv[8].split())
 f = mib * 2**20 * 8 / (rate * 1e6)  # seconds for one copy at the link rate
@@ -147,9 +193,12 @@ print(f"kumar-ross bound: {bound:.2f} s")
 open("bound", "w").write(f"{bound}\n")
 print("imageswarm per worker: " + " ".join(f"{t / bound:.2f}" for t in each) + " (x the bound)")
 print(f"imageswarm: {swarm:.2f} s = {swarm / bound:.2f}x the bound (goal <= 1.15)")
+print(f"byte-exact: {exact} of {n} workers hold the image as the source has it")
 print(f"cpu: {100 * (1 - (idle1 - idle0) / max(1, all1 - all0)):.0f} % of the machine busy during the swarm phase")
 if central > 0:
     print(f"central HTTP: {central:.2f} s = {central / bound:.2f}x the bound")
+if a1 > 0:
+    print(f"aria2 + opentracker: {a1 - a0:.2f} s = {(a1 - a0) / bound:.2f}x the bound")
 PY
 if [ -n "${KEEP:-}" ]; then
   mkdir -p "$KEEP"
