@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use proto::bitfield::Bitfield;
 use proto::manifest::{ChunkBody, ChunkHash, ChunkSize, Manifest, ManifestRoot};
 use proto::swarm::{Config, FetchStripe, PeerInfo, Role, SiteShare, Stripe, UploadPolicy};
-use proto::transfer::{ChunkReply, Effect, Host, HostConfig, ImageId, ImageSpec, ManifestReply, Notice};
+use proto::transfer::{ChunkReply, Effect, Host, ImageId, ImageSpec, ManifestReply, Notice};
 use proto::wire::Refusal;
 use tracing::info;
 
@@ -660,7 +660,7 @@ fn new_node(s: &Scenario, opt: &Options, site: u32, role: Role, upload: UploadPo
     Node {
         info,
         malicious: false,
-        host: Host::new(HostConfig { me: info }),
+        host: Host::new(),
         swarm,
         links: Vec::new(),
         timer: None,

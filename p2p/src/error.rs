@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The transport could not be built.
+    /// The transport could not be built, or could not listen.
     #[error("network: {0}")]
     Net(String),
     /// A key file is unusable.

@@ -249,33 +249,13 @@ pub trait ChunkBody {
     fn blake3(&self) -> ChunkHash;
 }
 
-impl ChunkBody for [u8] {
+impl<T: AsRef<[u8]> + ?Sized> ChunkBody for T {
     fn byte_len(&self) -> u64 {
-        self.len() as u64
+        self.as_ref().len() as u64
     }
 
     fn blake3(&self) -> ChunkHash {
-        hash_chunk(self)
-    }
-}
-
-impl ChunkBody for bytes::Bytes {
-    fn byte_len(&self) -> u64 {
-        self.len() as u64
-    }
-
-    fn blake3(&self) -> ChunkHash {
-        hash_chunk(self)
-    }
-}
-
-impl ChunkBody for Vec<u8> {
-    fn byte_len(&self) -> u64 {
-        self.len() as u64
-    }
-
-    fn blake3(&self) -> ChunkHash {
-        hash_chunk(self)
+        hash_chunk(self.as_ref())
     }
 }
 

@@ -90,13 +90,6 @@ pub const MAX_CONNECTIONS: u32 = 256;
 /// they were written for, and each chunk with its hash.
 pub type Unsynced = (ImageId, u64, Vec<(ChunkIndex, ChunkHash)>);
 
-/// What a [`Host`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostConfig {
-    /// This node's site and role.
-    pub me: PeerInfo,
-}
-
 /// What this node knows of a connected peer.
 #[derive(Debug, Default)]
 struct Peer {
@@ -110,7 +103,6 @@ struct Peer {
 /// One node's transfers of every image it swarms on.
 #[derive(Debug)]
 pub struct Host<B> {
-    cfg: HostConfig,
     peers: HashMap<PeerId, Peer, BuildHasherDefault<IdHasher>>,
     /// In a fixed order, so that runs replay.
     images: BTreeMap<ImageId, Transfer>,
@@ -119,11 +111,16 @@ pub struct Host<B> {
     effects: VecDeque<Effect<B>>,
 }
 
+impl<B: ChunkBody> Default for Host<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<B: ChunkBody> Host<B> {
     /// A node with no images and no peers.
-    pub fn new(cfg: HostConfig) -> Self {
+    pub fn new() -> Self {
         Self {
-            cfg,
             peers: HashMap::default(),
             images: BTreeMap::new(),
             inbound: HashSet::new(),
@@ -255,14 +252,7 @@ impl<B: ChunkBody> Host<B> {
     /// The connection to `peer` is gone.
     pub fn handle_disconnected(&mut self, now: Micros, peer: PeerId) {
         self.peers.remove(&peer);
-        self.inbound.retain(|k| k.1 != peer);
-        let images: Vec<ImageId> = self.images.keys().copied().collect();
-        for image in images {
-            if let Some(t) = self.images.get_mut(&image) {
-                t.disconnected(now, peer);
-            }
-            self.drain(now, image);
-        }
+        self.forget(now, peer);
         self.ask_manifests(now);
     }
 
@@ -466,21 +456,6 @@ impl<B: ChunkBody> Host<B> {
         self.images.iter()
     }
 
-    /// Whether `peer`'s hello is here.
-    pub fn has_met(&self, peer: PeerId) -> bool {
-        self.peers.get(&peer).is_some_and(|p| p.info.is_some())
-    }
-
-    /// This node's site and role.
-    pub fn me(&self) -> PeerInfo {
-        self.cfg.me
-    }
-
-    /// Whether a commit is under way for any image.
-    pub fn committing(&self) -> bool {
-        self.images.values().any(|t| t.committing)
-    }
-
     /// Hands over, for each image, the chunks written but not committed
     /// (for a stopping node to commit).
     pub fn take_unsynced(&mut self) -> Vec<Unsynced> {
@@ -536,8 +511,13 @@ impl<B: ChunkBody> Host<B> {
         if std::mem::replace(&mut p.banned, true) {
             return;
         }
-        self.inbound.retain(|k| k.1 != peer);
         self.effects.push_back(Effect::Ban { peer, offence });
+        self.forget(now, peer);
+    }
+
+    /// Drops `peer`'s waiting requests and takes it out of every image.
+    fn forget(&mut self, now: Micros, peer: PeerId) {
+        self.inbound.retain(|k| k.1 != peer);
         let images: Vec<ImageId> = self.images.keys().copied().collect();
         for image in images {
             if let Some(t) = self.images.get_mut(&image) {

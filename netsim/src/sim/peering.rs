@@ -90,7 +90,7 @@ impl Sim<'_> {
         self.presence[n as usize].alive = true;
         let spec = self.spec(n as usize, have);
         let node = &mut self.nodes[n as usize];
-        node.host = Host::new(proto::transfer::HostConfig { me: node.info });
+        node.host = Host::new();
         if let Some((_, e)) = node.host.add_images(now, vec![(IMAGE, spec)]).pop() {
             tracing::error!(node = n, error = %e, "the image cannot be taken up");
         }

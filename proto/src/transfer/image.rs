@@ -174,11 +174,6 @@ impl Transfer {
         self.swarm.as_ref().map(Swarm::stats).unwrap_or_default()
     }
 
-    /// The epoch the image was taken up with.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     // ---- manifest ----
 
     /// Accepts `hashes` as the manifest if their root is the list's, and

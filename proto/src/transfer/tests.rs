@@ -49,7 +49,7 @@ fn worker() -> PeerInfo {
 }
 
 fn host() -> Host<Vec<u8>> {
-    Host::new(HostConfig { me: worker() })
+    Host::new()
 }
 
 /// A worker with the image taken up (no chunks, manifest `known` or not).

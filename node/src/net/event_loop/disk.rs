@@ -194,10 +194,6 @@ impl EventLoop {
         }
     }
 
-    fn respond(&mut self, channel: ResponseChannel<Response>, r: Response) {
-        let _ = self.swarm.behaviour_mut().peer.send_response(channel, r);
-    }
-
     fn wrote(&mut self, image: Uuid, epoch: u64, index: u32, result: Result<()>) {
         if result.is_ok() {
             tracing::trace!(%image, index, "chunk written");
@@ -260,7 +256,7 @@ impl EventLoop {
         let mut pending = Vec::new();
         while self.commits_running > 0 {
             match tokio::time::timeout_at(deadline, self.jobs.next()).await {
-                Ok(Some(IoDone::Disk(Disk::Committed { image, epoch, result }))) => {
+                Ok(IoDone::Disk(Disk::Committed { image, epoch, result })) => {
                     self.committed(image, epoch, result);
                     // What the machine would commit next is committed below.
                     while let Some(e) = self.host.poll_effect() {
@@ -269,8 +265,8 @@ impl EventLoop {
                         }
                     }
                 }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+                Ok(_) => {}
+                Err(_) => break,
             }
         }
         pending.extend(self.host.take_unsynced());

@@ -66,11 +66,11 @@ impl Default for Jobs {
 
 impl Jobs {
     /// The next job's report (pending forever while there are none).
-    pub(super) async fn next(&mut self) -> Option<IoDone> {
+    pub(super) async fn next(&mut self) -> IoDone {
         loop {
             match self.set.join_next().await {
                 None => std::future::pending::<()>().await,
-                Some(Ok(done)) => return Some(done),
+                Some(Ok(done)) => return done,
                 // Jobs catch their work's panics; this is the job itself.
                 Some(Err(e)) => tracing::error!(error = %e, "a job of the event loop failed"),
             }

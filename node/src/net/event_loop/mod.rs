@@ -30,8 +30,8 @@ use libp2p::request_response::{InboundRequestId, OutboundRequestId, ResponseChan
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad};
 use p2p::transport::KAD_PROTOCOL;
-use proto::swarm::{self, FetchStripe, PeerInfo, Role, SiteShare};
-use proto::transfer::{Effect, Host, HostConfig, Offence};
+use proto::swarm::{self, FetchStripe, Role, SiteShare};
+use proto::transfer::{Effect, Host, Offence};
 use proto::wire::{Request, Response};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -223,7 +223,7 @@ impl EventLoop {
             site_id,
             fetch_stripe,
             role,
-            host: Host::new(HostConfig { me: PeerInfo { site: site_id, role } }),
+            host: Host::new(),
             images: HashMap::new(),
             next_epoch: 0,
             up: Bucket::new(cfg.upload_limit),
@@ -266,6 +266,11 @@ impl EventLoop {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// Answers a peer's request; a peer that has gone meanwhile needs none.
+    fn respond(&mut self, channel: ResponseChannel<Response>, r: Response) {
+        let _ = self.swarm.behaviour_mut().peer.send_response(channel, r);
+    }
+
     fn handle(&mut self, p: PeerId) -> u64 {
         if let Some(h) = self.handles.get(&p) {
             return *h;
@@ -283,7 +288,7 @@ impl EventLoop {
             let deadline = self.host.poll_timeout().map(|t| self.started + Duration::from_micros(t));
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
-                Some(done) = self.jobs.next() => self.on_io(done),
+                done = self.jobs.next() => self.on_io(done),
                 Some(inbound) = self.notices_in.recv() => match inbound {
                     Inbound::Frame(peer, frame) => self.on_notices(peer, frame),
                     Inbound::Broken(h) => self.on_notice_stream_broken(h),
@@ -402,7 +407,7 @@ impl EventLoop {
                 Effect::Refuse { to, image, index, refusal } => {
                     if let Some((_, ch)) = self.inbound.remove(&(image, to, index)) {
                         tracing::trace!(%image, index, ?refusal, "request refused");
-                        let _ = self.swarm.behaviour_mut().peer.send_response(ch, Response::Refused(refusal));
+                        self.respond(ch, Response::Refused(refusal));
                     }
                 }
                 Effect::Write { image, epoch, chunk } => self.write(image, epoch, chunk),

@@ -146,18 +146,18 @@ impl EventLoop {
                 tracing::trace!(%peer, "hello asked");
                 let asked: Vec<Uuid> = hello.images.iter().map(|(u, _)| *u).collect();
                 let mine = self.wire_hello(self.host.hello_images(&asked));
-                let _ = self.swarm.behaviour_mut().peer.send_response(channel, Response::Hello(mine));
+                self.respond(channel, Response::Hello(mine));
                 self.on_hello(peer, hello);
             }
             Request::Manifest { image } => {
                 tracing::trace!(%peer, %image, "manifest requested");
                 let r =
                     self.host.manifest_for(image).map_or_else(Response::Refused, |h| Response::Manifest(h.to_vec()));
-                let _ = self.swarm.behaviour_mut().peer.send_response(channel, r);
+                self.respond(channel, r);
             }
             Request::Chunk { image, index, insist } => {
                 if self.inbound.contains_key(&(image, h, index)) {
-                    let _ = self.swarm.behaviour_mut().peer.send_response(channel, Response::Refused(Refusal::Busy));
+                    self.respond(channel, Response::Refused(Refusal::Busy));
                     return;
                 }
                 self.inbound.insert((image, h, index), (id, channel));
