@@ -120,12 +120,7 @@ impl<B: ChunkBody> Default for Host<B> {
 impl<B: ChunkBody> Host<B> {
     /// A node with no images and no peers.
     pub fn new() -> Self {
-        Self {
-            peers: HashMap::default(),
-            images: BTreeMap::new(),
-            inbound: HashSet::new(),
-            effects: VecDeque::new(),
-        }
+        Self { peers: HashMap::default(), images: BTreeMap::new(), inbound: HashSet::new(), effects: VecDeque::new() }
     }
 
     // ---- commands ----
