@@ -195,7 +195,8 @@ impl EventLoop {
     }
 
     fn wrote(&mut self, image: Uuid, epoch: u64, index: u32, result: Result<()>) {
-        if result.is_ok() {
+        // A write for an earlier take-up of the image is ignored, not counted.
+        if result.is_ok() && self.images.get(&image).is_some_and(|l| l.epoch == epoch) {
             tracing::trace!(%image, index, "chunk written");
             self.metrics.chunks_verified.get_or_create(&Metrics::image(image)).inc();
         }
