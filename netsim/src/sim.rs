@@ -115,7 +115,7 @@ struct Msg {
 enum Kind {
     Timer { node: u32, at: u64 },
     Start { node: u32 },
-    Announce { node: u32 },
+    Announce { node: u32, epoch: u32 },
     Connect { from: u32, to: u32 },
     Installed { node: u32, epoch: u64 },
     Leave { node: u32 },
@@ -454,7 +454,13 @@ impl<'a> Sim<'a> {
                 }
             }
             Kind::Start { node } => self.start(node),
-            Kind::Announce { node } => self.announce(node),
+            // An announcement chain ends with the run of the node that
+            // started it: a node that rejoins starts a chain of its own.
+            Kind::Announce { node, epoch } => {
+                if self.presence[node as usize].epoch == epoch {
+                    self.announce(node);
+                }
+            }
             Kind::Connect { from, to } => self.connect(from, to),
             Kind::Leave { node } => self.leave(node),
             Kind::Join { node } => self.join(node),

@@ -91,6 +91,9 @@ impl Sim<'_> {
         let spec = self.spec(n as usize, have);
         let node = &mut self.nodes[n as usize];
         node.host = Host::new();
+        // The new host's timers are its own; one armed for the old host
+        // would hold back every earlier one.
+        node.timer = None;
         if let Some((_, e)) = node.host.add_images(now, vec![(IMAGE, spec)]).pop() {
             tracing::error!(node = n, error = %e, "the image cannot be taken up");
         }
@@ -129,7 +132,8 @@ impl Sim<'_> {
                 self.schedule(connect, Kind::Connect { from: n, to });
             }
         }
-        self.schedule(self.t + self.s.startup.announce_interval_s, Kind::Announce { node: n });
+        let epoch = self.presence[n as usize].epoch;
+        self.schedule(self.t + self.s.startup.announce_interval_s, Kind::Announce { node: n, epoch });
     }
 
     /// A dial from `from` to `to` completes, if both may have the connection.
@@ -179,9 +183,7 @@ impl Sim<'_> {
             self.disconnect(n, p);
         }
         self.presence[n as usize].alive = false;
-        let node = &mut self.nodes[n as usize];
-        node.timer = None;
-        let down = node.down_for;
+        let down = self.nodes[n as usize].down_for;
         self.schedule(self.t + down, Kind::Join { node: n });
     }
 
