@@ -45,7 +45,7 @@ mod config;
 mod download;
 mod message;
 mod picker;
-mod rng;
+pub(crate) mod rng;
 mod upload;
 
 use std::cmp::Reverse;

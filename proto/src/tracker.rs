@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use crate::swarm::Role;
+use crate::swarm::{Role, rng};
 use crate::wire::{Announce, MAX_PEERS, PeerHint, Peers};
 use uuid::Uuid;
 
@@ -161,11 +161,7 @@ fn select(
 /// A peer's place in the sample of announcement `turn` (SplitMix64 of the
 /// two).
 fn score(turn: usize, peer: &[u8]) -> u64 {
-    let mut z =
-        peer.iter().fold(turn as u64, |a, &b| a.rotate_left(8) ^ u64::from(b)).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    rng::mix(peer.iter().fold(turn as u64, |a, &b| a.rotate_left(8) ^ u64::from(b)).wrapping_add(rng::GOLDEN))
 }
 
 #[cfg(test)]
