@@ -20,7 +20,7 @@
 //! [swarm]                  # optional, defaults shown in `Swarm`
 //! [startup]                # optional, see `Startup`
 //! [latency]                # optional: lan_ms, wan_ms
-//! [churn]                  # optional: leave_fraction, leave_after_s, down_s
+//! [churn]                  # optional: leave_fraction, leave_within_s, down_s
 //! [malicious]              # optional: fraction
 //! ```
 
@@ -215,7 +215,8 @@ impl Default for Latency {
 pub struct Churn {
     /// Fraction of hosts that leave once.
     pub leave_fraction: f64,
-    /// Leaving happens uniformly in `[0, leave_within_s]` seconds.
+    /// A host leaves at a time drawn uniformly from `leave_within_s`
+    /// seconds after its start.
     #[serde(default)]
     pub leave_within_s: f64,
     /// How long a host stays away, seconds.

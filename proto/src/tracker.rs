@@ -17,8 +17,9 @@
 //!   every announcement (the peers with the lowest scores, a hash of the
 //!   peer id and a counter of announcements), so that announcers are handed
 //!   different peers and the site's peers form a well-mixed graph, also
-//!   while they join one by one, as at a site's start. One pass over the
-//!   image's peers makes the answer.
+//!   while they join one by one, as at a site's start. Two passes over the
+//!   image's peers make the answer: one counts the site's complete peers,
+//!   one samples.
 //! * Memory is bounded: at most [`MAX_IMAGES`] images and
 //!   [`MAX_PEERS_PER_IMAGE`] peers per image; when full, the entry closest
 //!   to expiry makes room.
@@ -51,7 +52,7 @@ struct Entry {
 pub struct Registry {
     ttl: u64,
     images: HashMap<Uuid, BTreeMap<Vec<u8>, Entry>>,
-    /// Where the next answer starts within each group.
+    /// Announcements so far: each answer's sample is drawn with it.
     turn: usize,
 }
 

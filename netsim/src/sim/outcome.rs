@@ -85,7 +85,7 @@ pub struct NodeOutcome {
     pub role: Role,
     /// Whether it serves corrupt data.
     pub malicious: bool,
-    /// When it held the whole verified image, seconds.
+    /// When the whole verified image was installed, seconds.
     pub completed: Option<f64>,
 }
 
