@@ -88,7 +88,6 @@ struct Presence {
     alive: bool,
     /// Counts starts: a message sent before one is dropped.
     epoch: u32,
-    site: u32,
     info: PeerInfo,
 }
 
@@ -294,10 +293,7 @@ impl<'a> Sim<'a> {
             seeded: Vec::new(),
             bound,
             opt,
-            presence: nodes
-                .iter()
-                .map(|n| Presence { alive: false, epoch: 0, site: n.info.site, info: n.info })
-                .collect(),
+            presence: nodes.iter().map(|n| Presence { alive: false, epoch: 0, info: n.info }).collect(),
             nodes,
         };
         sim.honest_left = sim.nodes.iter().filter(|n| n.info.role != Role::Master && !n.malicious).count();
@@ -561,7 +557,7 @@ impl<'a> Sim<'a> {
 
     /// `(from's site, to's site)` when traffic between them crosses sites.
     fn crossing(&self, from: u32, to: u32) -> Option<(u32, u32)> {
-        let (a, b) = (self.presence[from as usize].site, self.presence[to as usize].site);
+        let (a, b) = (self.presence[from as usize].info.site, self.presence[to as usize].info.site);
         (a != b).then_some((a, b))
     }
 

@@ -97,9 +97,7 @@ impl Sim<'_> {
         if let Some((_, e)) = node.host.add_images(now, vec![(IMAGE, spec)]).pop() {
             tracing::error!(node = n, error = %e, "the image cannot be taken up");
         }
-        if node.host.image(IMAGE).is_some_and(|t| t.is_available()) {
-            self.completed(n);
-        }
+        self.completed(n);
         self.dirty.push(n);
         self.announce(n);
     }
