@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::bitfield::Bitfield;
-use proto::manifest::{ChunkBody, ChunkHash, ChunkSize, Manifest, ManifestRoot};
+use proto::manifest::{ChunkBody, ChunkHash, ChunkSize, Manifest};
 use proto::swarm::{Config, FetchStripe, PeerInfo, Role, SiteShare, Stripe, UploadPolicy};
 use proto::transfer::{ChunkReply, Effect, Host, ImageId, ImageSpec, ManifestReply, Notice};
 use proto::wire::Refusal;
@@ -125,10 +125,8 @@ struct Sim<'a> {
     s: &'a Scenario,
     opt: Options,
     t: f64,
-    chunk: u64,
-    size: u64,
-    manifest: Arc<[ChunkHash]>,
-    root: ManifestRoot,
+    /// The image: stand-in hashes, their root, chunk size and length.
+    manifest: Manifest,
     nodes: Vec<Node>,
     /// Per node, as in `nodes`.
     presence: Vec<Presence>,
@@ -178,14 +176,13 @@ fn site_share(s: &Scenario) -> Option<SiteShare> {
     }
 }
 
-/// The scenario's image: a manifest of stand-in hashes, and its root.
-fn manifest(chunks: u32, chunk: u64, size: u64, seed: u64) -> Result<(Arc<[ChunkHash]>, ManifestRoot), Error> {
+/// The scenario's image: a manifest of stand-in hashes.
+fn manifest(chunks: u32, chunk: u64, size: u64, seed: u64) -> Result<Manifest, Error> {
     let hashes: Arc<[ChunkHash]> = (0..chunks)
         .map(|i| *blake3::hash(&[seed.to_le_bytes(), u64::from(i).to_le_bytes()].concat()).as_bytes())
         .collect();
     let cs = ChunkSize::new(chunk).map_err(|e| Error::Scenario(e.to_string()))?;
-    let m = Manifest::from_hashes(cs, size, hashes.clone()).map_err(|e| Error::Scenario(e.to_string()))?;
-    Ok((hashes, m.root()))
+    Manifest::from_hashes(cs, size, hashes).map_err(|e| Error::Scenario(e.to_string()))
 }
 
 /// Progress is logged at most this often, checked every `PROGRESS_EVERY` events.
@@ -197,7 +194,7 @@ impl<'a> Sim<'a> {
         let size = s.image_bytes()?;
         let chunk = s.chunk_bytes()?;
         let chunks = u32::try_from(size.div_ceil(chunk)).map_err(|_| Error::Scenario("too many chunks".into()))?;
-        let (hashes, root) = manifest(chunks, chunk, size, s.seed)?;
+        let manifest = manifest(chunks, chunk, size, s.seed)?;
         let mut rng = Rng::new(s.seed);
         let masters: u32 = s.sites.iter().map(|x| x.masters).sum();
         let mut nodes = Vec::new();
@@ -269,10 +266,7 @@ impl<'a> Sim<'a> {
         let mut sim = Self {
             s,
             t: 0.0,
-            chunk,
-            size,
-            manifest: hashes,
-            root,
+            manifest,
             flows,
             peering: peering::Peering::new(s, &opt),
             events: BinaryHeap::new(),
@@ -324,13 +318,13 @@ impl<'a> Sim<'a> {
         let complete = have.is_full();
         ImageSpec {
             epoch: u64::from(self.presence[n].epoch),
-            root: self.root,
+            root: self.manifest.root(),
             // `build` checked the chunk size.
-            chunk_size: ChunkSize::new(self.chunk).unwrap_or_default(),
-            size: self.size,
+            chunk_size: self.manifest.chunk_size(),
+            size: self.manifest.size(),
             available: complete,
             have,
-            hashes: complete.then(|| self.manifest.clone()),
+            hashes: complete.then(|| self.manifest.shared_hashes()),
             swarm: self.nodes[n].swarm.clone(),
         }
     }
@@ -479,7 +473,7 @@ impl<'a> Sim<'a> {
         };
         self.account(&f, f.bytes as f64);
         let now = self.now_us();
-        let mut body = SimChunk { len: f.bytes, hash: self.manifest[f.chunk as usize] };
+        let mut body = SimChunk { len: f.bytes, hash: self.manifest.hashes()[f.chunk as usize] };
         if self.nodes[f.from as usize].malicious {
             *self.corrupt.entry((f.to, f.from)).or_default() += 1;
             body.hash = [0xff; 32];
@@ -522,8 +516,12 @@ impl<'a> Sim<'a> {
                 Effect::Refuse { to, index, refusal, .. } => self.send(n, to as u32, Wire::Refused { index, refusal }),
                 Effect::Serve { to, index, .. } => {
                     let to = to as u32;
-                    if self.presence[to as usize].alive && self.nodes[n as usize].links.contains(&to) {
-                        let bytes = (self.size - u64::from(index) * self.chunk).min(self.chunk);
+                    let m = &self.manifest;
+                    let bytes = m.chunk_size().chunk_len(m.size(), u64::from(index));
+                    if let Some(bytes) = bytes
+                        && self.presence[to as usize].alive
+                        && self.nodes[n as usize].links.contains(&to)
+                    {
                         let cross = self.crossing(n, to);
                         self.flows.start(self.t, n, to, index, bytes, cross);
                     } else {

@@ -81,7 +81,7 @@ impl Sim<'_> {
     pub(super) fn start(&mut self, n: u32) {
         let now = self.now_us();
         let node = &self.nodes[n as usize];
-        let chunks = self.size.div_ceil(self.chunk) as u32;
+        let chunks = self.manifest.chunk_count();
         let have = match node.host.image(IMAGE) {
             Some(t) => t.have().clone(),
             None if node.info.role == Role::Master => Bitfield::full(chunks),
