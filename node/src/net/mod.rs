@@ -86,7 +86,7 @@ pub struct NodeConfig {
     pub ban: Duration,
     /// Connection and stream limits.
     pub limits: Limits,
-    /// Most peers to keep connections to per image.
+    /// The node dials peers while it has fewer connections than this.
     pub max_peers: usize,
     /// Chunk requests in flight per peer (the state machine's pipeline).
     /// The state machine's default, 2: deeper pipelines pile a node's

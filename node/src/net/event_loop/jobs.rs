@@ -12,7 +12,8 @@
 //!   offered by gossip, the opening of images) do not take disk permits,
 //!   since an update may download for minutes: one update and one batch of
 //!   opens run at a time, and at most [`MAX_OFFERS`] offers.
-//! * A job that panics comes back as an error, never as silence.
+//! * Blocking work that panics comes back as an error, never as silence;
+//!   a job whose own code panics is logged and its report is lost.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -7,7 +7,8 @@
 //!   whom to ban) is the machine's. The loop turns libp2p events into the
 //!   machine's inputs, with the time, and carries out its effects; it keeps
 //!   only what those need: answer channels, handles for peers, each image's
-//!   store record and claim, and byte counters.
+//!   store record, claim, epoch, byte counters and last tracker answer, and
+//!   the count of commits under way (for shutdown).
 //! * Disk work runs on blocking threads, at most [`jobs::DISK_THREADS`] at once,
 //!   as jobs the loop owns ([`jobs`]), and reports back into the loop;
 //!   the loop's own thread reads the store and writes nothing to disk.
