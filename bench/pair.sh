@@ -35,13 +35,14 @@ pids+=("$server")
 for h in master worker; do
   init_host "$h" "$url"
 done
+member master master
 
-"$trk" --listen /ip4/127.0.0.1/tcp/0 > tracker.out &
+"$trk" --listen /ip4/127.0.0.1/tcp/0 --site-ca authority/ca.pem > tracker.out &
 pids+=($!)
 for _ in $(seq 50); do [ -s tracker.out ] && break; sleep 0.1; done
 tracker=$(head -n1 tracker.out)
 
-"$bin" --data-dir master node --listen /ip4/127.0.0.1/tcp/0 --tracker "$tracker" --site bench --master \
+"$bin" --data-dir master node --listen /ip4/127.0.0.1/tcp/0 --tracker "$tracker" $(closed master) --master \
   --announce-interval 1 > master.out 2> master.err &
 master=$!
 pids+=($master)
@@ -87,7 +88,7 @@ if [ -n "${PROFILE:-}" ]; then
 fi
 master_cpu0=$(cpu_secs "$master")
 t0=$(date +%s.%N)
-"${wrap[@]}" "$bin" --data-dir worker node --listen /ip4/127.0.0.1/tcp/0 --tracker "$tracker" --site bench \
+"${wrap[@]}" "$bin" --data-dir worker node --listen /ip4/127.0.0.1/tcp/0 --tracker "$tracker" $(closed worker) \
   --announce-interval 1 > worker.out 2> worker.err &
 worker=$!
 pids+=($worker)

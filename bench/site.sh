@@ -29,14 +29,33 @@ make_site() {
 
 # init_host DIR URL [PREFIX...]: a data directory that trusts the test CA,
 # approves its endorser and caches the list at URL; PREFIX runs each command
-# (e.g. `ip netns exec NS`).
+# (e.g. `ip netns exec NS`). The host gets a worker credential of the site
+# (authority/, made on the first call) in DIR.cred; `member DIR master`
+# issues it another role.
 init_host() {
   local dir=$1 url=$2
   shift 2
+  [ -d authority ] || "$bin" site init --name bench -o authority >/dev/null
+  member "$dir" worker
   "$@" "$bin" --data-dir "$dir" init --ca-file pki/ca.pem --crl pki/crl.pem >/dev/null
   "$@" "$bin" --data-dir "$dir" endorser add --dn "/DC=org/DC=imageswarm-test/OU=Endorsers/CN=Alice Endorser" \
     --issuer "/DC=org/DC=imageswarm-test/CN=imageswarm Test CA" >/dev/null
   "$@" "$bin" --data-dir "$dir" subscribe "$url/list.smime" --new-images cache >/dev/null
+}
+
+# member DIR ROLE: issues the host at DIR (its key made if missing) a
+# credential of ROLE in DIR.cred.
+member() {
+  local id
+  id=$("$bin" --data-dir "$1" peer-id)
+  rm -f "$1.cred"
+  "$bin" site issue --site-dir authority --peer-id "$id" --role "$2" -o "$1.cred" >/dev/null
+}
+
+# closed DIR: the flags that run the host at DIR as a member of the closed
+# site (the masters also read the site's CRL).
+closed() {
+  echo --site bench --credential "$1.cred" --site-ca authority/ca.pem
 }
 
 # free_port: an unused TCP port on 127.0.0.1.

@@ -78,20 +78,20 @@ fi
 cd "$work"
 url="http://$ip_infra:8000"
 make_site "$size_mib" "$url" "$chunk"
-in_ns infra python3 -m http.server 8000 --bind "$ip_infra" --directory www >/dev/null 2>&1 &
-sleep 0.5
-in_ns infra "$trk" --listen "/ip4/$ip_infra/tcp/4000" > tracker.out 2>/dev/null &
-for _ in $(seq 50); do [ -s tracker.out ] && break; sleep 0.1; done
-tracker=$(head -n1 tracker.out)
-
 for h in "${hosts[@]:1}"; do
   init_host "$h" "$url" in_ns "$h"
 done
+member master master
+in_ns infra python3 -m http.server 8000 --bind "$ip_infra" --directory www >/dev/null 2>&1 &
+sleep 0.5
+in_ns infra "$trk" --listen "/ip4/$ip_infra/tcp/4000" --site-ca authority/ca.pem > tracker.out 2>/dev/null &
+for _ in $(seq 50); do [ -s tracker.out ] && break; sleep 0.1; done
+tracker=$(head -n1 tracker.out)
 
 # The master fetches the image from the source (over its capped link); the
 # clock starts once it holds the image.
 in_ns master "$bin" --data-dir master node --listen "/ip4/$ip_master/tcp/4001" --tracker "$tracker" \
-  --site testbed --master --announce-interval 1 2>master.err >/dev/null &
+  $(closed master) --site-crl authority/crl.pem --master --announce-interval 1 2>master.err >/dev/null &
 "$bin" --data-dir master wait "$uuid" --timeout 600 >/dev/null
 
 links_pid=
@@ -109,7 +109,7 @@ cpu0=$(cpu_now)
 t0=$(date +%s.%N)
 for i in $(seq "$n"); do
   in_ns "w$i" "$bin" --data-dir "w$i" node --listen "/ip4/$(eval echo \$ip_w$i)/tcp/4001" --tracker "$tracker" \
-    --site testbed --announce-interval 1 2>"w$i.err" >/dev/null &
+    $(closed "w$i") --announce-interval 1 2>"w$i.err" >/dev/null &
 done
 waits=()
 for i in $(seq "$n"); do

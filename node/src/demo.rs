@@ -4,8 +4,11 @@
 //! [`Demo::prepare`] builds, under one directory: a throw-away CA and
 //! endorser certificate (made with openssl here, valid for a week; the CA
 //! publishes no CRL, so the demo's hosts run with the CRL check off), a
-//! random image, a signed list naming it, and one data directory per node
-//! that trusts the CA, approves the endorser and subscribes to the list.
+//! random image, a signed list naming it, one data directory per node
+//! that trusts the CA, approves the endorser and subscribes to the list,
+//! and the site's authority ([`crate::authority`], site [`SITE`]), which
+//! issues each node a credential ([`Demo::membership`]): the demo site is
+//! closed.
 //! [`Demo::serve_source`] serves the list and the image over HTTP on
 //! loopback: the list to every node, the image to the master (workers never
 //! go back to source). Nothing here leaves 127.0.0.1.
@@ -20,11 +23,15 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier};
 use openssl::x509::{X509, X509Builder, X509NameBuilder};
+use proto::credential::SiteCas;
 use proto::manifest::ChunkSize;
+use proto::swarm::Role;
 use uuid::Uuid;
 
+use crate::authority::{self, SiteDir};
 use crate::endorse::{self, ImageMeta, NewList};
 use crate::fetch::Timeouts;
+use crate::net::Membership;
 use crate::site::Site;
 use crate::store::NewImages;
 use crate::trustfiles::TrustSources;
@@ -34,6 +41,9 @@ use crate::{Error, Result};
 pub const ENDORSER_DN: &str = "/DC=org/DC=imageswarm-demo/CN=Demo Endorser";
 /// The CA's subject in the demo.
 pub const CA_DN: &str = "/DC=org/DC=imageswarm-demo/CN=Demo CA";
+
+/// The demo site's name.
+pub const SITE: &str = "demo";
 
 /// A prepared demo site.
 #[derive(Debug)]
@@ -181,10 +191,40 @@ impl Demo {
         let sha512 = list.images.first().map(|i| i.sha512.to_string()).unwrap_or_default();
         publish(&pki, &www, &list, &endorser, &endorser_key)?;
 
+        authority::init(&SiteDir::new(&root.join("site")), SITE, 30, now)?;
         let data_dirs = (0..=workers)
             .map(|i| root.join(if i == 0 { "master".to_string() } else { format!("worker-{i:02}") }))
             .collect();
         Ok(Self { root: root.to_path_buf(), image, size, sha512, www, data_dirs })
+    }
+
+    /// The site's authority.
+    pub fn site_dir(&self) -> SiteDir {
+        SiteDir::new(&self.root.join("site"))
+    }
+
+    /// The site's CA and CRL, as the tracker and every node trust them.
+    pub fn site_cas(&self) -> Result<SiteCas> {
+        let d = self.site_dir();
+        let mut cas = SiteCas::new();
+        cas.add_ca(&crate::fsutil::read(&d.ca())?)?;
+        cas.offer_crl(&crate::fsutil::read(&d.crl())?)?;
+        Ok(cas)
+    }
+
+    /// Node `i`'s membership of the closed site (0 is the master, which
+    /// reads the site's CRL file): its key made if missing and a credential
+    /// issued to it.
+    pub fn membership(&self, i: usize) -> Result<Membership> {
+        let dir = &self.data_dirs[i];
+        std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        let key = crate::net::load_or_create_key(&dir.join("node.key"))?;
+        let peer = key.public().to_peer_id();
+        let raw = p2p::admission::ed25519_key(&peer).ok_or_else(|| Error::Invalid("not an Ed25519 key".into()))?;
+        let role = if i == 0 { Role::Master } else { Role::Worker };
+        let credential = authority::issue(&self.site_dir(), &peer.to_string(), &raw, role, 7, crate::now())?;
+        let crl_file = (i == 0).then(|| self.site_dir().crl());
+        Ok(Membership::Closed { credential, cas: self.site_cas()?, crl_file })
     }
 
     /// Publishes a new version of the list without the image: the endorser
@@ -215,11 +255,20 @@ impl Demo {
     /// the endorser, subscribe to the list at `list_url` (served by then)
     /// and cache its new images.
     pub fn init_hosts(&self, list_url: &str) -> Result<()> {
+        self.init_hosts_with(list_url, false)
+    }
+
+    /// [`Demo::init_hosts`]; with `policy_only`, the workers only trust the
+    /// CA, and take the rest from the site policy the master signs.
+    pub fn init_hosts_with(&self, list_url: &str, policy_only: bool) -> Result<()> {
         let ca_file = self.root.join("pki/ca.pem");
-        for dir in &self.data_dirs {
+        for (i, dir) in self.data_dirs.iter().enumerate() {
             std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
             let sources = TrustSources { ca_file: Some(ca_file.clone()), ca_dir: None, crls: Vec::new() };
             Site::init(dir, &sources, false, |_| {})?;
+            if policy_only && i > 0 {
+                continue;
+            }
             let site = Site::open(dir, Timeouts::default())?;
             let now = crate::now();
             site.add_endorser(ENDORSER_DN, CA_DN, now)?;

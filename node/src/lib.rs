@@ -6,11 +6,14 @@
 //!   [`fetch`] talks to list and image servers, [`hooks`] runs event hooks.
 //! * [`trustfiles`]: load CA certificates and CRLs from files and
 //!   IGTF-style directories.
+//! * [`authority`]: a site's CA, the node credentials it issues and its
+//!   revocations.
 //! * [`fsutil`]: crash-safe file writes.
 //! * [`units`]: human-friendly sizes.
 //!
 //! All checks live in `proto`; this crate does the I/O around them.
 
+pub mod authority;
 pub mod cache;
 pub mod control;
 pub mod demo;
@@ -29,5 +32,5 @@ pub use error::{Error, Result};
 
 /// The current time, for the checks in `proto` (which never read the clock).
 pub fn now() -> proto::Timestamp {
-    proto::Timestamp::from_datetime(time::OffsetDateTime::now_utc())
+    p2p::wall_clock()
 }

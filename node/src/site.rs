@@ -21,7 +21,9 @@
 //! 5. Garbage-collect `expired/`.
 //!
 //! Policy changes ([`Site::decide`], [`Site::add_endorser`], ...) re-run
-//! steps 3 and 4 without fetching or downloading.
+//! steps 3 and 4 without fetching or downloading; so does a site policy
+//! from a master ([`Site::apply_policy`], in `policy`), which a list's new
+//! images also follow when it names them.
 //!
 //! Steps 2 to 4 up to the downloads, [`Site::offer_list`], [`Site::settle`],
 //! subscribing and the policy changes take turns within a process (a
@@ -57,6 +59,8 @@ use crate::hooks::{Event, Hooks, Subject};
 use crate::store::{Decision, ImageRecord, ImageState, ListRef, NewImages, SiteConfig, Store, Subscription};
 use crate::trustfiles::TrustSources;
 use crate::{Error, Result};
+
+mod policy;
 
 /// How far the clock may lag the latest time seen before updates stop.
 pub const CLOCK_TOLERANCE_SECS: i64 = 300;
@@ -455,6 +459,7 @@ impl Site {
     ) -> Result<()> {
         let list = v.list();
         let existing: HashMap<Uuid, ImageRecord> = self.store.images()?.into_iter().map(|r| (r.uuid, r)).collect();
+        let policy = self.store.policy()?;
         let mut records = Vec::new();
         let mut new_images = Vec::new();
         for image in &list.images {
@@ -468,10 +473,12 @@ impl Site {
                 }
                 Some(r) => r.clone(),
                 None => {
-                    let (decision, cache) = match sub.new_images {
-                        NewImages::Refuse => (Decision::Refused, false),
-                        NewImages::Accept => (Decision::Approved, false),
-                        NewImages::Cache => (Decision::Approved, true),
+                    let decided = policy.as_ref().and_then(|p| p.policy.content.image(image.identifier));
+                    let (decision, cache) = match (decided, sub.new_images) {
+                        (Some(d), _) => (d.decision, d.cache),
+                        (None, NewImages::Refuse) => (Decision::Refused, false),
+                        (None, NewImages::Accept) => (Decision::Approved, false),
+                        (None, NewImages::Cache) => (Decision::Approved, true),
                     };
                     new_images.push(image.identifier);
                     ImageRecord {

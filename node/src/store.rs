@@ -85,31 +85,7 @@ impl Default for SiteConfig {
     }
 }
 
-/// How a subscription treats images it has not seen before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NewImages {
-    /// Recorded as `refused` until the site approves them (the default).
-    #[default]
-    Refuse,
-    /// Approved, but not downloaded to this host until approved for caching.
-    Accept,
-    /// Approved and downloaded.
-    Cache,
-}
-
-impl std::str::FromStr for NewImages {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "refuse" => Ok(Self::Refuse),
-            "accept" => Ok(Self::Accept),
-            "cache" => Ok(Self::Cache),
-            other => Err(Error::Invalid(format!("`{other}`: expected refuse, accept or cache"))),
-        }
-    }
-}
+pub use proto::policy::{Decision, NewImages};
 
 /// A subscription to one image list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,18 +129,6 @@ pub struct AcceptedList {
     pub list: ListRef,
     /// When it was accepted.
     pub accepted_at: Timestamp,
-}
-
-/// What the site decided about an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    /// May run here.
-    Approved,
-    /// Not approved (yet).
-    Refused,
-    /// Withdrawn by the site: never stored or served until approved again.
-    Revoked,
 }
 
 /// An image's state on this host.
@@ -316,6 +280,16 @@ pub struct Store {
 
 const SITE_KEY: &[u8] = b"site";
 const CLOCK_KEY: &[u8] = b"last-seen-time";
+const POLICY_KEY: &[u8] = b"policy";
+
+/// The site policy this host follows, as a master signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    /// The policy.
+    pub policy: proto::policy::Policy,
+    /// Its signed bytes, hex, to show peers.
+    pub signed: String,
+}
 
 impl Store {
     /// Opens (creating if needed) the store in `data_dir`.
@@ -358,6 +332,17 @@ impl Store {
     /// Replaces the site configuration.
     pub fn set_site_config(&self, c: &SiteConfig) -> Result<()> {
         put(&self.config, SITE_KEY, c)?;
+        self.flush()
+    }
+
+    /// The site policy this host follows, if a master sent one.
+    pub fn policy(&self) -> Result<Option<StoredPolicy>> {
+        get(&self.config, POLICY_KEY)
+    }
+
+    /// Records the site policy this host follows.
+    pub fn set_policy(&self, p: &StoredPolicy) -> Result<()> {
+        put(&self.config, POLICY_KEY, p)?;
         self.flush()
     }
 

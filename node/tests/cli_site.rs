@@ -124,7 +124,16 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     let mut node = Command::new(env!("CARGO_BIN_EXE_imageswarm"))
         .arg("--data-dir")
         .arg(&lab.data)
-        .args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--site", "test", "--update-interval", "3600"])
+        .args([
+            "node",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--site",
+            "test",
+            "--open-site",
+            "--update-interval",
+            "3600",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -4,14 +4,23 @@
 //!
 //! * [`transport`]: TCP + Noise + Yamux (QUIC optional), protocol names,
 //!   identify, Kademlia settings and the key file.
+//! * [`admission`]: who is admitted to a closed site, for nodes and
+//!   trackers alike.
 //! * [`codec`]: the length-prefixed request-response codec over
 //!   [`proto::wire`], and the same framing for long-lived streams.
 //! * [`tracker`]: the tracker service, answering announcements from
 //!   [`proto::tracker::Registry`].
 
+pub mod admission;
 pub mod codec;
 mod error;
 pub mod tracker;
 pub mod transport;
 
 pub use error::{Error, Result};
+
+/// The wall clock, read where a process needs the time of day: credential
+/// and list validity. Everything below takes the time as an argument.
+pub fn wall_clock() -> proto::Timestamp {
+    proto::Timestamp::from_datetime(time::OffsetDateTime::now_utc())
+}

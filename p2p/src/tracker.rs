@@ -10,17 +10,26 @@
 //!   authenticated peer id, never a claim inside the message.
 //! * Bounded: connection limits, concurrent streams per protocol, and the
 //!   registry's own bounds.
+//! * With site CAs ([`TrackerConfig::site_cas`]) the tracker is closed
+//!   ([`crate::admission`]): it answers announcements only from peers whose
+//!   credential verified, records the site and role their credential names
+//!   (never the announcement's), takes newer CRLs from their admits, and
+//!   cuts off, and forgets, a peer whose credential is revoked or expired.
+//!   Kademlia is off, so it hands out no peers but through answers.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, connection_limits, identify, kad, request_response};
-use proto::wire::{Announce, Limit, Peers};
+use proto::credential::SiteCas;
+use proto::wire::{Admission, Admit, Announce, Limit, Peers};
 
+use crate::admission::Gate;
 use crate::codec::WireCodec;
-use crate::transport::{KAD_PROTOCOL, TRACKER_PROTOCOL, build_swarm, kademlia};
+use crate::transport::{ADMIT_PROTOCOL, KAD_PROTOCOL, TRACKER_PROTOCOL, build_swarm, kademlia};
 use crate::{Error, Result};
 use proto::tracker::Registry;
 
@@ -37,6 +46,8 @@ pub struct TrackerConfig {
     pub quic: bool,
     /// Most established connections.
     pub max_connections: u32,
+    /// Serve only members of these sites (`None`: anyone).
+    pub site_cas: Option<SiteCas>,
 }
 
 impl TrackerConfig {
@@ -45,7 +56,14 @@ impl TrackerConfig {
     pub fn loopback(ttl: Duration) -> Self {
         use libp2p::multiaddr::Protocol;
         let addr = Multiaddr::empty().with(Protocol::Ip4(std::net::Ipv4Addr::LOCALHOST)).with(Protocol::Tcp(0));
-        Self { listen: vec![addr], key: Keypair::generate_ed25519(), ttl, quic: false, max_connections: 1024 }
+        Self {
+            listen: vec![addr],
+            key: Keypair::generate_ed25519(),
+            ttl,
+            quic: false,
+            max_connections: 1024,
+            site_cas: None,
+        }
     }
 }
 
@@ -55,7 +73,8 @@ impl TrackerConfig {
 pub struct TrackerBehaviour {
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    admit: request_response::Behaviour<WireCodec<Admit, Admission>>,
     tracker: request_response::Behaviour<WireCodec<Announce, Peers>>,
 }
 
@@ -64,6 +83,7 @@ pub struct TrackerBehaviour {
 pub struct Tracker {
     swarm: libp2p::Swarm<TrackerBehaviour>,
     registry: Registry,
+    gate: Gate,
     started: Instant,
 }
 
@@ -71,22 +91,29 @@ impl Tracker {
     /// Builds the tracker and starts listening.
     pub fn new(cfg: TrackerConfig) -> Result<Self> {
         let limits = connection_limits::ConnectionLimits::default().with_max_established(Some(cfg.max_connections));
+        let gate = cfg.site_cas.map_or_else(Gate::open, |cas| Gate::closed(cas, None));
+        let rr = request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(10))
+            .with_max_concurrent_streams(1024);
         let mut swarm = build_swarm(cfg.key, cfg.quic, |k| TrackerBehaviour {
             limits: connection_limits::Behaviour::new(limits),
             identify: crate::transport::identify(k),
-            kad: kademlia(k, false),
+            kad: Toggle::from((!gate.is_closed()).then(|| kademlia(k, false))),
+            admit: request_response::Behaviour::with_codec(
+                WireCodec::new(Limit::Control),
+                [(ADMIT_PROTOCOL, request_response::ProtocolSupport::Inbound)],
+                rr.clone(),
+            ),
             tracker: request_response::Behaviour::with_codec(
                 WireCodec::new(Limit::Control),
                 [(TRACKER_PROTOCOL, request_response::ProtocolSupport::Inbound)],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(10))
-                    .with_max_concurrent_streams(1024),
+                rr,
             ),
         })?;
         for a in &cfg.listen {
             swarm.listen_on(a.clone()).map_err(|e| Error::Net(format!("listening on {a}: {e}")))?;
         }
-        Ok(Self { swarm, registry: Registry::new(cfg.ttl.as_secs()), started: Instant::now() })
+        Ok(Self { swarm, registry: Registry::new(cfg.ttl.as_secs()), gate, started: Instant::now() })
     }
 
     /// Runs until the first listen address is up and returns every address
@@ -102,20 +129,56 @@ impl Tracker {
 
     /// Serves forever.
     pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let ev = self.swarm.select_next_some().await;
-            self.on_event(ev);
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+                _ = tick.tick() => self.cut_off(),
+            }
+        }
+    }
+
+    /// Disconnects and forgets the peers the gate names.
+    fn cut_off(&mut self) {
+        self.gate.take_news();
+        for (peer, why) in self.gate.overdue(Instant::now(), crate::wall_clock()) {
+            tracing::info!(%peer, %why, "peer cut off");
+            self.registry.forget(&peer.to_bytes());
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
     fn on_event(&mut self, ev: SwarmEvent<TrackerBehaviourEvent>) {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "tracker listening"),
-            SwarmEvent::Behaviour(TrackerBehaviourEvent::Tracker(request_response::Event::Message {
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
+                self.gate.connected(peer_id, Instant::now());
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => self.gate.disconnected(&peer_id),
+            SwarmEvent::Behaviour(TrackerBehaviourEvent::Admit(request_response::Event::Message {
                 peer,
                 message: request_response::Message::Request { request, channel, .. },
                 ..
             })) => {
+                let (answer, _) = self.gate.on_admit(peer, &request, Instant::now(), crate::wall_clock());
+                let _ = self.swarm.behaviour_mut().admit.send_response(channel, answer);
+                if self.gate.take_news().crls {
+                    self.cut_off();
+                }
+            }
+            SwarmEvent::Behaviour(TrackerBehaviourEvent::Tracker(request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { mut request, channel, .. },
+                ..
+            })) => {
+                if self.gate.is_closed() {
+                    let Some(c) = self.gate.credential(&peer) else {
+                        tracing::debug!(%peer, "announce from a peer not admitted: dropped");
+                        return;
+                    };
+                    request.site.clone_from(&c.site);
+                    request.role = c.role;
+                }
                 let now = self.started.elapsed().as_secs();
                 let image = request.image;
                 let answer = self.registry.announce(now, peer.to_bytes(), request);
@@ -127,8 +190,10 @@ impl Tracker {
             SwarmEvent::Behaviour(TrackerBehaviourEvent::Identify(identify::Event::Received {
                 peer_id, info, ..
             })) if info.protocols.contains(&KAD_PROTOCOL) => {
-                for a in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    for a in info.listen_addrs {
+                        kad.add_address(&peer_id, a);
+                    }
                 }
             }
             _ => {}

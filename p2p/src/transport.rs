@@ -37,6 +37,8 @@ use crate::{Error, Result};
 pub const PEER_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/peer/1");
 /// Swarm notices between nodes: one long-lived stream each way per peer.
 pub const NOTICE_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/notice/1");
+/// Credentials, first on every connection in a closed site.
+pub const ADMIT_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/admit/1");
 /// Announcements to trackers.
 pub const TRACKER_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/tracker/1");
 /// Kademlia on a DHT of imageswarm processes only.

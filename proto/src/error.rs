@@ -156,6 +156,16 @@ pub enum Error {
     /// A message from the network that does not decode within its limits.
     #[error("wire: {0}")]
     Wire(String),
+    /// A site credential or a site CRL failed a check
+    /// ([`crate::credential`]).
+    #[error("credential {check}: {detail}")]
+    Credential {
+        /// The check that failed (`format`, `issuer`, `validity`, `key`,
+        /// `subject`, `revoked`, `crl`, `authority`).
+        check: &'static str,
+        /// What was found.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -178,6 +188,7 @@ impl Error {
             Self::Rollback { .. } | Self::VersionReused(_) => "version",
             Self::ChunkSize(_) | Self::ManifestRoot { .. } => "manifest",
             Self::Wire(_) => "wire",
+            Self::Credential { check, .. } => check,
         }
     }
 }

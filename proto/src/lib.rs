@@ -11,6 +11,10 @@
 //!   canonicalisation.
 //! * [`trust`]: CA certificates, CRLs, endorser policy, and the one path from
 //!   signed bytes to a [`trust::VerifiedList`].
+//! * [`credential`]: site credentials and their revocation lists: who
+//!   may join a site's swarm, as what.
+//! * [`policy`]: a site's policy, signed by a master and followed by
+//!   every member.
 //! * [`bitfield`]: which chunks a node has.
 //! * [`swarm`]: the swarm's decisions (which chunk, from whom, how many at
 //!   once, whom to serve, whom to ban) as a sans-I/O state machine.
@@ -27,10 +31,12 @@
 //! [`trust::verify_list`], and errors ([`Error`]) name the check that failed.
 
 pub mod bitfield;
+pub mod credential;
 mod error;
 mod ffi;
 pub mod imagelist;
 pub mod manifest;
+pub mod policy;
 pub mod smime;
 pub mod swarm;
 mod timestamp;

@@ -101,6 +101,14 @@ impl Registry {
         self.images.get(&image).map_or(0, BTreeMap::len)
     }
 
+    /// Drops every announcement of `peer` (one cut off from the site).
+    pub fn forget(&mut self, peer: &[u8]) {
+        for peers in self.images.values_mut() {
+            peers.remove(peer);
+        }
+        self.images.retain(|_, peers| !peers.is_empty());
+    }
+
     fn expire(&mut self, now: u64) {
         for peers in self.images.values_mut() {
             peers.retain(|_, e| e.expires > now);

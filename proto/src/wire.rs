@@ -193,6 +193,38 @@ pub struct Peers {
     pub ttl_secs: u32,
 }
 
+/// A node's credential ([`crate::credential`]), sent first on every
+/// connection in a closed site, both ways and to trackers, and again when
+/// the sender takes a newer CRL or site policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admit {
+    /// The sender's credential (DER).
+    pub credential: Vec<u8>,
+    /// The newest CRL the sender holds from each site CA (DER), at most
+    /// [`MAX_CRLS`].
+    pub crls: Vec<Vec<u8>>,
+    /// The newest site policy the sender holds ([`crate::policy`]).
+    pub policy: Option<Vec<u8>>,
+}
+
+/// The most CRLs an [`Admit`] or an [`Admission`] carries.
+pub const MAX_CRLS: usize = 16;
+
+/// The answer to an [`Admit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Admission {
+    /// The credential verified; the newest CRLs and site policy the
+    /// answerer holds follow.
+    Admitted {
+        /// DER, at most [`MAX_CRLS`].
+        crls: Vec<Vec<u8>>,
+        /// A signed site policy ([`crate::policy`]).
+        policy: Option<Vec<u8>>,
+    },
+    /// The credential did not verify, and why.
+    Refused(String),
+}
+
 /// Encodes a message.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, Error> {
     bincode::serde::encode_to_vec(msg, bincode::config::standard()).map_err(|e| Error::Wire(e.to_string()))
@@ -240,7 +272,7 @@ macro_rules! whole_messages {
     )*};
 }
 
-whole_messages!(Request, NoticeFrame, Announce, Peers);
+whole_messages!(Request, NoticeFrame, Announce, Peers, Admit, Admission);
 
 /// The variant index of [`Response::Chunk`] in the encoding.
 const CHUNK_VARIANT: u32 = 1;
@@ -369,6 +401,8 @@ mod tests {
             let _ = Response::from_frame(bytes.clone(), Limit::Data);
             let _ = decode::<Announce>(&bytes, Limit::Control);
             let _ = decode::<Peers>(&bytes, Limit::Control);
+            let _ = decode::<Admit>(&bytes, Limit::Control);
+            let _ = decode::<Admission>(&bytes, Limit::Control);
         }
 
         #[test]

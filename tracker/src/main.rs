@@ -39,6 +39,15 @@ struct Cli {
     /// Most established connections.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     max_connections: u32,
+    /// A site CA (its ca.pem) whose members the tracker serves (repeatable):
+    /// it answers only peers whose credential verified, with the site and
+    /// role their credential names. Revocations reach it from the nodes.
+    #[arg(long = "site-ca", value_name = "FILE")]
+    site_ca: Vec<PathBuf>,
+    /// Serve anyone, with the site and role they claim: for demos and tests
+    /// only. The tracker needs this or --site-ca.
+    #[arg(long)]
+    open_site: bool,
     /// Log more on stderr (-v info, -vv debug). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -76,6 +85,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(p) => p2p::transport::load_or_create_key(p)?,
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
+    let site_cas = match (cli.open_site, cli.site_ca.is_empty()) {
+        (true, true) => {
+            tracing::warn!("--open-site: the tracker answers any host with the peers it knows");
+            None
+        }
+        (true, false) => anyhow::bail!("--open-site serves anyone: it does not go with --site-ca"),
+        (false, true) => anyhow::bail!(
+            "the tracker needs --site-ca (the site's ca.pem), so that only the site's members learn its peers; \
+             --open-site serves anyone, for demos and tests"
+        ),
+        (false, false) => {
+            let mut cas = proto::credential::SiteCas::new();
+            for p in &cli.site_ca {
+                let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                cas.add_ca(&bytes).with_context(|| format!("{}", p.display()))?;
+            }
+            Some(cas)
+        }
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut t = Tracker::new(TrackerConfig {
@@ -84,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ttl: Duration::from_secs(cli.ttl),
             quic: false,
             max_connections: cli.max_connections,
+            site_cas,
         })?;
         let addrs = t.listen_addrs().await;
         let mut out = std::io::stdout().lock();

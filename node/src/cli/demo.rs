@@ -74,7 +74,9 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
 
 #[allow(clippy::print_stdout)]
 async fn swarm(demo: &Demo, a: &DemoArgs, rate: u64, chunk: u64) -> anyhow::Result<bool> {
-    let mut tracker = Tracker::new(TrackerConfig::loopback(Duration::from_secs(60)))?;
+    let mut tcfg = TrackerConfig::loopback(Duration::from_secs(60));
+    tcfg.site_cas = Some(demo.site_cas()?);
+    let mut tracker = Tracker::new(tcfg)?;
     let tracker_addrs = tracker.listen_addrs().await;
     println!("tracker {}", tracker_addrs.first().map(ToString::to_string).unwrap_or_default());
     let tracker_task = tokio::spawn(tracker.run());
@@ -82,7 +84,8 @@ async fn swarm(demo: &Demo, a: &DemoArgs, rate: u64, chunk: u64) -> anyhow::Resu
     let mut clients: Vec<Client> = Vec::new();
     let mut tasks = Vec::new();
     for (i, dir) in demo.data_dirs.iter().enumerate() {
-        let mut c = NodeConfig::new(dir.clone(), "demo".into());
+        let mut c = NodeConfig::new(dir.clone(), node::demo::SITE.into());
+        c.membership = demo.membership(i)?;
         c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
         c.trackers.clone_from(&tracker_addrs);
         c.master = i == 0;

@@ -4,6 +4,7 @@
 //! the list invalid); 2 the command could not run (bad arguments, unreadable
 //! files, ...). Errors are one line on stderr.
 
+mod authority;
 mod demo;
 mod list;
 mod node;
@@ -74,6 +75,15 @@ enum Command {
     ///
     /// Exits 0 once it is, 1 on timeout.
     Wait(node::WaitArgs),
+    /// A site's authority: make it, issue node credentials, revoke them.
+    ///
+    /// A closed site admits only nodes with a credential from its
+    /// authority; `node --credential F --site-ca CA` runs one.
+    #[command(subcommand)]
+    Site(authority::SiteCommand),
+    /// Print this node's peer id (what `site issue --peer-id` needs),
+    /// making its key (DATA_DIR/node.key) if missing.
+    PeerId,
     /// Run a whole site on loopback: a test CA and endorser, a signed list
     /// of a random image, a tracker, one master and N workers, each capped
     /// at the given rate. Exits 0 only if every worker holds the verified
@@ -121,6 +131,8 @@ pub(crate) fn run(cli: Cli, args: &[String]) -> anyhow::Result<ExitCode> {
         Command::Node(a) => node::run_node(d, a),
         Command::Wait(a) => node::wait(d, a),
         Command::Demo(a) => demo::run(a),
+        Command::Site(c) => authority::run(&mut std::io::stdout().lock(), c),
+        Command::PeerId => authority::peer_id(site::data_dir(d)?, &mut std::io::stdout().lock()),
         other => {
             let site = Site::open(site::data_dir(d)?, Timeouts::default())?;
             on_site(&site, &mut std::io::stdout().lock(), other)

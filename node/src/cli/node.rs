@@ -10,8 +10,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use libp2p::Multiaddr;
 use node::fetch::Timeouts;
-use node::net::{self, NodeConfig, SiteShareNames};
+use node::net::{self, Membership, NodeConfig, SiteShareNames};
 use node::site::Site;
+use proto::credential::SiteCas;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -95,6 +96,24 @@ pub(crate) struct NodeArgs {
     /// with a single source).
     #[arg(long, value_name = "N")]
     pipeline: Option<u32>,
+    /// This node's credential (from `imageswarm site issue`). With
+    /// --site-ca, the site is closed: peers see nothing from this node
+    /// until their own credential verified.
+    #[arg(long, value_name = "FILE")]
+    credential: Option<PathBuf>,
+    /// A site CA (its ca.pem) whose members this node admits (repeatable:
+    /// cooperating sites add theirs).
+    #[arg(long = "site-ca", value_name = "FILE")]
+    #[serde(default)]
+    site_ca: Vec<PathBuf>,
+    /// A CRL file of the site (its crl.pem), read again whenever it changes;
+    /// give it to the masters: revocations spread from them to every node.
+    #[arg(long, value_name = "FILE")]
+    site_crl: Option<PathBuf>,
+    /// Admit anyone, with the site and role they claim: for demos and
+    /// tests only. A node needs this or --site-ca.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    open_site: Option<bool>,
     /// Read settings from this TOML file (flags override it).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -129,6 +148,10 @@ impl NodeArgs {
             ban_secs: self.ban_secs.or(f.ban_secs),
             max_peers: self.max_peers.or(f.max_peers),
             pipeline: self.pipeline.or(f.pipeline),
+            credential: self.credential.or(f.credential),
+            site_ca: if self.site_ca.is_empty() { f.site_ca } else { self.site_ca },
+            site_crl: self.site_crl.or(f.site_crl),
+            open_site: self.open_site.or(f.open_site),
             config: self.config,
         })
     }
@@ -136,8 +159,14 @@ impl NodeArgs {
     /// The node's configuration for `data_dir`.
     pub(crate) fn into_config(self, data_dir: &Path) -> anyhow::Result<NodeConfig> {
         let a = self.merged()?;
-        let Some(site) = a.site else { bail!("--site is required (or `site` in the config file)") };
+        let membership = membership(&a)?;
+        let site = match (a.site.clone(), &membership) {
+            (Some(s), _) => s,
+            (None, Membership::Closed { credential, .. }) => proto::credential::site_named(credential)?,
+            (None, Membership::Open) => bail!("--site is required (or `site` in the config file)"),
+        };
         let mut c = NodeConfig::new(data_dir.to_path_buf(), site);
+        c.membership = membership;
         c.listen = if a.listen.is_empty() { vec!["/ip4/0.0.0.0/tcp/0".parse()?] } else { a.listen };
         c.trackers = a.tracker;
         c.bootstrap = a.bootstrap;
@@ -184,6 +213,33 @@ impl NodeArgs {
             c.pipeline = n.max(1);
         }
         Ok(c)
+    }
+}
+
+/// Who may join, from --credential, --site-ca, --site-crl and --open-site.
+fn membership(a: &NodeArgs) -> anyhow::Result<Membership> {
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    match (a.open_site.unwrap_or(false), a.site_ca.is_empty(), &a.credential) {
+        (true, true, None) => {
+            tracing::warn!("--open-site: any host that reaches this node gets its lists, manifests and chunks");
+            Ok(Membership::Open)
+        }
+        (true, _, _) => bail!("--open-site admits anyone: it goes with neither --site-ca nor --credential"),
+        (false, true, _) => bail!(
+            "a node needs --site-ca (its site's ca.pem) and --credential (from `imageswarm site issue`), \
+             so that only the site's members get its images; --open-site admits anyone, for demos and tests"
+        ),
+        (false, false, None) => bail!("--site-ca needs --credential: this node must prove its own membership too"),
+        (false, false, Some(cred)) => {
+            let mut cas = SiteCas::new();
+            for p in &a.site_ca {
+                cas.add_ca(&read(p)?).with_context(|| format!("{}", p.display()))?;
+            }
+            if let Some(p) = &a.site_crl {
+                cas.offer_crl(&read(p)?).with_context(|| format!("{}", p.display()))?;
+            }
+            Ok(Membership::Closed { credential: read(cred)?, cas, crl_file: a.site_crl.clone() })
+        }
     }
 }
 
@@ -310,6 +366,7 @@ mod tests {
             &file,
             r#"
             site = "cern"
+            open-site = true
             listen = ["/ip4/0.0.0.0/tcp/4001"]
             tracker = ["/ip4/10.0.0.5/tcp/4000"]
             master = true
@@ -334,7 +391,7 @@ mod tests {
         assert_eq!(c.announce_interval, Duration::from_secs(7));
         assert_eq!(c.pipeline, 4);
 
-        std::fs::write(&file, "site = \"x\"\nuplaod-limit = 1\n").unwrap();
+        std::fs::write(&file, "site = \"x\"\nopen-site = true\nuplaod-limit = 1\n").unwrap();
         let args = Wrap::parse_from(["x", "--config", file.to_str().unwrap()]);
         let err = args.node.into_config(dir.path()).unwrap_err();
         assert!(format!("{err:#}").contains("uplaod-limit"), "a misspelt key is an error naming it: {err:#}");
@@ -344,13 +401,23 @@ mod tests {
     fn a_gateway_takes_its_stripe_and_the_site_share_from_flags_or_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("node.toml");
-        std::fs::write(&file, "site = \"east\"\ngateway = true\ngateway-stripe = \"1/2\"\nsource-site = \"home\"\nsharing-sites = [\"east\", \"west\"]\n").unwrap();
+        std::fs::write(&file, "site = \"east\"\nopen-site = true\ngateway = true\ngateway-stripe = \"1/2\"\nsource-site = \"home\"\nsharing-sites = [\"east\", \"west\"]\n").unwrap();
         let c = Wrap::parse_from(["x", "--config", file.to_str().unwrap()]).node.into_config(dir.path()).unwrap();
         assert_eq!(c.gateway_stripe, Some((1, 2)));
         let share = SiteShareNames { source: "home".into(), sites: vec!["east".into(), "west".into()] };
         assert_eq!(c.site_share, Some(share));
 
-        let flags = ["x", "--site", "west", "--gateway", "--source-site", "home", "--sharing-sites", "east,west"];
+        let flags = [
+            "x",
+            "--open-site",
+            "--site",
+            "west",
+            "--gateway",
+            "--source-site",
+            "home",
+            "--sharing-sites",
+            "east,west",
+        ];
         let c = Wrap::parse_from(flags).node.into_config(dir.path()).unwrap();
         assert_eq!(c.site_share.unwrap().sites, ["east", "west"]);
 
@@ -363,12 +430,42 @@ mod tests {
                 "source site",
             ),
         ] {
-            let err = Wrap::parse_from(["x"].into_iter().chain(bad)).node.into_config(dir.path()).unwrap_err();
+            let err = Wrap::parse_from(["x", "--open-site"].into_iter().chain(bad)).node.into_config(dir.path());
+            let err = err.unwrap_err();
             assert!(format!("{err:#}").contains(says), "{err:#}");
         }
         for bad in ["2/2", "1", "a/2", "0/0"] {
             assert!(bad.parse::<GatewayStripe>().is_err(), "{bad}");
         }
         assert_eq!("0/3".parse::<GatewayStripe>(), Ok(GatewayStripe { index: 0, count: 3 }));
+    }
+
+    #[test]
+    fn a_node_is_closed_unless_told_to_admit_anyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = node::authority::SiteDir::new(&dir.path().join("authority"));
+        node::authority::init(&site, "cern", 30, node::now()).unwrap();
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let raw = p2p::admission::ed25519_key(&peer).unwrap();
+        let pem = node::authority::issue(&site, &peer.to_string(), &raw, proto::swarm::Role::Worker, 1, node::now());
+        let cred = dir.path().join("cred.pem");
+        std::fs::write(&cred, pem.unwrap()).unwrap();
+        let (ca, cred) = (site.ca().display().to_string(), cred.display().to_string());
+        let config = |flags: &[&str]| {
+            Wrap::parse_from(["x"].iter().chain(flags)).node.into_config(dir.path()).map_err(|e| format!("{e:#}"))
+        };
+        for (flags, says) in [
+            (vec!["--site", "cern"], "--site-ca"),
+            (vec!["--site", "cern", "--site-ca", &ca], "--credential"),
+            (vec!["--site", "cern", "--open-site", "--site-ca", &ca], "goes with neither"),
+        ] {
+            let err = config(&flags).unwrap_err();
+            assert!(err.contains(says), "{flags:?}: {err}");
+        }
+        let c = config(&["--site-ca", &ca, "--credential", &cred]).unwrap();
+        assert_eq!(c.site, "cern", "the site comes from the credential");
+        assert!(matches!(c.membership, Membership::Closed { .. }));
+        assert!(matches!(config(&["--site", "x", "--open-site"]).unwrap().membership, Membership::Open));
     }
 }

@@ -3,18 +3,26 @@
 //! # Contract
 //! [`Behaviour`] combines identify, Kademlia (image providers), the peer
 //! protocol, notice streams, the tracker protocol (as a client), gossipsub for signed lists,
-//! a block list for banned peers and connection limits. Every protocol bounds its concurrent
-//! streams. The transport is the one every imageswarm process uses
-//! ([`p2p::transport`]).
+//! admission (credentials), a block list for banned peers and connection limits. Every
+//! protocol bounds its concurrent streams. The transport is the one every imageswarm process
+//! uses ([`p2p::transport`]).
+//!
+//! In a closed site ([`p2p::admission`]) Kademlia is off, since it would
+//! answer anyone with peers, and gossipsub scores peers: a peer not yet
+//! admitted is held at [`UNADMITTED_SCORE`], below the threshold under
+//! which gossipsub publishes, forwards or gossips nothing to it, and above
+//! the one under which it would drop the peer's subscriptions, which it
+//! needs once the peer is admitted.
 
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{allow_block_list, connection_limits, gossipsub, identify, kad, request_response};
 use p2p::codec::WireCodec;
-use p2p::transport::{PEER_PROTOCOL, TRACKER_PROTOCOL};
-use proto::wire::{Announce, Limit, Peers, Request, Response};
+use p2p::transport::{ADMIT_PROTOCOL, PEER_PROTOCOL, TRACKER_PROTOCOL};
+use proto::wire::{Admission, Admit, Announce, Limit, Peers, Request, Response};
 
 use crate::{Error, Result};
 
@@ -49,8 +57,11 @@ pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
     /// Addresses and agent of peers.
     pub identify: identify::Behaviour,
-    /// Image providers, the fallback when no tracker answers.
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Image providers, the fallback when no tracker answers (open sites
+    /// only).
+    pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    /// Credentials, both ways.
+    pub admit: request_response::Behaviour<WireCodec<Admit, Admission>>,
     /// The peer protocol.
     pub peer: request_response::Behaviour<WireCodec<Request, Response>>,
     /// Swarm notices, on streams of their own (`super::notices`).
@@ -78,10 +89,24 @@ pub(super) fn list_message_id(data: &[u8]) -> gossipsub::MessageId {
     gossipsub::MessageId::from(blake3::hash(data).as_bytes().to_vec())
 }
 
+/// The gossip score of a peer that is not admitted (see the module docs).
+pub(super) const UNADMITTED_SCORE: f64 = -60.0;
+
+/// gossipsub's scoring in a closed site: the application's score (admitted
+/// or not) is all that counts, so that peers sharing an address (one
+/// host's namespaces, loopback) are not marked down for it.
+fn gossip_scoring() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let params =
+        gossipsub::PeerScoreParams { app_specific_weight: 1.0, ip_colocation_factor_weight: 0.0, ..Default::default() };
+    let thresholds = gossipsub::PeerScoreThresholds::default();
+    debug_assert!(thresholds.graylist_threshold < UNADMITTED_SCORE && UNADMITTED_SCORE < thresholds.publish_threshold);
+    (params, thresholds)
+}
+
 /// gossipsub in strict mode with manual validation: a node forwards a list
 /// only after it verified it. Messages are identified by their content, so
 /// the same list published by many nodes travels once.
-fn gossip(key: &Keypair) -> Result<gossipsub::Behaviour> {
+fn gossip(key: &Keypair, closed: bool) -> Result<gossipsub::Behaviour> {
     let cfg = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
@@ -90,12 +115,17 @@ fn gossip(key: &Keypair) -> Result<gossipsub::Behaviour> {
         .message_id_fn(|m: &gossipsub::Message| list_message_id(&m.data))
         .build()
         .map_err(|e| Error::Net(format!("gossipsub: {e}")))?;
-    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
-        .map_err(|e| Error::Net(format!("gossipsub: {e}")))
+    let mut g = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
+        .map_err(|e| Error::Net(format!("gossipsub: {e}")))?;
+    if closed {
+        let (params, thresholds) = gossip_scoring();
+        g.with_peer_score(params, thresholds).map_err(|e| Error::Net(format!("gossipsub scoring: {e}")))?;
+    }
+    Ok(g)
 }
 
 impl Behaviour {
-    fn new(key: &Keypair, limits: Limits, gossip: gossipsub::Behaviour) -> Self {
+    fn new(key: &Keypair, limits: Limits, closed: bool, gossip: gossipsub::Behaviour) -> Self {
         let rr = request_response::Config::default()
             .with_request_timeout(limits.request_timeout)
             .with_max_concurrent_streams(limits.max_streams);
@@ -107,7 +137,12 @@ impl Behaviour {
                     .with_max_established_per_peer(Some(2)),
             ),
             identify: p2p::transport::identify(key),
-            kad: p2p::transport::kademlia(key, true),
+            kad: Toggle::from((!closed).then(|| p2p::transport::kademlia(key, true))),
+            admit: request_response::Behaviour::with_codec(
+                WireCodec::new(Limit::Control),
+                [(ADMIT_PROTOCOL, request_response::ProtocolSupport::Full)],
+                rr.clone(),
+            ),
             peer: request_response::Behaviour::with_codec(
                 WireCodec::new(Limit::Data),
                 [(PEER_PROTOCOL, request_response::ProtocolSupport::Full)],
@@ -124,10 +159,10 @@ impl Behaviour {
     }
 }
 
-/// Builds a node's swarm.
-pub fn build_swarm(key: Keypair, quic: bool, limits: Limits) -> Result<libp2p::Swarm<Behaviour>> {
-    let gossip = gossip(&key)?;
-    p2p::transport::build_swarm(key, quic, move |k| Behaviour::new(k, limits, gossip))
+/// Builds a node's swarm; `closed` for a closed site.
+pub fn build_swarm(key: Keypair, quic: bool, limits: Limits, closed: bool) -> Result<libp2p::Swarm<Behaviour>> {
+    let gossip = gossip(&key, closed)?;
+    p2p::transport::build_swarm(key, quic, move |k| Behaviour::new(k, limits, closed, gossip))
         .map_err(|e| Error::Net(e.to_string()))
 }
 

@@ -20,7 +20,12 @@
 //! * **Back to source**: only masters download from `hv:uri`, unless
 //!   [`NodeConfig::back_to_source`] says otherwise.
 //! * **Discovery**: trackers first; Kademlia provider records when no
-//!   tracker answers; and peers already known.
+//!   tracker answers (open sites only); and peers already known.
+//! * **Membership**: in a closed site ([`Membership::Closed`]) a peer is
+//!   served nothing, and asked nothing, until its credential verified and
+//!   it admitted this node in turn ([`p2p::admission`]); site and role are
+//!   the credential's. Newer CRLs pass from peer to peer, and a peer whose
+//!   credential is revoked is disconnected and blocked.
 //! * **Limits**: token buckets on upload and download, a separate one on a
 //!   master's egress, connection and stream limits, and the swarm's own
 //!   bound on requests in flight per peer.
@@ -37,6 +42,7 @@ use std::time::Duration;
 
 pub use behaviour::{Behaviour, BehaviourEvent, Limits, build_swarm, load_or_create_key};
 use libp2p::{Multiaddr, PeerId};
+use proto::credential::SiteCas;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -93,6 +99,28 @@ pub struct NodeConfig {
     /// requests onto its first few peers (docs/BENCHMARKS.md, the testbed).
     /// A node with a single source gains from more.
     pub pipeline: u32,
+    /// Who may join this node's swarm.
+    pub membership: Membership,
+}
+
+/// Who may join a node's swarm ([`p2p::admission`]).
+#[derive(Debug, Clone, Default)]
+pub enum Membership {
+    /// Anyone, with the site and role they claim (`--open-site`: demos and
+    /// tests).
+    #[default]
+    Open,
+    /// Members of the sites whose CAs are given, with the site and role
+    /// their credentials name.
+    Closed {
+        /// This node's credential (PEM or DER).
+        credential: Vec<u8>,
+        /// The site CAs, with any CRLs taken already.
+        cas: SiteCas,
+        /// A CRL file read again whenever it changes (a master's copy of
+        /// the site's `crl.pem`).
+        crl_file: Option<PathBuf>,
+    },
 }
 
 impl NodeConfig {
@@ -120,6 +148,7 @@ impl NodeConfig {
             limits: Limits::default(),
             max_peers: proto::transfer::MAX_PEERS,
             pipeline: proto::swarm::Config::default().pipeline,
+            membership: Membership::Open,
         }
     }
 }

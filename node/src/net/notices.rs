@@ -266,8 +266,8 @@ mod tests {
     /// background. Returns the first one's control, the second's, and the
     /// second's peer id.
     async fn pair() -> (Control, Control, PeerId) {
-        let mut a = build_swarm(Keypair::generate_ed25519(), false, Limits::default()).unwrap();
-        let mut b = build_swarm(Keypair::generate_ed25519(), false, Limits::default()).unwrap();
+        let mut a = build_swarm(Keypair::generate_ed25519(), false, Limits::default(), false).unwrap();
+        let mut b = build_swarm(Keypair::generate_ed25519(), false, Limits::default(), false).unwrap();
         b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
         let addr = loop {
             if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {

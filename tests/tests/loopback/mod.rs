@@ -13,11 +13,11 @@ use libp2p::request_response;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use node::demo::Demo;
-use node::net::{self, BehaviourEvent, Client, ImageStatus, NodeConfig};
+use node::net::{self, BehaviourEvent, Client, ImageStatus, Membership, NodeConfig};
 use p2p::tracker::{Tracker, TrackerConfig};
 use proto::manifest::ChunkSize;
 use proto::swarm::Role;
-use proto::wire::{Announce, Hello, Notice, Refusal, Request, Response, WireBitfield};
+use proto::wire::{Admission, Admit, Announce, Hello, Notice, Refusal, Request, Response, WireBitfield};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -27,7 +27,28 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 /// A running node.
 pub(crate) struct Running {
     pub(crate) client: Client,
+    /// The host's store and cache, shared with the node (as its control
+    /// socket shares them).
+    host: Option<std::sync::Arc<node::site::Site>>,
     pub(crate) task: JoinHandle<node::Result<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // The site holds a blocking HTTP client, which must not be dropped
+        // on a runtime thread.
+        if let Some(host) = self.host.take() {
+            std::thread::spawn(move || drop(host));
+        }
+    }
+}
+
+/// Whether a site is closed, and how its workers are set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    No,
+    Yes,
+    BareWorkers,
 }
 
 /// A site on loopback.
@@ -36,6 +57,8 @@ pub(crate) struct Site {
     pub(crate) tracker: Vec<Multiaddr>,
     tracker_task: Option<JoinHandle<()>>,
     pub(crate) nodes: Vec<Option<Running>>,
+    /// Each node's membership of the closed site (`None`: an open site).
+    pub(crate) members: Option<Vec<Membership>>,
     _dir: tempfile::TempDir,
 }
 
@@ -44,6 +67,22 @@ impl Site {
     /// in chunks of `chunk` bytes, and starts the tracker (nodes start with
     /// [`Site::start`]).
     pub(crate) async fn new(workers: usize, size: u64, chunk: u64) -> anyhow::Result<Self> {
+        Self::build(workers, size, chunk, Closed::No).await
+    }
+
+    /// [`Site::new`] for a closed site: the tracker and every node admit
+    /// only holders of the demo site's credentials.
+    pub(crate) async fn closed(workers: usize, size: u64, chunk: u64) -> anyhow::Result<Self> {
+        Self::build(workers, size, chunk, Closed::Yes).await
+    }
+
+    /// [`Site::closed`] with workers that only trust the CA: they take
+    /// their endorsers and subscriptions from the site policy.
+    pub(crate) async fn closed_bare(workers: usize, size: u64, chunk: u64) -> anyhow::Result<Self> {
+        Self::build(workers, size, chunk, Closed::BareWorkers).await
+    }
+
+    async fn build(workers: usize, size: u64, chunk: u64, closed: Closed) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
         let demo = tokio::task::spawn_blocking(move || -> anyhow::Result<Demo> {
@@ -52,20 +91,31 @@ impl Site {
             let base = format!("http://127.0.0.1:{port}");
             let demo = Demo::prepare(&root, workers, size, ChunkSize::new(chunk)?, &base)?;
             demo.serve_source(server)?;
-            demo.init_hosts(&format!("{base}/list.smime"))?;
+            demo.init_hosts_with(&format!("{base}/list.smime"), closed == Closed::BareWorkers)?;
             Ok(demo)
         })
         .await??;
-        let mut t = Tracker::new(TrackerConfig::loopback(Duration::from_secs(30)))?;
+        let mut tcfg = TrackerConfig::loopback(Duration::from_secs(30));
+        let members = if closed != Closed::No {
+            tcfg.site_cas = Some(demo.site_cas()?);
+            Some((0..=workers).map(|i| demo.membership(i)).collect::<node::Result<Vec<_>>>()?)
+        } else {
+            None
+        };
+        let mut t = Tracker::new(tcfg)?;
         let tracker = t.listen_addrs().await;
         let tracker_task = Some(tokio::spawn(t.run()));
         let nodes = (0..=workers).map(|_| None).collect();
-        Ok(Self { demo, tracker, tracker_task, nodes, _dir: dir })
+        Ok(Self { demo, tracker, tracker_task, nodes, members, _dir: dir })
     }
 
     /// The configuration node `i` (0 is the master) starts with.
     pub(crate) fn config(&self, i: usize) -> NodeConfig {
         let mut c = NodeConfig::new(self.demo.data_dirs[i].clone(), "loop".into());
+        if let Some(m) = &self.members {
+            c.site = node::demo::SITE.into();
+            c.membership = m[i].clone();
+        }
         c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
         c.trackers.clone_from(&self.tracker);
         c.master = i == 0;
@@ -75,9 +125,18 @@ impl Site {
 
     /// Starts node `i` with `cfg`.
     pub(crate) async fn start_with(&mut self, i: usize, cfg: NodeConfig) -> anyhow::Result<()> {
-        let (client, task) = net::start(cfg).await?;
-        self.nodes[i] = Some(Running { client, task });
+        let dir = cfg.data_dir.clone();
+        let host = tokio::task::spawn_blocking(move || node::site::Site::open(&dir, node::fetch::Timeouts::default()))
+            .await??;
+        let host = std::sync::Arc::new(host);
+        let (client, task) = net::start_on(cfg, host.clone()).await?;
+        self.nodes[i] = Some(Running { client, host: Some(host), task });
         Ok(())
+    }
+
+    /// Node `i`'s store and cache.
+    pub(crate) fn host(&self, i: usize) -> &node::site::Site {
+        self.nodes[i].as_ref().and_then(|r| r.host.as_deref()).expect("node running")
     }
 
     /// Starts node `i` with its default configuration.
@@ -87,9 +146,9 @@ impl Site {
 
     /// Stops node `i`.
     pub(crate) async fn stop(&mut self, i: usize) {
-        if let Some(r) = self.nodes[i].take() {
+        if let Some(mut r) = self.nodes[i].take() {
             r.client.shutdown().await;
-            let _ = r.task.await;
+            let _ = (&mut r.task).await;
         }
     }
 
@@ -189,7 +248,7 @@ pub(crate) async fn liar(
     lie: Lie,
 ) -> anyhow::Result<(PeerId, JoinHandle<u64>)> {
     let key = libp2p::identity::Keypair::generate_ed25519();
-    let mut swarm = net::build_swarm(key, false, net::Limits::default())?;
+    let mut swarm = net::build_swarm(key, false, net::Limits::default(), false)?;
     swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
     let me = *swarm.local_peer_id();
     while swarm.listeners().next().is_none() {
@@ -274,7 +333,7 @@ pub(crate) async fn liar(
 /// Sends `req` to the node at `addr` from a fresh peer and returns the answer.
 pub(crate) async fn ask(addr: Multiaddr, req: Request) -> anyhow::Result<Response> {
     let key = libp2p::identity::Keypair::generate_ed25519();
-    let mut swarm = net::build_swarm(key, false, net::Limits::default())?;
+    let mut swarm = net::build_swarm(key, false, net::Limits::default(), false)?;
     let peer = net::peer_of(&addr).context("address without /p2p")?;
     swarm.add_peer_address(peer, addr);
     let id = swarm.behaviour_mut().peer.send_request(&peer, req);
@@ -300,4 +359,92 @@ pub(crate) async fn ask(addr: Multiaddr, req: Request) -> anyhow::Result<Respons
         }
     }
     bail!("no answer within 20 s")
+}
+
+/// What a probing peer got from a node or a tracker.
+#[derive(Debug, Default)]
+pub(crate) struct Probe {
+    /// The answer to its admit.
+    pub(crate) admission: Option<Admission>,
+    /// Answers to its peer requests.
+    pub(crate) answers: Vec<Response>,
+    /// Peers a tracker named to it.
+    pub(crate) peers: usize,
+    /// How long after connecting the other side closed the connection.
+    pub(crate) closed_after: Option<Duration>,
+}
+
+/// Connects to `target` as `key`, sends `admit` (if any) and admits the
+/// target in turn, sends `requests` and `announce` (if any) a second later
+/// whatever the answer, as an intruder would, and records what comes back
+/// until everything is answered, the connection closes or 20 s pass.
+pub(crate) async fn probe(
+    target: Multiaddr,
+    key: libp2p::identity::Keypair,
+    admit: Option<Admit>,
+    requests: Vec<Request>,
+    announce: Option<Announce>,
+) -> anyhow::Result<Probe> {
+    let mut swarm = net::build_swarm(key, false, net::Limits::default(), false)?;
+    let peer = net::peer_of(&target).context("address without /p2p")?;
+    swarm.dial(target)?;
+    let mut out = Probe::default();
+    let mut connected: Option<Instant> = None;
+    let mut asked = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut tracker_answered = false;
+    while Instant::now() < deadline {
+        if asked && out.answers.len() == requests.len() && (announce.is_none() || tracker_answered) {
+            break;
+        }
+        if !asked && connected.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
+            asked = true;
+            let b = swarm.behaviour_mut();
+            for r in &requests {
+                b.peer.send_request(&peer, r.clone());
+            }
+            if let Some(a) = announce.clone() {
+                b.tracker.send_request(&peer, a);
+            }
+        }
+        let Ok(ev) = tokio::time::timeout(Duration::from_millis(100), swarm.select_next_some()).await else { continue };
+        match ev {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer && connected.is_none() => {
+                connected = Some(Instant::now());
+                if let Some(a) = admit.clone() {
+                    swarm.behaviour_mut().admit.send_request(&peer, a);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Admit(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) if admit.is_some() => {
+                let _ = swarm
+                    .behaviour_mut()
+                    .admit
+                    .send_response(channel, Admission::Admitted { crls: vec![], policy: None });
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } if peer_id == peer => {
+                out.closed_after = connected.map(|t| t.elapsed());
+                break;
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Admit(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            })) => out.admission = Some(response),
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            })) => out.answers.push(response),
+            SwarmEvent::Behaviour(BehaviourEvent::Tracker(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            })) => {
+                tracker_answered = true;
+                out.peers += response.peers.len();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }

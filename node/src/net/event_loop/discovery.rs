@@ -2,8 +2,9 @@
 //! when no tracker answers, and signed lists on gossip.
 //!
 //! # Contract
-//! * Every image served here, and every subscribed list, is announced to
-//!   every tracker each announce interval; answers are dialled up to the
+//! * Every image served here, every subscribed list and, in a closed site,
+//!   the site itself ([`site_meeting_point`]) are announced to every
+//!   tracker each announce interval; answers are dialled up to the
 //!   connection budget.
 //! * When no tracker has answered for an image for two intervals, the DHT is
 //!   asked for its providers.
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use libp2p::request_response;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, gossipsub, kad};
+use proto::policy::site_meeting_point;
 use proto::swarm::Role;
 use proto::wire::{Announce, PeerHint, Peers};
 use uuid::Uuid;
@@ -73,6 +75,14 @@ impl EventLoop {
         };
         for id in lists {
             self.send_to_trackers(self.announcement(id, Role::Worker, false));
+        }
+        // Members of a closed site also meet under the site's own key: a
+        // worker that swarms on nothing yet finds its site, and the policy.
+        // Holding the policy counts as complete, so that the tracker hands
+        // out masters only while few other members hold it.
+        if self.gate.is_closed() {
+            let held = self.gate.policy().is_some();
+            self.send_to_trackers(self.announcement(site_meeting_point(&self.cfg.site), self.role, held));
         }
         self.publish_lists();
     }
@@ -149,7 +159,9 @@ impl EventLoop {
 
     fn send_to_trackers(&mut self, a: Announce) {
         for (p, _) in self.trackers.clone() {
-            let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
+            if self.tracker_admits(p) {
+                let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
+            }
         }
     }
 
@@ -171,7 +183,9 @@ impl EventLoop {
         self.send_to_trackers(self.announcement(image, self.role, t.have().is_full()));
         if stale && self.started.elapsed() > Duration::from_secs(1) {
             // No tracker answered lately: ask the DHT who provides the image.
-            self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&image.as_bytes()));
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                kad.get_providers(kad::RecordKey::new(&image.as_bytes()));
+            }
         }
     }
 
@@ -199,8 +213,10 @@ impl EventLoop {
     pub(super) fn on_hint(&mut self, hint: PeerHint) {
         let Ok(p) = PeerId::from_bytes(&hint.peer) else { return };
         let addrs: Vec<Multiaddr> = hint.addrs.into_iter().filter_map(|a| Multiaddr::try_from(a).ok()).collect();
-        for a in &addrs {
-            self.swarm.behaviour_mut().kad.add_address(&p, a.clone());
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            for a in &addrs {
+                kad.add_address(&p, a.clone());
+            }
         }
         self.dial(p, addrs);
     }

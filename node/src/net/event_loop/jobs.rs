@@ -50,6 +50,8 @@ pub(super) enum IoDone {
     },
     /// Images to swarm on were opened (see [`super::sync`]).
     Opened(Result<Vec<Opened>>),
+    /// A site policy was applied to the store.
+    PolicyApplied(Result<()>),
 }
 
 /// The loop's jobs.
@@ -128,13 +130,25 @@ impl EventLoop {
             }
             IoDone::Settled(r) => {
                 match r.and_then(|()| self.sync_images()) {
-                    Ok(()) => self.publish_lists(),
+                    Ok(()) => {
+                        self.publish_lists();
+                        self.publish_policy();
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "re-checking the store at start failed; waiting for the update");
                         self.last_error = Some(e.to_string());
                     }
                 }
                 self.start_update();
+            }
+            IoDone::PolicyApplied(r) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "applying the site policy failed");
+                    self.last_error = Some(e.to_string());
+                }
+                self.sync_or_log();
+                // Its subscriptions are fetched now, not at the next interval.
+                self.next_update = std::time::Instant::now();
             }
             IoDone::Updated(r) => {
                 self.updating = false;

@@ -46,6 +46,7 @@ use crate::site::Site;
 use crate::store::{ImageRecord, ImageState};
 use crate::{Error, Result};
 
+mod admission;
 mod discovery;
 mod disk;
 mod jobs;
@@ -98,6 +99,14 @@ pub(super) struct EventLoop {
     next_handle: u64,
     ids: HashMap<u64, PeerId>,
     trackers: Vec<(PeerId, Multiaddr)>,
+    /// Who is admitted, in a closed site.
+    gate: p2p::admission::Gate,
+    /// The node's key, which signs a master's site policy.
+    key: Keypair,
+    /// Where this node stands with each tracker in a closed site.
+    tracker_admission: HashMap<PeerId, admission::TrackerAdmission>,
+    /// The CRL file read again when it changes.
+    crl_file: Option<admission::CrlFile>,
     outbound: HashMap<OutboundRequestId, Outbound>,
     notices: Notices,
     notices_in: mpsc::Receiver<Inbound>,
@@ -172,7 +181,8 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         status: watch::Sender<Status>,
     ) -> Result<Self> {
-        let mut swarm = build_swarm(key, cfg.quic, cfg.limits)?;
+        let (gate, crl_file, role) = admission::gate(&cfg, &key, &site)?;
+        let mut swarm = build_swarm(key.clone(), cfg.quic, cfg.limits, gate.is_closed())?;
         for addr in &cfg.listen {
             swarm.listen_on(addr.clone()).map_err(|e| Error::Net(format!("listening on {addr}: {e}")))?;
         }
@@ -187,11 +197,15 @@ impl EventLoop {
             .collect::<Result<Vec<_>>>()?;
         for (p, a) in &trackers {
             swarm.add_peer_address(*p, a.clone());
-            swarm.behaviour_mut().kad.add_address(p, a.clone());
+            if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                kad.add_address(p, a.clone());
+            }
         }
         for a in &cfg.bootstrap {
             let p = peer_of(a).ok_or_else(|| Error::Invalid(format!("bootstrap address {a} lacks /p2p/<peer id>")))?;
-            swarm.behaviour_mut().kad.add_address(&p, a.clone());
+            if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                kad.add_address(&p, a.clone());
+            }
             let _ = swarm.dial(a.clone());
         }
         swarm
@@ -204,13 +218,6 @@ impl EventLoop {
             metrics::serve(addr, metrics.registry())?;
         }
         let (notices, notices_in) = Notices::start(swarm.behaviour().notices.new_control());
-        let role = if cfg.master {
-            Role::Master
-        } else if cfg.gateway {
-            Role::Gateway
-        } else {
-            Role::Worker
-        };
         let fetch_stripe = (role == Role::Gateway).then(|| FetchStripe {
             gateway: cfg.gateway_stripe.unwrap_or((0, 1)),
             share: cfg.site_share.as_ref().map(|s| SiteShare {
@@ -239,6 +246,10 @@ impl EventLoop {
             next_handle: 0,
             ids: HashMap::new(),
             trackers,
+            gate,
+            key,
+            tracker_admission: HashMap::new(),
+            crl_file,
             outbound: HashMap::new(),
             notices,
             notices_in,
@@ -340,6 +351,7 @@ impl EventLoop {
         for p in expired {
             self.swarm.behaviour_mut().blocked.unblock_peer(p);
         }
+        self.admission_tick();
         self.publish_status();
     }
 
@@ -381,6 +393,7 @@ impl EventLoop {
             tracing::error!(error = %e, "reading the store failed");
             self.last_error = Some(e.to_string());
         }
+        self.publish_policy();
     }
 
     // ---- the machine's effects ----
@@ -488,14 +501,13 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
                 self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
-                if num_established.get() == 1 && !self.trackers.iter().any(|(p, _)| *p == peer_id) {
-                    let h = self.handle(peer_id);
-                    let now = self.now();
-                    self.host.handle_connected(now, h);
+                if num_established.get() == 1 {
+                    self.on_first_connection(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
+                self.admission_forget(&peer_id);
                 let Some(&h) = self.handles.get(&peer_id) else { return };
                 self.notices.forget(h);
                 self.inbound.retain(|k, _| k.1 != h);
@@ -507,6 +519,7 @@ impl EventLoop {
                 self.ids.remove(&h);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) => self.on_peer_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Admit(ev)) => self.on_admit_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -527,8 +540,10 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
                 if info.protocols.contains(&KAD_PROTOCOL) =>
             {
-                for a in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    for a in info.listen_addrs {
+                        kad.add_address(&peer_id, a);
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {

@@ -13,6 +13,9 @@
 //! * One answer channel per request key (image, peer, chunk): a second
 //!   request for the same chunk while the first waits is refused here, as
 //!   the machine would refuse it.
+//! * Requests and notices from a peer the admission gate has not made ready
+//!   are dropped unanswered; a hello's site and role count only in an open
+//!   site, a closed one takes them from the peer's credential.
 //! * A peer whose notice queue is full is disconnected. A notice stream that
 //!   broke is reopened and followed by a fresh bitfield of every image, up
 //!   to [`notices::STREAMS`] streams a connection.
@@ -82,7 +85,11 @@ impl EventLoop {
     fn on_hello(&mut self, from: PeerId, hello: Hello) {
         tracing::trace!(peer = %from, role = ?hello.role, images = hello.images.len(), "hello received");
         let h = self.handle(from);
-        let info = PeerInfo { site: site_number(&hello.site), role: hello.role };
+        // In a closed site, who the peer is comes from its credential.
+        let info = match self.gate.credential(&from) {
+            Some(c) => PeerInfo { site: site_number(&c.site), role: c.role },
+            None => PeerInfo { site: site_number(&hello.site), role: hello.role },
+        };
         let images = hello.images.into_iter().filter_map(|(u, b)| Some((u, b.parse().ok()?))).collect();
         let now = self.now();
         self.host.handle_hello(now, h, info, images);
@@ -90,7 +97,7 @@ impl EventLoop {
 
     /// A frame of notices from a connected peer.
     pub(super) fn on_notices(&mut self, peer: PeerId, frame: NoticeFrame) {
-        if !self.swarm.is_connected(&peer) {
+        if !self.swarm.is_connected(&peer) || !self.gate.is_ready(&peer) {
             return;
         }
         let h = self.handle(peer);
@@ -139,6 +146,11 @@ impl EventLoop {
     }
 
     fn on_request(&mut self, peer: PeerId, req: Request, channel: ResponseChannel<Response>, id: InboundRequestId) {
+        if !self.gate.is_ready(&peer) {
+            // Dropping the channel answers nothing.
+            tracing::debug!(%peer, "request from a peer not admitted: dropped");
+            return;
+        }
         let h = self.handle(peer);
         let now = self.now();
         match req {

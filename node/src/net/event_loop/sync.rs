@@ -154,8 +154,9 @@ impl EventLoop {
         }
         let taken: Vec<Uuid> = uuids.into_iter().filter(|u| self.images.contains_key(u)).collect();
         for uuid in taken {
-            let key = kad::RecordKey::new(&uuid.as_bytes());
-            if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+                && let Err(e) = kad.start_providing(kad::RecordKey::new(&uuid.as_bytes()))
+            {
                 tracing::debug!(error = %e, "kademlia provider record");
             }
             self.announce(uuid);
@@ -237,8 +238,10 @@ impl EventLoop {
     /// and the node no longer provides it.
     pub(super) fn forget_image(&mut self, uuid: Uuid) {
         self.host.remove_image(uuid);
-        if self.images.remove(&uuid).is_some() {
-            self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&uuid.as_bytes()));
+        if self.images.remove(&uuid).is_some()
+            && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+        {
+            kad.stop_providing(&kad::RecordKey::new(&uuid.as_bytes()));
         }
     }
 }
