@@ -169,6 +169,7 @@ impl Demo {
                 lifetime_days: 7,
                 creator: None,
                 email: Some("demo@imageswarm.invalid".into()),
+                fields: Vec::new(),
             },
             now,
         )?;
@@ -184,7 +185,7 @@ impl Demo {
             format: Some("raw".into()),
             ..ImageMeta::default()
         };
-        let image = match endorse::add_image(&mut list, meta, &digest) {
+        let image = match endorse::add_image(&mut list, meta, &digest)? {
             endorse::Added::Inserted(u) | endorse::Added::Replaced(u) => u,
         };
         endorse::prepare_signing(&mut list, &endorser, now, Some(7))?;

@@ -17,6 +17,7 @@
 //! * [`sign`] signs and checks that the output parses and verifies against
 //!   the signing certificate before it is returned.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
@@ -29,6 +30,7 @@ use proto::imagelist::{Chunking, Endorser, Image, ImageList, Sha512Digest, versi
 use proto::manifest::{ChunkSize, Manifest, ManifestBuilder};
 use proto::trust::Signer;
 use proto::{Timestamp, smime, trust};
+use serde_json::Value;
 use sha2::{Digest, Sha512};
 use uuid::Uuid;
 
@@ -70,6 +72,8 @@ pub struct NewList {
     pub creator: Option<String>,
     /// Overrides `hv:email`.
     pub email: Option<String>,
+    /// Further list fields, e.g. `ad:vo` (see [`set_fields`]).
+    pub fields: Vec<(String, String)>,
 }
 
 /// A new, empty list endorsed by the holder of `cert`, at version `0.0.0`
@@ -78,7 +82,7 @@ pub fn new_list(cert: &X509Ref, opts: NewList, now: Timestamp) -> Result<ImageLi
     let who = Signer::of(cert);
     let creator = opts.creator.or_else(|| last_entry(cert, Nid::COMMONNAME)).unwrap_or_default();
     let email = opts.email.or_else(|| certificate_email(cert)).unwrap_or_default();
-    Ok(ImageList {
+    let mut list = ImageList {
         identifier: opts.identifier.unwrap_or_else(Uuid::new_v4),
         created: now,
         expires: now.add_seconds(i64::from(opts.lifetime_days) * DAY),
@@ -91,7 +95,34 @@ pub fn new_list(cert: &X509Ref, opts: NewList, now: Timestamp) -> Result<ImageLi
         images: Vec::new(),
         skipped: Vec::new(),
         extra: Default::default(),
-    })
+    };
+    let written = list.to_value()["hv:imagelist"].clone();
+    set_fields(&mut list.extra, &opts.fields, &written)?;
+    Ok(list)
+}
+
+/// Sets each `(key, value)` of `fields` as a string field in `extra`,
+/// refusing a key that is not of the form `prefix:name` and one that
+/// `written` (the entry as its own fields write it) already holds: those
+/// have flags of their own.
+pub fn set_fields(extra: &mut BTreeMap<String, Value>, fields: &[(String, String)], written: &Value) -> Result<()> {
+    for (key, value) in fields {
+        let Some((prefix, name)) = key.split_once(':') else {
+            return Err(Error::Invalid(format!(
+                "field `{key}`: expected a key of the form prefix:name, e.g. ad:group"
+            )));
+        };
+        if prefix.is_empty() || name.is_empty() || key.chars().any(char::is_whitespace) {
+            return Err(Error::Invalid(format!(
+                "field `{key}`: expected a key of the form prefix:name, e.g. ad:group"
+            )));
+        }
+        if written.get(key).is_some() {
+            return Err(Error::Invalid(format!("field `{key}` is set by its own flag")));
+        }
+        extra.insert(key.clone(), Value::String(value.clone()));
+    }
+    Ok(())
 }
 
 fn last_entry(cert: &X509Ref, nid: Nid) -> Option<String> {
@@ -192,6 +223,9 @@ pub struct ImageMeta {
     pub format: Option<String>,
     /// `sl:comments`.
     pub comments: String,
+    /// Further image fields, e.g. the `ad:*` fields EGI's subscribers
+    /// require (see [`set_fields`]).
+    pub fields: Vec<(String, String)>,
 }
 
 /// Whether [`add_image`] inserted a new entry or replaced one.
@@ -203,10 +237,11 @@ pub enum Added {
     Replaced(Uuid),
 }
 
-/// Adds the image described by `meta` and `digest` to `list`.
-pub fn add_image(list: &mut ImageList, meta: ImageMeta, digest: &FileDigest) -> Added {
+/// Adds the image described by `meta` and `digest` to `list`; fails only
+/// on a field [`set_fields`] refuses.
+pub fn add_image(list: &mut ImageList, meta: ImageMeta, digest: &FileDigest) -> Result<Added> {
     let identifier = meta.identifier.unwrap_or_else(Uuid::new_v4);
-    let image = Image {
+    let mut image = Image {
         identifier,
         title: meta.title,
         description: meta.description,
@@ -224,17 +259,21 @@ pub fn add_image(list: &mut ImageList, meta: ImageMeta, digest: &FileDigest) -> 
         chunking: Some(Chunking { chunk_size: digest.manifest.chunk_size(), root: digest.manifest.root() }),
         extra: Default::default(),
     };
-    match list.images.iter_mut().find(|i| i.identifier == identifier) {
+    let old = list.images.iter_mut().find(|i| i.identifier == identifier);
+    // A replaced entry keeps the fields it had, under the new ones.
+    image.extra = old.as_ref().map(|o| o.extra.clone()).unwrap_or_default();
+    let written = Image { extra: Default::default(), ..image.clone() }.to_value();
+    set_fields(&mut image.extra, &meta.fields, &written)?;
+    Ok(match old {
         Some(old) => {
-            let extra = std::mem::take(&mut old.extra);
-            *old = Image { extra, ..image };
+            *old = image;
             Added::Replaced(identifier)
         }
         None => {
             list.images.push(image);
             Added::Inserted(identifier)
         }
-    }
+    })
 }
 
 /// Checks `list` and `cert` for signing, then bumps the version and sets the

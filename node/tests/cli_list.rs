@@ -244,3 +244,62 @@ fn integrity_only_accepts_the_2011_fixture_and_says_what_it_did_not_check() {
     assert!(out.starts_with("intact: list 4e186b44-2c64-40ea-97d5-e9e5c0bce059"), "{out}");
     assert!(out.contains("NOT verified"), "{out}");
 }
+
+/// The fields EGI's subscribers require (atrope refuses an image without
+/// `ad:group`, `ad:mpuri`, `ad:user:*`, `hv:format`, `sl:comments` and
+/// `sl:osname`) can be set, survive a replacement and a signature, and a
+/// field that has a flag of its own is refused.
+#[test]
+fn further_fields_reach_the_signed_list() {
+    let (dir, _) = listed(1000);
+    let d = dir.path();
+    let fields = [
+        "--field",
+        "ad:group=biomed",
+        "--field",
+        "ad:mpuri=https://appdb.example.org/store/vm/image/1",
+        "--field",
+        "ad:user:fullname=Jo Doe",
+        "--field",
+        "sl:osname=Ubuntu",
+        "--format",
+        "qcow2",
+        "--comments",
+        "built nightly",
+    ];
+    ok(&add_image(d, "2.0", &[&["--identifier", IMAGE_ID], &fields[..]].concat()));
+    // Replaced without them: the fields it had stay.
+    ok(&add_image(d, "3.0", &["--identifier", IMAGE_ID, "--field", "ad:group=atlas"]));
+    ok(&sign(d, "endorser"));
+    let shown = imageswarm(&["list", "show", "list.smime", "--json"], d);
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let img = &v["hv:imagelist"]["hv:images"][0]["hv:image"];
+    assert_eq!(img["ad:group"], "atlas", "the newer value wins");
+    assert_eq!(img["ad:user:fullname"], "Jo Doe");
+    assert_eq!(img["sl:osname"], "Ubuntu");
+    assert_eq!(img["ad:mpuri"], "https://appdb.example.org/store/vm/image/1");
+
+    for (bad, says) in [
+        ("dc:title=x", "its own flag"),
+        ("hv:size=1", "its own flag"),
+        ("group=x", "prefix:name"),
+        ("ad:group", "KEY=VALUE"),
+    ] {
+        let out = add_image(d, "4.0", &["--field", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    let other = tempfile::tempdir().unwrap();
+    let cert = pki_arg("endorser.pem");
+    let args =
+        ["list", "new", "-o", "list.json", "--cert", &cert, "--title", "T", "--description", "D", "--source", "S"];
+    let more = ["--uri", "https://lists.example.org/l", "--field", "ad:vo=biomed"];
+    ok(&imageswarm(&[&args[..], &more[..]].concat(), other.path()));
+    assert_eq!(list_json(other.path())["hv:imagelist"]["ad:vo"], "biomed");
+    std::fs::remove_file(other.path().join("list.json")).unwrap();
+    let refused = imageswarm(&[&args[..], &["--uri", "u", "--field", "hv:uri=x"][..]].concat(), other.path());
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("its own flag"));
+    assert!(!other.path().join("list.json").exists(), "nothing written");
+}

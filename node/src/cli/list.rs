@@ -87,6 +87,10 @@ pub(crate) struct NewArgs {
     /// hv:email (default: the certificate's e-mail address).
     #[arg(long)]
     email: Option<String>,
+    /// A further list field, as a string (repeatable), e.g.
+    /// --field ad:vo=biomed. Fields with a flag of their own are refused.
+    #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
+    fields: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +138,18 @@ pub(crate) struct AddImageArgs {
     /// chunks (a 64MiB image gets 128KiB, 2GiB and up get 4MiB).
     #[arg(long, value_name = "BYTES")]
     chunk_size: Option<String>,
+    /// A further image field, as a string (repeatable): the ad:* fields EGI's
+    /// subscribers require, e.g. --field ad:group=biomed --field
+    /// ad:mpuri=https://... --field ad:user:fullname='Jo Doe'. Fields with a
+    /// flag of their own are refused.
+    #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
+    fields: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE`, split at the first `=`.
+fn parse_field(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))?;
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +249,7 @@ fn new(a: NewArgs) -> anyhow::Result<ExitCode> {
         lifetime_days: a.lifetime_days,
         creator: a.creator,
         email: a.email,
+        fields: a.fields,
     };
     let list = endorse::new_list(&cert, opts, now())?;
     fsutil::write_new(&a.output, &list.to_json())?;
@@ -264,8 +281,9 @@ fn add_image(a: AddImageArgs) -> anyhow::Result<ExitCode> {
         hypervisor: a.hypervisor,
         format: a.format,
         comments: a.comments,
+        fields: a.fields,
     };
-    let added = endorse::add_image(&mut list, meta, &digest);
+    let added = endorse::add_image(&mut list, meta, &digest)?;
     fsutil::write_atomic(&a.list, &list.to_json())?;
     let (verb, id) = match added {
         Added::Inserted(id) => ("added", id),

@@ -113,6 +113,7 @@ impl Lab {
             lifetime_days: 7,
             creator: None,
             email: None,
+            fields: Vec::new(),
         };
         let mut list = endorse::new_list(&cert, opts, ts(self.now - 60)).unwrap();
         for img in images {
@@ -127,7 +128,7 @@ impl Lab {
                 hypervisor: "kvm".into(),
                 ..ImageMeta::default()
             };
-            endorse::add_image(&mut list, meta, &digest(&img.bytes, img.chunk_size));
+            endorse::add_image(&mut list, meta, &digest(&img.bytes, img.chunk_size)).unwrap();
         }
         list.version = version.into();
         let message = endorse::sign(&list, &cert, &key).unwrap();
