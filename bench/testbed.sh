@@ -78,12 +78,12 @@ fi
 cd "$work"
 url="http://$ip_infra:8000"
 make_site "$size_mib" "$url" "$chunk"
+in_ns infra python3 -m http.server 8000 --bind "$ip_infra" --directory www >/dev/null 2>&1 &
+sleep 0.5
 for h in "${hosts[@]:1}"; do
   init_host "$h" "$url" in_ns "$h"
 done
 member master master
-in_ns infra python3 -m http.server 8000 --bind "$ip_infra" --directory www >/dev/null 2>&1 &
-sleep 0.5
 in_ns infra "$trk" --listen "/ip4/$ip_infra/tcp/4000" --site-ca authority/ca.pem > tracker.out 2>/dev/null &
 for _ in $(seq 50); do [ -s tracker.out ] && break; sleep 0.1; done
 tracker=$(head -n1 tracker.out)
