@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
@@ -60,6 +61,8 @@ pub struct Demo {
     pub www: PathBuf,
     /// Data directories: the master's first, then one per worker.
     pub data_dirs: Vec<PathBuf>,
+    /// How many times the HTTP source was asked for the image.
+    pub image_downloads: Arc<AtomicUsize>,
 }
 
 fn ossl(e: openssl::error::ErrorStack) -> Error {
@@ -196,7 +199,8 @@ impl Demo {
         let data_dirs = (0..=workers)
             .map(|i| root.join(if i == 0 { "master".to_string() } else { format!("worker-{i:02}") }))
             .collect();
-        Ok(Self { root: root.to_path_buf(), image, size, sha512, www, data_dirs })
+        let image_downloads = Arc::default();
+        Ok(Self { root: root.to_path_buf(), image, size, sha512, www, data_dirs, image_downloads })
     }
 
     /// The site's authority.
@@ -282,11 +286,15 @@ impl Demo {
     /// thread, until the process exits.
     pub fn serve_source(&self, server: tiny_http::Server) -> Result<()> {
         let www = Arc::new(self.www.clone());
+        let downloads = self.image_downloads.clone();
         std::thread::Builder::new()
             .name("demo-source".into())
             .spawn(move || {
                 for req in server.incoming_requests() {
                     let name = req.url().trim_start_matches('/').to_owned();
+                    if name == "image.img" {
+                        downloads.fetch_add(1, Ordering::Relaxed);
+                    }
                     let file = (!name.contains('/') && !name.contains(".."))
                         .then(|| std::fs::File::open(www.join(&name)).ok())
                         .flatten();

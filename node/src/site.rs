@@ -60,6 +60,7 @@ use crate::store::{Decision, ImageRecord, ImageState, ListRef, NewImages, SiteCo
 use crate::trustfiles::TrustSources;
 use crate::{Error, Result};
 
+pub mod attest;
 mod policy;
 
 /// How far the clock may lag the latest time seen before updates stop.
@@ -464,7 +465,8 @@ impl Site {
         let mut new_images = Vec::new();
         for image in &list.images {
             let entry = image.to_value();
-            let chunk_size = image.chunking.map_or(ChunkSize::DEFAULT, |c| c.chunk_size).get();
+            // Without a root, the chunk size a master attests to.
+            let chunk_size = image.chunking.map_or_else(|| ChunkSize::for_image(image.size), |c| c.chunk_size).get();
             let root = image.chunking.map(|c| c.root.to_string());
             let mut rec = match existing.get(&image.identifier) {
                 Some(r) if r.list != list.identifier => {
@@ -490,6 +492,7 @@ impl Site {
                         sha512: String::new(),
                         chunk_size,
                         root: None,
+                        attestation: None,
                         uri: String::new(),
                         entry: serde_json::Value::Null,
                         vo: None,
@@ -509,7 +512,10 @@ impl Site {
             rec.size = image.size;
             rec.sha512 = image.sha512.to_string();
             rec.chunk_size = chunk_size;
+            // An attestation names the list version: a new version needs a
+            // new one.
             rec.root = root;
+            rec.attestation = None;
             rec.uri.clone_from(&image.uri);
             rec.entry = entry;
             rec.vo = list.vo().map(str::to_owned);
@@ -584,9 +590,7 @@ impl Site {
     pub fn next_expiry(&self, now: Timestamp) -> Result<Option<Timestamp>> {
         let mut next: Option<Timestamp> = None;
         for sub in self.store.subscriptions()?.into_iter().filter(|s| s.enabled) {
-            let Some(cur) = sub.current else { continue };
-            let Some(msg) = self.store.list_message(sub.identifier, cur.seq)? else { continue };
-            let list = proto::imagelist::ImageList::from_json(proto::smime::SignedMessage::parse(&msg)?.content())?;
+            let Some((_, list)) = self.list_in_force(&sub)? else { continue };
             let dates = std::iter::once(list.expires).chain(list.images.iter().filter_map(|i| i.expires));
             for t in dates.filter(|t| *t >= now) {
                 if next.is_none_or(|n| t < n) {

@@ -177,8 +177,14 @@ pub struct ImageRecord {
     pub sha512: String,
     /// Chunk size used for the data file and its have-bitfield.
     pub chunk_size: u64,
-    /// The manifest root the list vouches for, hex.
+    /// The manifest root in force, hex: the one the list vouches for or,
+    /// where it names none, the one `attestation` vouches for.
     pub root: Option<String>,
+    /// Where the list names no root: a master's of this site signed
+    /// attestation of the root ([`proto::attestation`]), hex, for the list
+    /// version in force.
+    #[serde(default)]
+    pub attestation: Option<String>,
     /// `hv:uri`.
     pub uri: String,
     /// The whole `hv:image` entry, for hooks.

@@ -218,3 +218,37 @@ fn an_open_for_an_image_installed_meanwhile_leaves_it_whole() {
     assert!(hashes.iter().all(Option::is_some), "the installed image lost chunk hashes");
     assert!(!site.store().paths().partial(img.id).exists(), "an empty partial file appeared beside the image");
 }
+
+/// A root that a master attested binds chunks to the site's word only: an
+/// image whose chunks match such a root is installed only if its SHA-512 is
+/// the list's, whereas a root the list itself names stands for it.
+#[test]
+fn an_attested_root_never_spares_the_sha512_check() {
+    let img = Img::new(3, "file:///nonexistent/img", bytes(300_000, 3));
+    let other = bytes(300_000, 4);
+    for attested in [true, false] {
+        let (_lab, site) = applied(&img);
+        let cache = site.cache();
+        // The record as a lying master's attestation would leave it: the
+        // root of other bytes than the list's.
+        let mut rec = record(&site, &img);
+        rec.root = Some(digest(&other, img.chunk_size).manifest.root().to_string());
+        rec.attestation = attested.then(|| "00".to_owned());
+        site.store().put_image(&rec).unwrap();
+        let claim = cache.open_partial(&mut rec).unwrap().claim;
+        let chunks: Vec<_> = (0..rec.chunk_count() as usize).map(|i| chunk(&img, &other, i)).collect();
+        for c in &chunks {
+            cache.write_received(&rec, claim, c).unwrap();
+        }
+        let hashes: Vec<_> = chunks.iter().enumerate().map(|(i, c)| (i as u32, c.hash())).collect();
+        cache.commit_received(&rec, claim, &hashes).unwrap();
+        let installed = cache.install(&mut rec, None);
+        if attested {
+            let err = installed.unwrap_err().to_string();
+            assert!(err.contains("SHA-512"), "{err}");
+            assert!(!site.store().paths().image(img.id).exists(), "bytes the endorser never signed were installed");
+        } else {
+            installed.unwrap();
+        }
+    }
+}

@@ -24,6 +24,9 @@
 //!      or `gateway`; `O` is the issuing CA's own site, so a site's CA
 //!      vouches for its own members only.
 //!   6. `revoked`: the serial is not on the newest CRL held from that CA.
+//! * [`sign_document`] and [`open_signed`] carry what a member signs (a site
+//!   policy, an attestation) with the member's credential; opening one
+//!   verifies the credential and the signature together.
 //! * [`SiteCas::offer_crl`] keeps a CRL only if one of the CAs signed it and
 //!   its CRL number is higher than the one held from that CA. Revocation
 //!   only grows: the newest CRL stands until a newer one arrives, whatever
@@ -39,8 +42,12 @@ use openssl::pkey::Id;
 use openssl::sign::Verifier;
 use openssl::x509::{CrlNumber, CrlStatus, X509, X509Crl, X509CrlRef, X509NameRef, X509Ref, X509VerifyResult};
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
 use crate::smime::first_reason;
 use crate::swarm::Role;
+use crate::wire::{Limit, decode, encode};
 use crate::{Error, Timestamp};
 
 fn fail(check: &'static str, detail: impl Into<String>) -> Error {
@@ -64,6 +71,37 @@ pub fn parse_role(name: &str) -> Option<Role> {
         "master" => Some(Role::Master),
         _ => None,
     }
+}
+
+/// A document signed by a member: its encoded body, the member's
+/// credential and its key's Ed25519 signature of the body.
+#[derive(Debug, Serialize, Deserialize)]
+struct Signed {
+    body: Vec<u8>,
+    credential: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// Signs `doc` as the holder of `credential`, whose key `sign` signs with;
+/// returns the bytes [`open_signed`] takes.
+pub fn sign_document<T: Serialize>(
+    doc: &T,
+    credential: &[u8],
+    sign: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Result<Vec<u8>, Error> {
+    let body = encode(doc)?;
+    let signature = sign(&body);
+    encode(&Signed { body, credential: credential.to_vec(), signature })
+}
+
+/// Opens a document [`sign_document`] made: decodes it within
+/// [`Limit::Control`] and verifies its signer at `at`
+/// ([`SiteCas::verify_signed`]). What the signer may sign is the caller's
+/// to check.
+pub fn open_signed<T: DeserializeOwned>(bytes: &[u8], cas: &SiteCas, at: Timestamp) -> Result<(T, Credential), Error> {
+    let signed: Signed = decode(bytes, Limit::Control)?;
+    let signer = cas.verify_signed(&signed.credential, &signed.body, &signed.signature, at)?;
+    Ok((decode(&signed.body, Limit::Control)?, signer))
 }
 
 /// A CRL's number, which orders a CA's CRLs.

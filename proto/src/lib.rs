@@ -15,6 +15,8 @@
 //!   may join a site's swarm, as what.
 //! * [`policy`]: a site's policy, signed by a master and followed by
 //!   every member.
+//! * [`attestation`]: a master's word for an image's manifest root, where
+//!   the list carries none.
 //! * [`bitfield`]: which chunks a node has.
 //! * [`swarm`]: the swarm's decisions (which chunk, from whom, how many at
 //!   once, whom to serve, whom to ban) as a sans-I/O state machine.
@@ -30,6 +32,7 @@
 //! Parse, don't validate: bytes become a `VerifiedList` only through
 //! [`trust::verify_list`], and errors ([`Error`]) name the check that failed.
 
+pub mod attestation;
 pub mod bitfield;
 pub mod credential;
 mod error;

@@ -7,13 +7,13 @@
 //!   new images are treated, enabled or not) and the site's decision about
 //!   each image it decided on.
 //! * It travels signed ([`sign_policy`]): by the Ed25519 key of a master's
-//!   credential of that site, with the credential.
+//!   credential of that site, with the credential
+//!   ([`crate::credential::sign_document`]).
 //! * [`verify_policy`] is the only way to a [`VerifiedPolicy`]. It fails with
-//!   [`Error::Credential`] or [`Error::Wire`] unless: the bytes decode within
-//!   [`Limit::Control`]; the credential verifies against the site CAs at
-//!   the time given ([`SiteCas::verify_signed`]) and signed the body; it is
-//!   a master's; and its site, the policy's site and the verifier's site
-//!   are one.
+//!   [`Error::Credential`] or [`Error::Wire`] unless: the signed document
+//!   opens ([`crate::credential::open_signed`]: it decodes, its credential
+//!   verifies at the time given and signed it); the signer is a master; and
+//!   its site, the policy's site and the verifier's site are one.
 //! * A member replaces the policy it holds only with a higher version
 //!   ([`VerifiedPolicy::supersedes`]): an older policy, replayed, changes
 //!   nothing.
@@ -26,9 +26,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::credential::{Credential, SiteCas};
+use crate::credential::{Credential, SiteCas, open_signed, sign_document};
 use crate::swarm::Role;
-use crate::wire::{Limit, decode, encode};
 use crate::{Error, Timestamp};
 
 /// How a subscription treats images it has not seen before.
@@ -128,13 +127,6 @@ pub struct Policy {
     pub content: PolicyContent,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct SignedPolicy {
-    body: Vec<u8>,
-    credential: Vec<u8>,
-    signature: Vec<u8>,
-}
-
 /// A policy [`verify_policy`] accepted, with the bytes that carry it.
 #[derive(Debug, Clone)]
 pub struct VerifiedPolicy {
@@ -178,17 +170,13 @@ pub fn site_meeting_point(site: &str) -> Uuid {
 /// Signs `policy` as the holder of `credential`, whose key `sign` signs
 /// with; returns the bytes [`verify_policy`] takes.
 pub fn sign_policy(policy: &Policy, credential: &[u8], sign: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<Vec<u8>, Error> {
-    let body = encode(policy)?;
-    let signature = sign(&body);
-    encode(&SignedPolicy { body, credential: credential.to_vec(), signature })
+    sign_document(policy, credential, sign)
 }
 
 /// Verifies a signed policy for a member of `site` at `at` (see the module
 /// docs).
 pub fn verify_policy(bytes: &[u8], cas: &SiteCas, site: &str, at: Timestamp) -> Result<VerifiedPolicy, Error> {
-    let signed: SignedPolicy = decode(bytes, Limit::Control)?;
-    let signer = cas.verify_signed(&signed.credential, &signed.body, &signed.signature, at)?;
-    let policy: Policy = decode(&signed.body, Limit::Control)?;
+    let (policy, signer): (Policy, Credential) = open_signed(bytes, cas, at)?;
     let refuse = |detail: String| Error::Credential { check: "policy", detail };
     if signer.role != Role::Master {
         return Err(refuse(format!("signed by a {:?}, not a master", signer.role)));

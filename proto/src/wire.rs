@@ -125,6 +125,17 @@ pub enum Request {
         /// The image.
         image: Uuid,
     },
+    /// Asks for the site's attestation of the image's manifest root
+    /// ([`crate::attestation`]), where the list names none, for the list
+    /// version the asker holds; answered with it, or refused by a peer
+    /// that holds none for that version (a peer in the middle of a list
+    /// update is no liar).
+    Attestation {
+        /// The image.
+        image: Uuid,
+        /// The `hv:version` of the asker's list in force.
+        list_version: String,
+    },
 }
 
 /// Why a request was not served.
@@ -150,6 +161,8 @@ pub enum Response<B = Bytes> {
     Manifest(Vec<[u8; 32]>),
     /// The request was refused.
     Refused(Refusal),
+    /// A signed attestation of the image's manifest root.
+    Attestation(Vec<u8>),
 }
 
 /// One announcement to a tracker, which answers with peers.
@@ -295,6 +308,7 @@ impl Message for Response {
             Response::Hello(h) => Self::Hello(h),
             Response::Manifest(m) => Self::Manifest(m),
             Response::Refused(r) => Self::Refused(r),
+            Response::Attestation(a) => Self::Attestation(a),
         })
     }
 }

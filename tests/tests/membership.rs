@@ -9,24 +9,15 @@ mod loopback;
 use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
-use loopback::{Site, probe};
+use loopback::{Site, credentialed, probe};
 use node::authority::{self, SiteDir};
 use node::net::Membership;
-use p2p::admission::{ADMISSION_TIMEOUT, ed25519_key};
+use p2p::admission::ADMISSION_TIMEOUT;
 use proto::bitfield::Bitfield;
 use proto::swarm::Role;
 use proto::wire::{Admission, Admit, Announce, Hello, Request, Response, WireBitfield};
 
 const MIB: u64 = 1 << 20;
-
-/// A fresh key and its admit, with a credential of the site at `dir`.
-fn credentialed(dir: &SiteDir) -> (Keypair, Admit) {
-    let key = Keypair::generate_ed25519();
-    let peer = key.public().to_peer_id();
-    let raw = ed25519_key(&peer).unwrap();
-    let credential = authority::issue(dir, &peer.to_string(), &raw, Role::Worker, 1, node::now()).unwrap();
-    (key, Admit { credential, crls: vec![], policy: None })
-}
 
 /// What an intruder asks a node for: a manifest, a chunk, and (with its
 /// hello) the images and chunks the node holds.
@@ -57,12 +48,12 @@ async fn strangers_get_nothing_and_are_disconnected() -> anyhow::Result<()> {
     let tracker = site.tracker[0].clone();
 
     // A member is answered, so what the strangers miss is the credential.
-    let (key, admit) = credentialed(&site.demo.site_dir());
+    let (key, admit) = credentialed(&site.demo.site_dir(), Role::Worker);
     let p = probe(master.clone(), key, Some(admit), asks(&site), None).await?;
     assert!(matches!(p.admission, Some(Admission::Admitted { .. })), "{p:?}");
     assert!(p.answers.iter().any(|r| matches!(r, Response::Manifest(h) if h.len() == 4)), "{p:?}");
     assert!(p.answers.iter().any(|r| matches!(r, Response::Hello(h) if !h.images.is_empty())), "{p:?}");
-    let (key, admit) = credentialed(&site.demo.site_dir());
+    let (key, admit) = credentialed(&site.demo.site_dir(), Role::Worker);
     let p = probe(tracker.clone(), key, Some(admit), vec![], Some(announce(&site))).await?;
     assert!(p.peers >= 1, "the tracker names the master to a member: {p:?}");
 
@@ -75,7 +66,7 @@ async fn strangers_get_nothing_and_are_disconnected() -> anyhow::Result<()> {
         let closed = p.closed_after.unwrap_or_else(|| panic!("{target} kept a stranger connected: {p:?}"));
         assert!(closed <= ADMISSION_TIMEOUT + Duration::from_secs(3), "{target} took {closed:?} to disconnect");
 
-        let (key, admit) = credentialed(&other);
+        let (key, admit) = credentialed(&other, Role::Worker);
         let p = probe(target.clone(), key, Some(admit), asks(&site), Some(announce(&site))).await?;
         assert!(
             matches!(&p.admission, Some(Admission::Refused(why)) if why.contains("issuer")),

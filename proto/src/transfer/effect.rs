@@ -58,6 +58,12 @@ pub enum Offence {
         /// The image.
         image: ImageId,
     },
+    /// It offered an attestation of the image's root that does not hold
+    /// here (forged, another site's, another list version's, expired).
+    Attestation {
+        /// The image.
+        image: ImageId,
+    },
 }
 
 /// Disk work for an image failed; the I/O layer logged why.

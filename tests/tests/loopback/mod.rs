@@ -43,12 +43,35 @@ impl Drop for Running {
     }
 }
 
+/// Publishes the demo's list again without imageswarm's fields, signed
+/// with `openssl smime -sign` by the demo's endorser.
+fn publish_plain(demo: &Demo) -> anyhow::Result<()> {
+    let pki = demo.root.join("pki");
+    let mut list: serde_json::Value = serde_json::from_slice(&std::fs::read(pki.join("list.json"))?)?;
+    for entry in list["hv:imagelist"]["hv:images"].as_array_mut().context("no images")? {
+        let image = entry["hv:image"].as_object_mut().context("not an image")?;
+        image.retain(|k, _| !k.starts_with("imageswarm:"));
+    }
+    let args: Vec<String> = ["smime", "-sign", "-signer", "endorser.pem", "-inkey", "endorser.key"]
+        .iter()
+        .map(|a| {
+            if a.ends_with(".pem") || a.ends_with(".key") { pki.join(a).display().to_string() } else { (*a).to_owned() }
+        })
+        .collect();
+    let signed = testkit::openssl(&args, &serde_json::to_vec_pretty(&list)?)?;
+    std::fs::write(demo.www.join("list.smime"), signed)?;
+    Ok(())
+}
+
 /// Whether a site is closed, and how its workers are set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closed {
     No,
     Yes,
     BareWorkers,
+    /// Closed, with a list of plain HEPiX fields (no manifest root) signed
+    /// by the `openssl smime` command, as other tools make them.
+    PlainList,
 }
 
 /// A site on loopback.
@@ -82,6 +105,12 @@ impl Site {
         Self::build(workers, size, chunk, Closed::BareWorkers).await
     }
 
+    /// [`Site::closed`] whose list carries plain HEPiX fields only, signed
+    /// by the `openssl smime` command: the master attests to the root.
+    pub(crate) async fn closed_plain(workers: usize, size: u64, chunk: u64) -> anyhow::Result<Self> {
+        Self::build(workers, size, chunk, Closed::PlainList).await
+    }
+
     async fn build(workers: usize, size: u64, chunk: u64, closed: Closed) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
@@ -91,6 +120,9 @@ impl Site {
             let base = format!("http://127.0.0.1:{port}");
             let demo = Demo::prepare(&root, workers, size, ChunkSize::new(chunk)?, &base)?;
             demo.serve_source(server)?;
+            if closed == Closed::PlainList {
+                publish_plain(&demo)?;
+            }
             demo.init_hosts_with(&format!("{base}/list.smime"), closed == Closed::BareWorkers)?;
             Ok(demo)
         })
@@ -315,7 +347,7 @@ pub(crate) async fn liar(
                     continue;
                 }
                 Request::Hello(_) => Response::Hello(hello.clone()),
-                Request::Manifest { .. } => Response::Refused(Refusal::NotHeld),
+                Request::Manifest { .. } | Request::Attestation { .. } => Response::Refused(Refusal::NotHeld),
                 Request::Chunk { index, .. } => {
                     served += 1;
                     Response::Chunk(vec![(index as u8) ^ 0x5a; chunk_len].into())
@@ -361,6 +393,16 @@ pub(crate) async fn ask(addr: Multiaddr, req: Request) -> anyhow::Result<Respons
     bail!("no answer within 20 s")
 }
 
+/// A fresh key and its admit, with a credential of `role` from the site
+/// authority at `dir`.
+pub(crate) fn credentialed(dir: &node::authority::SiteDir, role: Role) -> (libp2p::identity::Keypair, Admit) {
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let peer = key.public().to_peer_id();
+    let raw = p2p::admission::ed25519_key(&peer).expect("an Ed25519 key");
+    let credential = node::authority::issue(dir, &peer.to_string(), &raw, role, 1, node::now()).expect("issued");
+    (key, Admit { credential, crls: vec![], policy: None })
+}
+
 /// What a probing peer got from a node or a tracker.
 #[derive(Debug, Default)]
 pub(crate) struct Probe {
@@ -385,6 +427,20 @@ pub(crate) async fn probe(
     requests: Vec<Request>,
     announce: Option<Announce>,
 ) -> anyhow::Result<Probe> {
+    probe_offering(target, key, admit, requests, announce, None).await
+}
+
+/// [`probe`] that also answers every request for an attestation with
+/// `attestation`, and stays until the target closes the connection or 20 s
+/// pass.
+pub(crate) async fn probe_offering(
+    target: Multiaddr,
+    key: libp2p::identity::Keypair,
+    admit: Option<Admit>,
+    requests: Vec<Request>,
+    announce: Option<Announce>,
+    attestation: Option<Vec<u8>>,
+) -> anyhow::Result<Probe> {
     let mut swarm = net::build_swarm(key, false, net::Limits::default(), false)?;
     let peer = net::peer_of(&target).context("address without /p2p")?;
     swarm.dial(target)?;
@@ -394,7 +450,11 @@ pub(crate) async fn probe(
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut tracker_answered = false;
     while Instant::now() < deadline {
-        if asked && out.answers.len() == requests.len() && (announce.is_none() || tracker_answered) {
+        if asked
+            && attestation.is_none()
+            && out.answers.len() == requests.len()
+            && (announce.is_none() || tracker_answered)
+        {
             break;
         }
         if !asked && connected.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -432,6 +492,19 @@ pub(crate) async fn probe(
                 message: request_response::Message::Response { response, .. },
                 ..
             })) => out.admission = Some(response),
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::Message {
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            })) => {
+                let answer = match (request, &attestation) {
+                    (Request::Attestation { .. }, Some(a)) => Response::Attestation(a.clone()),
+                    (Request::Hello(_), _) => {
+                        Response::Hello(Hello { site: node::demo::SITE.into(), role: Role::Master, images: vec![] })
+                    }
+                    _ => Response::Refused(Refusal::NotHeld),
+                };
+                let _ = swarm.behaviour_mut().peer.send_response(channel, answer);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::Message {
                 message: request_response::Message::Response { response, .. },
                 ..

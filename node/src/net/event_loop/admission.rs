@@ -96,6 +96,7 @@ impl EventLoop {
         let h = self.handle(peer);
         let now = self.now();
         self.host.handle_connected(now, h);
+        self.ask_attestations(peer);
     }
 
     /// Whether this node may announce to `tracker` now; in a closed site it

@@ -67,6 +67,11 @@ impl EventLoop {
         for u in uuids {
             self.announce(u);
         }
+        // Images that wait for an attested root: to meet those that hold it.
+        let unrooted: Vec<Uuid> = self.unrooted.images.iter().copied().collect();
+        for u in unrooted {
+            self.send_to_trackers(self.announcement(u, self.role, false));
+        }
         // Subscribers of a list meet under its identifier too, so a worker
         // that cannot reach the list's URL finds peers to gossip it.
         let lists: Vec<Uuid> = match self.site.store().subscriptions() {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use libp2p::{PeerId, gossipsub};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 use super::EventLoop;
 use super::disk::Disk;
@@ -52,6 +53,13 @@ pub(super) enum IoDone {
     Opened(Result<Vec<Opened>>),
     /// A site policy was applied to the store.
     PolicyApplied(Result<()>),
+    /// An attested root was made here (`from` is `None`) or offered by a
+    /// peer, and checked.
+    Attested {
+        image: Uuid,
+        from: Option<PeerId>,
+        result: Result<crate::site::attest::Attested>,
+    },
 }
 
 /// The loop's jobs.
@@ -141,6 +149,7 @@ impl EventLoop {
                 }
                 self.start_update();
             }
+            IoDone::Attested { image, from, result } => self.on_attested(image, from, result),
             IoDone::PolicyApplied(r) => {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "applying the site policy failed");

@@ -47,6 +47,7 @@ use crate::store::{ImageRecord, ImageState};
 use crate::{Error, Result};
 
 mod admission;
+mod attest;
 mod discovery;
 mod disk;
 mod jobs;
@@ -64,6 +65,7 @@ enum Outbound {
     Hello,
     Chunk { image: Uuid, peer: u64, index: u32 },
     Manifest { image: Uuid, peer: u64 },
+    Attestation { image: Uuid },
 }
 
 /// What the loop keeps of an image beside the machine's state.
@@ -95,6 +97,8 @@ pub(super) struct EventLoop {
     next_epoch: u64,
     /// Images being opened to be swarmed on.
     opening: sync::Opening,
+    /// Images waiting for an attested root.
+    unrooted: attest::Unrooted,
     handles: HashMap<PeerId, u64>,
     next_handle: u64,
     ids: HashMap<u64, PeerId>,
@@ -242,6 +246,7 @@ impl EventLoop {
             swarm,
             started: now,
             opening: sync::Opening::default(),
+            unrooted: attest::Unrooted::default(),
             handles: HashMap::new(),
             next_handle: 0,
             ids: HashMap::new(),
@@ -345,6 +350,7 @@ impl EventLoop {
         if now >= self.next_announce {
             self.next_announce = now + self.cfg.announce_interval;
             self.announce_all();
+            self.ask_attestations_around();
         }
         let expired: Vec<PeerId> = self.bans.iter().filter(|(t, _)| *t <= now).map(|(_, p)| *p).collect();
         self.bans.retain(|(t, _)| *t > now);

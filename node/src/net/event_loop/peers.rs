@@ -167,6 +167,9 @@ impl EventLoop {
                     self.host.manifest_for(image).map_or_else(Response::Refused, |h| Response::Manifest(h.to_vec()));
                 self.respond(channel, r);
             }
+            Request::Attestation { image, list_version } => {
+                self.on_attestation_request(image, &list_version, channel);
+            }
             Request::Chunk { image, index, insist } => {
                 if self.inbound.contains_key(&(image, h, index)) {
                     self.respond(channel, Response::Refused(Refusal::Busy));
@@ -205,6 +208,10 @@ impl EventLoop {
                 };
                 self.host.handle_chunk_reply(now, h, image, index, reply);
             }
+            (Outbound::Attestation { image }, Some(Response::Attestation(bytes))) => {
+                self.on_attestation(peer, image, bytes);
+            }
+            (Outbound::Attestation { .. }, _) => {}
             (Outbound::Manifest { image, peer: h }, resp) => {
                 let reply = match resp {
                     Some(Response::Manifest(hashes)) => ManifestReply::Hashes(hashes.into()),

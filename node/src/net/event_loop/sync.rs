@@ -88,6 +88,7 @@ impl EventLoop {
     pub(super) fn sync_images(&mut self) -> Result<()> {
         // Taken first: what a failed sync leaves is out of date by the next.
         let mut opened = std::mem::take(&mut self.opening.done);
+        self.unrooted.images.clear();
         self.next_expiry = self.site.next_expiry(crate::now())?;
         let recs = self.site.store().images()?;
         let mut keep = Vec::new();
@@ -101,6 +102,11 @@ impl EventLoop {
                 && rec.cache
                 && matches!(rec.state, ImageState::Available | ImageState::Partial);
             if !servable {
+                continue;
+            }
+            if crate::site::attest::wants_attestation(&rec) {
+                // Swarmed on once a root is attested (`super::attest`).
+                self.unrooted(&rec);
                 continue;
             }
             keep.push(rec.uuid);
