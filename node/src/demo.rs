@@ -57,6 +57,8 @@ pub struct Demo {
     pub size: u64,
     /// Its SHA-512, hex.
     pub sha512: String,
+    /// Its manifest root.
+    pub manifest_root: proto::manifest::ManifestRoot,
     /// The directory the HTTP source serves (list.smime, image.img).
     pub www: PathBuf,
     /// Data directories: the master's first, then one per worker.
@@ -177,6 +179,7 @@ impl Demo {
             now,
         )?;
         let digest = endorse::digest_file(&image_path, chunk_size, &mut |_| {})?;
+        let manifest_root = digest.manifest.root();
         let meta = ImageMeta {
             title: "Demo disk".into(),
             uri: format!("{base_url}/image.img"),
@@ -200,7 +203,7 @@ impl Demo {
             .map(|i| root.join(if i == 0 { "master".to_string() } else { format!("worker-{i:02}") }))
             .collect();
         let image_downloads = Arc::default();
-        Ok(Self { root: root.to_path_buf(), image, size, sha512, www, data_dirs, image_downloads })
+        Ok(Self { root: root.to_path_buf(), image, size, sha512, manifest_root, www, data_dirs, image_downloads })
     }
 
     /// The site's authority.
@@ -230,6 +233,32 @@ impl Demo {
         let credential = authority::issue(&self.site_dir(), &peer.to_string(), &raw, role, 7, crate::now())?;
         let crl_file = (i == 0).then(|| self.site_dir().crl());
         Ok(Membership::Closed { credential, cas: self.site_cas()?, crl_file })
+    }
+
+    /// Publishes a new version of the list that gives the image other
+    /// bytes under the same UUID (new random content of the same size, cut
+    /// as before), and serves them; returns their SHA-512, hex.
+    pub fn replace_image_bytes(&self) -> Result<String> {
+        let path = self.www.join("image.img");
+        let tmp = self.www.join("image.img.new");
+        random_file(&tmp, self.size)?;
+        std::fs::rename(&tmp, &path).map_err(Error::io("renaming", &tmp))?;
+        let chunk_size = ChunkSize::for_image(self.size);
+        let list = proto::imagelist::ImageList::from_json(&crate::fsutil::read(&self.root.join("pki/list.json"))?)?;
+        let chunk_size = list.image(self.image).and_then(|i| i.chunking).map_or(chunk_size, |c| c.chunk_size);
+        let digest = endorse::digest_file(&path, chunk_size, &mut |_| {})?;
+        let image = self.image;
+        self.republish(|list| {
+            if let Some(i) = list.images.iter_mut().find(|i| i.identifier == image) {
+                i.size = digest.size;
+                i.sha512 = digest.sha512;
+                i.chunking = Some(proto::imagelist::Chunking {
+                    chunk_size: digest.manifest.chunk_size(),
+                    root: digest.manifest.root(),
+                });
+            }
+        })?;
+        Ok(digest.sha512.to_string())
     }
 
     /// Publishes a new version of the list without the image: the endorser

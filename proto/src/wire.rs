@@ -12,6 +12,9 @@
 //!   whatever the bytes: a length field larger than the limit, trailing
 //!   bytes, an unknown variant or a bitfield with stray bits is an
 //!   [`Error::Wire`].
+//! * Hellos, notices and chunk and manifest requests name an image by its
+//!   [`content_id`] (UUID and manifest root); announcements, attestation
+//!   requests and tracker answers by its UUID.
 //! * Parse, don't validate: a decoded [`Notice::Bitfield`] is a
 //!   [`Bitfield`] already checked against its length.
 //!
@@ -50,6 +53,21 @@ impl Limit {
     }
 }
 
+/// An image's name on the wire: its UUID and the manifest root of its
+/// content. Hellos, notices and chunk and manifest requests name images so,
+/// so that two peers on two versions of a list that give one UUID other
+/// bytes (in the middle of an update) never take one image for the other,
+/// nor each other for liars.
+pub fn content_id(image: Uuid, root: &crate::manifest::ManifestRoot) -> Uuid {
+    let mut h = blake3::Hasher::new();
+    h.update(b"imageswarm content ");
+    h.update(image.as_bytes());
+    h.update(&root.0);
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    uuid::Builder::from_custom_bytes(b).into_uuid()
+}
+
 /// The most images one hello describes.
 pub const MAX_HELLO_IMAGES: usize = 16;
 
@@ -63,7 +81,8 @@ pub struct Hello {
     pub site: String,
     /// The node's role.
     pub role: Role,
-    /// The images the node swarms on, with the chunks it has of each.
+    /// The images the node swarms on ([`content_id`]), with the chunks it
+    /// has of each.
     pub images: Vec<(Uuid, WireBitfield)>,
 }
 

@@ -22,7 +22,7 @@ const MIB: u64 = 1 << 20;
 /// What an intruder asks a node for: a manifest, a chunk, and (with its
 /// hello) the images and chunks the node holds.
 fn asks(site: &Site) -> Vec<Request> {
-    let image = site.demo.image;
+    let image = site.wire_image();
     let hello = Hello {
         site: node::demo::SITE.into(),
         role: Role::Worker,
@@ -154,5 +154,33 @@ async fn workers_follow_the_masters_policy() -> anyhow::Result<()> {
     .await?;
     let took = revoked.elapsed();
     assert!(took < Duration::from_secs(60), "revoked everywhere after {took:?}");
+    Ok(())
+}
+
+/// L1 of the attack checklist: a credential is bound to the key the Noise
+/// handshake proves. One shown by another peer (a stolen one) is refused,
+/// and a dial that reaches a node under another peer id than the one asked
+/// for fails before anything is said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_works_only_for_the_key_it_names() -> anyhow::Result<()> {
+    let mut site = Site::closed(1, 4 * MIB, MIB).await?;
+    site.start(0).await?;
+    let master = site.client(0).clone().listen_addrs().await?.remove(0);
+
+    let (_owner, stolen) = credentialed(&site.demo.site_dir(), Role::Worker);
+    let p = probe(master.clone(), Keypair::generate_ed25519(), Some(stolen), asks(&site), None).await?;
+    assert!(
+        matches!(&p.admission, Some(Admission::Refused(why)) if why.contains("key")),
+        "a stolen credential was taken: {p:?}"
+    );
+    assert!(p.answers.is_empty() && p.closed_after.is_some(), "{p:?}");
+
+    // The master's address with another peer id: the handshake shows the
+    // master's key, which is not the one asked for.
+    let mut wrong = master.clone();
+    wrong.pop();
+    let wrong = wrong.with_p2p(Keypair::generate_ed25519().public().to_peer_id()).unwrap();
+    let p = probe(wrong, Keypair::generate_ed25519(), None, asks(&site), None).await?;
+    assert!(p.closed_after.is_none() && p.answers.is_empty(), "a connection under the wrong peer id: {p:?}");
     Ok(())
 }

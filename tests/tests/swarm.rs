@@ -65,7 +65,8 @@ async fn lying_peer_is_banned_and_the_rest_complete() -> anyhow::Result<()> {
     let mut master = site.config(0);
     master.upload_limit = mbit(200);
     site.start_with(0, master).await?;
-    let (_liar, liar_task) = liar(site.demo.image, 16, MIB as usize, site.tracker.clone(), Lie::CorruptChunks).await?;
+    let (_liar, liar_task) =
+        liar(site.demo.image, site.wire_image(), 16, MIB as usize, site.tracker.clone(), Lie::CorruptChunks).await?;
     for i in 1..=4 {
         site.start(i).await?;
     }
@@ -186,7 +187,7 @@ async fn withdrawn_image_stops_being_served_and_expires() -> anyhow::Result<()> 
         site.until("the data to leave the cache", |_| !paths.partial(uuid).exists() && !paths.image(uuid).exists())
             .await?;
         let addr = site.client(i).clone().listen_addrs().await?.remove(0);
-        let answer = ask(addr, Request::Chunk { image: uuid, index: 0, insist: false }).await?;
+        let answer = ask(addr, Request::Chunk { image: site.wire_image(), index: 0, insist: false }).await?;
         assert_eq!(answer, Response::Refused(Refusal::NotEndorsed), "node {i} refuses the withdrawn image");
     }
     let expired = std::fs::read_dir(node::store::Paths::new(&site.demo.data_dirs[0]).expired)?
@@ -209,8 +210,11 @@ async fn requests_for_unlisted_images_are_refused() -> anyhow::Result<()> {
     let manifest = ask(addr.clone(), Request::Manifest { image: other }).await?;
     assert_eq!(manifest, Response::Refused(Refusal::NotEndorsed));
     // The listed image is served, to a peer that introduced itself.
-    let listed = ask(addr, Request::Manifest { image: site.demo.image }).await?;
-    assert!(matches!(listed, Response::Manifest(h) if h.len() == 4));
+    let listed = ask(addr.clone(), Request::Manifest { image: site.wire_image() }).await?;
+    assert!(matches!(listed, Response::Manifest(ref h) if h.len() == 4));
+    // Named by its UUID alone, it could be any content: not served.
+    let bare = ask(addr, Request::Manifest { image: site.demo.image }).await?;
+    assert_eq!(bare, Response::Refused(Refusal::NotEndorsed));
     Ok(())
 }
 
@@ -332,7 +336,8 @@ async fn a_bitfield_that_overtakes_its_senders_hello_counts() -> anyhow::Result<
     site.start_with(0, master).await?;
     site.until("the master to hold the image", |s| s.image(0).is_some_and(|m| m.available)).await?;
     let (_liar, liar_task) =
-        liar(site.demo.image, 16, MIB as usize, site.tracker.clone(), Lie::BitfieldBeforeHello).await?;
+        liar(site.demo.image, site.wire_image(), 16, MIB as usize, site.tracker.clone(), Lie::BitfieldBeforeHello)
+            .await?;
     site.start(1).await?;
     site.until_workers_complete().await?;
     assert!(site.holds_verified(1));
@@ -379,9 +384,8 @@ async fn an_expiring_list_stops_serving_at_its_expiry() -> anyhow::Result<()> {
     site.until("every node to stop serving the image", |s| (0..=1).all(|i| s.image(i).is_none())).await?;
     let late = node::now().unix() - expires.unix();
     assert!(late <= 2, "serving stopped {late} s after the expiry (the next update was an hour away)");
-    let uuid = site.demo.image;
     let addr = site.client(0).clone().listen_addrs().await?.remove(0);
-    let answer = ask(addr, Request::Chunk { image: uuid, index: 0, insist: false }).await?;
+    let answer = ask(addr, Request::Chunk { image: site.wire_image(), index: 0, insist: false }).await?;
     assert_eq!(answer, Response::Refused(Refusal::NotEndorsed));
     assert!(!site.image_path(1).exists(), "the worker's copy left the cache");
     Ok(())

@@ -286,9 +286,19 @@ pub async fn start_on(
     let key = load_or_create_key(&cfg.data_dir.join("node.key"))?;
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (status_tx, status_rx) = watch::channel(Status::default());
+    // Every line the loop logs names the node: several run in one process
+    // in the demo and the tests.
+    let span = tracing::info_span!("node", id = %short_id(&key.public().to_peer_id()));
     let ev = event_loop::EventLoop::new(cfg, site, key, cmd_rx, status_tx)?;
-    let task = tokio::spawn(ev.run());
+    let task = tokio::spawn(tracing::Instrument::instrument(ev.run(), span));
     Ok((Client { commands: cmd_tx, status: status_rx }, task))
+}
+
+/// The last characters of a peer id, enough to tell a site's nodes apart
+/// in logs.
+fn short_id(p: &PeerId) -> String {
+    let s = p.to_string();
+    s[s.len().saturating_sub(6)..].to_owned()
 }
 
 /// The first `/p2p/<id>` in an address.

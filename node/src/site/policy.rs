@@ -13,6 +13,8 @@
 //!   the policy decides on takes its decision; the policy is stored, and
 //!   images a list brings later take the policy's decision when it names
 //!   them. Then the cache is settled: a revoked image leaves it.
+//! * [`Site::keep_policy`] stores a master's own policy, so that its next
+//!   version, after a restart too, is above every version it signed.
 //! * Trust is untouched: every list is still verified with this host's own
 //!   CAs and CRLs, which a policy cannot name.
 
@@ -95,9 +97,15 @@ impl Site {
                 self.store.put_image(&rec)?;
             }
         }
-        let stored = StoredPolicy { policy: policy.policy().clone(), signed: hex::encode(policy.bytes()) };
-        self.store.set_policy(&stored)?;
-        tracing::info!(version = stored.policy.version, "site policy applied");
+        self.keep_policy(policy)?;
+        tracing::info!(version = policy.policy().version, "site policy applied");
         self.settle_in_turn(now).map(drop)
+    }
+
+    /// Stores `policy` as the one this host follows, without applying it: a
+    /// master's own, which its store already decides. A restarted master
+    /// then signs its next version above it, and members take it.
+    pub fn keep_policy(&self, policy: &VerifiedPolicy) -> Result<()> {
+        self.store.set_policy(&StoredPolicy { policy: policy.policy().clone(), signed: hex::encode(policy.bytes()) })
     }
 }

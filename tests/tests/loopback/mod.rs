@@ -77,6 +77,9 @@ enum Closed {
 /// A site on loopback.
 pub(crate) struct Site {
     pub(crate) demo: Demo,
+    /// The HTTP source's base URL (`http://127.0.0.1:PORT`), serving
+    /// `demo.www`.
+    pub(crate) source: String,
     pub(crate) tracker: Vec<Multiaddr>,
     tracker_task: Option<JoinHandle<()>>,
     pub(crate) nodes: Vec<Option<Running>>,
@@ -114,7 +117,7 @@ impl Site {
     async fn build(workers: usize, size: u64, chunk: u64, closed: Closed) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
-        let demo = tokio::task::spawn_blocking(move || -> anyhow::Result<Demo> {
+        let (demo, source) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Demo, String)> {
             let server = tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("{e}"))?;
             let port = server.server_addr().to_ip().context("address")?.port();
             let base = format!("http://127.0.0.1:{port}");
@@ -124,7 +127,7 @@ impl Site {
                 publish_plain(&demo)?;
             }
             demo.init_hosts_with(&format!("{base}/list.smime"), closed == Closed::BareWorkers)?;
-            Ok(demo)
+            Ok((demo, base))
         })
         .await??;
         let mut tcfg = TrackerConfig::loopback(Duration::from_secs(30));
@@ -138,7 +141,7 @@ impl Site {
         let tracker = t.listen_addrs().await;
         let tracker_task = Some(tokio::spawn(t.run()));
         let nodes = (0..=workers).map(|_| None).collect();
-        Ok(Self { demo, tracker, tracker_task, nodes, members, _dir: dir })
+        Ok(Self { demo, source, tracker, tracker_task, nodes, members, _dir: dir })
     }
 
     /// The configuration node `i` (0 is the master) starts with.
@@ -203,6 +206,11 @@ impl Site {
             t.abort();
             let _ = t.await;
         }
+    }
+
+    /// The image's name on the wire ([`proto::wire::content_id`]).
+    pub(crate) fn wire_image(&self) -> Uuid {
+        proto::wire::content_id(self.demo.image, &self.demo.manifest_root)
     }
 
     /// Node `i`'s client.
@@ -270,10 +278,12 @@ pub(crate) enum Lie {
     BitfieldBeforeHello,
 }
 
-/// A peer that claims to hold every chunk of `image` and lies about them.
+/// A peer that claims to hold every chunk of `image` (named `wire` on the
+/// wire) and lies about them.
 /// Returns its address and a task that runs it.
 pub(crate) async fn liar(
     image: Uuid,
+    wire: Uuid,
     chunks: u32,
     chunk_len: usize,
     tracker: Vec<Multiaddr>,
@@ -289,7 +299,7 @@ pub(crate) async fn liar(
     let addrs: Vec<Vec<u8>> = swarm.listeners().map(|a| a.to_vec()).collect();
     let full = WireBitfield::new(&proto::bitfield::Bitfield::full(chunks));
     let early = lie == Lie::BitfieldBeforeHello;
-    let images = if early { vec![] } else { vec![(image, full.clone())] };
+    let images = if early { vec![] } else { vec![(wire, full.clone())] };
     let hello = Hello { site: "loop".into(), role: Role::Worker, images };
     let control = swarm.behaviour().notices.new_control();
     let task = tokio::spawn(async move {
@@ -323,7 +333,7 @@ pub(crate) async fn liar(
             if let Ok(SwarmEvent::ConnectionEstablished { peer_id, .. }) = ev
                 && early
             {
-                let (mut control, frame) = (control.clone(), vec![(image, Notice::Bitfield(full.clone()))]);
+                let (mut control, frame) = (control.clone(), vec![(wire, Notice::Bitfield(full.clone()))]);
                 tokio::spawn(async move {
                     let Ok(mut stream) = control.open_stream(peer_id, p2p::transport::NOTICE_PROTOCOL).await else {
                         return;

@@ -8,14 +8,17 @@
 //!   a peer before that; requests and notices from a peer that is not ready
 //!   are dropped unanswered.
 //! * In a closed site a new peer's gossip score is held below the publish
-//!   threshold until it is ready (`super::super::behaviour`).
+//!   threshold until it is ready (`super::super::behaviour`); when it is,
+//!   the lists in force are published again, as when a peer joins the
+//!   topic, since what was published meanwhile did not reach it.
 //! * A tracker is announced to only once it admitted this node.
 //! * When the gate takes a newer CRL (from a peer, a tracker's answer or the
 //!   CRL file) or site policy, every ready peer and admitting tracker is
 //!   sent this node's admit again, which carries it; the peers a CRL
 //!   revokes are disconnected and blocked at once, and the next tick cuts
 //!   off the rest that [`Gate::overdue`] names. A policy another master
-//!   signed is applied to the store ([`Site::apply_policy`]).
+//!   signed is applied to the store ([`Site::apply_policy`]); one this
+//!   master signed is stored ([`Site::keep_policy`]).
 //! * A master of a closed site signs a new policy version whenever what
 //!   its store decides (endorsers, subscriptions, image decisions) differs
 //!   from the policy held: after host commands, updates and lists taken.
@@ -92,6 +95,10 @@ impl EventLoop {
         if let Some(c) = self.gate.credential(&peer) {
             tracing::debug!(%peer, site = c.site, role = ?c.role, "peer ready");
             self.swarm.behaviour_mut().gossip.set_application_score(&peer, 0.0);
+            // Gossip published nothing to it before (see the module docs):
+            // the lists in force go out again, as to a peer that joins.
+            self.published.clear();
+            self.publish_lists();
         }
         let h = self.handle(peer);
         let now = self.now();
@@ -195,12 +202,16 @@ impl EventLoop {
         if news.crls {
             self.cut_off();
         }
-        if let Some(policy) = news.policy
-            && policy.signer().peer != self.swarm.local_peer_id().to_string()
-        {
+        if let Some(policy) = news.policy {
             let site = self.site.clone();
+            let own = policy.signer().peer == self.swarm.local_peer_id().to_string();
             self.jobs.control(async move {
-                IoDone::PolicyApplied(jobs::blocking(move || site.apply_policy(&policy, crate::now())).await)
+                IoDone::PolicyApplied(
+                    jobs::blocking(move || {
+                        if own { site.keep_policy(&policy) } else { site.apply_policy(&policy, crate::now()) }
+                    })
+                    .await,
+                )
             });
         }
     }

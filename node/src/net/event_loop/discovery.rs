@@ -9,11 +9,13 @@
 //! * When no tracker has answered for an image for two intervals, the DHT is
 //!   asked for its providers.
 //! * A list in force is published once per version, and again when a peer
-//!   joins the topic; a received list is taken and forwarded only after
-//!   `Site::offer_list` accepted it. gossipsub refuses to publish bytes it
-//!   carried within [`LIST_DUPLICATE_WINDOW`], so a list received in that
-//!   window counts as published (gossip forwards it), and one this node
-//!   published in it is published again at the first announcement after it.
+//!   joins the topic (or, in a closed site, becomes ready); a received list
+//!   is taken and forwarded only after `Site::offer_list` accepted it.
+//!   gossipsub refuses to publish bytes it carried, or tried to publish,
+//!   within [`LIST_DUPLICATE_WINDOW`], so a list received in that window
+//!   counts as published (gossip forwards it), and one this node tried to
+//!   publish in it, whether or not that reached a peer, is published again
+//!   at the first announcement after it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -110,13 +112,17 @@ impl EventLoop {
                 Some(false) => continue,
                 None => {}
             }
+            // gossipsub takes the bytes into its duplicate cache on every
+            // attempt, also one that reached no peer: until the window has
+            // passed it refuses them as a duplicate, so only `Ok` is a
+            // publication, and any other outcome is tried again at the first
+            // announcement after the window.
+            self.recent_lists.saw(id, false);
             match self.swarm.behaviour_mut().gossip.publish(lists_topic(), bytes) {
-                Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
-                    self.recent_lists.saw(id, false);
+                Ok(_) => {
                     tracing::debug!(list = %sub.identifier, version = %cur.version, "list published");
                     self.published.insert(sub.identifier, cur.seq);
                 }
-                // No peers yet: tried again at the next announcement.
                 Err(e) => tracing::debug!(list = %sub.identifier, error = %e, "list not published yet"),
             }
         }

@@ -72,6 +72,8 @@ enum Outbound {
 #[derive(Debug)]
 struct Local {
     rec: ImageRecord,
+    /// The image's name on the wire ([`proto::wire::content_id`]).
+    wire: Uuid,
     /// Under which received chunks are written into the partial file
     /// (`None` for an image complete here).
     claim: Option<Claim>,
@@ -100,6 +102,8 @@ pub(super) struct EventLoop {
     /// Images waiting for an attested root.
     unrooted: attest::Unrooted,
     handles: HashMap<PeerId, u64>,
+    /// The images swarmed on, by their name on the wire.
+    by_wire: HashMap<Uuid, Uuid>,
     next_handle: u64,
     ids: HashMap<u64, PeerId>,
     trackers: Vec<(PeerId, Multiaddr)>,
@@ -248,6 +252,7 @@ impl EventLoop {
             opening: sync::Opening::default(),
             unrooted: attest::Unrooted::default(),
             handles: HashMap::new(),
+            by_wire: HashMap::new(),
             next_handle: 0,
             ids: HashMap::new(),
             trackers,
@@ -286,6 +291,16 @@ impl EventLoop {
     /// Answers a peer's request; a peer that has gone meanwhile needs none.
     fn respond(&mut self, channel: ResponseChannel<Response>, r: Response) {
         let _ = self.swarm.behaviour_mut().peer.send_response(channel, r);
+    }
+
+    /// An image's name on the wire, while it is swarmed on.
+    fn wire_id(&self, image: Uuid) -> Option<Uuid> {
+        self.images.get(&image).map(|l| l.wire)
+    }
+
+    /// The image swarmed on here that a name on the wire means, if any.
+    fn local_image(&self, wire: Uuid) -> Option<Uuid> {
+        self.by_wire.get(&wire).copied()
     }
 
     fn handle(&mut self, p: PeerId) -> u64 {
@@ -411,16 +426,16 @@ impl EventLoop {
                 Effect::Hello { to, images } => self.send_hello(to, images),
                 Effect::Notice { to, image, notice } => self.send_notice(to, image, notice),
                 Effect::RequestChunk { to, image, index, insist } => {
-                    let Some(&peer) = self.ids.get(&to) else { continue };
+                    let (Some(&peer), Some(wire)) = (self.ids.get(&to), self.wire_id(image)) else { continue };
                     tracing::trace!(%image, index, %peer, insist, "chunk requested");
-                    let id =
-                        self.swarm.behaviour_mut().peer.send_request(&peer, Request::Chunk { image, index, insist });
+                    let req = Request::Chunk { image: wire, index, insist };
+                    let id = self.swarm.behaviour_mut().peer.send_request(&peer, req);
                     self.outbound.insert(id, Outbound::Chunk { image, peer: to, index });
                 }
                 Effect::RequestManifest { to, image } => {
-                    let Some(&peer) = self.ids.get(&to) else { continue };
+                    let (Some(&peer), Some(wire)) = (self.ids.get(&to), self.wire_id(image)) else { continue };
                     tracing::trace!(%image, %peer, "manifest asked");
-                    let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Manifest { image });
+                    let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::Manifest { image: wire });
                     self.outbound.insert(id, Outbound::Manifest { image, peer: to });
                 }
                 Effect::Serve { to, image, index } => self.serve(image, to, index),

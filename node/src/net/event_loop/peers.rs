@@ -2,6 +2,9 @@
 //! transfer machine.
 //!
 //! # Contract
+//! * Images travel named by their content ([`proto::wire::content_id`]):
+//!   what a peer names that is not an image swarmed on here with the same
+//!   content is dropped from hellos and notices, and refused in requests.
 //! * Hellos, chunk and manifest requests travel on request-response
 //!   (`/imageswarm/peer/1`); notices on notice streams
 //!   ([`crate::net::notices`]). What they mean is the machine's
@@ -34,7 +37,7 @@ use crate::net::notices::{self, Reopened};
 
 impl EventLoop {
     pub(super) fn send_notice(&mut self, to: u64, image: Uuid, notice: transfer::Notice) {
-        let Some(&peer) = self.ids.get(&to) else { return };
+        let (Some(&peer), Some(image)) = (self.ids.get(&to), self.wire_id(image)) else { return };
         let notice = match notice {
             transfer::Notice::Bitfield(b) => Notice::Bitfield(WireBitfield::new(&b)),
             transfer::Notice::Have(i) => Notice::Have(i),
@@ -77,7 +80,7 @@ impl EventLoop {
     }
 
     fn wire_hello(&self, images: Vec<(Uuid, Bitfield)>) -> Hello {
-        let images = images.iter().map(|(u, b)| (*u, WireBitfield::new(b))).collect();
+        let images = images.iter().filter_map(|(u, b)| Some((self.wire_id(*u)?, WireBitfield::new(b)))).collect();
         Hello { site: self.cfg.site.clone(), role: self.role, images }
     }
 
@@ -90,7 +93,9 @@ impl EventLoop {
             Some(c) => PeerInfo { site: site_number(&c.site), role: c.role },
             None => PeerInfo { site: site_number(&hello.site), role: hello.role },
         };
-        let images = hello.images.into_iter().filter_map(|(u, b)| Some((u, b.parse().ok()?))).collect();
+        // Images of other content (another list version) are not these.
+        let images =
+            hello.images.into_iter().filter_map(|(w, b)| Some((self.local_image(w)?, b.parse().ok()?))).collect();
         let now = self.now();
         self.host.handle_hello(now, h, info, images);
     }
@@ -103,7 +108,8 @@ impl EventLoop {
         let h = self.handle(peer);
         let frame = frame
             .into_iter()
-            .filter_map(|(image, n)| {
+            .filter_map(|(wire, n)| {
+                let image = self.local_image(wire)?;
                 let n = match n {
                     Notice::Bitfield(b) => transfer::Notice::Bitfield(b.parse().ok()?),
                     Notice::Have(i) => transfer::Notice::Have(i),
@@ -156,21 +162,27 @@ impl EventLoop {
         match req {
             Request::Hello(hello) => {
                 tracing::trace!(%peer, "hello asked");
-                let asked: Vec<Uuid> = hello.images.iter().map(|(u, _)| *u).collect();
+                let asked: Vec<Uuid> = hello.images.iter().filter_map(|(w, _)| self.local_image(*w)).collect();
                 let mine = self.wire_hello(self.host.hello_images(&asked));
                 self.respond(channel, Response::Hello(mine));
                 self.on_hello(peer, hello);
             }
-            Request::Manifest { image } => {
-                tracing::trace!(%peer, %image, "manifest requested");
-                let r =
-                    self.host.manifest_for(image).map_or_else(Response::Refused, |h| Response::Manifest(h.to_vec()));
+            Request::Manifest { image: wire } => {
+                tracing::trace!(%peer, %wire, "manifest requested");
+                let r = match self.local_image(wire).map(|image| self.host.manifest_for(image)) {
+                    Some(Ok(h)) => Response::Manifest(h.to_vec()),
+                    Some(Err(refusal)) => Response::Refused(refusal),
+                    None => Response::Refused(Refusal::NotEndorsed),
+                };
                 self.respond(channel, r);
             }
             Request::Attestation { image, list_version } => {
                 self.on_attestation_request(image, &list_version, channel);
             }
-            Request::Chunk { image, index, insist } => {
+            Request::Chunk { image: wire, index, insist } => {
+                let Some(image) = self.local_image(wire) else {
+                    return self.respond(channel, Response::Refused(Refusal::NotEndorsed));
+                };
                 if self.inbound.contains_key(&(image, h, index)) {
                     self.respond(channel, Response::Refused(Refusal::Busy));
                     return;

@@ -104,6 +104,16 @@ impl EventLoop {
             if !servable {
                 continue;
             }
+            if rec.data_for.as_ref().is_some_and(|d| *d != rec.sha512) {
+                // A list just gave the image other bytes, and the data here
+                // is still the old one's, until the settle that follows the
+                // list moves it out: nothing to take up yet, and what was
+                // taken up is of the old content.
+                if self.images.contains_key(&rec.uuid) {
+                    self.forget_image(rec.uuid);
+                }
+                continue;
+            }
             if crate::site::attest::wants_attestation(&rec) {
                 // Swarmed on once a root is attested (`super::attest`).
                 self.unrooted(&rec);
@@ -235,8 +245,11 @@ impl EventLoop {
             },
         };
         tracing::info!(image = %uuid, have = spec.have.count(), chunks = rec.chunk_count(), "swarming on image");
-        let local = Local { rec, claim: data.claim, epoch: spec.epoch, bytes_in: 0, bytes_out: 0, tracker_ok: None };
+        let wire = proto::wire::content_id(uuid, &root);
+        let local =
+            Local { rec, wire, claim: data.claim, epoch: spec.epoch, bytes_in: 0, bytes_out: 0, tracker_ok: None };
         self.images.insert(uuid, local);
+        self.by_wire.insert(wire, uuid);
         Ok(spec)
     }
 
@@ -244,7 +257,11 @@ impl EventLoop {
     /// and the node no longer provides it.
     pub(super) fn forget_image(&mut self, uuid: Uuid) {
         self.host.remove_image(uuid);
-        if self.images.remove(&uuid).is_some()
+        let local = self.images.remove(&uuid);
+        if let Some(l) = &local {
+            self.by_wire.remove(&l.wire);
+        }
+        if local.is_some()
             && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
         {
             kad.stop_providing(&kad::RecordKey::new(&uuid.as_bytes()));
