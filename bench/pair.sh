@@ -37,7 +37,7 @@ for h in master worker; do
 done
 member master master
 
-"$trk" --listen /ip4/127.0.0.1/tcp/0 --site-ca authority/ca.pem > tracker.out &
+"$trk" --listen /ip4/127.0.0.1/tcp/0 $(tracker_trust) > tracker.out &
 pids+=($!)
 for _ in $(seq 50); do [ -s tracker.out ] && break; sleep 0.1; done
 tracker=$(head -n1 tracker.out)

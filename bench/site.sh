@@ -30,12 +30,10 @@ make_site() {
 # init_host DIR URL [PREFIX...]: a data directory that trusts the test CA,
 # approves its endorser and caches the list at URL; PREFIX runs each command
 # (e.g. `ip netns exec NS`). The host gets a worker credential of the site
-# (authority/, made on the first call) in DIR.cred; `member DIR master`
-# issues it another role.
+# in DIR.cred (`member`); `member DIR master` issues it another role.
 init_host() {
   local dir=$1 url=$2
   shift 2
-  [ -d authority ] || "$bin" site init --name bench -o authority >/dev/null
   member "$dir" worker
   "$@" "$bin" --data-dir "$dir" init --ca-file pki/ca.pem --crl pki/crl.pem >/dev/null
   "$@" "$bin" --data-dir "$dir" endorser add --dn "/DC=org/DC=imageswarm-test/OU=Endorsers/CN=Alice Endorser" \
@@ -44,8 +42,11 @@ init_host() {
 }
 
 # member DIR ROLE: issues the host at DIR (its key made if missing) a
-# credential of ROLE in DIR.cred.
+# credential of ROLE in DIR.cred, making the site's authority (authority/)
+# first if need be; nothing with OPEN=1.
 member() {
+  [ -z "${OPEN:-}" ] || return 0
+  [ -d authority ] || "$bin" site init --name bench -o authority >/dev/null
   local id
   id=$("$bin" --data-dir "$1" peer-id)
   rm -f "$1.cred"
@@ -53,9 +54,16 @@ member() {
 }
 
 # closed DIR: the flags that run the host at DIR as a member of the closed
-# site (the masters also read the site's CRL).
+# site; with OPEN=1, of an open site instead (to measure what admission
+# costs).
 closed() {
+  if [ -n "${OPEN:-}" ]; then echo --site bench --open-site; return; fi
   echo --site bench --credential "$1.cred" --site-ca authority/ca.pem
+}
+
+# tracker_trust: the tracker's flags for the site (see `closed`).
+tracker_trust() {
+  if [ -n "${OPEN:-}" ]; then echo --open-site; else echo --site-ca authority/ca.pem; fi
 }
 
 # free_port: an unused TCP port on 127.0.0.1.

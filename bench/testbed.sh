@@ -22,6 +22,8 @@
 # infrastructure host, aria2c seeding from the master's host and fetching on
 # every worker (every worker keeps seeding once done), pieces of 256 KiB
 # (apt-get install aria2 opentracker mktorrent).
+# The site is closed (every host holds a credential of the site's authority;
+# see bench/site.sh); OPEN=1 runs it open, to measure what admission costs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-8}
@@ -84,14 +86,14 @@ for h in "${hosts[@]:1}"; do
   init_host "$h" "$url" in_ns "$h"
 done
 member master master
-in_ns infra "$trk" --listen "/ip4/$ip_infra/tcp/4000" --site-ca authority/ca.pem > tracker.out 2>/dev/null &
+in_ns infra "$trk" --listen "/ip4/$ip_infra/tcp/4000" $(tracker_trust) > tracker.out 2>/dev/null &
 for _ in $(seq 50); do [ -s tracker.out ] && break; sleep 0.1; done
 tracker=$(head -n1 tracker.out)
 
 # The master fetches the image from the source (over its capped link); the
 # clock starts once it holds the image.
 in_ns master "$bin" --data-dir master node --listen "/ip4/$ip_master/tcp/4001" --tracker "$tracker" \
-  $(closed master) --site-crl authority/crl.pem --master --announce-interval 1 2>master.err >/dev/null &
+  $(closed master) $([ -n "${OPEN:-}" ] || echo --site-crl authority/crl.pem) --master --announce-interval 1 2>master.err >/dev/null &
 "$bin" --data-dir master wait "$uuid" --timeout 600 >/dev/null
 
 links_pid=
