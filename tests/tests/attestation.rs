@@ -23,9 +23,7 @@ const MIB: u64 = 1 << 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_list_swarms_with_the_masters_attestation() -> anyhow::Result<()> {
     let mut site = Site::closed_plain(4, 8 * MIB, MIB).await?;
-    for i in 0..=4 {
-        site.start(i).await?;
-    }
+    site.start_all().await?;
     site.until_workers_complete().await?;
     for i in 1..=4 {
         assert!(site.holds_verified(i), "worker {i} holds the image with the list's SHA-512");

@@ -16,9 +16,7 @@ const MIB: u64 = 1 << 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_that_changes_an_images_bytes_bans_no_one() -> anyhow::Result<()> {
     let mut site = Site::closed(3, 8 * MIB, MIB).await?;
-    for i in 0..=3 {
-        site.start(i).await?;
-    }
+    site.start_all().await?;
     site.until_workers_complete().await?;
 
     // Worker 3 sleeps through the update, and wakes to a list source that

@@ -84,9 +84,7 @@ async fn strangers_get_nothing_and_are_disconnected() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_is_cut_off_everywhere() -> anyhow::Result<()> {
     let mut site = Site::closed(2, 4 * MIB, MIB).await?;
-    for i in 0..=2 {
-        site.start(i).await?;
-    }
+    site.start_all().await?;
     site.until_workers_complete().await?;
     let Some(Membership::Closed { credential, .. }) = site.members.as_ref().map(|m| m[2].clone()) else {
         unreachable!("a closed site")
@@ -130,9 +128,7 @@ async fn workers_follow_the_masters_policy() -> anyhow::Result<()> {
         let store = node::store::Store::open(&site.demo.data_dirs[i])?;
         assert!(store.endorsers()?.is_empty() && store.subscriptions()?.is_empty(), "worker {i} starts bare");
     }
-    for i in 0..=3 {
-        site.start(i).await?;
-    }
+    site.start_all().await?;
     site.until_workers_complete().await?;
     let image = site.demo.image;
     for i in 1..=3 {

@@ -174,6 +174,14 @@ impl Site {
         self.nodes[i].as_ref().and_then(|r| r.host.as_deref()).expect("node running")
     }
 
+    /// Starts every node (the master first) with its default configuration.
+    pub(crate) async fn start_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.start(i).await?;
+        }
+        Ok(())
+    }
+
     /// Starts node `i` with its default configuration.
     pub(crate) async fn start(&mut self, i: usize) -> anyhow::Result<()> {
         self.start_with(i, self.config(i)).await
