@@ -44,6 +44,9 @@ use crate::net::{Membership, NodeConfig};
 use crate::site::Site;
 use crate::{Error, Result};
 
+/// A node whose own credential expires within this long says so at start.
+const CREDENTIAL_WARNING_SECS: i64 = 14 * 86_400;
+
 /// Where this node stands with a tracker in a closed site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TrackerAdmission {
@@ -313,6 +316,9 @@ pub(super) fn gate(cfg: &NodeConfig, key: &Keypair, site: &Site) -> Result<(Gate
         )));
     }
     tracing::info!(site = c.site, role = ?c.role, expires = %c.expires, "closed site: peers must show credentials");
+    if c.expires.unix() - crate::now().unix() < CREDENTIAL_WARNING_SECS {
+        tracing::warn!(expires = %c.expires, "this node's credential expires soon: peers cut it off then; issue a new one");
+    }
     let file = crl_file.clone().map(|path| CrlFile { path, modified: None });
     let mut gate = Gate::closed(cas.clone(), Some(credential.clone()));
     // The policy followed before the restart stands until a newer one comes.
