@@ -403,6 +403,7 @@ async fn sites_split_what_crosses_from_the_masters_site() -> anyhow::Result<()> 
     master.upload_limit = mbit(200);
     site.start_with(0, master).await?;
     let share = node::net::SiteShareNames { source: "home".into(), sites: vec!["east".into(), "west".into()] };
+    let mut metrics = Vec::new();
     for (i, name, stripe) in [
         (1, "east", Some((0, 2))),
         (2, "east", Some((1, 2))),
@@ -415,11 +416,29 @@ async fn sites_split_what_crosses_from_the_masters_site() -> anyhow::Result<()> 
         c.gateway = stripe.is_some();
         c.gateway_stripe = stripe;
         c.site_share = stripe.map(|_| share.clone());
+        c.metrics = Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?);
+        metrics.push((name, c.metrics));
         site.start_with(i, c).await?;
     }
     site.until_workers_complete().await?;
     for i in 1..=5 {
         assert!(site.holds_verified(i), "node {i} holds the verified image");
+    }
+    // What entered each site, as its nodes' own metrics count it.
+    for name in ["east", "west"] {
+        let mut entered = 0u64;
+        for (_, addr) in metrics.iter().filter(|(n, _)| *n == name) {
+            let text = http_get(addr.unwrap())?;
+            entered += text
+                .lines()
+                .filter(|l| l.starts_with("imageswarm_site_bytes_in_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        assert!(
+            (SIZE..=SIZE * 3 / 2).contains(&entered),
+            "{entered} bytes entered site {name}: at least one copy, at most 1.5"
+        );
     }
     let sent = site.image(0).unwrap().bytes_out;
     // With the shares the master sends about one copy; without them both

@@ -2,7 +2,9 @@
 //!
 //! # Contract
 //! Metric names start with `imageswarm_`. Per image: bytes in and out,
-//! chunks verified and failed, and its state as a labelled gauge. Per node:
+//! chunks verified and failed, and its state as a labelled gauge. Per
+//! remote site: chunk bytes in from and out to its peers (a peer's site is
+//! its credential's, or in an open site what its hello claims). Per node:
 //! connected peers and bans. [`serve`] answers every GET with the text
 //! exposition format from one background thread.
 
@@ -23,6 +25,12 @@ pub(crate) struct ImageLabel {
     pub(crate) image: String,
 }
 
+/// Labels of per-site metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SiteLabel {
+    pub(crate) site: String,
+}
+
 /// Labels of the image state gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct StateLabel {
@@ -38,6 +46,8 @@ pub(crate) struct Metrics {
     pub(crate) chunks_verified: Family<ImageLabel, Counter>,
     pub(crate) chunks_failed: Family<ImageLabel, Counter>,
     pub(crate) image_state: Family<StateLabel, Gauge>,
+    pub(crate) site_bytes_in: Family<SiteLabel, Counter>,
+    pub(crate) site_bytes_out: Family<SiteLabel, Counter>,
     pub(crate) peers: Gauge,
     pub(crate) bans: Counter,
 }
@@ -50,6 +60,8 @@ impl Metrics {
         r.register("chunks_verified", "Chunks received that passed verification", self.chunks_verified.clone());
         r.register("chunks_failed", "Chunks received that failed verification", self.chunks_failed.clone());
         r.register("image_state", "1 for the state each image is in", self.image_state.clone());
+        r.register("site_bytes_in", "Chunk bytes received from peers of another site", self.site_bytes_in.clone());
+        r.register("site_bytes_out", "Chunk bytes sent to peers of another site", self.site_bytes_out.clone());
         r.register("peers", "Connected peers", self.peers.clone());
         r.register("bans", "Peers banned for sending bad data", self.bans.clone());
         r
@@ -57,6 +69,14 @@ impl Metrics {
 
     pub(crate) fn image(uuid: uuid::Uuid) -> ImageLabel {
         ImageLabel { image: uuid.to_string() }
+    }
+
+    /// Counts `n` chunk bytes exchanged with a peer of `site`, if that is
+    /// not this node's own site `home`.
+    pub(crate) fn count_site(family: &Family<SiteLabel, Counter>, home: &str, site: Option<&str>, n: u64) {
+        if let Some(site) = site.filter(|s| *s != home) {
+            family.get_or_create(&SiteLabel { site: site.to_owned() }).inc_by(n);
+        }
     }
 
     /// Sets the image's state gauge to `state` (and its others to 0).

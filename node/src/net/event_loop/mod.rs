@@ -104,6 +104,9 @@ pub(super) struct EventLoop {
     handles: HashMap<PeerId, u64>,
     /// The images swarmed on, by their name on the wire.
     by_wire: HashMap<Uuid, Uuid>,
+    /// Each peer's site name, from its credential (or its hello in an open
+    /// site), for the per-site metrics.
+    peer_sites: HashMap<u64, String>,
     next_handle: u64,
     ids: HashMap<u64, PeerId>,
     trackers: Vec<(PeerId, Multiaddr)>,
@@ -253,6 +256,7 @@ impl EventLoop {
             unrooted: attest::Unrooted::default(),
             handles: HashMap::new(),
             by_wire: HashMap::new(),
+            peer_sites: HashMap::new(),
             next_handle: 0,
             ids: HashMap::new(),
             trackers,
@@ -538,6 +542,7 @@ impl EventLoop {
                 // connected peers only.
                 self.handles.remove(&peer_id);
                 self.ids.remove(&h);
+                self.peer_sites.remove(&h);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) => self.on_peer_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Admit(ev)) => self.on_admit_event(ev),

@@ -89,10 +89,12 @@ impl EventLoop {
         tracing::trace!(peer = %from, role = ?hello.role, images = hello.images.len(), "hello received");
         let h = self.handle(from);
         // In a closed site, who the peer is comes from its credential.
-        let info = match self.gate.credential(&from) {
-            Some(c) => PeerInfo { site: site_number(&c.site), role: c.role },
-            None => PeerInfo { site: site_number(&hello.site), role: hello.role },
+        let (site, role) = match self.gate.credential(&from) {
+            Some(c) => (c.site.clone(), c.role),
+            None => (hello.site.clone(), hello.role),
         };
+        let info = PeerInfo { site: site_number(&site), role };
+        self.peer_sites.insert(h, site);
         // Images of other content (another list version) are not these.
         let images =
             hello.images.into_iter().filter_map(|(w, b)| Some((self.local_image(w)?, b.parse().ok()?))).collect();
@@ -209,6 +211,8 @@ impl EventLoop {
                             l.bytes_in += n;
                         }
                         self.metrics.bytes_in.get_or_create(&Metrics::image(image)).inc_by(n);
+                        let site = self.peer_sites.get(&h).map(String::as_str);
+                        Metrics::count_site(&self.metrics.site_bytes_in, &self.cfg.site, site, n);
                         ChunkReply::Data(data)
                     }
                     Some(Response::Refused(r)) => {
