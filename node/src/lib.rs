@@ -8,6 +8,7 @@
 //!   IGTF-style directories.
 //! * [`authority`]: a site's CA, the node credentials it issues and its
 //!   revocations.
+//! * [`federation`]: the federation file: which sites cooperate.
 //! * [`fsutil`]: crash-safe file writes.
 //! * [`units`]: human-friendly sizes.
 //!
@@ -19,6 +20,7 @@ pub mod control;
 pub mod demo;
 pub mod endorse;
 mod error;
+pub mod federation;
 pub mod fetch;
 pub mod fsutil;
 pub mod hooks;

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use libp2p::Multiaddr;
+use node::federation::Federation;
 use node::fetch::Timeouts;
 use node::net::{self, Membership, NodeConfig, SiteShareNames};
 use node::site::Site;
-use proto::credential::SiteCas;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -110,6 +110,12 @@ pub(crate) struct NodeArgs {
     /// give it to the masters: revocations spread from them to every node.
     #[arg(long, value_name = "FILE")]
     site_crl: Option<PathBuf>,
+    /// The federation file, the same at every cooperating site: the sites'
+    /// names, CAs and trackers. The node also admits the members of every
+    /// site it names (and of no other), and without --tracker uses its own
+    /// site's trackers, a gateway or master every site's.
+    #[arg(long, value_name = "FILE")]
+    federation: Option<PathBuf>,
     /// Admit anyone, with the site and role they claim: for demos and
     /// tests only. A node needs this or --site-ca.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -151,6 +157,7 @@ impl NodeArgs {
             credential: self.credential.or(f.credential),
             site_ca: if self.site_ca.is_empty() { f.site_ca } else { self.site_ca },
             site_crl: self.site_crl.or(f.site_crl),
+            federation: self.federation.or(f.federation),
             open_site: self.open_site.or(f.open_site),
             config: self.config,
         })
@@ -159,7 +166,8 @@ impl NodeArgs {
     /// The node's configuration for `data_dir`.
     pub(crate) fn into_config(self, data_dir: &Path) -> anyhow::Result<NodeConfig> {
         let a = self.merged()?;
-        let membership = membership(&a)?;
+        let federation = a.federation.as_deref().map(Federation::load).transpose()?;
+        let membership = membership(&a, federation.as_ref())?;
         let site = match (a.site.clone(), &membership) {
             (Some(s), _) => s,
             (None, Membership::Closed { credential, .. }) => proto::credential::site_named(credential)?,
@@ -169,6 +177,19 @@ impl NodeArgs {
         c.membership = membership;
         c.listen = if a.listen.is_empty() { vec!["/ip4/0.0.0.0/tcp/0".parse()?] } else { a.listen };
         c.trackers = a.tracker;
+        if let Some(fed) = &federation {
+            let Some(own) = fed.site(&c.site) else {
+                bail!("the federation file does not name this node's site {:?}", c.site)
+            };
+            if c.trackers.is_empty() {
+                let crosses = a.master.unwrap_or(false) || a.gateway.unwrap_or(false);
+                c.trackers = if crosses {
+                    fed.sites.iter().flat_map(|s| s.trackers.iter().cloned()).collect()
+                } else {
+                    own.trackers.clone()
+                };
+            }
+        }
         c.bootstrap = a.bootstrap;
         c.master = a.master.unwrap_or(false);
         c.gateway = a.gateway.unwrap_or(false);
@@ -216,8 +237,9 @@ impl NodeArgs {
     }
 }
 
-/// Who may join, from --credential, --site-ca, --site-crl and --open-site.
-fn membership(a: &NodeArgs) -> anyhow::Result<Membership> {
+/// Who may join, from --credential, --site-ca, --site-crl, --federation
+/// and --open-site.
+fn membership(a: &NodeArgs, federation: Option<&Federation>) -> anyhow::Result<Membership> {
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     match (a.open_site.unwrap_or(false), a.site_ca.is_empty(), &a.credential) {
         (true, true, None) => {
@@ -231,7 +253,7 @@ fn membership(a: &NodeArgs) -> anyhow::Result<Membership> {
         ),
         (false, false, None) => bail!("--site-ca needs --credential: this node must prove its own membership too"),
         (false, false, Some(cred)) => {
-            let mut cas = SiteCas::new();
+            let mut cas = federation.map(Federation::site_cas).transpose()?.unwrap_or_default();
             for p in &a.site_ca {
                 cas.add_ca(&read(p)?).with_context(|| format!("{}", p.display()))?;
             }
@@ -467,5 +489,34 @@ mod tests {
         assert_eq!(c.site, "cern", "the site comes from the credential");
         assert!(matches!(c.membership, Membership::Closed { .. }));
         assert!(matches!(config(&["--site", "x", "--open-site"]).unwrap().membership, Membership::Open));
+
+        // A federation: the node admits the sites it names, and finds its
+        // own site's trackers in it.
+        let lyon = node::authority::SiteDir::new(&dir.path().join("lyon"));
+        node::authority::init(&lyon, "lyon", 30, node::now()).unwrap();
+        let tracker = |n: u8| format!("/ip4/192.0.2.{n}/tcp/7000/p2p/{peer}");
+        let file = dir.path().join("federation.toml");
+        let write = |sites: &[(&str, &node::authority::SiteDir, u8)]| {
+            let text: String = sites
+                .iter()
+                .map(|(n, d, t)| {
+                    format!(
+                        "[[site]]\nname = {n:?}\nca = {:?}\ntrackers = [{:?}]\n",
+                        d.ca().display().to_string(),
+                        tracker(*t)
+                    )
+                })
+                .collect();
+            std::fs::write(&file, text).unwrap();
+        };
+        write(&[("cern", &site, 1), ("lyon", &lyon, 2)]);
+        let fed = file.display().to_string();
+        let c = config(&["--site-ca", &ca, "--credential", &cred, "--federation", &fed]).unwrap();
+        let Membership::Closed { cas, .. } = &c.membership else { panic!("closed") };
+        assert_eq!(cas.sites().collect::<Vec<_>>(), ["cern", "lyon"]);
+        assert_eq!(c.trackers, [tracker(1).parse::<Multiaddr>().unwrap()], "a worker uses its own site's");
+        write(&[("lyon", &lyon, 2)]);
+        let err = config(&["--site-ca", &ca, "--credential", &cred, "--federation", &fed]).unwrap_err();
+        assert!(err.contains("does not name this node's site"), "{err}");
     }
 }
