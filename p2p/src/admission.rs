@@ -13,7 +13,10 @@
 //!   [`Gate::on_admission`] report the moment a peer becomes ready, once.
 //!   Until then the caller serves it nothing and asks it nothing.
 //! * Site and role come from the credential ([`Gate::credential`]), never
-//!   from what a peer claims.
+//!   from what a peer claims. A peer of another (trusted) site is admitted
+//!   only if both it and this process are gateways or masters: only they
+//!   carry traffic between sites. A tracker, which has no role, admits
+//!   every trusted site's members.
 //! * [`Gate::overdue`] names, and forgets, every peer to disconnect: one not
 //!   admitted within [`ADMISSION_TIMEOUT`] of connecting, one whose
 //!   credential was refused (after [`REFUSAL_GRACE`], so that the refusal
@@ -35,6 +38,7 @@ use libp2p::identity::PublicKey;
 use proto::Timestamp;
 use proto::credential::{Credential, SiteCas};
 use proto::policy::{VerifiedPolicy, verify_policy};
+use proto::swarm::Role;
 use proto::wire::{Admission, Admit, MAX_CRLS};
 
 /// How long a connected peer has to prove its membership.
@@ -72,6 +76,8 @@ struct Closed {
     /// The site this process belongs to (its credential's); trackers have
     /// none, and take no policy.
     site: Option<String>,
+    /// Its role (its credential's); trackers have none.
+    role: Option<Role>,
     peers: HashMap<PeerId, Entry>,
     policy: Option<VerifiedPolicy>,
     news: News,
@@ -148,7 +154,9 @@ impl Gate {
     /// credential, which trackers lack.
     pub fn closed(cas: SiteCas, own: Option<Vec<u8>>) -> Self {
         let site = own.as_deref().and_then(|c| proto::credential::site_named(c).ok());
-        Self(Some(Closed { cas, own, site, peers: HashMap::new(), policy: None, news: News::default() }))
+        let role = own.as_deref().and_then(|c| proto::credential::role_named(c).ok());
+        let peers = HashMap::new();
+        Self(Some(Closed { cas, own, site, role, peers, policy: None, news: News::default() }))
     }
 
     /// Whether credentials are checked.
@@ -248,6 +256,13 @@ impl Gate {
             Ok(cred) if cred.peer != peer.to_string() => {
                 (entry.credential, entry.refused) = (None, Some(now));
                 (Admission::Refused("the credential names another peer id".into()), false)
+            }
+            Ok(cred)
+                if c.site.as_ref().is_some_and(|s| *s != cred.site)
+                    && !(cred.role.crosses_sites() && c.role.is_some_and(Role::crosses_sites)) =>
+            {
+                (entry.credential, entry.refused) = (None, Some(now));
+                (Admission::Refused("between sites only gateways and masters meet".into()), false)
             }
             Ok(cred) => {
                 let was = entry.credential.is_some() && entry.accepted;

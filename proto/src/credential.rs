@@ -116,6 +116,15 @@ pub fn site_named(bytes: &[u8]) -> Result<String, Error> {
     entry(parse_cert(bytes)?.subject_name(), Nid::ORGANIZATIONNAME).ok_or_else(|| fail("subject", "no single O (site)"))
 }
 
+/// The role a credential names (its subject's `OU`), read without
+/// verifying it: for a process's own credential, which it checked at start.
+pub fn role_named(bytes: &[u8]) -> Result<Role, Error> {
+    entry(parse_cert(bytes)?.subject_name(), Nid::ORGANIZATIONALUNITNAME)
+        .as_deref()
+        .and_then(parse_role)
+        .ok_or_else(|| fail("subject", "OU is not one of worker, master, gateway"))
+}
+
 /// A credential that [`SiteCas::verify`] accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {

@@ -180,3 +180,38 @@ async fn a_credential_works_only_for_the_key_it_names() -> anyhow::Result<()> {
     assert!(p.closed_after.is_none() && p.answers.is_empty(), "a connection under the wrong peer id: {p:?}");
     Ok(())
 }
+
+/// Between cooperating sites only gateways and masters meet: a node that
+/// trusts another site's CA admits that site's gateway to a master, and
+/// refuses that site's worker, and a worker admits no other site's peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn between_sites_only_gateways_and_masters_meet() -> anyhow::Result<()> {
+    let mut site = Site::closed(1, 4 * MIB, MIB).await?;
+    let elsewhere = tempfile::tempdir()?;
+    let other = SiteDir::new(elsewhere.path());
+    authority::init(&other, "elsewhere", 30, node::now())?;
+    for i in 0..=1 {
+        let mut c = site.config(i);
+        if let Membership::Closed { cas, .. } = &mut c.membership {
+            cas.add_ca(&std::fs::read(other.ca())?)?;
+        }
+        site.start_with(i, c).await?;
+    }
+    let master = site.client(0).clone().listen_addrs().await?.remove(0);
+    let worker = site.client(1).clone().listen_addrs().await?.remove(0);
+    for (target, role, admitted) in [
+        (&master, Role::Gateway, true),
+        (&master, Role::Worker, false),
+        (&worker, Role::Gateway, false),
+        (&worker, Role::Master, false),
+    ] {
+        let (key, admit) = credentialed(&other, role);
+        let p = probe(target.clone(), key, Some(admit), vec![], None).await?;
+        match (&p.admission, admitted) {
+            (Some(Admission::Admitted { .. }), true) => {}
+            (Some(Admission::Refused(why)), false) if why.contains("gateways and masters") => {}
+            _ => panic!("another site's {role:?} at {target}: {p:?}"),
+        }
+    }
+    Ok(())
+}
