@@ -488,3 +488,30 @@ async fn a_master_with_a_corrupt_source_takes_the_image_from_its_peers() -> anyh
     assert!(fetched >= SIZE / MIB, "the image came from the first master ({fetched} chunks fetched)");
     Ok(())
 }
+
+/// 16. A gateway's WAN cap holds its site's intake from other sites: with
+///     16 Mbit/s, 8 MiB cannot enter in less than 4.2 s, whatever the other
+///     links allow (they would carry it in well under a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_wan_cap_holds_what_enters_its_site() -> anyhow::Result<()> {
+    const SIZE: u64 = 8 * MIB;
+    let mut site = Site::new(2, SIZE, MIB).await?;
+    let mut master = site.config(0);
+    master.site = "home".into();
+    site.start_with(0, master).await?;
+    site.until("the master to hold the image", |s| s.image(0).is_some_and(|m| m.available)).await?;
+    let started = std::time::Instant::now();
+    for (i, gateway) in [(1, true), (2, false)] {
+        let mut c = site.config(i);
+        c.site = "east".into();
+        c.gateway = gateway;
+        c.wan_limit = gateway.then_some(16_000_000 / 8);
+        site.start_with(i, c).await?;
+    }
+    site.until_workers_complete().await?;
+    let took = started.elapsed();
+    let least = Duration::from_secs_f64(SIZE as f64 / 2_000_000.0) - Duration::from_millis(200);
+    assert!(took >= least, "8 MiB entered through a 16 Mbit/s cap in {took:?}");
+    assert!(site.holds_verified(2), "the worker holds the verified image");
+    Ok(())
+}

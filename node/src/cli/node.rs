@@ -74,6 +74,10 @@ pub(crate) struct NodeArgs {
     /// A master's egress cap in Mbit/s, on top of the upload cap.
     #[arg(long, value_name = "MBIT")]
     master_egress_limit: Option<f64>,
+    /// Cap in Mbit/s on chunk traffic to and from other sites (a gateway's
+    /// or master's WAN link), both ways, on top of the other caps.
+    #[arg(long, value_name = "MBIT")]
+    wan_limit: Option<f64>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
@@ -147,6 +151,7 @@ impl NodeArgs {
             upload_limit: self.upload_limit.or(f.upload_limit),
             download_limit: self.download_limit.or(f.download_limit),
             master_egress_limit: self.master_egress_limit.or(f.master_egress_limit),
+            wan_limit: self.wan_limit.or(f.wan_limit),
             metrics: self.metrics.or(f.metrics),
             quic: self.quic.or(f.quic),
             update_interval: self.update_interval.or(f.update_interval),
@@ -216,6 +221,7 @@ impl NodeArgs {
         c.upload_limit = a.upload_limit.map(mbit).transpose()?;
         c.download_limit = a.download_limit.map(mbit).transpose()?;
         c.master_egress_limit = a.master_egress_limit.map(mbit).transpose()?;
+        c.wan_limit = a.wan_limit.map(mbit).transpose()?;
         c.metrics = a.metrics;
         c.quic = a.quic.unwrap_or(false);
         if let Some(s) = a.update_interval {

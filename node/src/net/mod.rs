@@ -27,7 +27,7 @@
 //!   the credential's. Newer CRLs pass from peer to peer, and a peer whose
 //!   credential is revoked is disconnected and blocked.
 //! * **Limits**: token buckets on upload and download, a separate one on a
-//!   master's egress, connection and stream limits, and the swarm's own
+//!   master's egress, one on chunk bytes to and from other sites (the WAN), connection and stream limits, and the swarm's own
 //!   bound on requests in flight per peer.
 
 mod behaviour;
@@ -80,6 +80,9 @@ pub struct NodeConfig {
     pub download_limit: Option<u64>,
     /// A master's egress cap in bytes per second (on top of the upload cap).
     pub master_egress_limit: Option<u64>,
+    /// A cap in bytes per second on chunk bytes to and from peers of other
+    /// sites (a gateway's or master's WAN link), on top of the others.
+    pub wan_limit: Option<u64>,
     /// Where to serve Prometheus metrics.
     pub metrics: Option<SocketAddr>,
     /// Listen and dial on QUIC too.
@@ -140,6 +143,7 @@ impl NodeConfig {
             upload_limit: None,
             download_limit: None,
             master_egress_limit: None,
+            wan_limit: None,
             metrics: None,
             quic: false,
             update_interval: Duration::from_secs(300),

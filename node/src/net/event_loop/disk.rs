@@ -84,11 +84,13 @@ impl EventLoop {
         let offset = u64::from(index) * l.rec.chunk_size;
         let len = l.rec.chunk_size.min(l.rec.size.saturating_sub(offset));
         let (up, egress) = (self.up.clone(), self.egress.clone());
+        let wan = self.other_site(to).and_then(|_| self.wan.clone());
         let started = self.jobs.disk(|disk| async move {
             let data = on_disk(disk, move || crate::fsutil::read_at(&path, &renamed, offset, len)).await;
             if let Ok(d) = &data {
                 Bucket::take(up.as_deref(), d.len()).await;
                 Bucket::take(egress.as_deref(), d.len()).await;
+                Bucket::take(wan.as_deref(), d.len()).await;
             }
             IoDone::Disk(Disk::Read { image, to: peer, index, request, channel, data })
         });
@@ -98,15 +100,18 @@ impl EventLoop {
         }
     }
 
-    /// Writes a verified chunk, within the download cap.
+    /// Writes a verified chunk, within the download cap (and the WAN cap,
+    /// when it came from another site).
     pub(super) fn write(&mut self, image: Uuid, epoch: u64, chunk: VerifiedChunk<Bytes>) {
         let index = chunk.index();
         let Some((rec, Some(claim))) = self.images.get(&image).map(|l| (l.rec.clone(), l.claim)) else {
             return self.wrote(image, epoch, index, Err(Error::Superseded(format!("image {image}: no partial data"))));
         };
         let (site, down) = (self.site.clone(), self.down.clone());
+        let wan = self.from_other_sites.remove(&(image, index)).then(|| self.wan.clone()).flatten();
         let started = self.jobs.disk(|disk| async move {
             Bucket::take(down.as_deref(), chunk.body().len()).await;
+            Bucket::take(wan.as_deref(), chunk.body().len()).await;
             let result = on_disk(disk, move || site.cache().write_received(&rec, claim, &chunk)).await;
             IoDone::Disk(Disk::Wrote { image, epoch, index, result })
         });

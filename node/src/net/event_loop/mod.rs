@@ -56,6 +56,10 @@ mod sync;
 
 use jobs::{IoDone, Jobs};
 
+/// The most received chunks from other sites awaiting their write that the
+/// loop remembers (to charge them to the WAN cap).
+const MAX_FROM_OTHER_SITES: usize = 4096;
+
 /// How often the loop refreshes its status and looks after timers of its own.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -105,7 +109,7 @@ pub(super) struct EventLoop {
     /// The images swarmed on, by their name on the wire.
     by_wire: HashMap<Uuid, Uuid>,
     /// Each peer's site name, from its credential (or its hello in an open
-    /// site), for the per-site metrics.
+    /// site), for the per-site metrics and the WAN cap.
     peer_sites: HashMap<u64, String>,
     next_handle: u64,
     ids: HashMap<u64, PeerId>,
@@ -134,6 +138,11 @@ pub(super) struct EventLoop {
     up: Option<Arc<Bucket>>,
     down: Option<Arc<Bucket>>,
     egress: Option<Arc<Bucket>>,
+    /// The cap on chunk bytes to and from other sites.
+    wan: Option<Arc<Bucket>>,
+    /// Chunks received from peers of other sites and not yet written: their
+    /// write takes from `wan` too. At most the requests in flight.
+    from_other_sites: std::collections::HashSet<(Uuid, u32)>,
     bans: Vec<(Instant, PeerId)>,
     ban_count: u64,
     failed_chunks: u64,
@@ -248,6 +257,8 @@ impl EventLoop {
             up: Bucket::new(cfg.upload_limit),
             down: Bucket::new(cfg.download_limit),
             egress: Bucket::new(if cfg.master { cfg.master_egress_limit } else { None }),
+            wan: Bucket::new(cfg.wan_limit),
+            from_other_sites: std::collections::HashSet::new(),
             cfg,
             site,
             swarm,
@@ -305,6 +316,11 @@ impl EventLoop {
     /// The image swarmed on here that a name on the wire means, if any.
     fn local_image(&self, wire: Uuid) -> Option<Uuid> {
         self.by_wire.get(&wire).copied()
+    }
+
+    /// The site of peer `h`, if it is not this node's own.
+    fn other_site(&self, h: u64) -> Option<&str> {
+        self.peer_sites.get(&h).map(String::as_str).filter(|s| *s != self.cfg.site)
     }
 
     fn handle(&mut self, p: PeerId) -> u64 {

@@ -261,6 +261,7 @@ impl EventLoop {
         if let Some(l) = &local {
             self.by_wire.remove(&l.wire);
         }
+        self.from_other_sites.retain(|(image, _)| *image != uuid);
         if local.is_some()
             && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
         {
