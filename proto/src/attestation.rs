@@ -17,13 +17,15 @@
 //! * [`verify_attestation`] is the only way to an [`Attested`] root. It
 //!   fails with [`Error::Credential`] (check `attestation` unless the
 //!   signature or credential failed first) or [`Error::Wire`] unless: the
-//!   document opens at the time given; the signer is a master of the
-//!   verifier's own site, as the attestation names; the list identifier
-//!   and version, image UUID, size and SHA-512 are those of the entry the
-//!   verifier holds in force; and the list has not expired. So an
-//!   attestation from another site, for another version of the list or
-//!   other bytes, or past its list's expiry, is refused, and the peer that
-//!   offered it lied.
+//!   document opens at the time given, so its signer holds a credential of
+//!   a site the verifier trusts (its own, or a cooperating site's); the
+//!   signer is a master of the site the attestation names; the list
+//!   identifier and version, image UUID, size and SHA-512 are those of the
+//!   entry the verifier itself holds in force; and the list has not
+//!   expired. So an attestation from a site not trusted, for another version
+//!   of the list or other bytes, or past its list's expiry, is refused, and
+//!   the peer that offered it lied; one from a cooperating site counts only
+//!   for a list this site accepts itself.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -60,8 +62,6 @@ pub struct Attestation {
 /// The entry a verifier holds in force, which an attestation must name.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
-    /// The verifier's site.
-    pub site: &'a str,
     /// The list's identifier.
     pub list: Uuid,
     /// The list's version in force.
@@ -99,11 +99,8 @@ pub fn sign_attestation(
 pub fn verify_attestation(bytes: &[u8], cas: &SiteCas, entry: &Entry<'_>, at: Timestamp) -> Result<Attested, Error> {
     let (a, signer): (Attestation, Credential) = open_signed(bytes, cas, at)?;
     let refuse = |detail: String| Error::Credential { check: "attestation", detail };
-    if signer.role != Role::Master || signer.site != entry.site || a.site != entry.site {
-        return Err(refuse(format!(
-            "by a {:?} of site {} for site {}, offered to site {}",
-            signer.role, signer.site, a.site, entry.site
-        )));
+    if signer.role != Role::Master || signer.site != a.site {
+        return Err(refuse(format!("by a {:?} of site {}, in the name of site {}", signer.role, signer.site, a.site)));
     }
     if a.list != entry.list || a.list_version != entry.list_version {
         return Err(refuse(format!(

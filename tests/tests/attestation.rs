@@ -36,7 +36,7 @@ async fn a_plain_list_swarms_with_the_masters_attestation() -> anyhow::Result<()
     Ok(())
 }
 
-/// 6. A forged attestation, one from another site, one for another version
+/// 6. A forged attestation, one from an untrusted site, one for another version
 ///    of the list and an expired one are each refused, and the peer that
 ///    offered it is banned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,13 +67,14 @@ async fn attestations_that_do_not_hold_get_their_peer_banned() -> anyhow::Result
     authority::init(&other, node::demo::SITE, 30, node::now())?;
 
     let home = site.demo.site_dir();
-    let lies = ["forged", "another site's", "another version's", "expired"];
+    let lies = ["forged", "an untrusted site's", "another version's", "expired"];
     for (n, what) in lies.into_iter().enumerate() {
         let (key, admit) = credentialed(&home, Role::Master);
         let offered = match what {
             "forged" => sign_attestation(&honest, &admit.credential, |b| Keypair::generate_ed25519().sign(b).unwrap())?,
-            // Another site's master signed it; a member of this one offers it.
-            "another site's" => {
+            // A master of a site the worker does not trust signed it; a
+            // member of the worker's site offers it.
+            "an untrusted site's" => {
                 let (k, theirs) = credentialed(&other, Role::Master);
                 sign_attestation(&honest, &theirs.credential, |b| k.sign(b).unwrap())?
             }
@@ -102,5 +103,50 @@ async fn attestations_that_do_not_hold_get_their_peer_banned() -> anyhow::Result
     site.until_workers_complete().await?;
     assert!(site.holds_verified(1));
     assert_eq!(site.client(1).status().bans, lies.len() as u64, "the master was not taken for a liar");
+    Ok(())
+}
+
+/// An attestation by a cooperating site's master counts for a list this
+/// site accepts itself: a worker that trusts that site's CA takes it,
+/// relayed by a member of its own site, and records its root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooperating_sites_attestation_counts_for_a_list_this_site_accepts() -> anyhow::Result<()> {
+    let mut site = Site::closed_plain(1, 4 * MIB, MIB).await?;
+    let elsewhere = tempfile::tempdir()?;
+    let other = SiteDir::new(elsewhere.path());
+    authority::init(&other, "elsewhere", 30, node::now())?;
+    let mut c = site.config(1);
+    if let node::net::Membership::Closed { cas, .. } = &mut c.membership {
+        cas.add_ca(&std::fs::read(other.ca())?)?;
+    }
+    site.start_with(1, c).await?;
+    let image = site.demo.image;
+    site.until("the worker to know the image", |s| {
+        s.host(1).store().image(image).ok().flatten().is_some_and(|r| r.root.is_none())
+    })
+    .await?;
+    let rec = site.host(1).store().image(image)?.unwrap();
+    let cut = proto::manifest::ChunkSize::new(rec.chunk_size)?;
+    let digest = node::endorse::digest_file(&site.demo.www.join("image.img"), cut, &mut |_| {})?;
+    let a = Attestation {
+        site: "elsewhere".into(),
+        list: rec.list,
+        list_version: site.host(1).list_version_of(image)?.unwrap(),
+        expires: node::now().unix() + 86_400,
+        image,
+        size: rec.size,
+        sha512: rec.sha512.clone(),
+        chunk_size: rec.chunk_size,
+        root: digest.manifest.root().0,
+    };
+    let (signer, theirs) = credentialed(&other, Role::Master);
+    let offered = sign_attestation(&a, &theirs.credential, |b| signer.sign(b).unwrap())?;
+    let (key, admit) = credentialed(&site.demo.site_dir(), Role::Master);
+    let worker = site.client(1).clone().listen_addrs().await?.remove(0);
+    let offer = probe_offering(worker, key, Some(admit), vec![], None, Some(offered));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), offer).await;
+    let rec = site.host(1).store().image(image)?.unwrap();
+    assert_eq!(rec.root, Some(digest.manifest.root().to_string()), "the cooperating site's root was taken");
+    assert_eq!(site.client(1).status().bans, 0);
     Ok(())
 }

@@ -92,16 +92,9 @@ impl Site {
         self.record_root(&rec, &manifest.root().to_string(), rec.chunk_size, &signed)
     }
 
-    /// Verifies an attestation of `uuid` a peer offered, for a member of
-    /// `site` at `now`, and records it (see the module docs).
-    pub fn take_attestation(
-        &self,
-        uuid: Uuid,
-        bytes: &[u8],
-        cas: &SiteCas,
-        site: &str,
-        now: Timestamp,
-    ) -> Result<Attested> {
+    /// Verifies an attestation of `uuid` a peer offered, against the site
+    /// CAs this node trusts, at `now`, and records it (see the module docs).
+    pub fn take_attestation(&self, uuid: Uuid, bytes: &[u8], cas: &SiteCas, now: Timestamp) -> Result<Attested> {
         let Some(rec) = self.store.image(uuid)? else { return Ok(Attested::Unneeded) };
         let Some(cur) = self.store.subscription(rec.list)?.and_then(|s| s.current) else {
             return Ok(Attested::Unneeded);
@@ -109,14 +102,8 @@ impl Site {
         if !wants_attestation(&rec) {
             return Ok(Attested::Unneeded);
         }
-        let entry = Entry {
-            site,
-            list: rec.list,
-            list_version: &cur.version,
-            image: uuid,
-            size: rec.size,
-            sha512: &rec.sha512,
-        };
+        let entry =
+            Entry { list: rec.list, list_version: &cur.version, image: uuid, size: rec.size, sha512: &rec.sha512 };
         let a = verify_attestation(bytes, cas, &entry, now)?;
         if a.chunk_size.get() != rec.chunk_size {
             return Err(Error::Refused(format!(

@@ -132,9 +132,9 @@ impl EventLoop {
         if !self.unrooted.images.contains(&image) {
             return;
         }
-        let (site, name) = (self.site.clone(), self.cfg.site.clone());
+        let site = self.site.clone();
         self.jobs.control(async move {
-            let result = blocking(move || site.take_attestation(image, &bytes, &cas, &name, crate::now())).await;
+            let result = blocking(move || site.take_attestation(image, &bytes, &cas, crate::now())).await;
             IoDone::Attested { image, from: Some(from), result }
         });
     }
