@@ -10,8 +10,7 @@ mod loopback;
 use std::sync::atomic::Ordering;
 
 use libp2p::identity::Keypair;
-use loopback::{Site, credentialed, probe_offering};
-use node::authority::{self, SiteDir};
+use loopback::{Site, another_site, credentialed, probe_offering};
 use proto::attestation::{Attestation, sign_attestation};
 use proto::swarm::Role;
 
@@ -62,9 +61,7 @@ async fn attestations_that_do_not_hold_get_their_peer_banned() -> anyhow::Result
         chunk_size: rec.chunk_size,
         root: [7; 32],
     };
-    let elsewhere = tempfile::tempdir()?;
-    let other = SiteDir::new(elsewhere.path());
-    authority::init(&other, node::demo::SITE, 30, node::now())?;
+    let (_elsewhere, other) = another_site()?;
 
     let home = site.demo.site_dir();
     let lies = ["forged", "an untrusted site's", "another version's", "expired"];
@@ -112,14 +109,8 @@ async fn attestations_that_do_not_hold_get_their_peer_banned() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooperating_sites_attestation_counts_for_a_list_this_site_accepts() -> anyhow::Result<()> {
     let mut site = Site::closed_plain(1, 4 * MIB, MIB).await?;
-    let elsewhere = tempfile::tempdir()?;
-    let other = SiteDir::new(elsewhere.path());
-    authority::init(&other, "elsewhere", 30, node::now())?;
-    let mut c = site.config(1);
-    if let node::net::Membership::Closed { cas, .. } = &mut c.membership {
-        cas.add_ca(&std::fs::read(other.ca())?)?;
-    }
-    site.start_with(1, c).await?;
+    let (_elsewhere, other) = another_site()?;
+    site.start_with(1, site.config_trusting(1, &other)?).await?;
     let image = site.demo.image;
     site.until("the worker to know the image", |s| {
         s.host(1).store().image(image).ok().flatten().is_some_and(|r| r.root.is_none())

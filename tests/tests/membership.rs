@@ -9,8 +9,8 @@ mod loopback;
 use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
-use loopback::{Site, credentialed, probe};
-use node::authority::{self, SiteDir};
+use loopback::{Site, another_site, credentialed, probe};
+use node::authority;
 use node::net::Membership;
 use p2p::admission::ADMISSION_TIMEOUT;
 use proto::bitfield::Bitfield;
@@ -57,9 +57,7 @@ async fn strangers_get_nothing_and_are_disconnected() -> anyhow::Result<()> {
     let p = probe(tracker.clone(), key, Some(admit), vec![], Some(announce(&site))).await?;
     assert!(p.peers >= 1, "the tracker names the master to a member: {p:?}");
 
-    let elsewhere = tempfile::tempdir()?;
-    let other = SiteDir::new(elsewhere.path());
-    authority::init(&other, "elsewhere", 30, node::now())?;
+    let (_elsewhere, other) = another_site()?;
     for target in [master, tracker] {
         let p = probe(target.clone(), Keypair::generate_ed25519(), None, asks(&site), Some(announce(&site))).await?;
         assert!(p.answers.is_empty() && p.peers == 0, "a stranger was answered by {target}: {p:?}");
@@ -187,15 +185,9 @@ async fn a_credential_works_only_for_the_key_it_names() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn between_sites_only_gateways_and_masters_meet() -> anyhow::Result<()> {
     let mut site = Site::closed(1, 4 * MIB, MIB).await?;
-    let elsewhere = tempfile::tempdir()?;
-    let other = SiteDir::new(elsewhere.path());
-    authority::init(&other, "elsewhere", 30, node::now())?;
+    let (_elsewhere, other) = another_site()?;
     for i in 0..=1 {
-        let mut c = site.config(i);
-        if let Membership::Closed { cas, .. } = &mut c.membership {
-            cas.add_ca(&std::fs::read(other.ca())?)?;
-        }
-        site.start_with(i, c).await?;
+        site.start_with(i, site.config_trusting(i, &other)?).await?;
     }
     let master = site.client(0).clone().listen_addrs().await?.remove(0);
     let worker = site.client(1).clone().listen_addrs().await?.remove(0);

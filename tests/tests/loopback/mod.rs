@@ -182,6 +182,16 @@ impl Site {
         Ok(())
     }
 
+    /// Node `i`'s configuration, admitting also the members of the site
+    /// whose authority is `other`.
+    pub(crate) fn config_trusting(&self, i: usize, other: &node::authority::SiteDir) -> anyhow::Result<NodeConfig> {
+        let mut c = self.config(i);
+        if let Membership::Closed { cas, .. } = &mut c.membership {
+            cas.add_ca(&std::fs::read(other.ca())?)?;
+        }
+        Ok(c)
+    }
+
     /// Starts node `i` with its default configuration.
     pub(crate) async fn start(&mut self, i: usize) -> anyhow::Result<()> {
         self.start_with(i, self.config(i)).await
@@ -409,6 +419,15 @@ pub(crate) async fn ask(addr: Multiaddr, req: Request) -> anyhow::Result<Respons
         }
     }
     bail!("no answer within 20 s")
+}
+
+/// A site authority of its own, "elsewhere", in a directory that lives as
+/// long as the returned guard.
+pub(crate) fn another_site() -> anyhow::Result<(tempfile::TempDir, node::authority::SiteDir)> {
+    let dir = tempfile::tempdir()?;
+    let other = node::authority::SiteDir::new(dir.path());
+    node::authority::init(&other, "elsewhere", 30, node::now())?;
+    Ok((dir, other))
 }
 
 /// A fresh key and its admit, with a credential of `role` from the site
