@@ -20,18 +20,19 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::asn1::{Asn1Integer, Asn1IntegerRef, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, Private};
+use openssl::pkey::{HasPublic, Id, PKey, PKeyRef, Private};
 use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier};
 use openssl::x509::{
-    X509, X509Builder, X509Crl, X509CrlBuilder, X509Extension, X509NameBuilder, X509Ref, X509RevokedBuilder,
+    X509, X509Builder, X509Crl, X509CrlBuilder, X509Extension, X509NameBuilder, X509NameRef, X509Ref,
+    X509RevokedBuilder,
 };
 use proto::Timestamp;
-use proto::credential::role_name;
+use proto::credential::{role_name, serial_hex};
 use proto::swarm::Role;
 
 use crate::{Error, Result, fsutil};
@@ -103,14 +104,7 @@ pub fn init(dir: &SiteDir, site: &str, days: u32, now: Timestamp) -> Result<()> 
     name.append_entry_by_nid(Nid::ORGANIZATIONNAME, site).map_err(ssl("name"))?;
     name.append_entry_by_nid(Nid::COMMONNAME, "imageswarm site authority").map_err(ssl("name"))?;
     let name = name.build();
-    let mut b = X509Builder::new().map_err(ssl("certificate"))?;
-    b.set_version(2).map_err(ssl("certificate"))?;
-    b.set_serial_number(&*random_serial()?).map_err(ssl("certificate"))?;
-    b.set_subject_name(&name).map_err(ssl("certificate"))?;
-    b.set_issuer_name(&name).map_err(ssl("certificate"))?;
-    b.set_pubkey(&key).map_err(ssl("certificate"))?;
-    b.set_not_before(&*time(now.unix() - 300)?).map_err(ssl("certificate"))?;
-    b.set_not_after(&*time(now.unix() + i64::from(days) * 86_400)?).map_err(ssl("certificate"))?;
+    let mut b = certificate(&name, &name, &key, &*random_serial()?, now, days)?;
     b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build().map_err(ssl("extension"))?)
         .map_err(ssl("extension"))?;
     b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().map_err(ssl("extension"))?)
@@ -123,6 +117,29 @@ pub fn init(dir: &SiteDir, site: &str, days: u32, now: Timestamp) -> Result<()> 
     fsutil::write_atomic(&dir.ca(), &ca.to_pem().map_err(ssl("certificate"))?)?;
     let crl = build_crl(&ca, &key, 0, &[], now)?;
     fsutil::write_atomic(&dir.crl(), &crl.to_pem().map_err(ssl("crl"))?)
+}
+
+/// A version 3 certificate of `subject` with `key`, issued by `issuer`,
+/// valid from five minutes before `now` (clocks differ a little) for
+/// `days`; extensions and signature are the caller's.
+fn certificate<T: HasPublic>(
+    subject: &X509NameRef,
+    issuer: &X509NameRef,
+    key: &PKeyRef<T>,
+    serial: &Asn1IntegerRef,
+    now: Timestamp,
+    days: u32,
+) -> Result<X509Builder> {
+    let e = ssl("certificate");
+    let mut b = X509Builder::new().map_err(&e)?;
+    b.set_version(2).map_err(&e)?;
+    b.set_serial_number(serial).map_err(&e)?;
+    b.set_subject_name(subject).map_err(&e)?;
+    b.set_issuer_name(issuer).map_err(&e)?;
+    b.set_pubkey(key).map_err(&e)?;
+    b.set_not_before(&*time(now.unix() - 300)?).map_err(&e)?;
+    b.set_not_after(&*time(now.unix() + i64::from(days) * 86_400)?).map_err(&e)?;
+    Ok(b)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -146,15 +163,8 @@ pub fn issue(dir: &SiteDir, peer_id: &str, peer_key: &[u8], role: Role, days: u3
     name.append_entry_by_nid(Nid::ORGANIZATIONNAME, &site).map_err(ssl("name"))?;
     name.append_entry_by_nid(Nid::ORGANIZATIONALUNITNAME, role_name(role)).map_err(ssl("name"))?;
     name.append_entry_by_nid(Nid::COMMONNAME, peer_id).map_err(ssl("name"))?;
-    let mut b = X509Builder::new().map_err(ssl("certificate"))?;
-    b.set_version(2).map_err(ssl("certificate"))?;
     let serial = random_serial()?;
-    b.set_serial_number(&serial).map_err(ssl("certificate"))?;
-    b.set_subject_name(&name.build()).map_err(ssl("certificate"))?;
-    b.set_issuer_name(ca.subject_name()).map_err(ssl("certificate"))?;
-    b.set_pubkey(&key).map_err(ssl("certificate"))?;
-    b.set_not_before(&*time(now.unix() - 300)?).map_err(ssl("certificate"))?;
-    b.set_not_after(&*time(now.unix() + i64::from(days) * 86_400)?).map_err(ssl("certificate"))?;
+    let mut b = certificate(&name.build(), ca.subject_name(), &key, &serial, now, days)?;
     b.append_extension(BasicConstraints::new().critical().build().map_err(ssl("extension"))?)
         .map_err(ssl("extension"))?;
     b.append_extension(KeyUsage::new().critical().digital_signature().build().map_err(ssl("extension"))?)
@@ -163,7 +173,7 @@ pub fn issue(dir: &SiteDir, peer_id: &str, peer_key: &[u8], role: Role, days: u3
     b.append_extension(aki.map_err(ssl("extension"))?).map_err(ssl("extension"))?;
     b.sign(&ca_key, MessageDigest::sha256()).map_err(ssl("signing"))?;
     let pem = b.build().to_pem().map_err(ssl("certificate"))?;
-    let hex = serial.to_bn().and_then(|b| b.to_hex_str().map(|s| s.to_string())).map_err(ssl("serial"))?;
+    let hex = serial_hex(&serial).ok_or_else(|| Error::Invalid("an unreadable serial number".into()))?;
     fsutil::write_new(&dir.issued().join(format!("{hex}.pem")), &pem)?;
     Ok(pem)
 }
@@ -183,12 +193,8 @@ pub fn revoke(dir: &SiteDir, peer_id: &str, now: Timestamp) -> Result<Revoked> {
     let old = X509Crl::from_pem(&fsutil::read(&dir.crl())?).map_err(ssl("reading the CRL"))?;
     let number = proto::credential::crl_number(&old)
         .ok_or_else(|| Error::Invalid(format!("{}: no CRL number", dir.crl().display())))?;
-    let mut serials: Vec<String> = old
-        .get_revoked()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| Some(r.serial_number().to_bn().ok()?.to_hex_str().ok()?.to_string()))
-        .collect();
+    let mut serials: Vec<String> =
+        old.get_revoked().into_iter().flatten().filter_map(|r| serial_hex(r.serial_number())).collect();
     let issued = dir.issued();
     let mut fresh = Vec::new();
     for entry in fs::read_dir(&issued).map_err(Error::io("reading", &issued))? {
@@ -196,8 +202,8 @@ pub fn revoke(dir: &SiteDir, peer_id: &str, now: Timestamp) -> Result<Revoked> {
         let cert = X509::from_pem(&fsutil::read(&path)?).map_err(ssl("reading an issued credential"))?;
         let cn = cert.subject_name().entries_by_nid(Nid::COMMONNAME).next().and_then(|e| e.data().to_string().ok());
         if cn.is_some_and(|cn| cn == peer_id) {
-            let s = cert.serial_number().to_bn().and_then(|b| b.to_hex_str().map(|s| s.to_string()));
-            let s = s.map_err(ssl("serial"))?;
+            let s = serial_hex(cert.serial_number())
+                .ok_or_else(|| Error::Invalid(format!("{}: an unreadable serial number", path.display())))?;
             if !serials.contains(&s) {
                 fresh.push(s);
             }

@@ -140,7 +140,6 @@ impl Tracker {
 
     /// Disconnects and forgets the peers the gate names.
     fn cut_off(&mut self) {
-        self.gate.take_news();
         for (peer, why) in self.gate.overdue(Instant::now(), crate::wall_clock()) {
             tracing::info!(%peer, %why, "peer cut off");
             self.registry.forget(&peer.to_bytes());

@@ -35,7 +35,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use openssl::asn1::Asn1Time;
+use openssl::asn1::{Asn1IntegerRef, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::nid::Nid;
 use openssl::pkey::Id;
@@ -102,6 +102,11 @@ pub fn open_signed<T: DeserializeOwned>(bytes: &[u8], cas: &SiteCas, at: Timesta
     let signed: Signed = decode(bytes, Limit::Control)?;
     let signer = cas.verify_signed(&signed.credential, &signed.body, &signed.signature, at)?;
     Ok((decode(&signed.body, Limit::Control)?, signer))
+}
+
+/// A serial number as the CLI and CRL bookkeeping write it: hex.
+pub fn serial_hex(serial: &Asn1IntegerRef) -> Option<String> {
+    Some(serial.to_bn().ok()?.to_hex_str().ok()?.to_string())
 }
 
 /// A CRL's number, which orders a CA's CRLs.
@@ -254,11 +259,7 @@ impl SiteCas {
         if site != *ca_site {
             return Err(fail("subject", format!("names site {site} but was issued by the CA of site {ca_site}")));
         }
-        let serial = cert
-            .serial_number()
-            .to_bn()
-            .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
-            .map_err(|e| fail("format", first_reason(&e)))?;
+        let serial = serial_hex(cert.serial_number()).ok_or_else(|| fail("format", "an unreadable serial number"))?;
         let c = Credential { peer, site, role, expires: unix_of(cert.not_after())?, serial, issuer };
         if let Some(held) = self.crls.get(&issuer)
             && let CrlStatus::Revoked(_) = held.crl.get_by_serial(cert.serial_number())

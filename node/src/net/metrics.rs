@@ -71,10 +71,10 @@ impl Metrics {
         ImageLabel { image: uuid.to_string() }
     }
 
-    /// Counts `n` chunk bytes exchanged with a peer of `site`, if that is
-    /// not this node's own site `home`.
-    pub(crate) fn count_site(family: &Family<SiteLabel, Counter>, home: &str, site: Option<&str>, n: u64) {
-        if let Some(site) = site.filter(|s| *s != home) {
+    /// Counts `n` chunk bytes exchanged with a peer of another site, if
+    /// `remote` names one.
+    pub(crate) fn count_site(family: &Family<SiteLabel, Counter>, remote: Option<&str>, n: u64) {
+        if let Some(site) = remote {
             family.get_or_create(&SiteLabel { site: site.to_owned() }).inc_by(n);
         }
     }

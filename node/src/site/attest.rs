@@ -58,6 +58,17 @@ impl Site {
         Ok(self.store.subscription(rec.list)?.and_then(|s| s.current).map(|c| c.version))
     }
 
+    /// The attestation held for `uuid`, if the list in force here has
+    /// `list_version` (what a peer on that version may be given).
+    pub fn attestation_for(&self, uuid: Uuid, list_version: &str) -> Result<Option<Vec<u8>>> {
+        let Some(rec) = self.store.image(uuid)? else { return Ok(None) };
+        let current = self.store.subscription(rec.list)?.and_then(|s| s.current);
+        if current.is_none_or(|c| c.version != list_version) {
+            return Ok(None);
+        }
+        Ok(rec.attestation.and_then(|h| hex::decode(h).ok()))
+    }
+
     /// Builds, signs (`sign`) and records the attestation of `uuid` as a
     /// master of `site` (see the module docs).
     pub fn attest(

@@ -29,13 +29,12 @@ use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use libp2p::PeerId;
+use libp2p::identity::Keypair;
 use libp2p::request_response::{self, OutboundRequestId};
 use p2p::admission::{Connected, CutOff, Gate};
 use proto::policy::{Policy, sign_policy};
-use proto::wire::{Admission, Admit};
-
-use libp2p::identity::Keypair;
 use proto::swarm::Role;
+use proto::wire::{Admission, Admit};
 
 use super::super::behaviour::UNADMITTED_SCORE;
 use super::EventLoop;
@@ -87,6 +86,11 @@ impl EventLoop {
 
     fn send_admit(&mut self, peer: PeerId, admit: Admit) -> OutboundRequestId {
         self.swarm.behaviour_mut().admit.send_request(&peer, admit)
+    }
+
+    /// The connected peers the gate has made ready.
+    pub(super) fn ready_peers(&self) -> Vec<PeerId> {
+        self.handles.keys().copied().filter(|p| self.gate.is_ready(p)).collect()
     }
 
     fn is_tracker(&self, peer: &PeerId) -> bool {
@@ -191,7 +195,7 @@ impl EventLoop {
             return;
         }
         if let Some(admit) = self.gate.admit() {
-            let ready: Vec<PeerId> = self.handles.keys().copied().filter(|p| self.gate.is_ready(p)).collect();
+            let ready = self.ready_peers();
             let trackers: Vec<PeerId> = self
                 .tracker_admission
                 .iter()

@@ -96,7 +96,7 @@ impl EventLoop {
         if self.unrooted.images.is_empty() {
             return;
         }
-        let ready: Vec<PeerId> = self.handles.keys().copied().filter(|p| self.gate.is_ready(p)).collect();
+        let ready = self.ready_peers();
         if ready.is_empty() {
             return;
         }
@@ -117,9 +117,7 @@ impl EventLoop {
         list_version: &str,
         channel: ResponseChannel<Response>,
     ) {
-        let same = self.site.list_version_of(image).ok().flatten().is_some_and(|v| v == list_version);
-        let held = same.then(|| self.site.store().image(image).ok().flatten().and_then(|r| r.attestation)).flatten();
-        let r = match held.and_then(|h| hex::decode(h).ok()) {
+        let r = match self.site.attestation_for(image, list_version).ok().flatten() {
             Some(bytes) => Response::Attestation(bytes),
             None => Response::Refused(Refusal::NotHeld),
         };

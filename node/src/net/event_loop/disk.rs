@@ -179,8 +179,7 @@ impl EventLoop {
                                 l.bytes_out += n;
                             }
                             self.metrics.bytes_out.get_or_create(&Metrics::image(image)).inc_by(n);
-                            let site = self.peer_sites.get(&h).map(String::as_str);
-                            Metrics::count_site(&self.metrics.site_bytes_out, &self.cfg.site, site, n);
+                            Metrics::count_site(&self.metrics.site_bytes_out, self.other_site(h), n);
                             self.uploads.insert(request, (image, h, index));
                         } else {
                             self.host.handle_upload_done(now, h, image, index);

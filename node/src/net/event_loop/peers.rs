@@ -211,13 +211,13 @@ impl EventLoop {
                             l.bytes_in += n;
                         }
                         self.metrics.bytes_in.get_or_create(&Metrics::image(image)).inc_by(n);
-                        let site = self.peer_sites.get(&h).map(String::as_str);
-                        Metrics::count_site(&self.metrics.site_bytes_in, &self.cfg.site, site, n);
+                        let remote = self.other_site(h);
+                        Metrics::count_site(&self.metrics.site_bytes_in, remote, n);
                         // A chunk that is never written (it failed its check,
                         // or arrived twice) leaves its entry: the set is bounded
                         // and emptied with the image.
                         if self.wan.is_some()
-                            && self.other_site(h).is_some()
+                            && remote.is_some()
                             && self.from_other_sites.len() < super::MAX_FROM_OTHER_SITES
                         {
                             self.from_other_sites.insert((image, index));
