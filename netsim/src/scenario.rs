@@ -130,10 +130,11 @@ pub struct Swarm {
     /// In endgame, a request gets a second copy once it is this many times
     /// as old as requests take on average (0: at once).
     pub late_factor: u32,
-    /// With the masters at one site, the other sites split what crosses
-    /// from it ([`proto::swarm::SiteShare`]) and trade the rest, as gateways
-    /// given `--source-site` and `--sharing-sites` do. Gateways always get
-    /// their stripe among their site's gateways (`--gateway-stripe`).
+    /// The sites form a federation, in their order here: the other sites
+    /// split what crosses from the masters' site
+    /// ([`proto::swarm::SiteShare`]) and trade the rest, as gateways given
+    /// `--federation` do. Gateways always take their stripe among the
+    /// gateways of their site they see.
     pub site_shares: bool,
 }
 

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use proto::bitfield::Bitfield;
 use proto::manifest::{ChunkBody, ChunkHash, ChunkSize, Manifest};
-use proto::swarm::{Config, FetchStripe, PeerInfo, Role, SiteShare, Stripe, UploadPolicy};
+use proto::swarm::{Config, FetchStripe, PeerInfo, Role, Stripe, UploadPolicy};
 use proto::transfer::{ChunkReply, Effect, Host, ImageId, ImageSpec, ManifestReply, Notice};
 use proto::wire::Refusal;
 use tracing::info;
@@ -164,18 +164,6 @@ pub fn simulate(s: &Scenario, opt: &Options, bound: f64) -> Result<Outcome, Erro
 
 const GBIT: f64 = 1e9 / 8.0;
 
-/// How the sites split what crosses from the masters' site, when the masters
-/// are all at one site and the scenario splits that work.
-fn site_share(s: &Scenario) -> Option<SiteShare> {
-    let with_masters: Vec<u32> = (0..s.sites.len() as u32).filter(|&i| s.sites[i as usize].masters > 0).collect();
-    match with_masters[..] {
-        [source] if s.swarm.site_shares => {
-            Some(SiteShare { source, sites: (0..s.sites.len() as u32).filter(|&x| x != source).collect() })
-        }
-        _ => None,
-    }
-}
-
 /// The scenario's image: a manifest of stand-in hashes.
 fn manifest(chunks: u32, chunk: u64, size: u64, seed: u64) -> Result<Manifest, Error> {
     let hashes: Arc<[ChunkHash]> = (0..chunks)
@@ -201,7 +189,9 @@ impl<'a> Sim<'a> {
         let (mut up, mut down) = (Vec::new(), Vec::new());
         let mut master_index = 0;
         let sw = &s.swarm;
-        let share = site_share(s);
+        // Every site reads the same federation file: the scenario's sites,
+        // in order.
+        let federation: Vec<u32> = if sw.site_shares { (0..s.sites.len() as u32).collect() } else { Vec::new() };
         for (site, x) in s.sites.iter().enumerate() {
             let site = site as u32;
             for _ in 0..x.masters {
@@ -233,8 +223,11 @@ impl<'a> Sim<'a> {
                 };
                 let mut node = new_node(s, &opt, site, role, upload, nodes.len());
                 if role == Role::Gateway && opt.locality {
-                    node.swarm.fetch_stripe = Some(FetchStripe { gateway: (h, x.gateways), share: share.clone() });
-                    node.swarm.max_inflight = node.swarm.max_inflight.max(node.swarm.cross_site_pipeline * 4);
+                    node.swarm.fetch_stripe = Some(FetchStripe {
+                        key: node.info.key,
+                        federation: federation.clone(),
+                        ..FetchStripe::default()
+                    });
                 }
                 nodes.push(node);
                 up.push(x.host_up_gbit * GBIT);
@@ -656,7 +649,7 @@ fn new_node(s: &Scenario, opt: &Options, site: u32, role: Role, upload: UploadPo
         seed: s.seed.wrapping_mul(0x100_0000_01b3).wrapping_add(index as u64),
         ..Config::default()
     };
-    let info = PeerInfo { site, role };
+    let info = PeerInfo { site, role, key: index as u64 };
     Node {
         info,
         malicious: false,

@@ -13,9 +13,11 @@
 //!   is repeated, every CA file is a site CA whose subject names that very
 //!   site (`O=`), and every tracker address ends in `/p2p/<peer id>`. A
 //!   relative CA path is taken from the file's directory.
-//! * A node given the file trusts the credentials of exactly the sites it
-//!   names ([`Federation::site_cas`]); every site gets the same file, so
-//!   the sites agree on who cooperates.
+//! * A node given the file ([`Federation::apply`]) trusts the credentials
+//!   of exactly the sites it names besides its own; every site gets the
+//!   same file, so the sites agree on who cooperates, and its order is the
+//!   order in which the sites split each image
+//!   ([`proto::swarm::FetchStripe`]).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,7 @@ use libp2p::Multiaddr;
 use proto::credential::SiteCas;
 use serde::Deserialize;
 
+use crate::net::{Membership, NodeConfig};
 use crate::{Error, Result, fsutil};
 
 /// One cooperating site.
@@ -105,6 +108,31 @@ impl Federation {
             cas.add_ca(&s.ca)?;
         }
         Ok(cas)
+    }
+
+    /// Makes `c` a node of the federation: it admits the members of every
+    /// site the file names, its gateways arrange themselves by the file's
+    /// order, and without trackers of its own it takes its site's, or, a
+    /// gateway or master, every site's (where it finds the other sites'
+    /// gateways and masters). Fails unless the file names the node's site.
+    pub fn apply(&self, c: &mut NodeConfig) -> Result<()> {
+        let own = self.site(&c.site).ok_or_else(|| {
+            Error::Invalid(format!("the federation file does not name this node's site {:?}", c.site))
+        })?;
+        if c.trackers.is_empty() {
+            c.trackers = if c.master || c.gateway {
+                self.sites.iter().flat_map(|s| s.trackers.iter().cloned()).collect()
+            } else {
+                own.trackers.clone()
+            };
+        }
+        if let Membership::Closed { cas, .. } = &mut c.membership {
+            for s in &self.sites {
+                cas.add_ca(&s.ca)?;
+            }
+        }
+        c.federation = self.sites.iter().map(|s| s.name.clone()).collect();
+        Ok(())
     }
 }
 

@@ -41,6 +41,7 @@
 //!   and goes back to the pool; a peer that lacks a chunk or refuses it is
 //!   merely skipped for a while.
 
+mod arrange;
 mod config;
 mod download;
 mod message;
@@ -52,9 +53,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
+pub use arrange::{FetchStripe, SiteShare};
 pub use config::Config;
 pub use message::{Action, ChunkIndex, Message, Micros, PeerId, PeerInfo, Reply, Role};
-pub use picker::{FetchStripe, PickerMode, SiteShare};
+pub use picker::PickerMode;
 use rng::Rng;
 use upload::{Asker, Queued};
 pub use upload::{Stripe, UploadPolicy};
@@ -171,6 +173,9 @@ pub struct Swarm {
     latency: Option<Micros>,
     /// In endgame, when the next open request becomes late.
     late_wake: Option<Micros>,
+    /// A gateway's rules for fetching across sites, as the peers now in the
+    /// swarm arrange them.
+    arranged: Option<arrange::Arranged>,
 }
 
 const NOT_MISSING: u32 = u32::MAX;
@@ -208,7 +213,12 @@ impl Hasher for IdHasher {
 impl Swarm {
     /// A node that already holds the chunks in `have` (all of them for a
     /// master, the verified ones for a restarted worker).
-    pub fn new(cfg: Config, have: Bitfield) -> Self {
+    pub fn new(mut cfg: Config, have: Bitfield) -> Self {
+        if cfg.fetch_stripe.is_some() {
+            // A gateway keeps several WAN pipelines full besides its own
+            // site's.
+            cfg.max_inflight = cfg.max_inflight.max(cfg.cross_site_pipeline * 4);
+        }
         let n = have.len();
         let missing: Vec<ChunkIndex> = have.missing().collect();
         let mut missing_pos = vec![NOT_MISSING; n as usize];
@@ -241,6 +251,7 @@ impl Swarm {
             requested_at: vec![0; n as usize],
             latency: None,
             late_wake: None,
+            arranged: None,
         }
     }
 
@@ -265,6 +276,7 @@ impl Swarm {
         let rank = self.rank(info);
         let at = self.order.iter().position(|&(r, _)| r > rank);
         self.order.insert(at.unwrap_or(self.order.len()), (rank, peer));
+        self.rearrange();
         self.send(peer, Message::Bitfield(self.have.clone()));
     }
 
@@ -277,12 +289,28 @@ impl Swarm {
         }
     }
 
+    /// Derives a gateway's rules again from the peers now in the swarm; a
+    /// change may make chunks asked of no peer askable, so every peer is
+    /// scanned again.
+    fn rearrange(&mut self) {
+        let Some(stripe) = &self.cfg.fetch_stripe else { return };
+        let rules = stripe.arrange(self.cfg.site, self.peers.values().map(|p| p.info));
+        if self.arranged.as_ref() != Some(&rules) {
+            tracing::trace!(?rules, "gateway rules arranged");
+            self.arranged = Some(rules);
+            for p in self.peers.values_mut() {
+                p.exhausted = false;
+            }
+        }
+    }
+
     /// The connection to `peer` is gone (closed, failed, or banned).
     pub fn handle_disconnected(&mut self, now: Micros, peer: PeerId) {
         let Some(state) = self.peers.remove(&peer) else {
             return;
         };
         self.order.retain(|&(_, id)| id != peer);
+        self.rearrange();
         for c in 0..state.have.len() {
             if state.have.get(c) {
                 self.change_availability(c, -1);

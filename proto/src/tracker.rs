@@ -13,6 +13,9 @@
 //! * A worker is never given peers of another site; a gateway or master is
 //!   given other sites' gateways and masters only, and up to half of its
 //!   answer is kept for them (its own site's peers fill what they leave).
+//!   It is given its own site's gateways first: a site's gateways split
+//!   their work by the gateways they are connected to
+//!   ([`FetchStripe`](crate::swarm::FetchStripe)).
 //! * Within a group, the answer is a sample of its peers that changes at
 //!   every announcement (the peers with the lowest scores, a hash of the
 //!   peer id and a counter of announcements), so that announcers are handed
@@ -126,7 +129,7 @@ fn select(
     want: usize,
     turn: usize,
 ) -> Vec<PeerHint> {
-    let mut groups: [BinaryHeap<(u64, &Vec<u8>)>; 5] = Default::default();
+    let mut groups: [BinaryHeap<(u64, &Vec<u8>)>; 6] = Default::default();
     let complete_workers =
         peers.values().filter(|e| e.hint.site == site && e.hint.complete && e.hint.role != Role::Master).count();
     for (id, e) in peers {
@@ -136,11 +139,12 @@ fn select(
         }
         let same_site = h.site == site;
         let group = match (same_site, h.role, h.complete) {
+            (true, Role::Gateway, _) if role.crosses_sites() => 0,
             (true, Role::Master, _) if complete_workers >= MASTER_THRESHOLD => continue,
-            (true, Role::Master, _) => 2,
-            (true, _, true) => 0,
-            (true, _, false) => 1,
-            (false, r, _) if role.crosses_sites() && r.crosses_sites() => 3 + usize::from(r == Role::Master),
+            (true, Role::Master, _) => 3,
+            (true, _, true) => 1,
+            (true, _, false) => 2,
+            (false, r, _) if role.crosses_sites() && r.crosses_sites() => 4 + usize::from(r == Role::Master),
             (false, _, _) => continue,
         };
         // Keeps the `want` lowest scores: the heap's top is the highest.
@@ -153,9 +157,9 @@ fn select(
             g.push((score, id));
         }
     }
-    let [g0, g1, g2, g3, g4] = groups.map(BinaryHeap::into_sorted_vec);
-    let same: Vec<_> = [g0, g1, g2].into_iter().flatten().collect();
-    let cross: Vec<_> = [g3, g4].into_iter().flatten().collect();
+    let [g0, g1, g2, g3, g4, g5] = groups.map(BinaryHeap::into_sorted_vec);
+    let same: Vec<_> = [g0, g1, g2, g3].into_iter().flatten().collect();
+    let cross: Vec<_> = [g4, g5].into_iter().flatten().collect();
     // A gateway or master needs its own site and the others: half the
     // answer is kept for other sites while they have peers to fill it.
     let cross_n = cross.len().min(want.saturating_sub(same.len()).max(want / 2));
@@ -219,6 +223,22 @@ mod tests {
         assert!(ids(&got)[..4].iter().all(|&p| p < 20), "its own site first");
         let got = r.announce(0, vec![98], ann("b", Role::Gateway, false, 8));
         assert_eq!(ids(&got).len(), 8, "a site with few peers leaves the rest to the others");
+    }
+
+    #[test]
+    fn a_gateway_is_given_its_own_sites_gateways_first() {
+        let mut r = Registry::new(60);
+        for p in 0..30u8 {
+            r.announce(0, vec![p], ann("a", Role::Worker, true, 0));
+        }
+        r.announce(0, vec![40], ann("a", Role::Gateway, false, 0));
+        r.announce(0, vec![41], ann("a", Role::Gateway, false, 0));
+        let got = r.announce(0, vec![42], ann("a", Role::Gateway, false, 4));
+        let mut first = ids(&got)[..2].to_vec();
+        first.sort_unstable();
+        assert_eq!(first, [40, 41], "{:?}", ids(&got));
+        let got = r.announce(0, vec![43], ann("a", Role::Worker, false, 4));
+        assert!(!ids(&got).contains(&40) && !ids(&got).contains(&41), "a worker gets complete peers first");
     }
 
     #[test]

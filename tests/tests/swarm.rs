@@ -13,15 +13,6 @@ use proto::wire::{Refusal, Request, Response};
 const MIB: u64 = 1 << 20;
 
 /// The body of `GET /metrics` at `addr`.
-fn http_get(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
-}
-
 /// Mbit/s in bytes per second.
 fn mbit(m: u64) -> Option<u64> {
     Some(m * 1_000_000 / 8)
@@ -48,7 +39,7 @@ async fn six_workers_share_an_image() -> anyhow::Result<()> {
     let from_workers: u64 = (1..=6).map(|i| site.image(i).unwrap().bytes_out).sum();
     assert!(sent < 6 * 64 * MIB, "the master sent {sent} bytes: less than one copy per worker");
     assert!(from_workers > 0, "workers served each other");
-    let text = http_get(metrics)?;
+    let text = loopback::http_get(metrics)?;
     let key = format!("imageswarm_bytes_out_total{{image=\"{}\"}} ", site.demo.image);
     let exported: u64 = text.lines().find_map(|l| l.strip_prefix(&key)?.parse().ok()).unwrap_or(0);
     // The status snapshot may lag the counters by one refresh, never lead.
@@ -428,7 +419,7 @@ async fn sites_split_what_crosses_from_the_masters_site() -> anyhow::Result<()> 
     for name in ["east", "west"] {
         let mut entered = 0u64;
         for (_, addr) in metrics.iter().filter(|(n, _)| *n == name) {
-            let text = http_get(addr.unwrap())?;
+            let text = loopback::http_get(addr.unwrap())?;
             entered += text
                 .lines()
                 .filter(|l| l.starts_with("imageswarm_site_bytes_in_total{"))

@@ -13,6 +13,7 @@ use node::federation::Federation;
 use node::fetch::Timeouts;
 use node::net::{self, Membership, NodeConfig, SiteShareNames};
 use node::site::Site;
+use proto::swarm::Role;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -39,15 +40,21 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "NAME")]
     site: Option<String>,
     /// Run as a master: download images from their source (hv:uri) and seed.
+    /// In a closed site the credential's role decides; the flag may only
+    /// repeat it.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     master: Option<bool>,
-    /// Fetch images from other sites for this site (workers only).
+    /// Fetch images from other sites for this site. In a closed site the
+    /// credential's role decides (`site issue --role gateway`); the flag may
+    /// only repeat it.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     gateway: Option<bool>,
     /// With --gateway: this gateway's place among its site's gateways,
     /// counted from 0, e.g. 1/2 for the second of two. It fetches across
     /// sites only its stripe of each image; the rest reaches it from its own
-    /// site, so no chunk crosses into the site twice.
+    /// site, so no chunk crosses into the site twice. Without it a gateway
+    /// takes its place among the gateways of its site it is connected to,
+    /// and the others take over its stripe when it goes.
     #[arg(long, value_name = "I/N")]
     gateway_stripe: Option<GatewayStripe>,
     /// With --gateway and --sharing-sites: the site where the masters are.
@@ -57,7 +64,10 @@ pub(crate) struct NodeArgs {
     /// source site (comma-separated, the same list at every site). They
     /// split each image: a gateway asks the source only for its site's
     /// share and trades the rest with the other sites, so the source
-    /// site's WAN uplink carries one copy instead of one per site.
+    /// site's WAN uplink carries one copy instead of one per site. Without
+    /// it, --federation arranges the same: the source is the first site in
+    /// the file with a master in the image's swarm, and the file's other
+    /// sites share.
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     #[serde(default)]
     sharing_sites: Vec<String>,
@@ -115,9 +125,10 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "FILE")]
     site_crl: Option<PathBuf>,
     /// The federation file, the same at every cooperating site: the sites'
-    /// names, CAs and trackers. The node also admits the members of every
-    /// site it names (and of no other), and without --tracker uses its own
-    /// site's trackers, a gateway or master every site's.
+    /// names, CAs and trackers (docs/CLI.md). The node also admits the
+    /// members of every site it names (and of no other), and without
+    /// --tracker uses its own site's trackers, a gateway or master every
+    /// site's. Gateways arrange themselves from it: no other flag is needed.
     #[arg(long, value_name = "FILE")]
     federation: Option<PathBuf>,
     /// Admit anyone, with the site and role they claim: for demos and
@@ -171,33 +182,30 @@ impl NodeArgs {
     /// The node's configuration for `data_dir`.
     pub(crate) fn into_config(self, data_dir: &Path) -> anyhow::Result<NodeConfig> {
         let a = self.merged()?;
-        let federation = a.federation.as_deref().map(Federation::load).transpose()?;
-        let membership = membership(&a, federation.as_ref())?;
-        let site = match (a.site.clone(), &membership) {
-            (Some(s), _) => s,
-            (None, Membership::Closed { credential, .. }) => proto::credential::site_named(credential)?,
-            (None, Membership::Open) => bail!("--site is required (or `site` in the config file)"),
+        let membership = membership(&a)?;
+        // In a closed site the credential names the site and the role; the
+        // flags may only repeat them (the node refuses to start otherwise).
+        let (site, role) = match &membership {
+            Membership::Closed { credential, .. } => {
+                (proto::credential::site_named(credential)?, Some(proto::credential::role_named(credential)?))
+            }
+            Membership::Open => (String::new(), None),
+        };
+        let site = match a.site.clone() {
+            Some(s) => s,
+            None if role.is_some() => site,
+            None => bail!("--site is required (or `site` in the config file)"),
         };
         let mut c = NodeConfig::new(data_dir.to_path_buf(), site);
         c.membership = membership;
         c.listen = if a.listen.is_empty() { vec!["/ip4/0.0.0.0/tcp/0".parse()?] } else { a.listen };
         c.trackers = a.tracker;
-        if let Some(fed) = &federation {
-            let Some(own) = fed.site(&c.site) else {
-                bail!("the federation file does not name this node's site {:?}", c.site)
-            };
-            if c.trackers.is_empty() {
-                let crosses = a.master.unwrap_or(false) || a.gateway.unwrap_or(false);
-                c.trackers = if crosses {
-                    fed.sites.iter().flat_map(|s| s.trackers.iter().cloned()).collect()
-                } else {
-                    own.trackers.clone()
-                };
-            }
-        }
         c.bootstrap = a.bootstrap;
-        c.master = a.master.unwrap_or(false);
-        c.gateway = a.gateway.unwrap_or(false);
+        c.master = a.master.unwrap_or_else(|| role == Some(Role::Master));
+        c.gateway = a.gateway.unwrap_or_else(|| role == Some(Role::Gateway));
+        if let Some(path) = &a.federation {
+            Federation::load(path)?.apply(&mut c)?;
+        }
         if !c.gateway && (a.gateway_stripe.is_some() || a.source_site.is_some() || !a.sharing_sites.is_empty()) {
             bail!("--gateway-stripe, --source-site and --sharing-sites apply to gateways only (add --gateway)");
         }
@@ -243,9 +251,9 @@ impl NodeArgs {
     }
 }
 
-/// Who may join, from --credential, --site-ca, --site-crl, --federation
-/// and --open-site.
-fn membership(a: &NodeArgs, federation: Option<&Federation>) -> anyhow::Result<Membership> {
+/// Who may join, from --credential, --site-ca, --site-crl and --open-site
+/// (the federation file adds its sites' CAs).
+fn membership(a: &NodeArgs) -> anyhow::Result<Membership> {
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     match (a.open_site.unwrap_or(false), a.site_ca.is_empty(), &a.credential) {
         (true, true, None) => {
@@ -259,7 +267,7 @@ fn membership(a: &NodeArgs, federation: Option<&Federation>) -> anyhow::Result<M
         ),
         (false, false, None) => bail!("--site-ca needs --credential: this node must prove its own membership too"),
         (false, false, Some(cred)) => {
-            let mut cas = federation.map(Federation::site_cas).transpose()?.unwrap_or_default();
+            let mut cas = proto::credential::SiteCas::new();
             for p in &a.site_ca {
                 cas.add_ca(&read(p)?).with_context(|| format!("{}", p.display()))?;
             }
@@ -476,7 +484,7 @@ mod tests {
         let key = libp2p::identity::Keypair::generate_ed25519();
         let peer = key.public().to_peer_id();
         let raw = p2p::admission::ed25519_key(&peer).unwrap();
-        let pem = node::authority::issue(&site, &peer.to_string(), &raw, proto::swarm::Role::Worker, 1, node::now());
+        let pem = node::authority::issue(&site, &peer.to_string(), &raw, Role::Worker, 1, node::now());
         let cred = dir.path().join("cred.pem");
         std::fs::write(&cred, pem.unwrap()).unwrap();
         let (ca, cred) = (site.ca().display().to_string(), cred.display().to_string());
@@ -521,6 +529,18 @@ mod tests {
         let Membership::Closed { cas, .. } = &c.membership else { panic!("closed") };
         assert_eq!(cas.sites().collect::<Vec<_>>(), ["cern", "lyon"]);
         assert_eq!(c.trackers, [tracker(1).parse::<Multiaddr>().unwrap()], "a worker uses its own site's");
+        assert_eq!(c.federation, ["cern", "lyon"]);
+        assert!(!c.gateway && !c.master);
+
+        // A gateway credential makes a gateway, which finds every site's
+        // trackers in the file.
+        let gateway = dir.path().join("gateway.pem");
+        let pem = node::authority::issue(&site, &peer.to_string(), &raw, Role::Gateway, 1, node::now()).unwrap();
+        std::fs::write(&gateway, pem).unwrap();
+        let gateway = gateway.display().to_string();
+        let c = config(&["--site-ca", &ca, "--credential", &gateway, "--federation", &fed]).unwrap();
+        assert!(c.gateway && !c.master, "the role is the credential's");
+        assert_eq!(c.trackers.len(), 2, "a gateway uses every site's trackers");
         write(&[("lyon", &lyon, 2)]);
         let err = config(&["--site-ca", &ca, "--credential", &cred, "--federation", &fed]).unwrap_err();
         assert!(err.contains("does not name this node's site"), "{err}");

@@ -65,13 +65,18 @@ pub struct NodeConfig {
     pub master: bool,
     /// Whether this worker fetches between sites for its site.
     pub gateway: bool,
-    /// For a gateway: its `(index, count)` among its site's gateways. It
-    /// fetches across sites only its stripe of the chunks, and receives the
-    /// rest from its own site (see `proto::swarm::FetchStripe`).
+    /// For a gateway: its `(index, count)` among its site's gateways, fixed
+    /// (otherwise its place among the gateways it sees). It fetches across
+    /// sites only its stripe of the chunks, and receives the rest from its
+    /// own site (see `proto::swarm::FetchStripe`).
     pub gateway_stripe: Option<(u32, u32)>,
     /// For a gateway: how the sites that fetch from the masters' site split
-    /// the image between them.
+    /// the image between them, fixed (otherwise arranged from
+    /// `federation`).
     pub site_share: Option<SiteShareNames>,
+    /// The cooperating sites, in the federation file's order
+    /// ([`crate::federation::Federation::apply`]).
+    pub federation: Vec<String>,
     /// Whether a worker may download from `hv:uri` itself.
     pub back_to_source: bool,
     /// Upload cap in bytes per second.
@@ -139,6 +144,7 @@ impl NodeConfig {
             gateway: false,
             gateway_stripe: None,
             site_share: None,
+            federation: Vec::new(),
             back_to_source: false,
             upload_limit: None,
             download_limit: None,

@@ -21,6 +21,8 @@ pub struct Config {
     /// (those get up to `pipeline` each besides). About the peers' upload slots:
     /// more would split this node's downlink into slivers while senders'
     /// uplinks sit idle, fewer would leave the downlink idle between chunks.
+    /// A gateway (with a [`Config::fetch_stripe`]) gets at least four
+    /// `cross_site_pipeline`s: it keeps WAN pipelines full besides its site's.
     pub max_inflight: u32,
     /// Chunks picked at random before rarest-first takes over.
     pub random_first: u32,

@@ -150,10 +150,11 @@ impl Swarm {
 
     /// What the picker reads to choose a chunk to ask `p` for.
     pub(super) fn picker_view<'a>(&'a self, now: Micros, p: &PeerState) -> picker::View<'a> {
-        let across = self.cfg.fetch_stripe.as_ref().filter(|_| p.info.site != self.cfg.site).map(|stripe| {
-            let present = stripe.share.as_ref().map_or(0, |s| s.present(self.peers.values().map(|q| q.info.site)));
-            picker::Across { stripe, site: self.cfg.site, present }
-        });
+        let across = self
+            .arranged
+            .as_ref()
+            .filter(|_| p.info.site != self.cfg.site)
+            .map(|rules| super::arrange::Across { rules, site: self.cfg.site });
         picker::View {
             have: &self.have,
             missing: &self.missing,

@@ -39,6 +39,10 @@ pub struct PeerInfo {
     pub site: u32,
     /// The peer's role.
     pub role: Role,
+    /// A number every node derives alike from the peer's identity (the node
+    /// hashes its libp2p peer id), which orders a site's gateways the same
+    /// way at each of them ([`FetchStripe`](super::FetchStripe)).
+    pub key: u64,
 }
 
 /// Messages between peers about one image. Chunk data travels outside

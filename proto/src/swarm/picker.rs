@@ -11,7 +11,8 @@
 //! * In endgame (every missing chunk already requested) a chunk whose
 //!   request is late may be asked of a second peer; the first copy to arrive
 //!   cancels the other.
-//! * A gateway asking a peer of another site follows its [`FetchStripe`]:
+//! * A gateway asking a peer of another site follows its
+//!   [`FetchStripe`](super::FetchStripe):
 //!   only its own stripe of what its site may fetch from that peer, unless
 //!   it has nothing in flight at all or is in endgame.
 //! * The random baseline samples up to [`SAMPLES`] missing chunks and falls
@@ -21,6 +22,7 @@
 //! outstanding for (or, in endgame, only one, late and not to this peer),
 //! and the peer has not refused recently.
 
+use super::arrange::Across;
 use super::rng::Rng;
 use super::{ChunkIndex, PeerState};
 use crate::bitfield::Bitfield;
@@ -36,110 +38,6 @@ pub enum PickerMode {
     RarestFirst,
     /// Any candidate at random (a baseline for comparison).
     Random,
-}
-
-/// Which chunks a gateway brings across sites first.
-///
-/// Every chunk another site needs crosses the WAN, and the site holding the
-/// masters (the source) has one uplink for all the others. So the sites that
-/// fetch from the source split the image into shares, one site for each
-/// chunk by a hash of its index. From a source-site peer a gateway asks only
-/// for its own site's share, and brings in the rest from the other sites,
-/// which fetched their shares. It asks the source for another site's chunk
-/// when it has no peer at that site. A gateway at the source site does not
-/// ask other sites: its masters have everything, and the other sites'
-/// uplinks are needed for their trade.
-///
-/// Within a site the gateways split the work again by `gateway`: a gateway
-/// asks across sites only for its own stripe, and receives the other
-/// gateways' stripes from its own site, so no chunk crosses into a site
-/// twice.
-///
-/// Both rules are lifted while the gateway has no request in flight at all,
-/// and in endgame: a gateway whose partners are slow, gone or lying, or
-/// whose site's other gateways are down, still completes.
-///
-/// So while every site's gateways are up, the masters' site's WAN uplink
-/// carries about one copy of the image, not one per site, and each remote
-/// site receives one copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchStripe {
-    /// `(index, count)` among the site's gateways.
-    pub gateway: (u32, u32),
-    /// How the sites split what comes from the source.
-    pub share: Option<SiteShare>,
-}
-
-/// How the sites that fetch from the masters' site split the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SiteShare {
-    /// The site the masters are at.
-    pub source: u32,
-    /// The sites that fetch from it, in share order (at most 64 are told
-    /// apart; a chunk of a later site is never fetched from the source on
-    /// the grounds that the site is absent).
-    pub sites: Vec<u32>,
-}
-
-impl SiteShare {
-    /// The position in `sites` of the site whose share `c` is.
-    fn owner(&self, c: ChunkIndex) -> usize {
-        (spread(c) % self.sites.len().max(1) as u64) as usize
-    }
-
-    /// Which of `sites` have a peer among `peers`, as a bit mask.
-    pub(crate) fn present(&self, peers: impl Iterator<Item = u32>) -> u64 {
-        peers.fold(0, |mask, site| match self.sites.iter().position(|&s| s == site) {
-            Some(i) if i < 64 => mask | 1 << i,
-            _ => mask,
-        })
-    }
-}
-
-/// A chunk's index, scrambled, for splitting chunks between sites and
-/// gateways independently of the masters' own `c % masters` stripes (with
-/// two masters and two sites, `c % 2` would give each site one master).
-fn spread(c: ChunkIndex) -> u64 {
-    u64::from(c).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32
-}
-
-/// A gateway's [`FetchStripe`] applied to one peer of another site.
-pub(crate) struct Across<'a> {
-    pub(crate) stripe: &'a FetchStripe,
-    /// This node's site.
-    pub(crate) site: u32,
-    /// [`SiteShare::present`] over this node's peers.
-    pub(crate) present: u64,
-}
-
-impl Across<'_> {
-    /// Whether `c` may be asked of a peer at `from` while the rules hold:
-    /// allowed from that site, and in this gateway's stripe.
-    fn wants(&self, c: ChunkIndex, from: u32) -> bool {
-        self.allowed(c, from) && self.preferred(c)
-    }
-
-    /// Whether the site split lets `c` be asked of a peer at `from`.
-    fn allowed(&self, c: ChunkIndex, from: u32) -> bool {
-        let Some(share) = &self.stripe.share else {
-            return true;
-        };
-        if self.site == share.source {
-            return false;
-        }
-        if from != share.source {
-            return true;
-        }
-        let owner = share.owner(c);
-        share.sites[owner] == self.site || (owner < 64 && self.present & 1 << owner == 0)
-    }
-
-    /// Whether `c` is this gateway's among its site's gateways.
-    fn preferred(&self, c: ChunkIndex) -> bool {
-        let (index, count) = self.stripe.gateway;
-        let shares = self.stripe.share.as_ref().map_or(1, |s| s.sites.len().max(1) as u64);
-        count <= 1 || (spread(c) / shares) % u64::from(count) == u64::from(index)
-    }
 }
 
 /// The state the picker reads.

@@ -14,7 +14,7 @@ fn master() -> Swarm {
 }
 
 fn info(site: u32, role: Role) -> PeerInfo {
-    PeerInfo { site, role }
+    PeerInfo { site, role, key: 0 }
 }
 
 fn drain(s: &mut Swarm) -> Vec<Action> {
@@ -495,7 +495,11 @@ fn an_endgame_duplicate_that_is_refused_makes_the_chunk_a_candidate_again() {
 /// A gateway at site 1 of three, the masters at site 0, sites 1 and 2
 /// splitting what comes from site 0; its site has one gateway.
 fn sharing_gateway() -> Swarm {
-    let stripe = FetchStripe { gateway: (0, 1), share: Some(SiteShare { source: 0, sites: vec![1, 2] }) };
+    gateway_of_site_1(FetchStripe { share: Some(SiteShare { source: 0, sites: vec![1, 2] }), ..FetchStripe::default() })
+}
+
+/// A gateway at site 1 that asks for every chunk it may at once.
+fn gateway_of_site_1(stripe: FetchStripe) -> Swarm {
     let cfg = Config {
         site: 1,
         role: Role::Gateway,
@@ -543,7 +547,7 @@ fn a_sharing_gateway_asks_the_source_only_for_its_share_while_the_partner_site_i
 
 #[test]
 fn a_gateway_of_the_masters_site_does_not_fetch_from_other_sites_until_it_has_nothing_in_flight() {
-    let stripe = FetchStripe { gateway: (0, 1), share: Some(SiteShare { source: 0, sites: vec![1, 2] }) };
+    let stripe = FetchStripe { share: Some(SiteShare { source: 0, sites: vec![1, 2] }), ..FetchStripe::default() };
     let cfg = Config { role: Role::Gateway, random_first: 0, fetch_stripe: Some(stripe), ..Config::default() };
     let mut g = Swarm::new(cfg, Bitfield::new(N));
     g.handle_connected(0, 1, info(0, Role::Master));
@@ -618,4 +622,19 @@ fn in_endgame_only_a_late_request_gets_a_second_copy() {
         w.handle_message(210_000, 4, Message::Bitfield(Bitfield::full(N)));
         assert_eq!(requests(&drain(&mut w), 4), Vec::<ChunkIndex>::new(), "y's request left is 10 ms old");
     }
+}
+
+#[test]
+fn a_gateway_takes_over_the_stripe_of_a_gateway_of_its_site_that_leaves() {
+    let mut g = gateway_of_site_1(FetchStripe { key: 20, federation: vec![0, 1], ..FetchStripe::default() });
+    g.handle_connected(0, 1, PeerInfo { site: 0, role: Role::Master, key: 1 });
+    g.handle_connected(0, 2, PeerInfo { site: 1, role: Role::Gateway, key: 30 });
+    g.handle_message(0, 2, Message::Bitfield(Bitfield::new(N)));
+    g.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
+    let mine = requests(&drain(&mut g), 1);
+    assert!(!mine.is_empty() && mine.len() < N as usize * 3 / 4, "its half of the image: {}", mine.len());
+    g.handle_disconnected(1, 2);
+    let rest = requests(&drain(&mut g), 1);
+    assert_eq!(mine.len() + rest.len(), N as usize, "the other half, once its gateway left");
+    assert!(rest.iter().all(|c| !mine.contains(c)));
 }

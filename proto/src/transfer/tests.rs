@@ -45,7 +45,7 @@ impl Fixture {
 }
 
 fn worker() -> PeerInfo {
-    PeerInfo { site: 0, role: Role::Worker }
+    PeerInfo { site: 0, role: Role::Worker, key: 0 }
 }
 
 fn host() -> Host<Vec<u8>> {

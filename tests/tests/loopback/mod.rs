@@ -21,6 +21,8 @@ use proto::wire::{Admission, Admit, Announce, Hello, Notice, Refusal, Request, R
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+pub(crate) mod federation;
+
 /// Upper bound on any wait in these tests.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -205,6 +207,15 @@ impl Site {
         }
     }
 
+    /// Kills node `i` abruptly, as `kill -9` would: its connections drop
+    /// with no goodbye, whatever it was sending.
+    pub(crate) async fn kill(&mut self, i: usize) {
+        if let Some(mut r) = self.nodes[i].take() {
+            r.task.abort();
+            let _ = (&mut r.task).await;
+        }
+    }
+
     /// Points node `i`'s subscription at `url` (the node is not running).
     pub(crate) async fn set_list_url(&self, i: usize, url: &str) -> anyhow::Result<()> {
         let (dir, url) = (self.demo.data_dirs[i].clone(), url.to_owned());
@@ -281,6 +292,16 @@ impl Site {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// The body of `GET /metrics` at `addr`.
+pub(crate) fn http_get(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
 }
 
 /// How the lying peer lies.

@@ -193,6 +193,13 @@ fn site_number(name: &str) -> u32 {
     u32::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1], h.as_bytes()[2], h.as_bytes()[3]])
 }
 
+/// A peer's [`swarm::PeerInfo::key`]: every node derives the same from its
+/// peer id.
+fn peer_key(peer: &PeerId) -> u64 {
+    let h = blake3::hash(&peer.to_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or_default())
+}
+
 impl EventLoop {
     pub(super) fn new(
         cfg: NodeConfig,
@@ -239,11 +246,13 @@ impl EventLoop {
         }
         let (notices, notices_in) = Notices::start(swarm.behaviour().notices.new_control());
         let fetch_stripe = (role == Role::Gateway).then(|| FetchStripe {
-            gateway: cfg.gateway_stripe.unwrap_or((0, 1)),
+            key: peer_key(&key.public().to_peer_id()),
+            gateway: cfg.gateway_stripe,
             share: cfg.site_share.as_ref().map(|s| SiteShare {
                 source: site_number(&s.source),
                 sites: s.sites.iter().map(|x| site_number(x)).collect(),
             }),
+            federation: cfg.federation.iter().map(|x| site_number(x)).collect(),
         });
         let site_id = site_number(&cfg.site);
         let now = Instant::now();

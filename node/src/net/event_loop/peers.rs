@@ -31,7 +31,7 @@ use proto::transfer::{self, ChunkReply, ManifestReply};
 use proto::wire::{Hello, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
 use uuid::Uuid;
 
-use super::{EventLoop, Outbound, site_number};
+use super::{EventLoop, Outbound, peer_key, site_number};
 use crate::net::metrics::Metrics;
 use crate::net::notices::{self, Reopened};
 
@@ -93,7 +93,7 @@ impl EventLoop {
             Some(c) => (c.site.clone(), c.role),
             None => (hello.site.clone(), hello.role),
         };
-        let info = PeerInfo { site: site_number(&site), role };
+        let info = PeerInfo { site: site_number(&site), role, key: peer_key(&from) };
         self.peer_sites.insert(h, site);
         // Images of other content (another list version) are not these.
         let images =
