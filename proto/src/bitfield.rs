@@ -91,6 +91,13 @@ impl Bitfield {
         }
     }
 
+    /// Adds every chunk of `other` (of the same length; otherwise nothing).
+    pub fn union_with(&mut self, other: &Self) {
+        if other.len == self.len {
+            self.bytes.iter_mut().zip(&other.bytes).for_each(|(a, b)| *a |= b);
+        }
+    }
+
     /// How many chunks are in the set.
     pub fn count(&self) -> u32 {
         self.bytes.iter().map(|b| b.count_ones()).sum()

@@ -534,14 +534,17 @@ impl Swarm {
             return;
         };
         p.exhausted = false;
+        // Added to what is known, never replacing it: a bitfield may be older
+        // than Haves already taken from the same peer (a hello travels apart
+        // from the notices), and a connected peer loses no chunk.
         let old = std::mem::replace(&mut p.have, b.clone());
+        p.have.union_with(&old);
         for (byte, (&new, &was)) in b.as_bytes().iter().zip(old.as_bytes()).enumerate() {
-            let mut changed = new ^ was;
-            while changed != 0 {
-                let bit = changed.leading_zeros();
-                changed &= !(0x80 >> bit);
-                let c = byte as u32 * 8 + bit;
-                self.change_availability(c, if new & (0x80 >> bit) != 0 { 1 } else { -1 });
+            let mut added = new & !was;
+            while added != 0 {
+                let bit = added.leading_zeros();
+                added &= !(0x80 >> bit);
+                self.change_availability(byte as u32 * 8 + bit, 1);
             }
         }
         self.fill_one(now, from);

@@ -193,6 +193,11 @@ impl Swarm {
     pub(super) fn count_request(&mut self, info: super::PeerInfo, add: bool) {
         let n = if self.own_master(info) { &mut self.to_masters } else { &mut self.inflight };
         *n = if add { *n + 1 } else { *n - 1 };
+        if self.arranged.is_some() && self.inflight + self.to_masters == 0 {
+            // A gateway with nothing in flight is free of its rules: peers
+            // they left with no candidate may have some now.
+            self.peers.values_mut().for_each(|p| p.exhausted = false);
+        }
     }
 
     /// Sends a request for `chunk` to `id` and records it.

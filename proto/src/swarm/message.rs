@@ -50,7 +50,9 @@ pub struct PeerInfo {
 /// became of a request with [`Swarm::handle_reply`](super::Swarm::handle_reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Every chunk the sender has; sent first on each connection.
+    /// Every chunk the sender has; sent first on each connection. It adds to
+    /// what the receiver knows of the sender and takes nothing away: it may
+    /// be older than the sender's Haves already received.
     Bitfield(Bitfield),
     /// The sender now has this chunk.
     Have(ChunkIndex),

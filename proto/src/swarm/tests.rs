@@ -638,3 +638,47 @@ fn a_gateway_takes_over_the_stripe_of_a_gateway_of_its_site_that_leaves() {
     assert_eq!(mine.len() + rest.len(), N as usize, "the other half, once its gateway left");
     assert!(rest.iter().all(|c| !mine.contains(c)));
 }
+
+#[test]
+fn a_bitfield_older_than_a_have_does_not_take_the_have_back() {
+    let cfg = Config { pipeline: 1, random_first: 0, ..Config::default() };
+    let mut w = Swarm::new(cfg, Bitfield::new(N));
+    w.handle_connected(0, 1, info(0, Role::Worker));
+    w.handle_message(0, 1, Message::Have(5));
+    w.handle_message(0, 1, Message::Have(6));
+    let first = requests(&drain(&mut w), 1);
+    assert_eq!(first.len(), 1);
+    // The peer's hello, sent before it had either chunk, arrives late.
+    w.handle_message(1, 1, Message::Bitfield(Bitfield::new(N)));
+    w.handle_reply(2, 1, first[0], Reply::Verified);
+    let other = if first[0] == 5 { 6 } else { 5 };
+    assert_eq!(requests(&drain(&mut w), 1), vec![other], "the peer still holds the other chunk");
+}
+
+#[test]
+fn a_sharing_gateway_with_nothing_in_flight_asks_the_source_for_the_rest() {
+    let mut g = sharing_gateway();
+    g.handle_connected(0, 1, info(0, Role::Master));
+    g.handle_connected(0, 2, info(2, Role::Gateway));
+    g.handle_message(0, 2, Message::Bitfield(Bitfield::new(N)));
+    g.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
+    let mine = requests(&drain(&mut g), 1);
+    for &c in &mine {
+        g.handle_reply(1, 1, c, Reply::Verified);
+    }
+    // The partner has announced nothing: whenever nothing is in flight,
+    // the source is asked for a chunk of the partner's share.
+    let mut rest = 0;
+    for t in 2..2 + u64::from(N) {
+        let asked = requests(&drain(&mut g), 1);
+        if asked.is_empty() {
+            break;
+        }
+        rest += asked.len();
+        for c in asked {
+            g.handle_reply(t, 1, c, Reply::Verified);
+        }
+    }
+    assert_eq!(mine.len() + rest, N as usize, "{} then {rest}", mine.len());
+    assert!(g.is_complete());
+}

@@ -258,6 +258,11 @@ impl Transfer {
                 if bits.count_hint() > 0 {
                     self.ask.tried.retain(|&p| p != peer);
                 }
+                // Added to what the peer announced before, as the swarm does.
+                let mut bits = bits;
+                if let Some((_, known)) = self.early.get(&peer) {
+                    bits.union_with(known);
+                }
                 self.early.insert(peer, (info, bits));
             }
         }
