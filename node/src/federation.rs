@@ -1,144 +1,45 @@
-//! The federation file: which sites cooperate, and how to reach them.
-//!
-//! ```toml
-//! [[site]]
-//! name = "a"
-//! ca = "/etc/imageswarm/sites/a.pem"   # the site's CA certificate, from `site init`
-//! trackers = ["/ip4/192.0.2.10/tcp/7000/p2p/12D3KooW..."]
-//! ```
+//! Joining a node to the cooperating sites of a federation file
+//! ([`p2p::federation`]).
 //!
 //! # Contract
-//! * [`Federation::load`] reads the file and every CA it names, and fails,
-//!   naming the site and the field, unless: every site has a name, no name
-//!   is repeated, every CA file is a site CA whose subject names that very
-//!   site (`O=`), and every tracker address ends in `/p2p/<peer id>`. A
-//!   relative CA path is taken from the file's directory.
-//! * A node given the file ([`Federation::apply`]) trusts the credentials
-//!   of exactly the sites it names besides its own; every site gets the
-//!   same file, so the sites agree on who cooperates, and its order is the
-//!   order in which the sites split each image
-//!   ([`proto::swarm::FetchStripe`]).
+//! [`apply`] makes a node's configuration that of a node of the federation:
+//! it admits the members of exactly the sites the file names besides its
+//! own, its gateways arrange themselves by the file's order, and without
+//! trackers of its own it takes its site's, or, a gateway or master, every
+//! site's.
 
-use std::path::{Path, PathBuf};
-
-use libp2p::Multiaddr;
-use proto::credential::SiteCas;
-use serde::Deserialize;
+pub use p2p::federation::{FederatedSite, Federation};
 
 use crate::net::{Membership, NodeConfig};
-use crate::{Error, Result, fsutil};
+use crate::{Error, Result};
 
-/// One cooperating site.
-#[derive(Debug, Clone)]
-pub struct FederatedSite {
-    /// Its name, as its credentials name it.
-    pub name: String,
-    /// Its CA certificate (PEM).
-    pub ca: Vec<u8>,
-    /// Its trackers, each with `/p2p/<peer id>`.
-    pub trackers: Vec<Multiaddr>,
-}
-
-/// The cooperating sites, in the file's order.
-#[derive(Debug, Clone)]
-pub struct Federation {
-    /// Every site the file names.
-    pub sites: Vec<FederatedSite>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    site: Vec<Entry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    name: String,
-    ca: PathBuf,
-    #[serde(default)]
-    trackers: Vec<Multiaddr>,
-}
-
-impl Federation {
-    /// Reads and checks the federation file at `path` (see the module
-    /// docs).
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = String::from_utf8(fsutil::read(path)?)
-            .map_err(|_| Error::Invalid(format!("{}: not UTF-8", path.display())))?;
-        let file: File =
-            toml::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {}", path.display(), e.message())))?;
-        let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        let mut sites: Vec<FederatedSite> = Vec::new();
-        for e in file.site {
-            let bad = |what: String| Error::Invalid(format!("{}: site {:?}: {what}", path.display(), e.name));
-            if e.name.is_empty() {
-                return Err(bad("an empty name".into()));
-            }
-            if sites.iter().any(|s| s.name == e.name) {
-                return Err(bad("named twice".into()));
-            }
-            let ca_path = dir.join(&e.ca);
-            let ca = fsutil::read(&ca_path)?;
-            let named = SiteCas::new().add_ca(&ca).map_err(|err| bad(format!("ca {}: {err}", ca_path.display())))?;
-            if named != e.name {
-                return Err(bad(format!("ca {} is the authority of site {named:?}", ca_path.display())));
-            }
-            if let Some(t) = e.trackers.iter().find(|t| crate::net::peer_of(t).is_none()) {
-                return Err(bad(format!("tracker {t} lacks /p2p/<peer id>")));
-            }
-            sites.push(FederatedSite { name: e.name, ca, trackers: e.trackers });
-        }
-        if sites.is_empty() {
-            return Err(Error::Invalid(format!("{}: names no [[site]]", path.display())));
-        }
-        Ok(Self { sites })
+/// Makes `c` a node of `fed` (see the module docs). Fails unless the file
+/// names the node's site.
+pub fn apply(fed: &Federation, c: &mut NodeConfig) -> Result<()> {
+    let own = fed
+        .site(&c.site)
+        .ok_or_else(|| Error::Invalid(format!("the federation file does not name this node's site {:?}", c.site)))?;
+    if c.trackers.is_empty() {
+        c.trackers = if c.master || c.gateway {
+            fed.sites.iter().flat_map(|s| s.trackers.iter().cloned()).collect()
+        } else {
+            own.trackers.clone()
+        };
     }
-
-    /// The site named `name`, if the file names it.
-    pub fn site(&self, name: &str) -> Option<&FederatedSite> {
-        self.sites.iter().find(|s| s.name == name)
+    if let Membership::Closed { cas, .. } = &mut c.membership {
+        fed.add_cas(cas).map_err(|e| Error::Invalid(e.to_string()))?;
     }
-
-    /// The CAs of every site the file names.
-    pub fn site_cas(&self) -> Result<SiteCas> {
-        let mut cas = SiteCas::new();
-        for s in &self.sites {
-            cas.add_ca(&s.ca)?;
-        }
-        Ok(cas)
-    }
-
-    /// Makes `c` a node of the federation: it admits the members of every
-    /// site the file names, its gateways arrange themselves by the file's
-    /// order, and without trackers of its own it takes its site's, or, a
-    /// gateway or master, every site's (where it finds the other sites'
-    /// gateways and masters). Fails unless the file names the node's site.
-    pub fn apply(&self, c: &mut NodeConfig) -> Result<()> {
-        let own = self.site(&c.site).ok_or_else(|| {
-            Error::Invalid(format!("the federation file does not name this node's site {:?}", c.site))
-        })?;
-        if c.trackers.is_empty() {
-            c.trackers = if c.master || c.gateway {
-                self.sites.iter().flat_map(|s| s.trackers.iter().cloned()).collect()
-            } else {
-                own.trackers.clone()
-            };
-        }
-        if let Membership::Closed { cas, .. } = &mut c.membership {
-            for s in &self.sites {
-                cas.add_ca(&s.ca)?;
-            }
-        }
-        c.federation = self.sites.iter().map(|s| s.name.clone()).collect();
-        Ok(())
-    }
+    c.federation = fed.sites.iter().map(|s| s.name.clone()).collect();
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use std::path::{Path, PathBuf};
+
+    use proto::credential::SiteCas;
 
     use super::*;
     use crate::authority::{self, SiteDir};
@@ -163,7 +64,9 @@ mod tests {
         let f = Federation::load(&file).unwrap();
         assert_eq!(f.sites.len(), 2);
         assert_eq!(f.site("a").unwrap().trackers.len(), 1, "a relative CA path is the file's directory's");
-        assert_eq!(f.site_cas().unwrap().sites().collect::<Vec<_>>(), ["a", "b"]);
+        let mut cas = SiteCas::new();
+        f.add_cas(&mut cas).unwrap();
+        assert_eq!(cas.sites().collect::<Vec<_>>(), ["a", "b"]);
 
         for (text, says) in [
             (format!("[[site]]\nname = \"b\"\nca = \"{}\"\n", a.display()), "authority of site \"a\""),

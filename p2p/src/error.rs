@@ -10,6 +10,9 @@ pub enum Error {
     /// A key file is unusable.
     #[error("key: {0}")]
     Key(String),
+    /// The federation file is unreadable or names something unusable.
+    #[error("federation file: {0}")]
+    Federation(String),
 }
 
 /// `Result` with the plumbing's [`Error`].

@@ -10,10 +10,13 @@
 //!   [`proto::wire`], and the same framing for long-lived streams.
 //! * [`tracker`]: the tracker service, answering announcements from
 //!   [`proto::tracker::Registry`].
+//! * [`federation`]: the federation file, which every node and tracker of
+//!   cooperating sites reads.
 
 pub mod admission;
 pub mod codec;
 mod error;
+pub mod federation;
 pub mod tracker;
 pub mod transport;
 

@@ -165,6 +165,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// The first `/p2p/<id>` in an address.
+pub fn peer_of(addr: &libp2p::Multiaddr) -> Option<libp2p::PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -44,8 +44,13 @@ struct Cli {
     /// role their credential names. Revocations reach it from the nodes.
     #[arg(long = "site-ca", value_name = "FILE")]
     site_ca: Vec<PathBuf>,
+    /// The federation file of cooperating sites (as `imageswarm node
+    /// --federation` reads it): the tracker also serves the members of every
+    /// site it names, which is how the sites' gateways find each other.
+    #[arg(long, value_name = "FILE")]
+    federation: Option<PathBuf>,
     /// Serve anyone, with the site and role they claim: for demos and tests
-    /// only. The tracker needs this or --site-ca.
+    /// only. The tracker needs this, --site-ca or --federation.
     #[arg(long)]
     open_site: bool,
     /// Log more on stderr (-v info, -vv debug). RUST_LOG overrides it.
@@ -85,21 +90,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(p) => p2p::transport::load_or_create_key(p)?,
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
-    let site_cas = match (cli.open_site, cli.site_ca.is_empty()) {
-        (true, true) => {
+    let trusts = !cli.site_ca.is_empty() || cli.federation.is_some();
+    let site_cas = match (cli.open_site, trusts) {
+        (true, false) => {
             tracing::warn!("--open-site: the tracker answers any host with the peers it knows");
             None
         }
-        (true, false) => anyhow::bail!("--open-site serves anyone: it does not go with --site-ca"),
-        (false, true) => anyhow::bail!(
-            "the tracker needs --site-ca (the site's ca.pem), so that only the site's members learn its peers; \
-             --open-site serves anyone, for demos and tests"
+        (true, true) => anyhow::bail!("--open-site serves anyone: it goes with neither --site-ca nor --federation"),
+        (false, false) => anyhow::bail!(
+            "the tracker needs --site-ca (the site's ca.pem) or --federation, so that only the sites' members \
+             learn their peers; --open-site serves anyone, for demos and tests"
         ),
-        (false, false) => {
+        (false, true) => {
             let mut cas = proto::credential::SiteCas::new();
             for p in &cli.site_ca {
                 let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
                 cas.add_ca(&bytes).with_context(|| format!("{}", p.display()))?;
+            }
+            if let Some(path) = &cli.federation {
+                p2p::federation::Federation::load(path)?.add_cas(&mut cas)?;
             }
             Some(cas)
         }

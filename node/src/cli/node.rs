@@ -204,7 +204,7 @@ impl NodeArgs {
         c.master = a.master.unwrap_or_else(|| role == Some(Role::Master));
         c.gateway = a.gateway.unwrap_or_else(|| role == Some(Role::Gateway));
         if let Some(path) = &a.federation {
-            Federation::load(path)?.apply(&mut c)?;
+            node::federation::apply(&Federation::load(path)?, &mut c)?;
         }
         if !c.gateway && (a.gateway_stripe.is_some() || a.source_site.is_some() || !a.sharing_sites.is_empty()) {
             bail!("--gateway-stripe, --source-site and --sharing-sites apply to gateways only (add --gateway)");

@@ -42,6 +42,7 @@ use std::time::Duration;
 
 pub use behaviour::{Behaviour, BehaviourEvent, Limits, build_swarm, load_or_create_key};
 use libp2p::{Multiaddr, PeerId};
+pub use p2p::transport::peer_of;
 use proto::credential::SiteCas;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -75,7 +76,7 @@ pub struct NodeConfig {
     /// `federation`).
     pub site_share: Option<SiteShareNames>,
     /// The cooperating sites, in the federation file's order
-    /// ([`crate::federation::Federation::apply`]).
+    /// ([`crate::federation::apply`]).
     pub federation: Vec<String>,
     /// Whether a worker may download from `hv:uri` itself.
     pub back_to_source: bool,
@@ -309,12 +310,4 @@ pub async fn start_on(
 fn short_id(p: &PeerId) -> String {
     let s = p.to_string();
     s[s.len().saturating_sub(6)..].to_owned()
-}
-
-/// The first `/p2p/<id>` in an address.
-pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
 }

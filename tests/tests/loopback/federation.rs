@@ -128,7 +128,7 @@ impl Federated {
         c.metrics = Some(self.metrics[i]);
         let outside = self.file.with_file_name(format!("{name}.toml"));
         let file = if outside.exists() { outside } else { self.file.clone() };
-        Federation::load(&file)?.apply(&mut c)?;
+        node::federation::apply(&Federation::load(&file)?, &mut c)?;
         Ok(c)
     }
 
