@@ -16,6 +16,10 @@
 #
 #   bash bench/federation.sh [SITES=3] [WORKERS_PER_SITE=3] [WAN_MBIT=100] [LAN_MBIT=400] [MIB=64]
 #
+# KILL=1 gives every site two gateways and, when the sites cooperate, kills
+# site 2's first one with `kill -9` once it holds at least a quarter of the image: the
+# site completes through its other gateway.
+#
 # Needs root (ip netns); touches nothing outside the namespaces it creates,
 # and removes them on exit. KEEP=DIR keeps every node's log in DIR (RUST_LOG
 # sets what they log). A host that does not hold the image within
@@ -46,11 +50,12 @@ trap cleanup EXIT
 trap "exit 130" INT TERM
 
 # The hosts of site S: its tracker (t), the master (m, first site only), its
-# gateway (g) and workers (w1...).
+# gateway (g), with KILL=1 a second gateway (h), and workers (w1...).
 site_hosts() {
   echo t
   [ "$1" -gt 1 ] || echo m
   echo g
+  [ -z "${KILL:-}" ] || echo h
   seq -f 'w%g' "$per_site"
 }
 
@@ -139,10 +144,19 @@ host() {
 # file FILE arranges it.
 node() {
   local case=$1 s=$2 h=$3 file=$4 dir="$1/s$2-$3" extra=()
-  [ "$h" != g ] || extra=(--metrics "$(ip_of "$s" "$h"):9100")
+  case $h in g | h) extra=(--metrics "$(ip_of "$s" "$h"):9100") ;; esac
   in_ns "$s" "$h" "$bin" --data-dir "$dir" node --listen "/ip4/$(ip_of "$s" "$h")/tcp/4001" \
     --credential "$dir.cred" --site-ca "auth-s$s/ca.pem" --federation "$file" --site "s$s" \
     --announce-interval 1 "${extra[@]}" 2>"$dir.err" >/dev/null &
+}
+
+# gateway_metric SITE HOST NAME: the sum of the metric NAME at the gateway
+# HOST of SITE (0 when it has none, or does not answer).
+gateway_metric() {
+  in_ns "$1" "$2" python3 -c 'import sys, urllib.request
+t = urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()
+print(sum(int(float(l.rsplit(" ", 1)[1])) for l in t.splitlines() if l.startswith(sys.argv[2] + "{")))' \
+    "http://$(ip_of "$1" "$2"):9100/metrics" "$3" 2>/dev/null || echo 0
 }
 
 # run CASE: the master, then every site's gateway and workers, each site
@@ -155,6 +169,7 @@ run() {
   host "$case/s1-m" 1 master
   for s in $(seq "$sites"); do
     host "$case/s$s-g" "$s" gateway
+    [ -z "${KILL:-}" ] || host "$case/s$s-h" "$s" gateway
     for i in $(seq "$per_site"); do host "$case/s$s-w$i" "$s" worker; done
   done
   node "$case" 1 m all.toml
@@ -169,10 +184,20 @@ run() {
       [ "$h" = t ] || [ "$h" = m ] || node "$case" "$s" "$h" "$file"
     done
   done
-  local waits=()
+  local waits=() killed=
+  if [ -n "${KILL:-}" ] && [ "$case" = federated ]; then
+    # kill -9 site 2's first gateway once it holds a quarter of the image.
+    killed=s2-g
+    for _ in $(seq 3000); do
+      [ "$(gateway_metric 2 g imageswarm_chunks_verified_total)" -lt $((${chunking%% *} / 4)) ] || break
+      sleep 0.01
+    done
+    echo "killed site s2's gateway g (kill -9) holding $(gateway_metric 2 g imageswarm_chunks_verified_total) chunks"
+    ip netns pids "$tag-s2-g" | xargs -r kill -9
+  fi
   for s in $(seq "$sites"); do
     for h in $(site_hosts "$s"); do
-      [ "$h" = t ] || [ "$h" = m ] || {
+      [ "$h" = t ] || [ "$h" = m ] || [ "s$s-$h" = "$killed" ] || {
         ( if "$bin" --data-dir "$case/s$s-$h" wait "$uuid" --timeout "$limit" >/dev/null; then
             date +%s.%N > "$case/done-s$s-$h"
           else
@@ -188,17 +213,16 @@ run() {
   for s in $(seq "$sites"); do
     local last
     last=$(cat "$case"/done-s"$s"-* | sort -g | tail -n1)
-    local metric=0
-    metric=$(in_ns "$s" g python3 -c 'import sys,urllib.request
-t = urllib.request.urlopen(sys.argv[1]).read().decode()
-print(sum(int(l.rsplit(" ", 1)[1]) for l in t.splitlines() if l.startswith("imageswarm_site_bytes_in_total{")))' \
-      "http://$(ip_of "$s" g):9100/metrics" 2>/dev/null || echo 0)
+    local metric=0 h
+    for h in g h; do
+      [ "s$s-$h" = "$killed" ] || metric=$((metric + $(gateway_metric "$s" "$h" imageswarm_site_bytes_in_total)))
+    done
     IFS=: read -r in0 out0 <<< "${before[$((s - 1))]}"
     echo "$s $(awk -v a="$last" -v b="$t0" 'BEGIN { print (a == "inf" ? "inf" : a - b) }') $(($(wan_in "$s") - in0)) $(($(wan_out "$s") - out0)) $metric" >> "$case/result"
   done
   local exact=0 total=0
-  for d in "$case"/s*-g "$case"/s*-w*; do
-    [ -d "$d" ] || continue
+  for d in "$case"/s*-g "$case"/s*-h "$case"/s*-w*; do
+    [ -d "$d" ] && [ "$d" != "$case/$killed" ] || continue
     total=$((total + 1))
     cmp -s www/image.img "$d/images/$uuid" && exact=$((exact + 1))
   done
@@ -212,7 +236,7 @@ print(sum(int(l.rsplit(" ", 1)[1]) for l in t.splitlines() if l.startswith("imag
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP/$case" && cp "$case"/*.err "$KEEP/$case/"; fi
 }
 
-echo "== $sites sites of a gateway and $per_site workers, WAN ${wan} Mbit/s, LAN ${lan} Mbit/s, ${size_mib} MiB in $chunking"
+echo "== $sites sites of $([ -n "${KILL:-}" ] && echo "two gateways" || echo "a gateway") and $per_site workers, WAN ${wan} Mbit/s, LAN ${lan} Mbit/s, ${size_mib} MiB in $chunking"
 run federated
 run alone
 
