@@ -466,7 +466,12 @@ impl Site {
         for image in &list.images {
             let entry = image.to_value();
             // Without a root, the chunk size a master attests to.
-            let chunk_size = image.chunking.map_or_else(|| ChunkSize::for_image(image.size), |c| c.chunk_size).get();
+            let chunking = image.chunking.map_or_else(|| ChunkSize::for_image(image.size), |c| c.chunk_size);
+            if let Err(e) = chunking.check_count(image.size) {
+                tracing::warn!(image = %image.identifier, list = %list.identifier, error = %e, "image refused: peers could never exchange it");
+                continue;
+            }
+            let chunk_size = chunking.get();
             let root = image.chunking.map(|c| c.root.to_string());
             let mut rec = match existing.get(&image.identifier) {
                 Some(r) if r.list != list.identifier => {

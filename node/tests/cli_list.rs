@@ -303,3 +303,18 @@ fn further_fields_reach_the_signed_list() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("its own flag"));
     assert!(!other.path().join("list.json").exists(), "nothing written");
 }
+
+#[test]
+fn add_image_refuses_more_chunks_than_a_manifest_may_have_before_hashing() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&new_list(dir.path()));
+    let before = std::fs::read(dir.path().join("list.json")).unwrap();
+    // Sparse: a GiB and a byte that take no room.
+    let image = std::fs::File::create(dir.path().join("disk.img")).unwrap();
+    image.set_len((proto::manifest::MAX_CHUNKS << 10) + 1).unwrap();
+    let out = add_image(dir.path(), "1.0", &["--chunk-size", "1024"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more than the 1048576") && err.contains("chunks of 2048 bytes or more"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("list.json")).unwrap(), before, "the list is untouched");
+}

@@ -484,3 +484,26 @@ fn a_hanging_list_source_keeps_no_list_from_a_peer_waiting() {
         assert_eq!(list_outcome(&report), &ListOutcome::Unchanged, "{report:?}");
     });
 }
+
+/// An entry cut into more chunks than a manifest may have is refused with
+/// a warning, and the rest of the list is taken: peers could never exchange
+/// that image, and waiting on it would stall the hosts silently.
+#[test]
+fn an_entry_of_more_chunks_than_a_manifest_may_have_is_refused_and_the_rest_taken() {
+    let (_src, img) = one_image("fine", 1000);
+    let careless = Img::new(2, "https://images.example.org/huge.img", bytes(1000, 9));
+    let lab = subscribed(NewImages::Cache, &[img.clone(), careless.clone()]);
+    // The same list, with the second entry cut into 1 KiB chunks of a
+    // 2 TiB image, signed again.
+    let mut list = lab.publish("0.0.1", &[img.clone(), careless.clone()]);
+    let entry = list.images.iter_mut().find(|i| i.identifier == careless.id).unwrap();
+    entry.size = 2 << 40;
+    entry.chunking.as_mut().unwrap().chunk_size = proto::manifest::ChunkSize::new(1 << 10).unwrap();
+    let cert = node::endorse::load_certificate(&common::pki().path("endorser.pem")).unwrap();
+    let key = node::endorse::load_key(&common::pki().path("endorser.key")).unwrap();
+    std::fs::write(&lab.list, node::endorse::sign(&list, &cert, &key).unwrap()).unwrap();
+
+    update(&lab, lab.now);
+    assert_eq!(state(&lab, &img), ImageState::Available, "the rest of the list is taken");
+    assert!(lab.site().store().image(careless.id).unwrap().is_none(), "the careless entry is not");
+}

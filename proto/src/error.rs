@@ -145,6 +145,24 @@ pub enum Error {
     /// A chunk size that is not a supported power of two.
     #[error("manifest: chunk size {0} is not a power of two from 1 KiB to 1 GiB")]
     ChunkSize(u64),
+    /// An image cut into more chunks than a manifest may have
+    /// ([`crate::manifest::MAX_CHUNKS`]).
+    #[error(
+        "manifest: {size} bytes in chunks of {chunk_size} bytes make {chunks} chunks, more than the {max} a \
+         manifest may have (peers could never exchange it): cut it in chunks of {least} bytes or more"
+    )]
+    TooManyChunks {
+        /// The image's size.
+        size: u64,
+        /// The chunk size asked for.
+        chunk_size: u64,
+        /// The chunks that makes.
+        chunks: u64,
+        /// The most there may be.
+        max: u64,
+        /// The least chunk size that fits.
+        least: u64,
+    },
     /// A manifest whose root differs from the one it must match.
     #[error("manifest: root {computed} does not match the expected {expected}")]
     ManifestRoot {
@@ -186,7 +204,7 @@ impl Error {
             Self::Expired { .. } => "expires",
             Self::IdentifierChanged { .. } => "identifier",
             Self::Rollback { .. } | Self::VersionReused(_) => "version",
-            Self::ChunkSize(_) | Self::ManifestRoot { .. } => "manifest",
+            Self::ChunkSize(_) | Self::TooManyChunks { .. } | Self::ManifestRoot { .. } => "manifest",
             Self::Wire(_) => "wire",
             Self::Credential { check, .. } => check,
         }

@@ -29,6 +29,12 @@ use crate::Error;
 
 const ROOT_CONTEXT: &str = "imageswarm 2026-11 manifest root v1";
 
+/// The most chunks an image may have: its have-map (128 KiB) then fits a
+/// hello beside the others', and its manifest (32 MiB of hashes) one
+/// response ([`crate::wire::Limit`]). An image with more could never be
+/// exchanged.
+pub const MAX_CHUNKS: u64 = 1 << 20;
+
 /// A chunk size: a power of two from 1 KiB to 1 GiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChunkSize(u32);
@@ -58,7 +64,9 @@ impl ChunkSize {
     /// (docs/BENCHMARKS.md has the measurements).
     pub fn for_image(size: u64) -> Self {
         let wanted = size.div_ceil(Self::AUTO_CHUNKS).next_power_of_two();
-        Self(wanted.clamp(Self::AUTO_MIN, Self::DEFAULT.get()) as u32)
+        // Beyond 4 TiB, 4 MiB chunks would be more than MAX_CHUNKS.
+        let fits = size.div_ceil(MAX_CHUNKS).next_power_of_two();
+        Self(wanted.clamp(Self::AUTO_MIN, Self::DEFAULT.get()).max(fits).min(Self::MAX) as u32)
     }
 
     /// Accepts powers of two from 1 KiB to 1 GiB.
@@ -78,6 +86,18 @@ impl ChunkSize {
     /// How many chunks an image of `size` bytes has.
     pub fn chunk_count(self, size: u64) -> u64 {
         size.div_ceil(self.get())
+    }
+
+    /// Checks that an image of `size` bytes in chunks of this size has at
+    /// most [`MAX_CHUNKS`] chunks, naming the least chunk size that fits
+    /// when it has more.
+    pub fn check_count(self, size: u64) -> Result<(), Error> {
+        let chunks = self.chunk_count(size);
+        if chunks <= MAX_CHUNKS {
+            return Ok(());
+        }
+        let least = size.div_ceil(MAX_CHUNKS).next_power_of_two().max(Self::MIN);
+        Err(Error::TooManyChunks { size, chunk_size: self.get(), chunks, max: MAX_CHUNKS, least })
     }
 
     /// The length of chunk `index` of an image of `size` bytes, or `None`
@@ -396,6 +416,16 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn an_image_of_more_chunks_than_a_manifest_may_have_is_refused() {
+        let kib = ChunkSize::new(1 << 10).unwrap();
+        assert!(kib.check_count(MAX_CHUNKS << 10).is_ok());
+        let err = kib.check_count((MAX_CHUNKS << 10) + 1).unwrap_err().to_string();
+        assert!(err.contains("1048577 chunks") && err.contains("chunks of 2048 bytes or more"), "{err}");
+        let huge = 8u64 << 40;
+        assert!(ChunkSize::for_image(huge).check_count(huge).is_ok(), "the default size always fits");
+    }
 
     fn cs(n: u64) -> ChunkSize {
         ChunkSize::new(n).unwrap()

@@ -266,6 +266,7 @@ fn add_image(a: AddImageArgs) -> anyhow::Result<ExitCode> {
         Some(s) => ChunkSize::new(parse_size(s)?)?,
         None => ChunkSize::for_image(total),
     };
+    chunk_size.check_count(total)?;
     let bar = progress_bar(total, "hashing");
     let digest = endorse::digest_file(&a.image_file, chunk_size, &mut |done| bar.set_position(done))?;
     bar.finish_and_clear();
