@@ -7,7 +7,11 @@
 //!   [`Registry`]), identify, and Kademlia in server mode, so that nodes can
 //!   also use a tracker as their first DHT contact.
 //! * The peer an announcement is recorded for is the connection's
-//!   authenticated peer id, never a claim inside the message.
+//!   authenticated peer id, never a claim inside the message, and of the
+//!   addresses it announces only those on the connection's own remote IP
+//!   that name one host are kept (no unspecified, multicast, broadcast,
+//!   link-local or DNS addresses): the tracker cannot be made to point nodes
+//!   at someone else's address.
 //! * Bounded: connection limits, concurrent streams per protocol, and the
 //!   registry's own bounds.
 //! * With site CAs ([`TrackerConfig::site_cas`]) the tracker is closed
@@ -17,12 +21,15 @@
 //!   cuts off, and forgets, a peer whose credential is revoked or expired.
 //!   Kademlia is off, so it hands out no peers but through answers.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, connection_limits, identify, kad, request_response};
 use proto::credential::SiteCas;
 use proto::wire::{Admission, Admit, Announce, Limit, Peers};
@@ -84,6 +91,9 @@ pub struct Tracker {
     swarm: libp2p::Swarm<TrackerBehaviour>,
     registry: Registry,
     gate: Gate,
+    /// The remote IP of each open connection: announced addresses must be
+    /// on it.
+    remote_ips: HashMap<ConnectionId, IpAddr>,
     started: Instant,
 }
 
@@ -113,7 +123,13 @@ impl Tracker {
         for a in &cfg.listen {
             swarm.listen_on(a.clone()).map_err(|e| Error::Net(format!("listening on {a}: {e}")))?;
         }
-        Ok(Self { swarm, registry: Registry::new(cfg.ttl.as_secs()), gate, started: Instant::now() })
+        Ok(Self {
+            swarm,
+            registry: Registry::new(cfg.ttl.as_secs()),
+            gate,
+            remote_ips: HashMap::new(),
+            started: Instant::now(),
+        })
     }
 
     /// Runs until the first listen address is up and returns every address
@@ -150,10 +166,20 @@ impl Tracker {
     fn on_event(&mut self, ev: SwarmEvent<TrackerBehaviourEvent>) {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "tracker listening"),
-            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
-                self.gate.connected(peer_id, Instant::now());
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, connection_id, endpoint, .. } => {
+                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                    self.remote_ips.insert(connection_id, ip);
+                }
+                if num_established.get() == 1 {
+                    self.gate.connected(peer_id, Instant::now());
+                }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => self.gate.disconnected(&peer_id),
+            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
+                self.remote_ips.remove(&connection_id);
+                if num_established == 0 {
+                    self.gate.disconnected(&peer_id);
+                }
+            }
             SwarmEvent::Behaviour(TrackerBehaviourEvent::Admit(request_response::Event::Message {
                 peer,
                 message: request_response::Message::Request { request, channel, .. },
@@ -167,9 +193,11 @@ impl Tracker {
             }
             SwarmEvent::Behaviour(TrackerBehaviourEvent::Tracker(request_response::Event::Message {
                 peer,
+                connection_id,
                 message: request_response::Message::Request { mut request, channel, .. },
-                ..
             })) => {
+                let seen_from = self.remote_ips.get(&connection_id).copied();
+                request.addrs.retain(|a| Multiaddr::try_from(a.clone()).is_ok_and(|a| dialable(&a, seen_from)));
                 if self.gate.is_closed() {
                     let Some(c) = self.gate.credential(&peer) else {
                         tracing::debug!(%peer, "announce from a peer not admitted: dropped");
@@ -197,5 +225,53 @@ impl Tracker {
             }
             _ => {}
         }
+    }
+}
+
+/// The IP address an address starts with, if any.
+fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    }
+}
+
+/// Whether the tracker may hand `addr` out as an announcer's: an IP
+/// address that names one host (not unspecified, multicast, broadcast or
+/// link-local), and the one the announcement came from when that is known,
+/// so that no one can make the tracker point nodes at someone else's
+/// address. Addresses of other forms (DNS names) are not handed out.
+fn dialable(addr: &Multiaddr, seen_from: Option<IpAddr>) -> bool {
+    let Some(ip) = ip_of(addr) else { return false };
+    let one_host = match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() || v4.is_link_local()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local()),
+    };
+    one_host && seen_from.is_none_or(|from| from == ip)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_tracker_hands_out_only_addresses_of_the_announcing_host() {
+        let a = |s: &str| s.parse::<Multiaddr>().unwrap();
+        let from = Some("10.0.0.7".parse().unwrap());
+        assert!(dialable(&a("/ip4/10.0.0.7/tcp/4001"), from));
+        assert!(!dialable(&a("/ip4/192.0.2.1/tcp/4001"), from), "someone else's host");
+        assert!(dialable(&a("/ip4/192.0.2.1/tcp/4001"), None), "where the source is not known");
+        for bad in
+            ["/ip4/0.0.0.0/tcp/1", "/ip4/224.0.0.1/tcp/1", "/ip4/255.255.255.255/tcp/1", "/ip4/169.254.1.1/tcp/1"]
+        {
+            assert!(!dialable(&a(bad), None), "{bad}");
+        }
+        for bad in ["/ip6/::/tcp/1", "/ip6/ff02::1/tcp/1", "/ip6/fe80::1/tcp/1", "/dns4/example.org/tcp/1"] {
+            assert!(!dialable(&a(bad), None), "{bad}");
+        }
+        assert!(dialable(&a("/ip6/2001:db8::1/udp/4001/quic-v1"), None));
     }
 }

@@ -23,9 +23,11 @@
 //!   while they join one by one, as at a site's start. Two passes over the
 //!   image's peers make the answer: one counts the site's complete peers,
 //!   one samples.
-//! * Memory is bounded: at most [`MAX_IMAGES`] images and
-//!   [`MAX_PEERS_PER_IMAGE`] peers per image; when full, the entry closest
-//!   to expiry makes room.
+//! * Memory is bounded: at most [`MAX_IMAGES`] images,
+//!   [`MAX_PEERS_PER_IMAGE`] peers per image (when full, the entry closest
+//!   to expiry makes room) and [`MAX_ADDRS`] addresses of at most
+//!   [`MAX_ADDR_BYTES`] per peer. Site names are bounded by the wire's
+//!   message limit, and in a closed site are the credentials'.
 //! * Pure: time is an argument (seconds on any monotonic clock).
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -43,6 +45,13 @@ pub const MAX_IMAGES: usize = 4096;
 
 /// The most peers the registry keeps per image.
 pub const MAX_PEERS_PER_IMAGE: usize = 20_000;
+
+/// The most addresses kept per announcement.
+pub const MAX_ADDRS: usize = 8;
+
+/// The longest address kept (multiaddr bytes; an IPv6 QUIC address with
+/// its peer id takes about 60).
+pub const MAX_ADDR_BYTES: usize = 128;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -90,8 +99,10 @@ impl Registry {
                 peers.remove(&v);
             }
         }
-        let hint =
-            PeerHint { peer: peer.clone(), addrs: a.addrs, site: a.site.clone(), role: a.role, complete: a.complete };
+        let mut addrs = a.addrs;
+        addrs.retain(|x| x.len() <= MAX_ADDR_BYTES);
+        addrs.truncate(MAX_ADDRS);
+        let hint = PeerHint { peer: peer.clone(), addrs, site: a.site.clone(), role: a.role, complete: a.complete };
         peers.insert(peer.clone(), Entry { hint, expires: now + self.ttl });
         let want = usize::from(a.want).min(MAX_PEERS);
         self.turn = self.turn.wrapping_add(1);
@@ -239,6 +250,17 @@ mod tests {
         assert_eq!(first, [40, 41], "{:?}", ids(&got));
         let got = r.announce(0, vec![43], ann("a", Role::Worker, false, 4));
         assert!(!ids(&got).contains(&40) && !ids(&got).contains(&41), "a worker gets complete peers first");
+    }
+
+    #[test]
+    fn an_announcement_keeps_a_bounded_set_of_addresses() {
+        let mut r = Registry::new(60);
+        let mut a = ann("a", Role::Worker, true, 0);
+        a.addrs = (0..20u8).map(|i| vec![i; 10]).chain([vec![0; MAX_ADDR_BYTES + 1]]).collect();
+        r.announce(0, vec![1], a);
+        let got = r.announce(0, vec![2], ann("a", Role::Worker, true, 10));
+        assert_eq!(got.peers[0].addrs.len(), MAX_ADDRS);
+        assert!(got.peers[0].addrs.iter().all(|x| x.len() <= MAX_ADDR_BYTES));
     }
 
     #[test]

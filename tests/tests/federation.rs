@@ -124,9 +124,7 @@ async fn a_site_whose_gateway_dies_completes_through_its_other_gateway() -> anyh
     let mut f = Federated::new(&[A, "b"], &[], &placed, SIZE, CHUNK).await?;
     // The master's WAN link is slow enough for the transfer to take
     // seconds: the gateway dies with part of its stripe in.
-    let mut master = f.config(0)?;
-    master.wan_limit = Some(40_000_000 / 8);
-    f.site.start_with(0, master).await?;
+    f.start_edited(0, |c| c.wan_limit = Some(40_000_000 / 8)).await?;
     f.site.until("the master to hold the image", |s| s.image(0).is_some_and(|m| m.available)).await?;
     for i in 1..placed.len() {
         f.start(i).await?;

@@ -99,10 +99,7 @@ impl Federated {
             let own = authorities.iter().map(|(n, _)| n).find(|n| n == name).expect("a named site");
             write(&dir.path().join(format!("{name}.toml")), &[members.as_slice(), &[own]].concat())?;
         }
-        let metrics = placed
-            .iter()
-            .map(|_| Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?))
-            .collect::<anyhow::Result<_>>()?;
+        let metrics = placed.iter().map(|_| free_port()).collect::<anyhow::Result<_>>()?;
         let placed = placed.iter().map(|(s, r)| ((*s).to_owned(), *r)).collect();
         Ok(Self { site, placed, metrics, file, authorities, tracker_addrs: addrs, trackers, _dir: dir })
     }
@@ -140,10 +137,24 @@ impl Federated {
         Ok(())
     }
 
-    /// Starts node `i`.
+    /// Starts node `i`. Its metrics port is picked free just before, and
+    /// picked again if another process took it meanwhile.
     pub(crate) async fn start(&mut self, i: usize) -> anyhow::Result<()> {
-        let c = self.config(i)?;
-        self.site.start_with(i, c).await
+        self.start_edited(i, |_| {}).await
+    }
+
+    /// [`Federated::start`] with its configuration changed by `edit`.
+    pub(crate) async fn start_edited(&mut self, i: usize, edit: impl Fn(&mut NodeConfig)) -> anyhow::Result<()> {
+        for _ in 0..4 {
+            self.metrics[i] = free_port()?;
+            let mut c = self.config(i)?;
+            edit(&mut c);
+            match self.site.start_with(i, c).await {
+                Err(e) if e.to_string().contains("Address already in use") => continue,
+                started => return started,
+            }
+        }
+        anyhow::bail!("no free port for node {i}'s metrics")
     }
 
     /// The nodes of site `name`.
@@ -169,4 +180,9 @@ impl Federated {
         let running = self.at(name).into_iter().filter(|&i| self.site.nodes[i].is_some());
         running.map(|i| self.metric(i, "imageswarm_site_bytes_in_total", None)).sum()
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
