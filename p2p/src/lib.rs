@@ -12,11 +12,13 @@
 //!   [`proto::tracker::Registry`].
 //! * [`federation`]: the federation file, which every node and tracker of
 //!   cooperating sites reads.
+//! * [`per_ip`]: a cap on the connections one address may open.
 
 pub mod admission;
 pub mod codec;
 mod error;
 pub mod federation;
+pub mod per_ip;
 pub mod tracker;
 pub mod transport;
 

@@ -12,8 +12,9 @@
 //!   that name one host are kept (no unspecified, multicast, broadcast,
 //!   link-local or DNS addresses): the tracker cannot be made to point nodes
 //!   at someone else's address.
-//! * Bounded: connection limits, concurrent streams per protocol, and the
-//!   registry's own bounds.
+//! * Bounded: connection limits (in all, pending, and per address,
+//!   [`crate::per_ip`]), concurrent streams per protocol, and the registry's
+//!   own bounds.
 //! * With site CAs ([`TrackerConfig::site_cas`]) the tracker is closed
 //!   ([`crate::admission`]): it answers announcements only from peers whose
 //!   credential verified, records the site and role their credential names
@@ -27,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, connection_limits, identify, kad, request_response};
@@ -36,7 +36,8 @@ use proto::wire::{Admission, Admit, Announce, Limit, Peers};
 
 use crate::admission::Gate;
 use crate::codec::WireCodec;
-use crate::transport::{ADMIT_PROTOCOL, KAD_PROTOCOL, TRACKER_PROTOCOL, build_swarm, kademlia};
+use crate::per_ip::{DEFAULT_MAX_PER_IP, PerIp};
+use crate::transport::{ADMIT_PROTOCOL, KAD_PROTOCOL, TRACKER_PROTOCOL, build_swarm, ip_of, kademlia};
 use crate::{Error, Result};
 use proto::tracker::Registry;
 
@@ -79,6 +80,7 @@ impl TrackerConfig {
 #[allow(missing_debug_implementations)]
 pub struct TrackerBehaviour {
     limits: connection_limits::Behaviour,
+    per_ip: PerIp,
     identify: identify::Behaviour,
     kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     admit: request_response::Behaviour<WireCodec<Admit, Admission>>,
@@ -100,13 +102,16 @@ pub struct Tracker {
 impl Tracker {
     /// Builds the tracker and starts listening.
     pub fn new(cfg: TrackerConfig) -> Result<Self> {
-        let limits = connection_limits::ConnectionLimits::default().with_max_established(Some(cfg.max_connections));
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(cfg.max_connections))
+            .with_max_pending_incoming(Some(crate::transport::MAX_PENDING_INCOMING));
         let gate = cfg.site_cas.map_or_else(Gate::open, |cas| Gate::closed(cas, None));
         let rr = request_response::Config::default()
             .with_request_timeout(Duration::from_secs(10))
             .with_max_concurrent_streams(1024);
         let mut swarm = build_swarm(cfg.key, cfg.quic, |k| TrackerBehaviour {
             limits: connection_limits::Behaviour::new(limits),
+            per_ip: PerIp::new(DEFAULT_MAX_PER_IP),
             identify: crate::transport::identify(k),
             kad: Toggle::from((!gate.is_closed()).then(|| kademlia(k, false))),
             admit: request_response::Behaviour::with_codec(
@@ -225,15 +230,6 @@ impl Tracker {
             }
             _ => {}
         }
-    }
-}
-
-/// The IP address an address starts with, if any.
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
-    match addr.iter().next()? {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
     }
 }
 

@@ -165,6 +165,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// Inbound connections in their handshake at once: beyond, new ones are
+/// refused until some finish (a flood of half-open connections holds no
+/// more).
+pub const MAX_PENDING_INCOMING: u32 = 128;
+
+/// The IP address an address starts with, if any.
+pub fn ip_of(addr: &libp2p::Multiaddr) -> Option<std::net::IpAddr> {
+    match addr.iter().next()? {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
 /// The first `/p2p/<id>` in an address.
 pub fn peer_of(addr: &libp2p::Multiaddr) -> Option<libp2p::PeerId> {
     addr.iter().find_map(|p| match p {

@@ -55,6 +55,8 @@ pub struct Behaviour {
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     /// Connection limits.
     pub limits: connection_limits::Behaviour,
+    /// Inbound connections per address.
+    pub per_ip: p2p::per_ip::PerIp,
     /// Addresses and agent of peers.
     pub identify: identify::Behaviour,
     /// Image providers, the fallback when no tracker answers (open sites
@@ -134,8 +136,10 @@ impl Behaviour {
             limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_established(Some(limits.max_connections))
-                    .with_max_established_per_peer(Some(2)),
+                    .with_max_established_per_peer(Some(2))
+                    .with_max_pending_incoming(Some(p2p::transport::MAX_PENDING_INCOMING)),
             ),
+            per_ip: p2p::per_ip::PerIp::new(p2p::per_ip::DEFAULT_MAX_PER_IP),
             identify: p2p::transport::identify(key),
             kad: Toggle::from((!closed).then(|| p2p::transport::kademlia(key, true))),
             admit: request_response::Behaviour::with_codec(
