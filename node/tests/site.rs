@@ -71,6 +71,9 @@ fn cache_mode_downloads_verifies_and_withdrawal_expires() {
     assert_eq!(r.images, vec![(img.id, ImageOutcome::Downloaded)]);
     assert_eq!(state(&lab, &img), ImageState::Available);
     assert_eq!(std::fs::read(lab.image_path(img.id)).unwrap(), img.bytes);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(lab.image_path(img.id)).unwrap().permissions());
+    assert_eq!(mode & 0o222, 0, "an installed image is read-only");
     assert!(!r.failed());
 
     // Nothing new: no-op.

@@ -280,12 +280,17 @@ impl Cache<'_> {
         Ok(SourceClaim { writers: self.writers, uuid })
     }
 
-    /// Moves `uuid`'s complete partial file to `target`, ending the claim on
-    /// it, so that no peer's chunk is written into the installed image.
+    /// Moves `uuid`'s complete partial file to `target`, read-only, ending
+    /// the claim on it, so that no peer's chunk is written into the installed
+    /// image, and no tool of the host's by mistake.
     pub(super) fn move_partial(&self, uuid: Uuid, target: &Path) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         let mut w = self.writers.exclusive();
         w.claims.remove(&uuid);
-        fs::rename(self.store.paths().partial(uuid), target).map_err(Error::io("installing", target))
+        let partial = self.store.paths().partial(uuid);
+        fs::set_permissions(&partial, fs::Permissions::from_mode(0o444))
+            .map_err(Error::io("making read-only", &partial))?;
+        fs::rename(&partial, target).map_err(Error::io("installing", target))
     }
 
     /// Deletes partial data and its have-bits, ending the claim on it.
