@@ -14,7 +14,7 @@
 //!   site (`O=`), and every tracker address ends in `/p2p/<peer id>`. A
 //!   relative CA path is taken from the file's directory.
 //! * Every node and tracker of every cooperating site reads the same file,
-//!   so the sites agree on who cooperates ([`Federation::site_cas`]) and on
+//!   so the sites agree on who cooperates ([`Federation::add_cas`]) and on
 //!   their order, which is the order in which the sites split each image
 //!   ([`proto::swarm::FetchStripe`]).
 

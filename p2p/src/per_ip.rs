@@ -7,7 +7,7 @@
 //!   with fresh peer ids.
 //! * Loopback addresses are not counted: they are the host's own processes.
 //! * A connection counts from the moment it is offered until it closes or
-//!   fails.
+//!   fails; meanwhile [`PerIp::remote_ip`] names its address.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -32,7 +32,9 @@ pub const DEFAULT_MAX_PER_IP: usize = 16;
 #[derive(Debug)]
 pub struct PerIp {
     max: usize,
+    /// The address of every open inbound connection.
     from: HashMap<ConnectionId, IpAddr>,
+    /// Open inbound connections per address, loopback left out.
     counts: HashMap<IpAddr, usize>,
 }
 
@@ -55,14 +57,21 @@ impl PerIp {
         self.max
     }
 
+    /// The remote IP address of the open inbound connection `id`.
+    pub fn remote_ip(&self, id: ConnectionId) -> Option<IpAddr> {
+        self.from.get(&id).copied()
+    }
+
     fn offer(&mut self, id: ConnectionId, remote: &Multiaddr) -> Result<(), ConnectionDenied> {
-        let Some(ip) = ip_of(remote).filter(|ip| !ip.is_loopback()) else { return Ok(()) };
-        let n = self.counts.entry(ip).or_default();
-        if *n >= self.max {
-            tracing::debug!(%ip, max = self.max, "connection from an address at its cap: denied");
-            return Err(ConnectionDenied::new(TooManyFromIp { ip, max: self.max }));
+        let Some(ip) = ip_of(remote) else { return Ok(()) };
+        if !ip.is_loopback() {
+            let n = self.counts.entry(ip).or_default();
+            if *n >= self.max {
+                tracing::debug!(%ip, max = self.max, "connection from an address at its cap: denied");
+                return Err(ConnectionDenied::new(TooManyFromIp { ip, max: self.max }));
+            }
+            *n += 1;
         }
-        *n += 1;
         self.from.insert(id, ip);
         Ok(())
     }
@@ -152,5 +161,8 @@ mod tests {
         assert!(p.offer(id(6), &a).is_err(), "a denied connection held no place to free");
         let local: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
         assert!((10..20).all(|i| p.offer(id(i), &local).is_ok()), "loopback is not counted");
+        assert_eq!(p.remote_ip(id(10)), Some("127.0.0.1".parse().unwrap()), "but its address is known");
+        p.release(id(10));
+        assert_eq!(p.remote_ip(id(10)), None);
     }
 }

@@ -22,14 +22,13 @@
 //!   cuts off, and forgets, a peer whose credential is revoked or expired.
 //!   Kademlia is off, so it hands out no peers but through answers.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, connection_limits, identify, kad, request_response};
 use proto::credential::SiteCas;
 use proto::wire::{Admission, Admit, Announce, Limit, Peers};
@@ -93,9 +92,6 @@ pub struct Tracker {
     swarm: libp2p::Swarm<TrackerBehaviour>,
     registry: Registry,
     gate: Gate,
-    /// The remote IP of each open connection: announced addresses must be
-    /// on it.
-    remote_ips: HashMap<ConnectionId, IpAddr>,
     started: Instant,
 }
 
@@ -128,13 +124,7 @@ impl Tracker {
         for a in &cfg.listen {
             swarm.listen_on(a.clone()).map_err(|e| Error::Net(format!("listening on {a}: {e}")))?;
         }
-        Ok(Self {
-            swarm,
-            registry: Registry::new(cfg.ttl.as_secs()),
-            gate,
-            remote_ips: HashMap::new(),
-            started: Instant::now(),
-        })
+        Ok(Self { swarm, registry: Registry::new(cfg.ttl.as_secs()), gate, started: Instant::now() })
     }
 
     /// Runs until the first listen address is up and returns every address
@@ -171,20 +161,10 @@ impl Tracker {
     fn on_event(&mut self, ev: SwarmEvent<TrackerBehaviourEvent>) {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "tracker listening"),
-            SwarmEvent::ConnectionEstablished { peer_id, num_established, connection_id, endpoint, .. } => {
-                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
-                    self.remote_ips.insert(connection_id, ip);
-                }
-                if num_established.get() == 1 {
-                    self.gate.connected(peer_id, Instant::now());
-                }
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
+                self.gate.connected(peer_id, Instant::now());
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
-                self.remote_ips.remove(&connection_id);
-                if num_established == 0 {
-                    self.gate.disconnected(&peer_id);
-                }
-            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => self.gate.disconnected(&peer_id),
             SwarmEvent::Behaviour(TrackerBehaviourEvent::Admit(request_response::Event::Message {
                 peer,
                 message: request_response::Message::Request { request, channel, .. },
@@ -201,7 +181,7 @@ impl Tracker {
                 connection_id,
                 message: request_response::Message::Request { mut request, channel, .. },
             })) => {
-                let seen_from = self.remote_ips.get(&connection_id).copied();
+                let seen_from = self.swarm.behaviour().per_ip.remote_ip(connection_id);
                 request.addrs.retain(|a| Multiaddr::try_from(a.clone()).is_ok_and(|a| dialable(&a, seen_from)));
                 if self.gate.is_closed() {
                     let Some(c) = self.gate.credential(&peer) else {

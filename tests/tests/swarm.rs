@@ -12,7 +12,6 @@ use proto::wire::{Refusal, Request, Response};
 
 const MIB: u64 = 1 << 20;
 
-/// The body of `GET /metrics` at `addr`.
 /// Mbit/s in bytes per second.
 fn mbit(m: u64) -> Option<u64> {
     Some(m * 1_000_000 / 8)
@@ -419,12 +418,7 @@ async fn sites_split_what_crosses_from_the_masters_site() -> anyhow::Result<()> 
     for name in ["east", "west"] {
         let mut entered = 0u64;
         for (_, addr) in metrics.iter().filter(|(n, _)| *n == name) {
-            let text = loopback::http_get(addr.unwrap())?;
-            entered += text
-                .lines()
-                .filter(|l| l.starts_with("imageswarm_site_bytes_in_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum::<u64>();
+            entered += loopback::metric(addr.unwrap(), "imageswarm_site_bytes_in_total", None)?;
         }
         assert!(
             (SIZE..=SIZE * 3 / 2).contains(&entered),

@@ -165,13 +165,7 @@ impl Federated {
     /// The sum over node `i`'s metric lines named `metric` with label
     /// `label`, or every label when `None`.
     pub(crate) fn metric(&self, i: usize, metric: &str, label: Option<&str>) -> anyhow::Result<u64> {
-        let text = super::http_get(self.metrics[i])?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with(&format!("{metric}{{")))
-            .filter(|l| label.is_none_or(|x| l.contains(x)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum())
+        super::metric(self.metrics[i], metric, label)
     }
 
     /// Chunk bytes that entered site `name` from other sites, as its

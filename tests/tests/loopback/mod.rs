@@ -304,6 +304,17 @@ pub(crate) fn http_get(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     Ok(body)
 }
 
+/// The sum over the lines of metric `metric` (with labels) served at
+/// `addr`, of those whose labels contain `label` when one is given.
+pub(crate) fn metric(addr: std::net::SocketAddr, metric: &str, label: Option<&str>) -> anyhow::Result<u64> {
+    Ok(http_get(addr)?
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| label.is_none_or(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
 /// How the lying peer lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lie {
