@@ -34,7 +34,7 @@ use libp2p::{StreamProtocol, identify, kad, noise, tcp, yamux};
 use crate::{Error, Result};
 
 /// Chunks, manifests and hellos between nodes.
-pub const PEER_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/peer/1");
+pub const PEER_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/peer/2");
 /// Swarm notices between nodes: one long-lived stream each way per peer.
 pub const NOTICE_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/notice/1");
 /// Credentials, first on every connection in a closed site.

@@ -71,6 +71,9 @@ pub fn content_id(image: Uuid, root: &crate::manifest::ManifestRoot) -> Uuid {
 /// The most images one hello describes.
 pub const MAX_HELLO_IMAGES: usize = 16;
 
+/// The most signed lists one hello names.
+pub const MAX_HELLO_LISTS: usize = 64;
+
 /// The most peers a tracker returns in one answer.
 pub const MAX_PEERS: usize = 200;
 
@@ -84,6 +87,19 @@ pub struct Hello {
     /// The images the node swarms on ([`content_id`]), with the chunks it
     /// has of each.
     pub images: Vec<(Uuid, WireBitfield)>,
+    /// The signed lists the node holds in force (at most
+    /// [`MAX_HELLO_LISTS`]): a peer that holds an older version, or none,
+    /// asks for the list ([`Request::List`]).
+    pub lists: Vec<HeldList>,
+}
+
+/// A signed list a node holds in force: its `hv:uuid` and `hv:version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldList {
+    /// The list's identifier.
+    pub identifier: Uuid,
+    /// Its version.
+    pub version: String,
 }
 
 /// A bitfield as it travels: its length and its bytes. Use
@@ -155,6 +171,12 @@ pub enum Request {
         /// The `hv:version` of the asker's list in force.
         list_version: String,
     },
+    /// Asks for the signed list in force under this identifier; answered
+    /// with its signed bytes, or refused by a peer that holds none.
+    List {
+        /// The list's `hv:uuid`.
+        identifier: Uuid,
+    },
 }
 
 /// Why a request was not served.
@@ -182,6 +204,9 @@ pub enum Response<B = Bytes> {
     Refused(Refusal),
     /// A signed attestation of the image's manifest root.
     Attestation(Vec<u8>),
+    /// A signed list, as its endorser signed it (unverified until the
+    /// receiver checks it).
+    List(Vec<u8>),
 }
 
 /// One announcement to a tracker, which answers with peers.
@@ -328,6 +353,7 @@ impl Message for Response {
             Response::Manifest(m) => Self::Manifest(m),
             Response::Refused(r) => Self::Refused(r),
             Response::Attestation(a) => Self::Attestation(a),
+            Response::List(l) => Self::List(l),
         })
     }
 }
@@ -343,7 +369,8 @@ mod tests {
     fn hello() -> Hello {
         let mut b = Bitfield::new(10);
         b.set(3);
-        Hello { site: "cern".into(), role: Role::Worker, images: vec![(Uuid::nil(), WireBitfield::new(&b))] }
+        let lists = vec![HeldList { identifier: Uuid::nil(), version: "1.0.2".into() }];
+        Hello { site: "cern".into(), role: Role::Worker, images: vec![(Uuid::nil(), WireBitfield::new(&b))], lists }
     }
 
     #[test]
@@ -352,6 +379,7 @@ mod tests {
             Request::Hello(hello()),
             Request::Chunk { image: Uuid::nil(), index: 9, insist: true },
             Request::Manifest { image: Uuid::nil() },
+            Request::List { identifier: Uuid::nil() },
         ];
         for m in msgs {
             assert_eq!(decode::<Request>(&encode(&m).unwrap(), Limit::Control).unwrap(), m);
@@ -391,6 +419,7 @@ mod tests {
         parts_agree_with_the_encoding(&Response::Hello(hello()), Limit::Data);
         parts_agree_with_the_encoding(&Response::Manifest(vec![[3; 32]; 3]), Limit::Data);
         parts_agree_with_the_encoding(&Response::Refused(Refusal::Busy), Limit::Data);
+        parts_agree_with_the_encoding(&Response::List(b"signed".to_vec()), Limit::Data);
         parts_agree_with_the_encoding(&Request::Hello(hello()), Limit::Control);
         let frame: NoticeFrame = vec![(Uuid::nil(), Notice::Have(7))];
         parts_agree_with_the_encoding(&frame, Limit::Control);

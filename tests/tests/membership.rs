@@ -19,16 +19,22 @@ use proto::wire::{Admission, Admit, Announce, Hello, Request, Response, WireBitf
 
 const MIB: u64 = 1 << 20;
 
-/// What an intruder asks a node for: a manifest, a chunk, and (with its
-/// hello) the images and chunks the node holds.
+/// What an intruder asks a node for: a manifest, a chunk, the signed list,
+/// and (with its hello) the images, chunks and lists the node holds.
 fn asks(site: &Site) -> Vec<Request> {
     let image = site.wire_image();
     let hello = Hello {
         site: node::demo::SITE.into(),
         role: Role::Worker,
         images: vec![(image, WireBitfield::new(&Bitfield::new(4)))],
+        lists: vec![],
     };
-    vec![Request::Manifest { image }, Request::Chunk { image, index: 0, insist: true }, Request::Hello(hello)]
+    vec![
+        Request::Manifest { image },
+        Request::Chunk { image, index: 0, insist: true },
+        Request::List { identifier: site.list_identifier() },
+        Request::Hello(hello),
+    ]
 }
 
 fn announce(site: &Site) -> Announce {
@@ -53,6 +59,13 @@ async fn strangers_get_nothing_and_are_disconnected() -> anyhow::Result<()> {
     assert!(matches!(p.admission, Some(Admission::Admitted { .. })), "{p:?}");
     assert!(p.answers.iter().any(|r| matches!(r, Response::Manifest(h) if h.len() == 4)), "{p:?}");
     assert!(p.answers.iter().any(|r| matches!(r, Response::Hello(h) if !h.images.is_empty())), "{p:?}");
+    let list = site.list_identifier();
+    assert!(p.answers.iter().any(|r| matches!(r, Response::Hello(h) if h.lists.iter().any(|l| l.identifier == list))));
+    let signed = std::fs::read(site.demo.www.join("list.smime"))?;
+    assert!(
+        p.answers.iter().any(|r| matches!(r, Response::List(b) if *b == signed)),
+        "the list as its endorser signed it"
+    );
     let (key, admit) = credentialed(&site.demo.site_dir(), Role::Worker);
     let p = probe(tracker.clone(), key, Some(admit), vec![], Some(announce(&site))).await?;
     assert!(p.peers >= 1, "the tracker names the master to a member: {p:?}");

@@ -82,12 +82,8 @@ pub(super) fn lists_topic() -> gossipsub::IdentTopic {
 /// The largest signed list gossip carries.
 pub(super) const MAX_LIST_BYTES: usize = 4 << 20;
 
-/// How long gossipsub remembers a message: publishing the same bytes again
-/// within it is refused.
-pub(super) const LIST_DUPLICATE_WINDOW: Duration = Duration::from_secs(5);
-
 /// A gossip message's identity: its content's hash.
-pub(super) fn list_message_id(data: &[u8]) -> gossipsub::MessageId {
+fn list_message_id(data: &[u8]) -> gossipsub::MessageId {
     gossipsub::MessageId::from(blake3::hash(data).as_bytes().to_vec())
 }
 
@@ -113,7 +109,6 @@ fn gossip(key: &Keypair, closed: bool) -> Result<gossipsub::Behaviour> {
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .max_transmit_size(MAX_LIST_BYTES)
-        .duplicate_cache_time(LIST_DUPLICATE_WINDOW)
         .message_id_fn(|m: &gossipsub::Message| list_message_id(&m.data))
         .build()
         .map_err(|e| Error::Net(format!("gossipsub: {e}")))?;

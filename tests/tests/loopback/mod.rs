@@ -117,6 +117,7 @@ impl Site {
     }
 
     async fn build(workers: usize, size: u64, chunk: u64, closed: Closed) -> anyhow::Result<Self> {
+        trace_from_env();
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
         let (demo, source) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Demo, String)> {
@@ -237,6 +238,12 @@ impl Site {
         }
     }
 
+    /// The `hv:uuid` of the demo's list.
+    pub(crate) fn list_identifier(&self) -> Uuid {
+        let json = std::fs::read(self.demo.root.join("pki/list.json")).unwrap();
+        proto::imagelist::ImageList::from_json(&json).unwrap().identifier
+    }
+
     /// The image's name on the wire ([`proto::wire::content_id`]).
     pub(crate) fn wire_image(&self) -> Uuid {
         proto::wire::content_id(self.demo.image, &self.demo.manifest_root)
@@ -292,6 +299,13 @@ impl Site {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// Logs what `RUST_LOG` asks for to the test's output (shown when it fails).
+pub(crate) fn trace_from_env() {
+    let filter = tracing_subscriber::EnvFilter::from_default_env();
+    // Another test in the same binary may have set it up already.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// The body of `GET /metrics` at `addr`.
@@ -350,7 +364,7 @@ pub(crate) async fn liar(
     let full = WireBitfield::new(&proto::bitfield::Bitfield::full(chunks));
     let early = lie == Lie::BitfieldBeforeHello;
     let images = if early { vec![] } else { vec![(wire, full.clone())] };
-    let hello = Hello { site: "loop".into(), role: Role::Worker, images };
+    let hello = Hello { site: "loop".into(), role: Role::Worker, images, lists: vec![] };
     let control = swarm.behaviour().notices.new_control();
     let task = tokio::spawn(async move {
         let mut served = 0u64;
@@ -407,7 +421,9 @@ pub(crate) async fn liar(
                     continue;
                 }
                 Request::Hello(_) => Response::Hello(hello.clone()),
-                Request::Manifest { .. } | Request::Attestation { .. } => Response::Refused(Refusal::NotHeld),
+                Request::Manifest { .. } | Request::Attestation { .. } | Request::List { .. } => {
+                    Response::Refused(Refusal::NotHeld)
+                }
                 Request::Chunk { index, .. } => {
                     served += 1;
                     Response::Chunk(vec![(index as u8) ^ 0x5a; chunk_len].into())
@@ -441,7 +457,7 @@ pub(crate) async fn ask(addr: Multiaddr, req: Request) -> anyhow::Result<Respons
                 message: request_response::Message::Request { request: Request::Hello(_), channel, .. },
                 ..
             }))) => {
-                let hello = Hello { site: "elsewhere".into(), role: Role::Worker, images: vec![] };
+                let hello = Hello { site: "elsewhere".into(), role: Role::Worker, images: vec![], lists: vec![] };
                 let _ = swarm.behaviour_mut().peer.send_response(channel, Response::Hello(hello));
             }
             Ok(SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::OutboundFailure {
@@ -567,9 +583,12 @@ pub(crate) async fn probe_offering(
             })) => {
                 let answer = match (request, &attestation) {
                     (Request::Attestation { .. }, Some(a)) => Response::Attestation(a.clone()),
-                    (Request::Hello(_), _) => {
-                        Response::Hello(Hello { site: node::demo::SITE.into(), role: Role::Master, images: vec![] })
-                    }
+                    (Request::Hello(_), _) => Response::Hello(Hello {
+                        site: node::demo::SITE.into(),
+                        role: Role::Master,
+                        images: vec![],
+                        lists: vec![],
+                    }),
                     _ => Response::Refused(Refusal::NotHeld),
                 };
                 let _ = swarm.behaviour_mut().peer.send_response(channel, answer);

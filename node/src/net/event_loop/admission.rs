@@ -9,8 +9,7 @@
 //!   are dropped unanswered.
 //! * In a closed site a new peer's gossip score is held below the publish
 //!   threshold until it is ready (`super::super::behaviour`); when it is,
-//!   the lists in force are published again, as when a peer joins the
-//!   topic, since what was published meanwhile did not reach it.
+//!   the lists not yet published are (see [`super::lists`]).
 //! * A tracker is announced to only once it admitted this node.
 //! * When the gate takes a newer CRL (from a peer, a tracker's answer or the
 //!   CRL file) or site policy, every ready peer and admitting tracker is
@@ -102,9 +101,6 @@ impl EventLoop {
         if let Some(c) = self.gate.credential(&peer) {
             tracing::debug!(%peer, site = c.site, role = ?c.role, "peer ready");
             self.swarm.behaviour_mut().gossip.set_application_score(&peer, 0.0);
-            // Gossip published nothing to it before (see the module docs):
-            // the lists in force go out again, as to a peer that joins.
-            self.published.clear();
             self.publish_lists();
         }
         let h = self.handle(peer);

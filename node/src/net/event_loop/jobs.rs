@@ -18,13 +18,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use libp2p::{PeerId, gossipsub};
+use libp2p::PeerId;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::EventLoop;
 use super::disk::Disk;
+use super::lists::Carrier;
 use super::sync::Opened;
 use crate::site::ListOutcome;
 use crate::{Error, Result};
@@ -35,7 +36,7 @@ pub(super) const DISK_THREADS: usize = 4;
 /// Jobs pending at most.
 pub(super) const MAX_JOBS: usize = 4096;
 
-/// Lists from gossip being verified at once at most; more are ignored.
+/// Lists from peers being verified at once at most; more are ignored.
 pub(super) const MAX_OFFERS: usize = 16;
 
 /// What a job reports.
@@ -45,7 +46,7 @@ pub(super) enum IoDone {
     Settled(Result<()>),
     Updated(Result<()>),
     Offered {
-        id: gossipsub::MessageId,
+        carrier: Carrier,
         from: PeerId,
         result: Result<ListOutcome>,
     },
@@ -132,9 +133,9 @@ impl EventLoop {
         match done {
             IoDone::Disk(d) => self.on_disk(d),
             IoDone::Opened(opened) => self.on_opened(opened),
-            IoDone::Offered { id, from, result } => {
+            IoDone::Offered { carrier, from, result } => {
                 self.jobs.offers -= 1;
-                self.on_offered(id, from, result);
+                self.on_offered(carrier, from, result);
             }
             IoDone::Settled(r) => {
                 match r.and_then(|()| self.sync_images()) {

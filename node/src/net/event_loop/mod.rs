@@ -51,6 +51,7 @@ mod attest;
 mod discovery;
 mod disk;
 mod jobs;
+mod lists;
 mod peers;
 mod sync;
 
@@ -70,6 +71,7 @@ enum Outbound {
     Chunk { image: Uuid, peer: u64, index: u32 },
     Manifest { image: Uuid, peer: u64 },
     Attestation { image: Uuid },
+    List,
 }
 
 /// What the loop keeps of an image beside the machine's state.
@@ -153,9 +155,9 @@ pub(super) struct EventLoop {
     next_update: Instant,
     next_announce: Instant,
     last_error: Option<String>,
-    /// The list version (sequence number) last published, per list.
+    /// The list version (sequence number) last published on gossip, per
+    /// list.
     published: HashMap<Uuid, u64>,
-    recent_lists: discovery::RecentLists,
     /// When a list in force (or an image entry) next expires.
     next_expiry: Option<proto::Timestamp>,
 }
@@ -303,7 +305,6 @@ impl EventLoop {
             next_announce: now,
             last_error: None,
             published: HashMap::new(),
-            recent_lists: discovery::RecentLists::default(),
             next_expiry: None,
         })
     }
@@ -576,15 +577,12 @@ impl EventLoop {
                 message_id,
                 message,
             })) => {
-                self.recent_lists.saw(message_id.clone(), true);
-                self.offer_list(propagation_source, message_id, message.data);
+                self.offer_list(propagation_source, lists::Carrier::Gossip(message_id), message.data);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { peer_id, .. })) => {
-                // Gossip does not replay old messages: a newcomer gets the
-                // lists in force published again (the duplicate cache keeps
-                // peers that saw them lately from seeing them twice).
+                // A version not yet published may now reach someone; the
+                // newcomer learns of those published before from hellos.
                 tracing::debug!(peer = %peer_id, "peer joined list gossip");
-                self.published.clear();
                 self.publish_lists();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Tracker(ev)) => self.on_tracker_event(ev),

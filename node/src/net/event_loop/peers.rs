@@ -6,7 +6,7 @@
 //!   what a peer names that is not an image swarmed on here with the same
 //!   content is dropped from hellos and notices, and refused in requests.
 //! * Hellos, chunk and manifest requests travel on request-response
-//!   (`/imageswarm/peer/1`); notices on notice streams
+//!   (`/imageswarm/peer/2`); notices on notice streams
 //!   ([`crate::net::notices`]). What they mean is the machine's
 //!   ([`proto::transfer::Host`]): this module parses what arrives (a
 //!   bitfield that does not decode is dropped here), hands it over with the
@@ -31,6 +31,7 @@ use proto::transfer::{self, ChunkReply, ManifestReply};
 use proto::wire::{Hello, Notice, NoticeFrame, Refusal, Request, Response, WireBitfield};
 use uuid::Uuid;
 
+use super::lists::Carrier;
 use super::{EventLoop, Outbound, peer_key, site_number};
 use crate::net::metrics::Metrics;
 use crate::net::notices::{self, Reopened};
@@ -81,7 +82,7 @@ impl EventLoop {
 
     fn wire_hello(&self, images: Vec<(Uuid, Bitfield)>) -> Hello {
         let images = images.iter().filter_map(|(u, b)| Some((self.wire_id(*u)?, WireBitfield::new(b)))).collect();
-        Hello { site: self.cfg.site.clone(), role: self.role, images }
+        Hello { site: self.cfg.site.clone(), role: self.role, images, lists: self.held_lists() }
     }
 
     /// A peer's hello, asked or answered.
@@ -95,6 +96,7 @@ impl EventLoop {
         };
         let info = PeerInfo { site: site_number(&site), role, key: peer_key(&from) };
         self.peer_sites.insert(h, site);
+        self.ask_newer_lists(from, &hello.lists);
         // Images of other content (another list version) are not these.
         let images =
             hello.images.into_iter().filter_map(|(w, b)| Some((self.local_image(w)?, b.parse().ok()?))).collect();
@@ -181,6 +183,7 @@ impl EventLoop {
             Request::Attestation { image, list_version } => {
                 self.on_attestation_request(image, &list_version, channel);
             }
+            Request::List { identifier } => self.on_list_request(identifier, channel),
             Request::Chunk { image: wire, index, insist } => {
                 let Some(image) = self.local_image(wire) else {
                     return self.respond(channel, Response::Refused(Refusal::NotEndorsed));
@@ -237,6 +240,8 @@ impl EventLoop {
                 self.on_attestation(peer, image, bytes);
             }
             (Outbound::Attestation { .. }, _) => {}
+            (Outbound::List, Some(Response::List(bytes))) => self.offer_list(peer, Carrier::Answer, bytes),
+            (Outbound::List, _) => {}
             (Outbound::Manifest { image, peer: h }, resp) => {
                 let reply = match resp {
                     Some(Response::Manifest(hashes)) => ManifestReply::Hashes(hashes.into()),
