@@ -11,8 +11,8 @@
 //! * Requests are bounded ([`MAX_REQUEST`]) and each client has
 //!   [`CLIENT_TIMEOUT`] to send its request and to take the reply, on a
 //!   thread of its own (at most [`MAX_CLIENTS`] at once; more are turned
-//!   away), so an idle or stuck client holds up no other. The commands
-//!   themselves run one at a time.
+//!   away), so an idle or stuck client holds up no other. The handler runs
+//!   on the client's thread: what must run one at a time, it serialises.
 //! * [`call`] answers `None` when no node listens (no socket, or a stale one
 //!   left by a node that died), so the command then works on the store
 //!   directly.
@@ -21,8 +21,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 
 /// Serves the control socket of `data_dir` from a background thread until
 /// the process exits; `handle` runs each request's arguments.
-pub fn serve(data_dir: &Path, handle: impl Fn(Vec<String>) -> Reply + Send + 'static) -> Result<()> {
+pub fn serve(data_dir: &Path, handle: impl Fn(Vec<String>) -> Reply + Send + Sync + 'static) -> Result<()> {
     let path = socket_path(data_dir);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
@@ -68,7 +68,7 @@ pub fn serve(data_dir: &Path, handle: impl Fn(Vec<String>) -> Reply + Send + 'st
         Err(e) => return Err(Error::io("removing the stale socket", &path)(e)),
     }
     let listener = bind_private(data_dir, &path)?;
-    let handle = Arc::new(Mutex::new(handle));
+    let handle = Arc::new(handle);
     let clients = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("control".into())
@@ -88,7 +88,7 @@ pub fn serve(data_dir: &Path, handle: impl Fn(Vec<String>) -> Reply + Send + 'st
                 }
                 let (handle, clients) = (handle.clone(), clients.clone());
                 let served = std::thread::Builder::new().name("control client".into()).spawn(move || {
-                    if let Err(e) = one(conn, &handle) {
+                    if let Err(e) = one(conn, &*handle) {
                         tracing::debug!(error = %e, "control client went away");
                     }
                     clients.fetch_sub(1, Ordering::SeqCst);
@@ -138,17 +138,14 @@ fn same_user(conn: &UnixStream) -> std::io::Result<bool> {
     Ok(cred.uid == own || cred.uid == 0)
 }
 
-fn one(conn: UnixStream, handle: &Mutex<impl Fn(Vec<String>) -> Reply>) -> std::io::Result<()> {
+fn one(conn: UnixStream, handle: &impl Fn(Vec<String>) -> Reply) -> std::io::Result<()> {
     conn.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     conn.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let reply = if same_user(&conn)? {
         let mut line = String::new();
         BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line)?;
         match serde_json::from_str::<Vec<String>>(&line) {
-            Ok(args) => {
-                let handle = handle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                handle(args)
-            }
+            Ok(args) => handle(args),
             Err(e) => Reply { code: 2, stdout: String::new(), stderr: format!("malformed control request: {e}") },
         }
     } else {

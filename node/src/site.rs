@@ -108,6 +108,29 @@ pub enum ImageOutcome {
     Expired,
 }
 
+/// What [`Site::subscribe`] did. Subscribing again to a list at the URL it
+/// is subscribed at changes nothing but the mode, so that a host's setup may
+/// run any number of times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscribed {
+    /// A new subscription.
+    New(Subscription),
+    /// Subscribed already, in this mode.
+    Already(Subscription),
+    /// Subscribed already; the mode for images the list brings from now on
+    /// is the one asked for.
+    ModeChanged(Subscription),
+}
+
+impl Subscribed {
+    /// The subscription as it now stands.
+    pub fn subscription(&self) -> &Subscription {
+        match self {
+            Self::New(s) | Self::Already(s) | Self::ModeChanged(s) => s,
+        }
+    }
+}
+
 /// The result of [`Site::update`].
 #[derive(Debug, Clone, Default)]
 pub struct UpdateReport {
@@ -136,16 +159,27 @@ impl Site {
         crl_check: bool,
         edit: impl FnOnce(&mut SiteConfig),
     ) -> Result<SiteConfig> {
-        sources.load()?;
         let store = Store::open(data_dir)?;
-        let mut config = store.site_config()?.unwrap_or_default();
+        let config = Self::configured(store.site_config()?.unwrap_or_default(), sources, crl_check, edit)?;
+        store.set_site_config(&config)?;
+        Ok(config)
+    }
+
+    /// The configuration [`Site::init`] makes of `config` (checking that the
+    /// trust sources load), without storing it.
+    pub fn configured(
+        mut config: SiteConfig,
+        sources: &TrustSources,
+        crl_check: bool,
+        edit: impl FnOnce(&mut SiteConfig),
+    ) -> Result<SiteConfig> {
+        sources.load()?;
         let absolute = |p: &Path| std::fs::canonicalize(p).map_err(Error::io("resolving", p));
         config.ca_file = sources.ca_file.as_deref().map(absolute).transpose()?;
         config.ca_dir = sources.ca_dir.as_deref().map(absolute).transpose()?;
         config.crls = sources.crls.iter().map(|p| absolute(p)).collect::<Result<_>>()?;
         config.crl_check = crl_check;
         edit(&mut config);
-        store.set_site_config(&config)?;
         Ok(config)
     }
 
@@ -196,14 +230,25 @@ impl Site {
 
     /// Subscribes to the list at `url`: fetches and verifies it now and pins
     /// its identifier. Its images are recorded by the next update.
-    pub fn subscribe(&self, url: &str, new_images: NewImages, now: Timestamp) -> Result<Subscription> {
+    pub fn subscribe(&self, url: &str, new_images: NewImages, now: Timestamp) -> Result<Subscribed> {
         let bytes = self.fetcher.get_list(url)?;
         let verified = verify_list(&bytes, &self.trust()?, now)?;
         let id = verified.list().identifier;
         // Fetched and verified outside the turn; checked and stored in it.
         let _turn = self.take_turn();
-        if let Some(existing) = self.store.subscription(id)? {
-            return Err(Error::Invalid(format!("already subscribed to list {id} at {}", redact(&existing.url))));
+        if let Some(mut existing) = self.store.subscription(id)? {
+            if existing.url != url {
+                return Err(Error::Invalid(format!(
+                    "already subscribed to list {id} at {}; `subscription disable` it first to move it",
+                    redact(&existing.url)
+                )));
+            }
+            if existing.new_images == new_images {
+                return Ok(Subscribed::Already(existing));
+            }
+            existing.new_images = new_images;
+            self.store.put_subscription(&existing)?;
+            return Ok(Subscribed::ModeChanged(existing));
         }
         let sub = Subscription {
             url: url.to_owned(),
@@ -217,7 +262,7 @@ impl Site {
             updated: None,
         };
         self.store.put_subscription(&sub)?;
-        Ok(sub)
+        Ok(Subscribed::New(sub))
     }
 
     /// Finds a subscription by list UUID or URL.
@@ -604,6 +649,11 @@ impl Site {
             }
         }
         Ok(next)
+    }
+
+    /// When the list in force of `sub` expires (its `hv:expires`), if one is.
+    pub fn list_expiry(&self, sub: &Subscription) -> Result<Option<Timestamp>> {
+        Ok(self.list_in_force(sub)?.map(|(_, list)| list.expires))
     }
 
     /// Re-checks trust and takes out of the cache what must go.

@@ -78,6 +78,50 @@ fn a_host_subscribes_updates_and_decides_from_the_command_line() {
     }
 }
 
+/// A host's setup runs under Puppet or Ansible, again and again: `init`,
+/// `endorser add`, `subscribe` and `image approve` run twice leave the same
+/// state and exit 0. Subscribing again in another mode changes the mode.
+#[test]
+fn setup_commands_run_twice_leave_the_same_state() {
+    let lab = fresh_host();
+    let a = Img::new(1, &lab.file_url("a.img", &bytes(9_000, 1)), bytes(9_000, 1));
+    lab.publish("0.0.1", std::slice::from_ref(&a));
+    let ca = pki().path("ca.pem").display().to_string();
+    let crl = pki().path("crl.pem").display().to_string();
+    let setup: [&[&str]; 4] = [
+        &["init", "--ca-file", &ca, "--crl", &crl],
+        &["endorser", "add", "--dn", ENDORSER_DN, "--issuer", CA_DN],
+        &["subscribe", &lab.url(), "--new-images", "refuse"],
+        &["image", "approve", &a.id.to_string()],
+    ];
+    let state = |lab: &Lab| {
+        let subs = ok(run(lab, &["subscription", "list"]));
+        let endorsers = ok(run(lab, &["endorser", "list"]));
+        (subs, endorsers, images(lab))
+    };
+    for args in &setup[..3] {
+        ok(run(&lab, args));
+    }
+    ok(run(&lab, &["update"]));
+    ok(run(&lab, setup[3]));
+    let first = state(&lab);
+    assert_eq!(first.2[0]["state"], "partial", "approved, not yet downloaded: {:?}", first.2);
+    for args in setup {
+        let out = ok(run(&lab, args));
+        assert!(!out.contains("subscribed to list") || out.contains("already subscribed"), "{out}");
+    }
+    assert_eq!(state(&lab), first);
+
+    // The same list at another URL is refused: moving it is a decision.
+    let copy = lab.file_url("copy.smime", &std::fs::read(&lab.list).unwrap());
+    let moved = run(&lab, &["subscribe", &copy]);
+    assert_eq!(moved.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&moved.stderr).contains("already subscribed"), "{moved:?}");
+    let out = ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
+    assert!(out.contains("new images it brings from now on: cache"), "{out}");
+    assert_ne!(state(&lab).0, first.0, "the mode shows in `subscription list`");
+}
+
 #[test]
 fn failures_are_clear_and_exit_non_zero() {
     let lab = Lab::new();
@@ -110,6 +154,8 @@ fn failures_are_clear_and_exit_non_zero() {
 
 /// While a node runs it holds the store; host commands then go through its
 /// control socket, and work on the store directly again once it is gone.
+/// `status` reads the running node, and `update` and SIGHUP make it run an
+/// update cycle now.
 #[test]
 fn host_commands_reach_a_running_node_through_its_control_socket() {
     use std::io::{BufRead, BufReader};
@@ -120,6 +166,9 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     lab.publish("0.0.1", std::slice::from_ref(&a));
     ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
     ok(run(&lab, &["update"]));
+    let stopped = run(&lab, &["status"]);
+    assert_eq!(stopped.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&stopped.stderr).contains("no node runs on"), "{stopped:?}");
 
     let mut node = Command::new(env!("CARGO_BIN_EXE_imageswarm"))
         .arg("--data-dir")
@@ -143,12 +192,50 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     assert!(first.starts_with("listening on /ip4/127.0.0.1/tcp/"), "{first}");
 
     let id = a.id.to_string();
+    let status =
+        |lab: &Lab| -> serde_json::Value { serde_json::from_str(&ok(run(lab, &["status", "--json"]))).unwrap() };
+    let s = status(&lab);
+    assert_eq!(s["images"][0]["uuid"], id.as_str(), "{s}");
+    assert_eq!(s["images"][0]["state"], "available", "{s}");
+    assert_eq!(s["images"][0]["chunks_held"], s["images"][0]["chunks"], "{s}");
+    assert_eq!(s["images"][0]["list_version"], "0.0.1", "{s}");
+    assert_eq!(s["lists"][0]["identifier"], common::LIST_ID.to_string(), "{s}");
+    assert_eq!(s["lists"][0]["version"], "0.0.1", "{s}");
+    assert!(s["lists"][0]["expires"].as_str().is_some_and(|t| t.ends_with('Z')), "{s}");
+    assert!(s["lists"][0]["last_update"].is_string(), "{s}");
+    assert!(s["disk_free"].as_u64().is_some_and(|f| f > 0), "{s}");
+    let text = ok(run(&lab, &["status", &id]));
+    assert!(text.contains(&format!("image {id}")) && text.contains("available  2/2 chunks (100%)"), "{text}");
+    let unknown = run(&lab, &["status", "00000000-0000-4000-8000-000000000000"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no image"), "{unknown:?}");
+
     assert_eq!(state_of(&lab, &id), "available", "answered by the node while it holds the store");
+    // `init` as the host was set up holds already; anything else waits for
+    // the node to stop.
+    let ca = pki().path("ca.pem").display().to_string();
+    let crl = pki().path("crl.pem").display().to_string();
+    ok(run(&lab, &["init", "--ca-file", &ca, "--crl", &crl]));
+    let changed = run(&lab, &["init", "--ca-file", &ca, "--crl", &crl, "--no-crl-check"]);
+    assert_eq!(changed.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&changed.stderr).contains("stop it before `init`"), "{changed:?}");
     ok(run(&lab, &["image", "revoke", &id]));
     assert_eq!(state_of(&lab, &id), "revoked");
-    let update = run(&lab, &["update"]);
-    assert_eq!(update.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&update.stderr).contains("runs its own update cycles"));
+
+    // `update` waits for a cycle of the node's that starts after it.
+    lab.publish("0.0.2", std::slice::from_ref(&a));
+    let out = ok(run(&lab, &["update"]));
+    assert!(out.contains("accepted version 0.0.2"), "{out}");
+    assert_eq!(status(&lab)["lists"][0]["version"], "0.0.2");
+    // SIGHUP runs one as well, without waiting.
+    lab.publish("0.0.3", std::slice::from_ref(&a));
+    // SAFETY: signals a child process this test started and still holds.
+    assert_eq!(unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGHUP) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status(&lab)["lists"][0]["version"] != "0.0.3" {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP ran no update within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     node.kill().unwrap();
     node.wait().unwrap();

@@ -9,6 +9,7 @@ mod demo;
 mod list;
 mod node;
 mod site;
+mod status;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -55,8 +56,17 @@ enum Command {
     Subscription(site::SubscriptionCommand),
     /// Fetch every list, verify it, then expire and download images.
     ///
-    /// Exits 1 if any list or download failed (the rest is still done).
+    /// While a node runs on the data directory, asks it to run an update
+    /// cycle now (as SIGHUP does) and reports that cycle. Exits 1 if any list
+    /// or download failed (the rest is still done).
     Update(site::UpdateArgs),
+    /// Show what the running node does: per image its state, chunks held,
+    /// rates in and out, peers, ETA and list version; per list the version
+    /// in force, its expiry and the last update; and disk free.
+    ///
+    /// Reads the node through its control socket (DATA_DIR/control.sock):
+    /// fails if no node runs on the data directory.
+    Status(status::StatusArgs),
     /// Show every image this host knows: uuid, state, version, list, title.
     ///
     /// States: available (verified, in the cache), partial (approved, not
@@ -102,6 +112,7 @@ impl Command {
                 | Self::Subscribe(_)
                 | Self::Subscription(_)
                 | Self::Update(_)
+                | Self::Status(_)
                 | Self::Images(_)
                 | Self::Image(_)
         )
@@ -131,6 +142,10 @@ pub(crate) fn run(cli: Cli, args: &[String]) -> anyhow::Result<ExitCode> {
         Command::Node(a) => node::run_node(d, a),
         Command::Wait(a) => node::wait(d, a),
         Command::Demo(a) => demo::run(a),
+        Command::Status(_) => anyhow::bail!(
+            "no node runs on {}: `status` reads a running node (`imageswarm images` shows what the store holds)",
+            site::data_dir(d)?.display()
+        ),
         Command::Site(c) => authority::run(&mut std::io::stdout().lock(), c),
         Command::PeerId => authority::peer_id(site::data_dir(d)?, &mut std::io::stdout().lock()),
         other => {
@@ -148,26 +163,39 @@ fn on_site(site: &Site, out: &mut dyn Write, command: Command) -> anyhow::Result
         Command::Subscription(c) => site::subscription(site, out, c),
         Command::Images(a) => site::images(site, out, a),
         Command::Image(a) => site::image(site, out, a),
-        Command::Init(_) => anyhow::bail!("the node is running on this data directory: stop it before `init`"),
-        Command::Update(_) => {
-            anyhow::bail!(
-                "the node is running on this data directory and runs its own update cycles; stop it to update by hand"
-            )
-        }
+        Command::Init(a) => site::init_in_node(site, out, &a),
         _ => anyhow::bail!("not a host command"),
     }
 }
 
+/// A running node, as the control socket's handler sees it.
+pub(crate) struct InNode {
+    pub(crate) site: std::sync::Arc<Site>,
+    pub(crate) client: ::node::net::Client,
+    /// Commands that change the store run one at a time.
+    pub(crate) turn: std::sync::Mutex<()>,
+}
+
 /// Runs a host command line (`args`, without the program name) inside the
-/// running node, on its site: the control socket's handler.
-pub(crate) fn run_in_node(site: &Site, args: Vec<String>) -> ::node::control::Reply {
+/// running node: the control socket's handler. `status` and `update` do not
+/// wait for other commands' turn.
+pub(crate) fn run_in_node(node: &InNode, args: Vec<String>) -> ::node::control::Reply {
     use ::node::control::Reply;
     let cli = match Cli::try_parse_from(std::iter::once("imageswarm".to_owned()).chain(args)) {
         Ok(c) => c,
         Err(e) => return Reply { code: 2, stdout: String::new(), stderr: e.to_string() },
     };
     let mut out = Vec::new();
-    let result = on_site(site, &mut out, cli.command);
+    let result = match cli.command {
+        Command::Status(a) => status::status(&node.site, &node.client, &mut out, a),
+        Command::Update(_) => status::update(&node.client, &mut out),
+        other => {
+            let _turn = node.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let r = on_site(&node.site, &mut out, other);
+            node.client.request_sync();
+            r
+        }
+    };
     let stdout = String::from_utf8_lossy(&out).into_owned();
     match result {
         Ok(code) => Reply { code: u8::from(code != ExitCode::SUCCESS), stdout, stderr: String::new() },

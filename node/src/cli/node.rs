@@ -317,7 +317,7 @@ pub(crate) fn mbit(m: f64) -> anyhow::Result<u64> {
     Ok((m * 1e6 / 8.0) as u64)
 }
 
-/// Runs a node until SIGINT or SIGTERM.
+/// Runs a node until SIGINT or SIGTERM; SIGHUP runs an update cycle now.
 #[allow(clippy::print_stdout)]
 pub(crate) fn run_node(data_dir: Option<&Path>, args: NodeArgs) -> anyhow::Result<ExitCode> {
     let dir = super::site::data_dir(data_dir)?;
@@ -328,20 +328,33 @@ pub(crate) fn run_node(data_dir: Option<&Path>, args: NodeArgs) -> anyhow::Resul
         let (mut client, task) = net::start_on(cfg, site.clone()).await?;
         // Host commands (`images`, `image revoke`, ...) run inside the node
         // while it holds the store, then the node re-reads what it serves.
-        let control = client.clone();
-        node::control::serve(dir, move |args| {
-            let reply = super::run_in_node(&site, args);
-            control.request_sync();
-            reply
-        })?;
+        let in_node = super::InNode { site, client: client.clone(), turn: std::sync::Mutex::new(()) };
+        node::control::serve(dir, move |args| super::run_in_node(&in_node, args))?;
         for a in client.listen_addrs().await? {
             println!("listening on {a}");
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = task => return r.context("the node task failed")?.map(|()| ExitCode::SUCCESS).map_err(Into::into),
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut hup) = (signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
+        let mut task = task;
+        loop {
+            tokio::select! {
+                r = &mut task => return r.context("the node task failed")?.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                // SIGHUP (`systemctl reload`): an update cycle now, logged as
+                // it ends; the node goes on meanwhile.
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: updating now");
+                    let c = client.clone();
+                    tokio::spawn(async move {
+                        match c.update_now().await {
+                            Ok(r) if r.failed() => tracing::warn!(last_error = ?c.status().last_error, "update asked by SIGHUP: a list or image failed"),
+                            Ok(_) => tracing::info!("update asked by SIGHUP: done"),
+                            Err(e) => tracing::warn!(error = %e, "update asked by SIGHUP failed"),
+                        }
+                    });
+                }
+            }
         }
         client.shutdown().await;
         Ok(ExitCode::SUCCESS)

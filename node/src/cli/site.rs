@@ -13,10 +13,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar};
 use node::fetch::Timeouts;
-use node::site::{ImageOutcome, ListOutcome, Site};
-use node::store::{Decision, ImageRecord, NewImages};
+use node::site::{Site, Subscribed};
+use node::store::{Decision, ImageRecord, NewImages, SiteConfig};
 use node::trustfiles::TrustSources;
-use node::units::format_size;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -60,6 +59,36 @@ pub(crate) struct InitArgs {
     /// arrives, is what binds the bytes to the list).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     strict_sha512: Option<bool>,
+}
+
+impl InitArgs {
+    fn sources(&self) -> TrustSources {
+        TrustSources { ca_file: self.ca_file.clone(), ca_dir: self.ca_dir.clone(), crls: self.crl.clone() }
+    }
+
+    /// Sets what the options name; the rest stays as it is.
+    fn edit(&self, c: &mut SiteConfig) {
+        if self.hook.is_some() {
+            c.hook.clone_from(&self.hook);
+        }
+        c.hook_timeout_secs = self.hook_timeout.unwrap_or(c.hook_timeout_secs);
+        c.download_attempts = self.download_attempts.unwrap_or(c.download_attempts);
+        c.expired_max_age_days = self.expired_max_age_days.unwrap_or(c.expired_max_age_days);
+        c.min_free_percent = self.min_free_percent.unwrap_or(c.min_free_percent);
+        c.strict_sha512 = self.strict_sha512.unwrap_or(c.strict_sha512);
+    }
+}
+
+/// `init` while the node runs: what it asks for holds already, or it is
+/// refused (the node reads its trust settings at start).
+pub(crate) fn init_in_node(site: &Site, out: &mut dyn Write, a: &InitArgs) -> anyhow::Result<ExitCode> {
+    let want = Site::configured(site.config().clone(), &a.sources(), !a.no_crl_check, |c| a.edit(c))?;
+    anyhow::ensure!(
+        want == *site.config(),
+        "the node is running on this data directory: stop it before `init` changes its settings"
+    );
+    writeln!(out, "initialised {} already, as asked", site.store().paths().root.display())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,17 +212,7 @@ fn open(d: Option<&Path>) -> anyhow::Result<Site> {
 
 pub(crate) fn init(d: Option<&Path>, a: InitArgs) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let sources = TrustSources { ca_file: a.ca_file, ca_dir: a.ca_dir, crls: a.crl };
-    let config = Site::init(dir, &sources, !a.no_crl_check, |c| {
-        if a.hook.is_some() {
-            c.hook = a.hook;
-        }
-        c.hook_timeout_secs = a.hook_timeout.unwrap_or(c.hook_timeout_secs);
-        c.download_attempts = a.download_attempts.unwrap_or(c.download_attempts);
-        c.expired_max_age_days = a.expired_max_age_days.unwrap_or(c.expired_max_age_days);
-        c.min_free_percent = a.min_free_percent.unwrap_or(c.min_free_percent);
-        c.strict_sha512 = a.strict_sha512.unwrap_or(c.strict_sha512);
-    })?;
+    let config = Site::init(dir, &a.sources(), !a.no_crl_check, |c| a.edit(c))?;
     let site = open(d)?;
     site.settle(node::now())?;
     let (cas, crls) = site.trust()?.anchors.counts();
@@ -244,8 +263,21 @@ pub(crate) fn subscribe(site: &Site, out: &mut dyn Write, a: SubscribeArgs) -> a
         NewImagesArg::Accept => NewImages::Accept,
         NewImagesArg::Cache => NewImages::Cache,
     };
-    let sub = site.subscribe(&a.url, mode, node::now())?;
-    writeln!(out, "subscribed to list {} at {}", sub.identifier, node::fetch::redact(&sub.url))?;
+    let done = site.subscribe(&a.url, mode, node::now())?;
+    let sub = done.subscription();
+    let (id, url) = (sub.identifier, node::fetch::redact(&sub.url));
+    match &done {
+        Subscribed::New(_) => writeln!(out, "subscribed to list {id} at {url}")?,
+        Subscribed::Already(_) => writeln!(out, "already subscribed to list {id} at {url}")?,
+        Subscribed::ModeChanged(_) => writeln!(
+            out,
+            "already subscribed to list {id} at {url}; new images it brings from now on: {}",
+            a.new_images.to_possible_value().map_or_else(String::new, |v| v.get_name().to_owned())
+        )?,
+    }
+    if !sub.enabled {
+        writeln!(out, "the subscription is disabled: `subscription enable {id}` enables it")?;
+    }
     writeln!(
         out,
         "next: `imageswarm --data-dir {} update` fetches it and its images",
@@ -266,7 +298,13 @@ pub(crate) fn subscription(site: &Site, out: &mut dyn Write, cmd: SubscriptionCo
                     (true, true, Some(e)) => format!("last update failed: {e}"),
                     (true, true, None) => "ok".to_owned(),
                 };
-                writeln!(out, "{}  version {version}  {}  {state}", s.identifier, node::fetch::redact(&s.url))?;
+                let mode = match s.new_images {
+                    NewImages::Refuse => "refuse",
+                    NewImages::Accept => "accept",
+                    NewImages::Cache => "cache",
+                };
+                let url = node::fetch::redact(&s.url);
+                writeln!(out, "{}  version {version}  {url}  new-images {mode}  {state}", s.identifier)?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -299,28 +337,7 @@ pub(crate) fn update(d: Option<&Path>, a: UpdateArgs) -> anyhow::Result<ExitCode
     for b in current.values() {
         b.finish_and_clear();
     }
-    for (id, url, outcome) in &report.lists {
-        let what = match outcome {
-            ListOutcome::Unchanged => "unchanged".to_owned(),
-            ListOutcome::Accepted(v) => format!("accepted version {v}"),
-            ListOutcome::Failed(e) => format!("FAILED: {e}"),
-            ListOutcome::Disabled => "disabled".to_owned(),
-        };
-        println!("list {id} ({url}): {what}");
-    }
-    for (id, outcome) in &report.images {
-        let what = match outcome {
-            ImageOutcome::Downloaded => "downloaded and verified".to_owned(),
-            ImageOutcome::Expired => "expired".to_owned(),
-            ImageOutcome::InProgress => "already being downloaded by another update on this host".to_owned(),
-            ImageOutcome::Failed(e) => format!("FAILED: {e}"),
-            ImageOutcome::GaveUp(e) => format!("FAILED: {e}"),
-        };
-        println!("image {id}: {what}");
-    }
-    if !report.gc.removed.is_empty() {
-        println!("gc: removed {} expired images ({})", report.gc.removed.len(), format_size(report.gc.bytes));
-    }
+    super::status::print_update(&mut std::io::stdout().lock(), &report)?;
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

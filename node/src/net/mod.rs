@@ -34,6 +34,7 @@ mod behaviour;
 mod event_loop;
 mod metrics;
 mod notices;
+mod rate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ use proto::credential::SiteCas;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use crate::site::UpdateReport;
 use crate::{Error, Result};
 
 /// Everything a node is told; the CLI fills it from flags and a TOML file.
@@ -196,6 +198,10 @@ pub struct ImageStatus {
     pub bytes_out: u64,
     /// Chunks fetched and verified since the node started.
     pub fetched: u64,
+    /// Chunk bytes received per second, lately.
+    pub rate_in: u64,
+    /// Chunk bytes sent per second, lately.
+    pub rate_out: u64,
 }
 
 /// A snapshot of a node, refreshed by its event loop.
@@ -222,6 +228,8 @@ enum Command {
     /// The store changed behind the node's back (a host command ran):
     /// recompute the images it serves.
     Sync,
+    /// Run an update cycle now and answer with its report.
+    Update(event_loop::UpdateAnswer),
 }
 
 /// A handle on a running node.
@@ -236,6 +244,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Self::Shutdown(_) => "Shutdown",
             Self::Sync => "Sync",
+            Self::Update(_) => "Update",
         })
     }
 }
@@ -269,6 +278,21 @@ impl Client {
         let _ = self.commands.try_send(Command::Sync);
     }
 
+    /// Runs an update cycle that starts after this call, and returns its
+    /// report (or why the cycle failed as a whole).
+    pub async fn update_now(&self) -> Result<UpdateReport> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Update(tx)).await.map_err(stopped)?;
+        rx.await.map_err(stopped)?.map_err(Error::Refused)
+    }
+
+    /// [`Client::update_now`], from a thread outside the node's runtime.
+    pub fn update_now_blocking(&self) -> Result<UpdateReport> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.blocking_send(Command::Update(tx)).map_err(stopped)?;
+        rx.blocking_recv().map_err(stopped)?.map_err(Error::Refused)
+    }
+
     /// Stops the node and waits until it has.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -276,6 +300,11 @@ impl Client {
             let _ = rx.await;
         }
     }
+}
+
+/// The error of a request to a node whose loop has ended.
+fn stopped<E>(_: E) -> Error {
+    Error::Net("the node stopped".into())
 }
 
 /// Starts a node; it runs until [`Client::shutdown`] or a fatal error, which

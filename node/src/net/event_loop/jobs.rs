@@ -44,7 +44,7 @@ pub(super) enum IoDone {
     Disk(Disk),
     /// The store was re-checked locally, before the first update cycle.
     Settled(Result<()>),
-    Updated(Result<()>),
+    Updated(Result<crate::site::UpdateReport>),
     Offered {
         carrier: Carrier,
         from: PeerId,
@@ -137,19 +137,7 @@ impl EventLoop {
                 self.jobs.offers -= 1;
                 self.on_offered(carrier, from, result);
             }
-            IoDone::Settled(r) => {
-                match r.and_then(|()| self.sync_images()) {
-                    Ok(()) => {
-                        self.publish_lists();
-                        self.publish_policy();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "re-checking the store at start failed; waiting for the update");
-                        self.last_error = Some(e.to_string());
-                    }
-                }
-                self.start_update();
-            }
+            IoDone::Settled(r) => self.on_settled(r),
             IoDone::Attested { image, from, result } => self.on_attested(image, from, result),
             IoDone::PolicyApplied(r) => {
                 if let Err(e) = r {
@@ -158,15 +146,9 @@ impl EventLoop {
                 }
                 self.sync_or_log();
                 // Its subscriptions are fetched now, not at the next interval.
-                self.next_update = std::time::Instant::now();
+                self.updates.next = std::time::Instant::now();
             }
-            IoDone::Updated(r) => {
-                self.updating = false;
-                self.next_update = std::time::Instant::now() + self.cfg.update_interval;
-                self.last_error = r.err().map(|e| e.to_string());
-                self.sync_or_log();
-                self.publish_lists();
-            }
+            IoDone::Updated(r) => self.on_updated(r),
         }
     }
 }

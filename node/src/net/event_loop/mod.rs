@@ -40,6 +40,7 @@ use uuid::Uuid;
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm, lists_topic};
 use super::metrics::{self, Metrics};
 use super::notices::{Inbound, Notices};
+use super::rate::Rate;
 use super::{Command, ImageStatus, NodeConfig, Status, peer_of};
 use crate::cache::partial::Claim;
 use crate::site::Site;
@@ -54,8 +55,11 @@ mod jobs;
 mod lists;
 mod peers;
 mod sync;
+mod update;
 
-use jobs::{IoDone, Jobs};
+pub(super) use update::Answer as UpdateAnswer;
+
+use jobs::Jobs;
 
 /// The most received chunks from other sites awaiting their write that the
 /// loop remembers (to charge them to the WAN cap).
@@ -87,6 +91,8 @@ struct Local {
     epoch: u64,
     bytes_in: u64,
     bytes_out: u64,
+    /// The rates of `bytes_in` and `bytes_out`.
+    rates: (Rate, Rate),
     /// When a tracker last answered for this image.
     tracker_ok: Option<swarm::Micros>,
 }
@@ -148,11 +154,7 @@ pub(super) struct EventLoop {
     bans: Vec<(Instant, PeerId)>,
     ban_count: u64,
     failed_chunks: u64,
-    updating: bool,
-    /// The first update cycle has started (it re-checks the store locally
-    /// before it fetches anything).
-    started_updates: bool,
-    next_update: Instant,
+    updates: update::Updates,
     next_announce: Instant,
     last_error: Option<String>,
     /// The list version (sequence number) last published on gossip, per
@@ -299,9 +301,7 @@ impl EventLoop {
             bans: Vec::new(),
             ban_count: 0,
             failed_chunks: 0,
-            updating: false,
-            started_updates: false,
-            next_update: now,
+            updates: update::Updates::new(now),
             next_announce: now,
             last_error: None,
             published: HashMap::new(),
@@ -361,6 +361,7 @@ impl EventLoop {
                         break Ok(());
                     }
                     Some(Command::Sync) => self.sync_or_log(),
+                    Some(Command::Update(answer)) => self.ask_update(answer),
                     None => break Ok(()),
                 },
                 _ = tick.tick() => self.on_tick(),
@@ -386,12 +387,9 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let expired = self.next_expiry.is_some_and(|t| crate::now() > t);
-        if !self.updating && (now >= self.next_update || expired) {
-            // An expiry settles at once: the update cycle re-checks every
-            // list in force, and what it no longer endorses stops here.
-            self.start_update();
-        }
+        // An expiry settles at once: the update cycle re-checks every list
+        // in force, and what it no longer endorses stops here.
+        self.update_if_due(self.next_expiry.is_some_and(|t| crate::now() > t));
         if now >= self.next_announce {
             self.next_announce = now + self.cfg.announce_interval;
             self.announce_all();
@@ -404,37 +402,6 @@ impl EventLoop {
         }
         self.admission_tick();
         self.publish_status();
-    }
-
-    fn start_update(&mut self) {
-        self.updating = true;
-        let site = self.site.clone();
-        if !std::mem::replace(&mut self.started_updates, true) {
-            // The store is re-checked locally first; the update follows
-            // when that ends, so that the two never write the store at once.
-            return self.jobs.control(async move {
-                IoDone::Settled(jobs::blocking(move || site.settle(crate::now()).map(drop)).await)
-            });
-        }
-        let back_to_source = self.cfg.master || self.cfg.back_to_source;
-        self.jobs.control(async move {
-            IoDone::Updated(
-                jobs::blocking(move || {
-                    let report = site.update_with(crate::now(), back_to_source, &mut |_, _| {})?;
-                    for (id, url, outcome) in &report.lists {
-                        tracing::debug!(list = %id, url, ?outcome, "list update");
-                    }
-                    match report.lists.iter().find_map(|(_, url, o)| match o {
-                        crate::site::ListOutcome::Failed(e) => Some(format!("{url}: {e}")),
-                        _ => None,
-                    }) {
-                        Some(e) => Err(Error::Refused(e)),
-                        None => Ok(()),
-                    }
-                })
-                .await,
-            )
-        });
     }
 
     /// Recomputes what is served, logging (and keeping for the status) a
@@ -507,6 +474,11 @@ impl EventLoop {
     // ---- status ----
 
     fn publish_status(&mut self) {
+        let now = Instant::now();
+        for l in self.images.values_mut() {
+            l.rates.0.sample(now, l.bytes_in);
+            l.rates.1.sample(now, l.bytes_out);
+        }
         let images = self
             .host
             .images()
@@ -523,6 +495,8 @@ impl EventLoop {
                     bytes_in: l.bytes_in,
                     bytes_out: l.bytes_out,
                     fetched: t.stats().chunks_verified,
+                    rate_in: l.rates.0.per_sec(),
+                    rate_out: l.rates.1.per_sec(),
                 })
             })
             .collect();

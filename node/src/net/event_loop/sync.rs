@@ -246,8 +246,16 @@ impl EventLoop {
         };
         tracing::info!(image = %uuid, have = spec.have.count(), chunks = rec.chunk_count(), "swarming on image");
         let wire = proto::wire::content_id(uuid, &root);
-        let local =
-            Local { rec, wire, claim: data.claim, epoch: spec.epoch, bytes_in: 0, bytes_out: 0, tracker_ok: None };
+        let local = Local {
+            rec,
+            wire,
+            claim: data.claim,
+            epoch: spec.epoch,
+            bytes_in: 0,
+            bytes_out: 0,
+            rates: Default::default(),
+            tracker_ok: None,
+        };
         self.images.insert(uuid, local);
         self.by_wire.insert(wire, uuid);
         Ok(spec)

@@ -1,0 +1,236 @@
+//! `imageswarm status`: what a running node does, read through its control
+//! socket, and `imageswarm update` inside a running node.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use ::node::net::{Client, ImageStatus};
+use ::node::site::{ImageOutcome, ListOutcome, Site, UpdateReport};
+use ::node::store::ImageState;
+use ::node::units::format_size;
+use clap::Args;
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Show this image only (its dc:identifier).
+    uuid: Option<Uuid>,
+    /// Print JSON, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `status` shows.
+#[derive(Debug, Serialize)]
+struct Report {
+    peer_id: Option<String>,
+    connected: usize,
+    bans: u64,
+    chunks_failed: u64,
+    /// Bytes free on the data directory's file system.
+    disk_free: Option<u64>,
+    last_update_error: Option<String>,
+    images: Vec<Image>,
+    lists: Vec<List>,
+}
+
+#[derive(Debug, Serialize)]
+struct Image {
+    uuid: Uuid,
+    title: String,
+    state: &'static str,
+    /// Whether the node swarms on it now.
+    swarming: bool,
+    size: u64,
+    chunks: u32,
+    chunks_held: u32,
+    bytes_per_sec_in: u64,
+    bytes_per_sec_out: u64,
+    peers: usize,
+    /// Seconds to completion at the current rate in, when it moves.
+    eta_secs: Option<u64>,
+    list: Uuid,
+    list_version: Option<String>,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct List {
+    identifier: Uuid,
+    url: String,
+    enabled: bool,
+    valid: bool,
+    version: Option<String>,
+    expires: Option<String>,
+    last_update: Option<String>,
+    last_error: Option<String>,
+}
+
+/// `imageswarm status` inside the running node whose handle is `client`.
+pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let live = client.status();
+    let store = site.store();
+    let subs = store.subscriptions()?;
+    let versions: HashMap<Uuid, String> =
+        subs.iter().filter_map(|s| Some((s.identifier, s.current.as_ref()?.version.clone()))).collect();
+    let swarming: HashMap<Uuid, &ImageStatus> = live.images.iter().map(|i| (i.uuid, i)).collect();
+    let mut recs = store.images()?;
+    if let Some(u) = a.uuid {
+        recs.retain(|r| r.uuid == u);
+        anyhow::ensure!(!recs.is_empty(), "no image {u} on this host (see `imageswarm images`)");
+    }
+    recs.sort_by(|a, b| (a.list, &a.title).cmp(&(b.list, &b.title)));
+    let mut images = Vec::new();
+    for r in recs {
+        let chunks = r.chunk_count();
+        let s = swarming.get(&r.uuid);
+        let held = match s {
+            Some(s) => s.have,
+            None if r.state == ImageState::Available => chunks,
+            None => store.have(r.uuid, chunks)?.count(),
+        };
+        let (rate_in, rate_out) = s.map_or((0, 0), |s| (s.rate_in, s.rate_out));
+        let left = r.size.saturating_sub(u64::from(held) * r.chunk_size);
+        images.push(Image {
+            uuid: r.uuid,
+            title: r.title,
+            state: r.state.name(),
+            swarming: s.is_some(),
+            size: r.size,
+            chunks,
+            chunks_held: held,
+            bytes_per_sec_in: rate_in,
+            bytes_per_sec_out: rate_out,
+            peers: s.map_or(0, |s| s.peers),
+            eta_secs: (held < chunks && rate_in > 0).then(|| left.div_ceil(rate_in)),
+            list: r.list,
+            list_version: versions.get(&r.list).cloned(),
+            last_error: r.last_error,
+        });
+    }
+    let mut lists = Vec::new();
+    if a.uuid.is_none() {
+        for s in subs {
+            lists.push(List {
+                expires: site.list_expiry(&s)?.map(|t| t.to_string()),
+                identifier: s.identifier,
+                url: ::node::fetch::redact(&s.url),
+                enabled: s.enabled,
+                valid: s.list_valid,
+                version: s.current.map(|c| c.version),
+                last_update: s.updated.map(|t| t.to_string()),
+                last_error: s.last_error,
+            });
+        }
+    }
+    let report = Report {
+        peer_id: live.peer_id.map(|p| p.to_string()),
+        connected: live.connected,
+        bans: live.bans,
+        chunks_failed: live.chunks_failed,
+        disk_free: fs4::available_space(&site.store().paths().root).ok(),
+        last_update_error: live.last_error,
+        images,
+        lists,
+    };
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        print_report(out, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
+    writeln!(out, "node {}", r.peer_id.as_deref().unwrap_or("(starting)"))?;
+    let free = r.disk_free.map_or_else(|| "unknown".to_owned(), format_size);
+    writeln!(out, "  peers {}  banned {}  chunks failed {}  disk free {free}", r.connected, r.bans, r.chunks_failed)?;
+    if let Some(e) = &r.last_update_error {
+        writeln!(out, "  last update failed: {e}")?;
+    }
+    for i in &r.images {
+        writeln!(out, "image {}  {}", i.uuid, i.title)?;
+        let pct = if i.chunks == 0 { 100.0 } else { 100.0 * f64::from(i.chunks_held) / f64::from(i.chunks) };
+        let eta = i.eta_secs.map_or_else(String::new, |s| format!("  eta {}", format_secs(s)));
+        let live = if i.swarming {
+            format!(
+                "  in {}/s  out {}/s  peers {}{eta}",
+                format_size(i.bytes_per_sec_in),
+                format_size(i.bytes_per_sec_out),
+                i.peers
+            )
+        } else {
+            String::new()
+        };
+        writeln!(out, "  {}  {}/{} chunks ({pct:.0}%){live}", i.state, i.chunks_held, i.chunks)?;
+        let version = i.list_version.as_deref().unwrap_or("none in force");
+        writeln!(out, "  list {} version {version}", i.list)?;
+        if let Some(e) = &i.last_error {
+            writeln!(out, "  last error: {e}")?;
+        }
+    }
+    for l in &r.lists {
+        let state = match (l.enabled, l.valid) {
+            (false, _) => "disabled",
+            (true, true) => "valid",
+            (true, false) => "INVALID",
+        };
+        writeln!(out, "list {}  {}  {state}", l.identifier, l.url)?;
+        writeln!(
+            out,
+            "  version {}  expires {}  last update {}",
+            l.version.as_deref().unwrap_or("none"),
+            l.expires.as_deref().unwrap_or("-"),
+            l.last_update.as_deref().unwrap_or("never")
+        )?;
+        if let Some(e) = &l.last_error {
+            writeln!(out, "  last error: {e}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `90` as `1m30s`.
+fn format_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// `imageswarm update` inside the running node: a cycle that starts after
+/// the request, and its report.
+pub(crate) fn update(client: &Client, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let report = client.update_now_blocking()?;
+    print_update(out, &report)?;
+    Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// An update cycle's report, one line per list and image.
+pub(crate) fn print_update(out: &mut dyn Write, report: &UpdateReport) -> std::io::Result<()> {
+    for (id, url, outcome) in &report.lists {
+        let what = match outcome {
+            ListOutcome::Unchanged => "unchanged".to_owned(),
+            ListOutcome::Accepted(v) => format!("accepted version {v}"),
+            ListOutcome::Failed(e) => format!("FAILED: {e}"),
+            ListOutcome::Disabled => "disabled".to_owned(),
+        };
+        writeln!(out, "list {id} ({url}): {what}")?;
+    }
+    for (id, outcome) in &report.images {
+        let what = match outcome {
+            ImageOutcome::Downloaded => "downloaded and verified".to_owned(),
+            ImageOutcome::Expired => "expired".to_owned(),
+            ImageOutcome::InProgress => "already being downloaded by another update on this host".to_owned(),
+            ImageOutcome::Failed(e) | ImageOutcome::GaveUp(e) => format!("FAILED: {e}"),
+        };
+        writeln!(out, "image {id}: {what}")?;
+    }
+    if !report.gc.removed.is_empty() {
+        writeln!(out, "gc: removed {} expired images ({})", report.gc.removed.len(), format_size(report.gc.bytes))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Update cycles: every interval, when a list or entry in force expires,
+//! and when an operator asks for one.
+//!
+//! # Contract
+//! * One cycle runs at a time. The first re-checks the store locally
+//!   (`Site::settle`) before any fetch; every later one is
+//!   `Site::update_with` (lists, then images, then collection).
+//! * An operator's request ([`super::super::Client::update_now`], behind
+//!   `imageswarm update` and SIGHUP) is answered with the report of a cycle
+//!   that *started after it*: a cycle already running when it arrives may
+//!   have fetched the lists before the change the operator waits for, so
+//!   the request starts the next one as soon as that ends. Requests that
+//!   wait for the same cycle share it. At most [`MAX_ASKED`] wait; more are
+//!   answered at once with an error.
+
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::EventLoop;
+use super::jobs::{self, IoDone};
+use crate::Result;
+use crate::site::{ListOutcome, UpdateReport};
+
+/// Operators' requests waiting at most.
+pub(super) const MAX_ASKED: usize = 64;
+
+/// Where an operator's request is answered.
+pub(crate) type Answer = oneshot::Sender<std::result::Result<UpdateReport, String>>;
+
+/// The state of update cycles.
+#[derive(Debug)]
+pub(super) struct Updates {
+    /// A cycle runs.
+    running: bool,
+    /// The first cycle (the local re-check) has started.
+    started: bool,
+    /// When the next cycle is due.
+    pub(super) next: Instant,
+    /// Requests for the next cycle to start.
+    asked: Vec<Answer>,
+    /// Requests the running cycle answers.
+    answering: Vec<Answer>,
+}
+
+impl Updates {
+    pub(super) fn new(now: Instant) -> Self {
+        Self { running: false, started: false, next: now, asked: Vec::new(), answering: Vec::new() }
+    }
+}
+
+impl EventLoop {
+    /// Starts a cycle if none runs and one is due (or `expired` says a
+    /// list or entry in force just expired).
+    pub(super) fn update_if_due(&mut self, expired: bool) {
+        if !self.updates.running && (Instant::now() >= self.updates.next || expired || !self.updates.asked.is_empty()) {
+            self.start_update();
+        }
+    }
+
+    /// An operator asks for a cycle now.
+    pub(super) fn ask_update(&mut self, answer: Answer) {
+        if self.updates.asked.len() >= MAX_ASKED {
+            let _ = answer.send(Err(format!("{MAX_ASKED} update requests wait already")));
+            return;
+        }
+        self.updates.asked.push(answer);
+        self.update_if_due(false);
+    }
+
+    fn start_update(&mut self) {
+        self.updates.running = true;
+        let site = self.site.clone();
+        if !std::mem::replace(&mut self.updates.started, true) {
+            // The store is re-checked locally first; the update follows
+            // when that ends, so that the two never write the store at once.
+            return self.jobs.control(async move {
+                IoDone::Settled(jobs::blocking(move || site.settle(crate::now()).map(drop)).await)
+            });
+        }
+        self.updates.answering.append(&mut self.updates.asked);
+        let back_to_source = self.cfg.master || self.cfg.back_to_source;
+        self.jobs.control(async move {
+            IoDone::Updated(
+                jobs::blocking(move || site.update_with(crate::now(), back_to_source, &mut |_, _| {})).await,
+            )
+        });
+    }
+
+    /// The first cycle's local re-check ended: the update proper follows.
+    pub(super) fn on_settled(&mut self, r: Result<()>) {
+        match r.and_then(|()| self.sync_images()) {
+            Ok(()) => {
+                self.publish_lists();
+                self.publish_policy();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-checking the store at start failed; waiting for the update");
+                self.last_error = Some(e.to_string());
+            }
+        }
+        self.start_update();
+    }
+
+    /// A cycle ended.
+    pub(super) fn on_updated(&mut self, r: Result<UpdateReport>) {
+        self.updates.running = false;
+        self.updates.next = Instant::now() + self.cfg.update_interval;
+        self.last_error = match &r {
+            Ok(report) => first_list_failure(report),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Ok(report) = &r {
+            for (id, url, outcome) in &report.lists {
+                tracing::debug!(list = %id, url, ?outcome, "list update");
+            }
+        }
+        let answer = r.map_err(|e| e.to_string());
+        for a in self.updates.answering.drain(..) {
+            let _ = a.send(answer.clone());
+        }
+        self.sync_or_log();
+        self.publish_lists();
+        // Requests that came in while it ran get a cycle of their own.
+        self.update_if_due(false);
+    }
+}
+
+/// The first list that failed to update, as a status shows it.
+fn first_list_failure(report: &UpdateReport) -> Option<String> {
+    report.lists.iter().find_map(|(_, url, o)| match o {
+        ListOutcome::Failed(e) => Some(format!("{url}: {e}")),
+        _ => None,
+    })
+}
