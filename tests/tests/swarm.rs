@@ -27,6 +27,20 @@ async fn six_workers_share_an_image() -> anyhow::Result<()> {
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     master.metrics = Some(metrics);
     site.start_with(0, master).await?;
+    // Every metric docs/CLI.md names is served under that name from the
+    // start, before anything counted (per-site ones need another site).
+    let documented = documented_metrics();
+    assert!(documented.len() >= 13, "{documented:?}");
+    let served = |text: &str, name: &str| {
+        text.lines().any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+    };
+    site.until("the master to serve every documented metric", |_| {
+        let text = loopback::http_get(metrics).unwrap_or_default();
+        documented.iter().filter(|n| !n.starts_with("imageswarm_site_")).all(|n| served(&text, n))
+    })
+    .await?;
+    let at_start = loopback::metric(metrics, "imageswarm_bytes_out_total", None)?;
+    assert_eq!(at_start, 0);
     for i in 1..=6 {
         site.start(i).await?;
     }
@@ -45,6 +59,14 @@ async fn six_workers_share_an_image() -> anyhow::Result<()> {
     assert!(exported >= sent && sent > 0, "metrics show {exported} bytes sent, status {sent}:\n{text}");
     assert!(text.contains("imageswarm_image_state{"), "{text}");
     Ok(())
+}
+
+/// The metric names docs/CLI.md lists in its table, as a node serves them.
+fn documented_metrics() -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CLI.md")).unwrap();
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `imageswarm_")?.split('`').next().map(|n| format!("imageswarm_{n}")))
+        .collect()
 }
 
 /// 2. A peer that serves corrupt chunks is banned after its first bad chunk

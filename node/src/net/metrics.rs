@@ -4,9 +4,13 @@
 //! Metric names start with `imageswarm_`. Per image: bytes in and out,
 //! chunks verified and failed, and its state as a labelled gauge. Per
 //! remote site: chunk bytes in from and out to its peers (a peer's site is
-//! its credential's, or in an open site what its hello claims). Per node:
-//! connected peers and bans. [`serve`] answers every GET with the text
-//! exposition format from one background thread.
+//! its credential's, or in an open site what its hello claims). Per list
+//! subscribed: the version in force, its expiry and the last successful
+//! update. Per node: connected peers, bans and disk free. Every counter of
+//! an image this host knows, and of every other site of its federation, is
+//! there from the start at 0, so that alerts never see "no data".
+//! [`serve`] answers every GET with the text exposition format from one
+//! background thread. docs/CLI.md names every metric as it is served.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +21,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use proto::Timestamp;
+
+use crate::store::Subscription;
 use crate::{Error, Result};
 
 /// Labels of per-image metrics.
@@ -38,6 +45,19 @@ pub(crate) struct StateLabel {
     pub(crate) state: String,
 }
 
+/// Labels of per-list metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ListLabel {
+    pub(crate) list: String,
+}
+
+/// Labels of the list version gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct VersionLabel {
+    pub(crate) list: String,
+    pub(crate) version: String,
+}
+
 /// The node's metrics; cheap to clone (every metric is shared).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Metrics {
@@ -48,8 +68,12 @@ pub(crate) struct Metrics {
     pub(crate) image_state: Family<StateLabel, Gauge>,
     pub(crate) site_bytes_in: Family<SiteLabel, Counter>,
     pub(crate) site_bytes_out: Family<SiteLabel, Counter>,
+    pub(crate) list_version: Family<VersionLabel, Gauge>,
+    pub(crate) list_expiry: Family<ListLabel, Gauge>,
+    pub(crate) list_updated: Family<ListLabel, Gauge>,
     pub(crate) peers: Gauge,
     pub(crate) bans: Counter,
+    pub(crate) disk_free: Gauge,
 }
 
 impl Metrics {
@@ -64,7 +88,51 @@ impl Metrics {
         r.register("site_bytes_out", "Chunk bytes sent to peers of another site", self.site_bytes_out.clone());
         r.register("peers", "Connected peers", self.peers.clone());
         r.register("bans", "Peers banned for sending bad data", self.bans.clone());
+        r.register("list_version", "1 for the version in force of each list", self.list_version.clone());
+        r.register("list_expiry_seconds", "When the list in force expires (Unix time)", self.list_expiry.clone());
+        r.register(
+            "list_updated_seconds",
+            "When the list was last fetched successfully (Unix time)",
+            self.list_updated.clone(),
+        );
+        r.register("disk_free_bytes", "Bytes free on the data directory's file system", self.disk_free.clone());
         r
+    }
+
+    /// Makes an image's counters show, at 0 until they count.
+    pub(crate) fn touch_image(&self, uuid: uuid::Uuid) {
+        let l = Self::image(uuid);
+        for f in [&self.bytes_in, &self.bytes_out, &self.chunks_verified, &self.chunks_failed] {
+            f.get_or_create(&l).inc_by(0);
+        }
+    }
+
+    /// Makes the counters of traffic with another site show, at 0 until
+    /// they count.
+    pub(crate) fn touch_site(&self, site: &str) {
+        Self::count_site(&self.site_bytes_in, Some(site), 0);
+        Self::count_site(&self.site_bytes_out, Some(site), 0);
+    }
+
+    /// Sets the per-list gauges to `lists`: each subscription, after the
+    /// expiry of its list in force. Lists no longer subscribed go.
+    pub(crate) fn set_lists(&self, lists: &[(Option<Timestamp>, Subscription)]) {
+        self.list_version.clear();
+        self.list_expiry.clear();
+        self.list_updated.clear();
+        for (expires, sub) in lists {
+            let list = sub.identifier.to_string();
+            if let Some(cur) = &sub.current {
+                let l = VersionLabel { list: list.clone(), version: cur.version.clone() };
+                self.list_version.get_or_create(&l).set(1);
+            }
+            if let Some(t) = expires {
+                self.list_expiry.get_or_create(&ListLabel { list: list.clone() }).set(t.unix());
+            }
+            if let Some(t) = sub.updated {
+                self.list_updated.get_or_create(&ListLabel { list }).set(t.unix());
+            }
+        }
     }
 
     pub(crate) fn image(uuid: uuid::Uuid) -> ImageLabel {

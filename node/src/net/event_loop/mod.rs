@@ -245,6 +245,9 @@ impl EventLoop {
             .subscribe(&lists_topic())
             .map_err(|e| Error::Net(format!("subscribing to list gossip: {e}")))?;
         let metrics = Metrics::default();
+        for other in cfg.federation.iter().filter(|s| **s != cfg.site) {
+            metrics.touch_site(other);
+        }
         if let Some(addr) = cfg.metrics {
             metrics::serve(addr, metrics.registry())?;
         }
@@ -474,6 +477,9 @@ impl EventLoop {
     // ---- status ----
 
     fn publish_status(&mut self) {
+        if let Ok(free) = fs4::available_space(&self.cfg.data_dir) {
+            self.metrics.disk_free.set(i64::try_from(free).unwrap_or(i64::MAX));
+        }
         let now = Instant::now();
         for l in self.images.values_mut() {
             l.rates.0.sample(now, l.bytes_in);

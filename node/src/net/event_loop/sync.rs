@@ -90,6 +90,9 @@ impl EventLoop {
         let mut opened = std::mem::take(&mut self.opening.done);
         self.unrooted.images.clear();
         self.next_expiry = self.site.next_expiry(crate::now())?;
+        let subs = self.site.store().subscriptions()?;
+        let lists = subs.into_iter().map(|s| Ok((self.site.list_expiry(&s)?, s))).collect::<Result<Vec<_>>>()?;
+        self.metrics.set_lists(&lists);
         let recs = self.site.store().images()?;
         let mut keep = Vec::new();
         let mut added = Vec::new();
@@ -97,6 +100,7 @@ impl EventLoop {
         let now = self.now();
         for rec in recs {
             self.metrics.set_state(rec.uuid, rec.state.name());
+            self.metrics.touch_image(rec.uuid);
             let servable = rec.endorsed
                 && rec.decision == Decision::Approved
                 && rec.cache
