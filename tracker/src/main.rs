@@ -27,12 +27,17 @@ use p2p::tracker::{Tracker, TrackerConfig};
 #[command(name = "imageswarm-tracker", version, max_term_width = 100)]
 struct Cli {
     /// Listen on this multiaddr, e.g. /ip4/0.0.0.0/tcp/4000.
-    #[arg(long, value_name = "MULTIADDR")]
-    listen: Multiaddr,
+    #[arg(long, value_name = "MULTIADDR", required_unless_present = "print_peer_id")]
+    listen: Option<Multiaddr>,
     /// Keep the tracker's key (and so its peer id) in this file; created
     /// when missing. Without it, every start has a new peer id.
     #[arg(long, value_name = "F")]
     key_file: Option<PathBuf>,
+    /// Print the peer id of --key-file's key (making the key if missing)
+    /// and exit, without starting: what nodes' --tracker addresses and the
+    /// federation file name.
+    #[arg(long, requires = "key_file")]
+    print_peer_id: bool,
     /// Seconds an announcement stays on record.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     ttl: u64,
@@ -90,6 +95,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(p) => p2p::transport::load_or_create_key(p)?,
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
+    let Some(listen) = cli.listen.filter(|_| !cli.print_peer_id) else {
+        writeln!(std::io::stdout().lock(), "{}", key.public().to_peer_id()).context("writing to stdout")?;
+        return Ok(());
+    };
     let trusts = !cli.site_ca.is_empty() || cli.federation.is_some();
     let site_cas = match (cli.open_site, trusts) {
         (true, false) => {
@@ -116,7 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut t = Tracker::new(TrackerConfig {
-            listen: vec![cli.listen],
+            listen: vec![listen],
             key,
             ttl: Duration::from_secs(cli.ttl),
             quic: false,

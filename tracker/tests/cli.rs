@@ -1,0 +1,44 @@
+//! `imageswarm-tracker` from the command line, as docs/CLI.md states it.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+fn tracker() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imageswarm-tracker"))
+}
+
+/// `--print-peer-id` makes the key once, prints its id without starting,
+/// and the tracker started on that key has that id.
+#[test]
+fn print_peer_id_names_the_tracker_that_runs_on_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    let print = || {
+        let out = tracker().arg("--print-peer-id").arg("--key-file").arg(&key).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let id = print();
+    assert!(id.starts_with("12D3KooW"), "{id}");
+    assert_eq!(print(), id, "the key made the first time is kept");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let mut running = tracker()
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--open-site", "--key-file"])
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(running.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert!(first.trim().ends_with(&format!("/p2p/{id}")), "{first}");
+
+    let without_key = tracker().arg("--print-peer-id").output().unwrap();
+    assert_eq!(without_key.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without_key.stderr).contains("--key-file"), "{without_key:?}");
+}
