@@ -9,6 +9,7 @@
 //! * [`authority`]: a site's CA, the node credentials it issues and its
 //!   revocations.
 //! * [`federation`]: the federation file: which sites cooperate.
+//! * [`dn`]: distinguished names as operators write them.
 //! * [`fsutil`]: crash-safe file writes.
 //! * [`units`]: human-friendly sizes.
 //!
@@ -18,6 +19,7 @@ pub mod authority;
 pub mod cache;
 pub mod control;
 pub mod demo;
+pub mod dn;
 pub mod endorse;
 mod error;
 pub mod federation;

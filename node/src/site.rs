@@ -303,6 +303,20 @@ impl Site {
         Ok(new)
     }
 
+    /// The signed list at `source` (a URL, or a file's path), verified
+    /// under this host's trust except that its signer need not be approved
+    /// yet: chain to a trusted CA, revocation and dates hold. What `endorser
+    /// add --from-list` shows before it approves the signer.
+    pub fn list_for_approval(&self, source: &str, now: Timestamp) -> Result<VerifiedList> {
+        let bytes = if source.contains("://") {
+            self.fetcher.get_list(source)?
+        } else {
+            crate::fsutil::read(Path::new(source))?
+        };
+        let trust = Trust { endorsers: EndorserPolicy::AnyTrustedSigner, ..self.trust()? };
+        Ok(verify_list(&bytes, &trust, now)?)
+    }
+
     /// Withdraws an endorser's approval, then re-checks the lists in force:
     /// their images expire.
     pub fn remove_endorser(&self, dn: &str, ca: &str, now: Timestamp) -> Result<bool> {

@@ -1,5 +1,11 @@
 //! Loading trust anchors from files: a CA bundle, an IGTF-style directory
 //! (`<hash>.0` certificates, `<hash>.r0` CRLs), and extra CRL files.
+//!
+//! # Contract
+//! A `--ca-file` or `--crl` that does not load is an error. In a
+//! `--ca-dir`, a file that does not read or parse is skipped with a warning
+//! naming it; the directory is an error only if no CA certificate loads
+//! from it. Certificates and CRLs count once however many files hold them.
 
 use std::path::{Path, PathBuf};
 
@@ -48,8 +54,13 @@ fn load_dir(anchors: &mut TrustAnchors, dir: &Path) -> Result<()> {
     let before = anchors.counts().0;
     for path in names {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let bytes = fsutil::read(&path)?;
-        anchors.add_igtf_file(&name, &bytes).map_err(|e| in_file(&path, e))?;
+        // One file that does not read (fetch-crl mid-write, an odd bundle)
+        // costs its own CA or CRL only: a CA whose CRL is missing fails its
+        // lists closed, the others stay trusted.
+        let added = fsutil::read(&path).and_then(|b| anchors.add_igtf_file(&name, &b).map_err(|e| in_file(&path, e)));
+        if let Err(e) = added {
+            tracing::warn!(file = %path.display(), error = %e, "a file of the CA directory was skipped");
+        }
     }
     if anchors.counts().0 == before {
         return Err(Error::Invalid(format!(

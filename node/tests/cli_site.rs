@@ -122,6 +122,43 @@ fn setup_commands_run_twice_leave_the_same_state() {
     assert_ne!(state(&lab).0, first.0, "the mode shows in `subscription list`");
 }
 
+/// An endorser is named by DN in the forms OpenSSL prints, by its
+/// certificate, or by a list it signed (shown first, approved with --yes);
+/// the store keeps the one-line form lists use.
+#[test]
+fn endorsers_are_named_by_dn_certificate_or_a_list_they_signed() {
+    let lab = Lab::new();
+    std::fs::remove_dir_all(&lab.data).unwrap();
+    let ca = pki().path("ca.pem").display().to_string();
+    ok(run(&lab, &["init", "--ca-file", &ca, "--no-crl-check"]));
+    let listed = |lab: &Lab| ok(run(lab, &["endorser", "list"]));
+    let both = format!("{ENDORSER_DN}\t{CA_DN}\n");
+    // As OpenSSL 3 prints them.
+    let openssl3 = |dn: &str| {
+        dn.trim_start_matches('/').split('/').map(|r| r.replacen('=', " = ", 1)).collect::<Vec<_>>().join(", ")
+    };
+    let (dn3, ca3) = (format!("subject={}", openssl3(ENDORSER_DN)), openssl3(CA_DN));
+    ok(run(&lab, &["endorser", "add", "--dn", &dn3, "--issuer", &ca3]));
+    assert_eq!(listed(&lab), both);
+    let cert = pki().path("endorser.pem").display().to_string();
+    ok(run(&lab, &["endorser", "remove", "--cert", &cert]));
+    assert_eq!(listed(&lab), "");
+
+    lab.publish("0.0.1", &[]);
+    let list = lab.list.display().to_string();
+    let shown = run(&lab, &["endorser", "add", "--from-list", &list]);
+    assert_eq!(shown.status.code(), Some(1), "{shown:?}");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains(&format!("signed by {ENDORSER_DN}")) && text.contains("--yes"), "{text}");
+    assert_eq!(listed(&lab), "", "shown, not approved");
+    ok(run(&lab, &["endorser", "add", "--from-list", &lab.url(), "--yes"]));
+    assert_eq!(listed(&lab), both);
+
+    let bad = run(&lab, &["endorser", "add", "--dn", "Alice Endorser", "--issuer", CA_DN]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/DC=org/DC=example/CN=Name"), "{bad:?}");
+}
+
 #[test]
 fn failures_are_clear_and_exit_non_zero() {
     let lab = Lab::new();

@@ -65,24 +65,34 @@ impl TrustAnchors {
         Self::default()
     }
 
-    /// Adds every certificate in a PEM bundle; returns how many.
+    /// Adds every certificate in a PEM bundle that is not here yet (an IGTF
+    /// directory holds each CA twice, as `<hash>.0` and as `NAME.pem`);
+    /// returns how many were new.
     pub fn add_ca_pem(&mut self, pem: &[u8]) -> Result<usize, Error> {
         let certs =
             X509::stack_from_pem(pem).map_err(|e| Error::TrustStore(format!("CA file: {}", first_reason(&e))))?;
         if certs.is_empty() {
             return Err(Error::TrustStore("CA file holds no PEM certificate".into()));
         }
-        let n = certs.len();
-        self.cas.extend(certs);
-        Ok(n)
+        let before = self.cas.len();
+        for cert in certs {
+            let der = cert.to_der().map_err(|e| Error::TrustStore(first_reason(&e)))?;
+            if !self.cas.iter().any(|c| c.to_der().is_ok_and(|d| d == der)) {
+                self.cas.push(cert);
+            }
+        }
+        Ok(self.cas.len() - before)
     }
 
-    /// Adds a CRL, PEM or DER.
+    /// Adds a CRL, PEM or DER, unless it is here already.
     pub fn add_crl(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let crl = X509Crl::from_pem(bytes)
             .or_else(|_| X509Crl::from_der(bytes))
             .map_err(|e| Error::TrustStore(format!("CRL: {}", first_reason(&e))))?;
-        self.crls.push(Arc::new(crl));
+        let der = crl.to_der().map_err(|e| Error::TrustStore(first_reason(&e)))?;
+        if !self.crls.iter().any(|c| c.to_der().is_ok_and(|d| d == der)) {
+            self.crls.push(Arc::new(crl));
+        }
         Ok(())
     }
 
@@ -107,7 +117,7 @@ impl TrustAnchors {
         }
     }
 
-    /// How many CA certificates and CRLs are loaded.
+    /// How many distinct CA certificates and CRLs are loaded.
     pub fn counts(&self) -> (usize, usize) {
         (self.cas.len(), self.crls.len())
     }

@@ -6,6 +6,7 @@
 
 mod authority;
 mod demo;
+mod endorser;
 mod list;
 mod node;
 mod site;
@@ -48,7 +49,7 @@ enum Command {
     Init(site::InitArgs),
     /// Approve, remove and list the endorsers whose lists this site accepts.
     #[command(subcommand)]
-    Endorser(site::EndorserCommand),
+    Endorser(endorser::EndorserCommand),
     /// Subscribe to a signed image list.
     Subscribe(site::SubscribeArgs),
     /// List, disable, enable or reset subscriptions.
@@ -158,7 +159,7 @@ pub(crate) fn run(cli: Cli, args: &[String]) -> anyhow::Result<ExitCode> {
 /// The host commands that run on an open site, here or inside the node.
 fn on_site(site: &Site, out: &mut dyn Write, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Endorser(c) => site::endorser(site, out, c),
+        Command::Endorser(c) => endorser::run(site, out, c),
         Command::Subscribe(a) => site::subscribe(site, out, a),
         Command::Subscription(c) => site::subscription(site, out, c),
         Command::Images(a) => site::images(site, out, a),

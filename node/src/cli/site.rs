@@ -91,26 +91,6 @@ pub(crate) fn init_in_node(site: &Site, out: &mut dyn Write, a: &InitArgs) -> an
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Debug, Subcommand)]
-pub(crate) enum EndorserCommand {
-    /// Approve an endorser: lists signed by this subject, issued by this CA, are accepted.
-    Add(EndorserArgs),
-    /// Withdraw an approval; the endorser's lists stop endorsing their images at once.
-    Remove(EndorserArgs),
-    /// List the approved endorsers.
-    List,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct EndorserArgs {
-    /// Subject DN, OpenSSL one-line form (/DC=org/.../CN=Name).
-    #[arg(long)]
-    dn: String,
-    /// Issuer DN of the endorser's certificate, same form.
-    #[arg(long)]
-    issuer: String,
-}
-
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum NewImagesArg {
     /// Record new images as refused until `image approve`.
@@ -226,33 +206,6 @@ pub(crate) fn init(d: Option<&Path>, a: InitArgs) -> anyhow::Result<ExitCode> {
             "next: approve an endorser with `imageswarm --data-dir {} endorser add --dn DN --issuer DN`",
             dir.display()
         );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) fn endorser(site: &Site, out: &mut dyn Write, cmd: EndorserCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        EndorserCommand::Add(e) => {
-            let new = site.add_endorser(&e.dn, &e.issuer, node::now())?;
-            writeln!(
-                out,
-                "{} endorser {} (issued by {})",
-                if new { "approved" } else { "already approved:" },
-                e.dn,
-                e.issuer
-            )?;
-        }
-        EndorserCommand::Remove(e) => {
-            if !site.remove_endorser(&e.dn, &e.issuer, node::now())? {
-                anyhow::bail!("{} (issued by {}) was not an approved endorser", e.dn, e.issuer);
-            }
-            writeln!(out, "removed endorser {} (issued by {})", e.dn, e.issuer)?;
-        }
-        EndorserCommand::List => {
-            for e in site.store().endorsers()? {
-                writeln!(out, "{}\t{}", e.dn, e.ca.unwrap_or_default())?;
-            }
-        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,107 @@
+//! Distinguished names as operators write them, read into the one form the
+//! store and image lists use: OpenSSL's one-line form, `/DC=org/CN=Name`.
+//!
+//! # Contract
+//! [`parse`] takes
+//! * the one-line form as it is;
+//! * OpenSSL 3's default form, `DC = org, DC = example, CN = Name` (the same
+//!   order, `=` with spaces around it), as `openssl x509 -noout -subject`
+//!   prints it;
+//! * RFC 2253's form, `CN=Name,DC=example,DC=org` (most specific first, `=`
+//!   without spaces), as `-nameopt RFC2253` prints it;
+//!
+//! each with or without the `subject=` or `issuer=` that OpenSSL puts in
+//! front. Anything else, and a value that holds `/` (which the one-line form
+//! cannot carry), is refused with the form to use. So a DN copied from
+//! OpenSSL's output is never stored in a form that matches no certificate.
+
+use crate::{Error, Result};
+
+/// The one-line form of `input` (see the module docs).
+pub fn parse(input: &str) -> Result<String> {
+    let s = input.trim();
+    let s = ["subject=", "issuer="]
+        .iter()
+        .find_map(|p| s.get(..p.len()).filter(|h| h.eq_ignore_ascii_case(p)).map(|_| s[p.len()..].trim()))
+        .unwrap_or(s);
+    if let Some(rdns) = s.strip_prefix('/') {
+        let ok = rdns.split('/').all(|rdn| rdn.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !v.is_empty()));
+        return if ok { Ok(s.to_owned()) } else { Err(refused(input)) };
+    }
+    let parts = split_unescaped(s);
+    let mut rdns = Vec::with_capacity(parts.len());
+    let mut spaced = false;
+    for part in &parts {
+        let (k, v) = part.split_once('=').ok_or_else(|| refused(input))?;
+        spaced |= k.ends_with(' ') || v.starts_with(' ');
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() || v.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+            return Err(refused(input));
+        }
+        if v.contains('/') {
+            return Err(Error::Invalid(format!(
+                "the DN `{input}` has a value with `/`, which the one-line form (/DC=org/CN=Name) that image lists use cannot carry"
+            )));
+        }
+        rdns.push(format!("/{k}={v}"));
+    }
+    // RFC 2253 puts the most specific name first.
+    if !spaced && parts.len() > 1 {
+        rdns.reverse();
+    }
+    Ok(rdns.concat())
+}
+
+/// `s` split at commas that no backslash escapes, with escapes undone.
+fn split_unescaped(s: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => parts.last_mut().into_iter().for_each(|p| p.extend(chars.next())),
+            ',' => parts.push(String::new()),
+            c => parts.last_mut().into_iter().for_each(|p| p.push(c)),
+        }
+    }
+    parts
+}
+
+fn refused(input: &str) -> Error {
+    Error::Invalid(format!(
+        "`{input}` is not a DN this tool reads: write it as /DC=org/DC=example/CN=Name (`openssl x509 -noout -subject \
+         -nameopt compat` prints that form)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const ONE_LINE: &str = "/DC=org/DC=example/CN=Jane Doe, Endorser";
+
+    #[test]
+    fn every_form_openssl_prints_reads_as_the_one_line_form() {
+        for written in [
+            ONE_LINE,
+            "  /DC=org/DC=example/CN=Jane Doe, Endorser ",
+            "subject=/DC=org/DC=example/CN=Jane Doe, Endorser",
+            r"DC = org, DC = example, CN = Jane Doe\, Endorser",
+            r"subject=DC = org, DC = example, CN = Jane Doe\, Endorser",
+            r"issuer=DC = org, DC = example, CN = Jane Doe\, Endorser",
+            r"CN=Jane Doe\, Endorser,DC=example,DC=org",
+        ] {
+            assert_eq!(parse(written).unwrap(), ONE_LINE, "{written}");
+        }
+        assert_eq!(parse("CN = Test CA").unwrap(), "/CN=Test CA");
+    }
+
+    #[test]
+    fn what_is_no_dn_is_refused_with_the_form_to_use() {
+        for bad in ["", "Jane Doe", "/DC=org/Jane", "DC = org, Jane", "CN = a/b, DC = org", "=x", "/"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("/DC=org"), "{bad}: {e}");
+        }
+    }
+}
