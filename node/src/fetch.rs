@@ -91,6 +91,21 @@ impl Fetcher {
         self.timeouts
     }
 
+    /// A list from `source`: fetched when it is a URL (`scheme://...`), read
+    /// when it is a file's path; more than the list size cap is refused
+    /// either way.
+    pub fn get_list_or_file(&self, source: &str) -> Result<Vec<u8>> {
+        if source.contains("://") {
+            return self.get_list(source);
+        }
+        let path = std::path::Path::new(source);
+        let len = std::fs::metadata(path).map_err(Error::io("reading", path))?.len();
+        if len > proto::smime::MAX_MESSAGE_BYTES as u64 {
+            return Err(Error::Invalid(format!("{source}: {len} bytes, more than a list may have")));
+        }
+        crate::fsutil::read(path)
+    }
+
     /// Fetches a signed list, refusing more than the list size cap.
     pub fn get_list(&self, url: &str) -> Result<Vec<u8>> {
         let cap = proto::smime::MAX_MESSAGE_BYTES as u64;

@@ -61,6 +61,7 @@ use crate::trustfiles::TrustSources;
 use crate::{Error, Result};
 
 pub mod attest;
+pub mod declared;
 mod policy;
 
 /// How far the clock may lag the latest time seen before updates stop.
@@ -308,11 +309,7 @@ impl Site {
     /// yet: chain to a trusted CA, revocation and dates hold. What `endorser
     /// add --from-list` shows before it approves the signer.
     pub fn list_for_approval(&self, source: &str, now: Timestamp) -> Result<VerifiedList> {
-        let bytes = if source.contains("://") {
-            self.fetcher.get_list(source)?
-        } else {
-            crate::fsutil::read(Path::new(source))?
-        };
+        let bytes = self.fetcher.get_list_or_file(source)?;
         let trust = Trust { endorsers: EndorserPolicy::AnyTrustedSigner, ..self.trust()? };
         Ok(verify_list(&bytes, &trust, now)?)
     }
@@ -398,7 +395,10 @@ impl Site {
                 continue;
             }
             if rec.attempts >= self.config.download_attempts {
-                let why = format!("gave up after {} failed attempts for this list version", rec.attempts);
+                let why = format!(
+                    "gave up after {} for this list version",
+                    crate::units::count(rec.attempts as usize, "failed attempt")
+                );
                 report.images.push((rec.uuid, ImageOutcome::GaveUp(why)));
                 continue;
             }

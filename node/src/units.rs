@@ -1,4 +1,5 @@
-//! Human-friendly sizes: `256MiB`, `4M`, `1G`, `1048576`.
+//! Human-friendly sizes (`256MiB`, `4M`, `1G`, `1048576`) and counts
+//! (`1 CRL`, `2 CRLs`).
 
 use crate::{Error, Result};
 
@@ -37,9 +38,25 @@ pub fn format_size(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[u]) }
 }
 
+/// `n` things, with the noun in the plural unless `n` is 1: `count(1,
+/// "CRL")` is `1 CRL`, `count(0, "CRL")` is `0 CRLs`.
+pub fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts() {
+        assert_eq!(count(1, "CRL"), "1 CRL");
+        assert_eq!(count(0, "CA certificate"), "0 CA certificates");
+        assert_eq!(count(2, "failed attempt"), "2 failed attempts");
+    }
 
     #[test]
     fn sizes() {

@@ -230,6 +230,8 @@ fn show_reads_signed_and_unsigned_lists() {
     let json: serde_json::Value =
         serde_json::from_str(&ok(&imageswarm(&["list", "show", "list.smime", "--json"], d))).unwrap();
     assert_eq!(json, list_json(d));
+    let url = format!("file://{}", d.join("list.smime").display());
+    assert_eq!(ok(&imageswarm(&["list", "show", &url], d)), signed, "a URL reads as the file does");
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/tests/fixtures/hepixvmitrust-readme-example-2011.smime");
     let old = ok(&imageswarm(&["list", "show", &fixture.display().to_string()], d));
@@ -317,4 +319,16 @@ fn add_image_refuses_more_chunks_than_a_manifest_may_have_before_hashing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("more than the 1048576") && err.contains("chunks of 2048 bytes or more"), "{err}");
     assert_eq!(std::fs::read(dir.path().join("list.json")).unwrap(), before, "the list is untouched");
+}
+
+#[test]
+fn remove_image_withdraws_an_entry_and_names_one_that_is_not_there() {
+    let (dir, _) = listed(100);
+    let d = dir.path();
+    let out = ok(&imageswarm(&["list", "remove-image", "list.json", IMAGE_ID], d));
+    assert!(out.contains(&format!("removed image {IMAGE_ID}")), "{out}");
+    assert_eq!(list_json(d)["hv:imagelist"]["hv:images"].as_array().map(Vec::len), Some(0));
+    let again = imageswarm(&["list", "remove-image", "list.json", IMAGE_ID], d);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no image"), "{again:?}");
 }

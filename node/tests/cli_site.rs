@@ -20,6 +20,27 @@ fn ok(out: Output) -> String {
     text
 }
 
+/// Starts `imageswarm node` as `cmd` says; returns it and the first line it
+/// printed (`listening on ...`).
+fn start_node(cmd: &mut Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut node = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut first = String::new();
+    BufReader::new(node.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    (node, first)
+}
+
+/// Sends SIGHUP to `node`, then waits up to 30 s for `done`.
+fn sighup_until(node: &std::process::Child, what: &str, mut done: impl FnMut() -> bool) {
+    // SAFETY: signals a child process the test started and still holds.
+    assert_eq!(unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGHUP) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP: {what} not within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn images(lab: &Lab) -> Vec<serde_json::Value> {
     serde_json::from_str(&ok(run(lab, &["images", "--json"]))).unwrap()
 }
@@ -159,6 +180,53 @@ fn endorsers_are_named_by_dn_certificate_or_a_list_they_signed() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/DC=org/DC=example/CN=Name"), "{bad:?}");
 }
 
+/// One config file is a host's whole setup: it names the data directory
+/// and declares the endorsers and subscriptions, which the node brings its
+/// store in step with at start and again on SIGHUP. `config show` prints
+/// what the data directory holds.
+#[test]
+fn a_node_brings_its_store_in_step_with_its_config_file() {
+    let lab = Lab::new();
+    std::fs::remove_dir_all(&lab.data).unwrap();
+    let ca = pki().path("ca.pem").display().to_string();
+    let crl = pki().path("crl.pem").display().to_string();
+    ok(run(&lab, &["init", "--ca-file", &ca, "--crl", &crl]));
+    let a = Img::new(1, &lab.file_url("a.img", &bytes(9_000, 1)), bytes(9_000, 1));
+    lab.publish("0.0.1", std::slice::from_ref(&a));
+    let config = lab.data.parent().unwrap().join("node.toml");
+    let settings = format!(
+        "data-dir = {:?}\nsite = \"test\"\nopen-site = true\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nupdate-interval = 3600\n\
+         back-to-source = true\n\n[[endorser]]\ndn = \"subject=DC = org, DC = imageswarm-test, OU = Endorsers, CN = Alice Endorser\"\n\
+         issuer = {CA_DN:?}\n",
+        lab.data.display().to_string()
+    );
+    std::fs::write(&config, &settings).unwrap();
+
+    let (mut node, first) = start_node(
+        Command::new(env!("CARGO_BIN_EXE_imageswarm"))
+            .args(["node", "--config"])
+            .arg(&config)
+            .env_remove("IMAGESWARM_DATA_DIR"),
+    );
+    assert!(first.starts_with("listening on"), "{first}");
+    assert_eq!(ok(run(&lab, &["endorser", "list"])), format!("{ENDORSER_DN}\t{CA_DN}\n"));
+
+    // A subscription added to the file is taken on SIGHUP, and its image
+    // downloaded by the update that follows.
+    let declared = format!("{settings}\n[[subscription]]\nurl = {:?}\nnew-images = \"cache\"\n", lab.url());
+    std::fs::write(&config, declared).unwrap();
+    sighup_until(&node, "the declared subscription's image available", || {
+        images(&lab).first().is_some_and(|i| i["state"] == "available")
+    });
+    let shown = ok(run(&lab, &["config", "show"]));
+    for want in [ENDORSER_DN, &lab.url(), "new-images cache", "revocation checked", &ca] {
+        assert!(shown.contains(want), "{want}: {shown}");
+    }
+    node.kill().unwrap();
+    node.wait().unwrap();
+    assert_eq!(ok(run(&lab, &["config", "show"])), shown, "the same from the store directly");
+}
+
 #[test]
 fn failures_are_clear_and_exit_non_zero() {
     let lab = Lab::new();
@@ -195,9 +263,6 @@ fn failures_are_clear_and_exit_non_zero() {
 /// update cycle now.
 #[test]
 fn host_commands_reach_a_running_node_through_its_control_socket() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let lab = fresh_host();
     let a = Img::new(1, &lab.file_url("a.img", &bytes(70_000, 1)), bytes(70_000, 1));
     lab.publish("0.0.1", std::slice::from_ref(&a));
@@ -207,10 +272,8 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     assert_eq!(stopped.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&stopped.stderr).contains("no node runs on"), "{stopped:?}");
 
-    let mut node = Command::new(env!("CARGO_BIN_EXE_imageswarm"))
-        .arg("--data-dir")
-        .arg(&lab.data)
-        .args([
+    let (mut node, first) =
+        start_node(Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(&lab.data).args([
             "node",
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
@@ -219,13 +282,7 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
             "--open-site",
             "--update-interval",
             "3600",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(node.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        ]));
     assert!(first.starts_with("listening on /ip4/127.0.0.1/tcp/"), "{first}");
 
     let id = a.id.to_string();
@@ -266,13 +323,7 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     assert_eq!(status(&lab)["lists"][0]["version"], "0.0.2");
     // SIGHUP runs one as well, without waiting.
     lab.publish("0.0.3", std::slice::from_ref(&a));
-    // SAFETY: signals a child process this test started and still holds.
-    assert_eq!(unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGHUP) }, 0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while status(&lab)["lists"][0]["version"] != "0.0.3" {
-        assert!(std::time::Instant::now() < deadline, "SIGHUP ran no update within 30 s");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    sighup_until(&node, "version 0.0.3 taken", || status(&lab)["lists"][0]["version"] == "0.0.3");
 
     node.kill().unwrap();
     node.wait().unwrap();

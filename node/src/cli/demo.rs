@@ -65,7 +65,8 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let demo = Demo::prepare(&root, a.nodes, a.size, chunk, &base)?;
     demo.serve_source(server)?;
     demo.init_hosts(&format!("{base}/list.smime"))?;
-    println!("image {} ({} chunks of {})", demo.image, a.size.div_ceil(chunk.get()), human(chunk.get()));
+    let chunks = ::node::units::count(a.size.div_ceil(chunk.get()) as usize, "chunk");
+    println!("image {} ({chunks} of {})", demo.image, human(chunk.get()));
 
     let rt = tokio::runtime::Runtime::new()?;
     let ok = rt.block_on(swarm(&demo, &a, rate, chunk.get()))?;

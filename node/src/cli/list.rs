@@ -34,6 +34,11 @@ pub(crate) enum ListCommand {
     /// version of an image is published. The list file is rewritten
     /// atomically.
     AddImage(AddImageArgs),
+    /// Withdraw an image from a list: its entry goes, and the next signed
+    /// version no longer endorses it (subscribers expire it).
+    ///
+    /// The list file is rewritten atomically.
+    RemoveImage(RemoveImageArgs),
     /// Sign a list: bumps hv:version, sets dc:date:created and
     /// dc:date:expires, writes the list back, then writes the S/MIME message.
     ///
@@ -200,8 +205,9 @@ impl TrustArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// The signed list (S/MIME).
-    list: PathBuf,
+    /// The signed list (S/MIME), a file or a URL.
+    #[arg(value_name = "FILE_OR_URL")]
+    list: String,
     #[command(flatten)]
     trust: TrustArgs,
     /// An approved endorser's subject DN, OpenSSL one-line form
@@ -220,9 +226,18 @@ pub(crate) struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct RemoveImageArgs {
+    /// The list (JSON, as written by `list new`).
+    list: PathBuf,
+    /// The image's dc:identifier.
+    uuid: Uuid,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ShowArgs {
-    /// A list: signed (S/MIME) or unsigned (JSON).
-    file: PathBuf,
+    /// A list: signed (S/MIME) or unsigned (JSON), a file or a URL.
+    #[arg(value_name = "FILE_OR_URL")]
+    file: String,
     /// Print the list as JSON instead of a summary.
     #[arg(long)]
     json: bool,
@@ -232,6 +247,7 @@ pub(crate) fn run(cmd: ListCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ListCommand::New(a) => new(a),
         ListCommand::AddImage(a) => add_image(a),
+        ListCommand::RemoveImage(a) => remove_image(a),
         ListCommand::Sign(a) => sign(a),
         ListCommand::Verify(a) => verify(a),
         ListCommand::Show(a) => show(a),
@@ -322,8 +338,23 @@ fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A list from a file or a URL, for the endorser's tools.
+fn read_source(source: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(node::fetch::Fetcher::new(node::fetch::Timeouts::default())?.get_list_or_file(source)?)
+}
+
+fn remove_image(a: RemoveImageArgs) -> anyhow::Result<ExitCode> {
+    let mut list = read_unsigned(&a.list)?;
+    let before = list.images.len();
+    list.images.retain(|i| i.identifier != a.uuid);
+    anyhow::ensure!(list.images.len() < before, "{}: no image {}", a.list.display(), a.uuid);
+    fsutil::write_atomic(&a.list, &list.to_json())?;
+    println!("removed image {} from {}; `list sign` publishes the list without it", a.uuid, a.list.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let message = fsutil::read(&a.list)?;
+    let message = read_source(&a.list)?;
     if a.integrity_only {
         return Ok(match trust::check_integrity(&message) {
             Ok(r) => {
@@ -369,7 +400,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let bytes = fsutil::read(&a.file)?;
+    let bytes = read_source(&a.file)?;
     let (list, signer) = if looks_signed(&bytes) {
         let msg = SignedMessage::parse(&bytes)?;
         let signers = msg.claimed_signers()?;

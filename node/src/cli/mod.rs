@@ -5,6 +5,7 @@
 //! files, ...). Errors are one line on stderr.
 
 mod authority;
+mod config;
 mod demo;
 mod endorser;
 mod list;
@@ -47,6 +48,9 @@ enum Command {
     List(list::ListCommand),
     /// Set up a host's trust: the CAs and CRLs that endorsers' certificates chain to.
     Init(site::InitArgs),
+    /// Show what this host's data directory holds of its setup.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Approve, remove and list the endorsers whose lists this site accepts.
     #[command(subcommand)]
     Endorser(endorser::EndorserCommand),
@@ -109,6 +113,7 @@ impl Command {
         matches!(
             self,
             Self::Init(_)
+                | Self::Config(_)
                 | Self::Endorser(_)
                 | Self::Subscribe(_)
                 | Self::Subscription(_)
@@ -160,6 +165,7 @@ pub(crate) fn run(cli: Cli, args: &[String]) -> anyhow::Result<ExitCode> {
 fn on_site(site: &Site, out: &mut dyn Write, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Endorser(c) => endorser::run(site, out, c),
+        Command::Config(c) => config::run(site, out, c),
         Command::Subscribe(a) => site::subscribe(site, out, a),
         Command::Subscription(c) => site::subscription(site, out, c),
         Command::Images(a) => site::images(site, out, a),

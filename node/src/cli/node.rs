@@ -13,12 +13,15 @@ use node::federation::Federation;
 use node::fetch::Timeouts;
 use node::net::{self, Membership, NodeConfig, SiteShareNames};
 use node::site::Site;
+use node::site::declared::{DeclaredEndorser, DeclaredSubscription};
 use proto::swarm::Role;
 use serde::Deserialize;
 use uuid::Uuid;
 
 /// Every setting of a node. Each key of the `--config` TOML file has the
-/// flag's name (`upload-limit = 200`); flags win over the file.
+/// flag's name (`upload-limit = 200`); flags win over the file. The file
+/// alone may also name the data directory and declare the host's endorsers
+/// and subscriptions.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct NodeArgs {
@@ -135,18 +138,31 @@ pub(crate) struct NodeArgs {
     /// tests only. A node needs this or --site-ca.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     open_site: Option<bool>,
-    /// Read settings from this TOML file (flags override it).
+    /// Read settings from this TOML file (flags override it). Besides the
+    /// flags, it may name the data directory (`data-dir`) and declare the
+    /// host's endorsers (`[[endorser]]` with `dn` and `issuer`) and
+    /// subscriptions (`[[subscription]]` with `url` and `new-images`): the
+    /// node brings its store in step with them at start and on SIGHUP.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     config: Option<PathBuf>,
+    /// The data directory (config file only; --data-dir wins).
+    #[arg(skip)]
+    data_dir: Option<PathBuf>,
+    /// Endorsers approved (config file only).
+    #[arg(skip)]
+    #[serde(default)]
+    endorser: Vec<DeclaredEndorser>,
+    /// Lists subscribed to (config file only).
+    #[arg(skip)]
+    #[serde(default)]
+    subscription: Vec<DeclaredSubscription>,
 }
 
 impl NodeArgs {
     /// The flags, completed from the config file.
     fn merged(self) -> anyhow::Result<Self> {
-        let Some(path) = &self.config else { return Ok(self) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let f: Self = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let Some(f) = self.file()? else { return Ok(self) };
         let list = |a: Vec<Multiaddr>, b: Vec<Multiaddr>| if a.is_empty() { b } else { a };
         Ok(Self {
             listen: list(self.listen, f.listen),
@@ -176,7 +192,28 @@ impl NodeArgs {
             federation: self.federation.or(f.federation),
             open_site: self.open_site.or(f.open_site),
             config: self.config,
+            data_dir: f.data_dir,
+            endorser: f.endorser,
+            subscription: f.subscription,
         })
+    }
+
+    /// What the file --config names holds, read afresh.
+    fn file(&self) -> anyhow::Result<Option<Self>> {
+        let Some(path) = &self.config else { return Ok(None) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(toml::from_str(&text).with_context(|| format!("{}", path.display()))?))
+    }
+
+    /// Brings `site`'s store in step with the endorsers and subscriptions
+    /// the config file declares now.
+    fn bring_in_step(&self, site: &Site) -> anyhow::Result<()> {
+        let Some(f) = self.file()? else { return Ok(()) };
+        let failed = site.bring_in_step(&f.endorser, &f.subscription, node::now())?;
+        if failed > 0 {
+            tracing::warn!(failed, "declarations of the config file not taken (see the errors above)");
+        }
+        Ok(())
     }
 
     /// The node's configuration for `data_dir`.
@@ -317,18 +354,22 @@ pub(crate) fn mbit(m: f64) -> anyhow::Result<u64> {
     Ok((m * 1e6 / 8.0) as u64)
 }
 
-/// Runs a node until SIGINT or SIGTERM; SIGHUP runs an update cycle now.
+/// Runs a node until SIGINT or SIGTERM; SIGHUP brings the store in step with
+/// the config file's declarations and runs an update cycle now.
 #[allow(clippy::print_stdout)]
 pub(crate) fn run_node(data_dir: Option<&Path>, args: NodeArgs) -> anyhow::Result<ExitCode> {
-    let dir = super::site::data_dir(data_dir)?;
+    let from_file = args.file()?.and_then(|f| f.data_dir);
+    let dir = super::site::data_dir(data_dir.or(from_file.as_deref()))?;
+    let declared = args.clone();
     let cfg = args.into_config(dir)?;
     let site = Arc::new(Site::open(dir, Timeouts::default())?);
+    declared.bring_in_step(&site)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let (mut client, task) = net::start_on(cfg, site.clone()).await?;
         // Host commands (`images`, `image revoke`, ...) run inside the node
         // while it holds the store, then the node re-reads what it serves.
-        let in_node = super::InNode { site, client: client.clone(), turn: std::sync::Mutex::new(()) };
+        let in_node = super::InNode { site: site.clone(), client: client.clone(), turn: std::sync::Mutex::new(()) };
         node::control::serve(dir, move |args| super::run_in_node(&in_node, args))?;
         for a in client.listen_addrs().await? {
             println!("listening on {a}");
@@ -341,12 +382,18 @@ pub(crate) fn run_node(data_dir: Option<&Path>, args: NodeArgs) -> anyhow::Resul
                 r = &mut task => return r.context("the node task failed")?.map(|()| ExitCode::SUCCESS).map_err(Into::into),
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
-                // SIGHUP (`systemctl reload`): an update cycle now, logged as
-                // it ends; the node goes on meanwhile.
+                // SIGHUP (`systemctl reload`): the config file's endorsers and
+                // subscriptions, then an update cycle now, logged as it ends;
+                // the node goes on meanwhile.
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: updating now");
-                    let c = client.clone();
+                    tracing::info!("SIGHUP: reading the config file's declarations and updating now");
+                    let (c, site, declared) = (client.clone(), site.clone(), declared.clone());
                     tokio::spawn(async move {
+                        match tokio::task::spawn_blocking(move || declared.bring_in_step(&site)).await {
+                            Ok(Ok(())) => c.request_sync(),
+                            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "the config file was not read again"),
+                            Err(e) => tracing::error!(error = %e, "bringing the store in step with the config file failed"),
+                        }
                         match c.update_now().await {
                             Ok(r) if r.failed() => tracing::warn!(last_error = ?c.status().last_error, "update asked by SIGHUP: a list or image failed"),
                             Ok(_) => tracing::info!("update asked by SIGHUP: done"),
@@ -408,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn every_key_of_the_config_file_is_a_flag_and_flags_win() {
+    fn the_config_file_sets_what_the_flags_do_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("node.toml");
         std::fs::write(

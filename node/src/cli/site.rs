@@ -16,6 +16,7 @@ use node::fetch::Timeouts;
 use node::site::{Site, Subscribed};
 use node::store::{Decision, ImageRecord, NewImages, SiteConfig};
 use node::trustfiles::TrustSources;
+use node::units::count;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -197,8 +198,10 @@ pub(crate) fn init(d: Option<&Path>, a: InitArgs) -> anyhow::Result<ExitCode> {
     site.settle(node::now())?;
     let (cas, crls) = site.trust()?.anchors.counts();
     println!(
-        "initialised {}: {cas} CA certificates, {crls} CRLs, revocation {}",
+        "initialised {}: {}, {}, revocation {}",
         dir.display(),
+        count(cas, "CA certificate"),
+        count(crls, "CRL"),
         if config.crl_check { "checked" } else { "NOT checked" }
     );
     if site.store().endorsers()?.is_empty() {

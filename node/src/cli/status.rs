@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use ::node::net::{Client, ImageStatus};
 use ::node::site::{ImageOutcome, ListOutcome, Site, UpdateReport};
 use ::node::store::ImageState;
-use ::node::units::format_size;
+use ::node::units::{count, format_size};
 use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
@@ -230,7 +230,8 @@ pub(crate) fn print_update(out: &mut dyn Write, report: &UpdateReport) -> std::i
         writeln!(out, "image {id}: {what}")?;
     }
     if !report.gc.removed.is_empty() {
-        writeln!(out, "gc: removed {} expired images ({})", report.gc.removed.len(), format_size(report.gc.bytes))?;
+        let removed = count(report.gc.removed.len(), "expired image");
+        writeln!(out, "gc: removed {removed} ({})", format_size(report.gc.bytes))?;
     }
     Ok(())
 }
