@@ -313,8 +313,25 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     let changed = run(&lab, &["init", "--ca-file", &ca, "--crl", &crl, "--no-crl-check"]);
     assert_eq!(changed.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&changed.stderr).contains("stop it before `init`"), "{changed:?}");
+    let waited = ok(run(&lab, &["wait", &id, "--timeout", "10"]));
+    assert!(waited.starts_with(&format!("available: {id}")), "{waited}");
     ok(run(&lab, &["image", "revoke", &id]));
     assert_eq!(state_of(&lab, &id), "revoked");
+    // `wait` fails at once on what will not come, without waiting it out.
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let none = lab.data.join("none");
+    for (dir, args, why) in [
+        (&lab.data, ["wait", &id, "--timeout", "60"], "revoked on this host"),
+        (&lab.data, ["wait", unknown, "--timeout", "60"], "on no list in force"),
+        (&none, ["wait", &id, "--timeout", "60"], "no data directory"),
+    ] {
+        let started = std::time::Instant::now();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(dir).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{args:?}: {out:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{args:?} waited its timeout out");
+    }
 
     // `update` waits for a cycle of the node's that starts after it.
     lab.publish("0.0.2", std::slice::from_ref(&a));

@@ -88,7 +88,10 @@ enum Command {
     Node(node::NodeArgs),
     /// Wait until an image is available and verified on this host.
     ///
-    /// Exits 0 once it is, 1 on timeout.
+    /// Exits 0 once it is, 1 on timeout, and 2 at once when it will not come
+    /// (revoked, not approved, no longer endorsed, on no list in force) or
+    /// the data directory is missing. Shows a progress bar on a terminal
+    /// while a node runs.
     Wait(node::WaitArgs),
     /// A site's authority: make it, issue node credentials, revoke them.
     ///

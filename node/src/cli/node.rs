@@ -418,15 +418,32 @@ pub(crate) struct WaitArgs {
     timeout: Option<f64>,
 }
 
+/// How often a running node is asked how the image does.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
 /// Waits until the image is installed: a complete image is moved into
 /// `images/<uuid>` only after it verified, so its presence is the signal.
+/// While a node runs, it is asked how the image does: a bar shows the
+/// progress on a terminal, and an image that will not come (not on any
+/// list in force once every list was fetched, revoked, refused or expired)
+/// fails at once.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub(crate) fn wait(data_dir: Option<&Path>, a: WaitArgs) -> anyhow::Result<ExitCode> {
-    let path = node::store::Paths::new(super::site::data_dir(data_dir)?).image(a.uuid);
+    let dir = super::site::data_dir(data_dir)?;
+    let paths = node::store::Paths::new(dir);
+    if !paths.meta.is_dir() {
+        bail!("{} is no data directory (set one up with `imageswarm init`)", dir.display());
+    }
+    let path = paths.image(a.uuid);
     let started = Instant::now();
     let limit = a.timeout.map(Duration::from_secs_f64);
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut next_look = started;
     loop {
         if path.is_file() {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
             println!("available: {} {}", a.uuid, path.display());
             return Ok(ExitCode::SUCCESS);
         }
@@ -434,9 +451,40 @@ pub(crate) fn wait(data_dir: Option<&Path>, a: WaitArgs) -> anyhow::Result<ExitC
             eprintln!("error: image {} is not available after {:.0} s", a.uuid, started.elapsed().as_secs_f64());
             return Ok(ExitCode::from(1));
         }
+        if Instant::now() >= next_look {
+            next_look = Instant::now() + LOOK_EVERY;
+            if let Some(report) = super::status::of_running(dir) {
+                if let Some(why) = never(&report, a.uuid) {
+                    bail!("image {}: {why}", a.uuid);
+                }
+                if let Some(i) = report.images.iter().find(|i| i.uuid == a.uuid) {
+                    let b = bar.get_or_insert_with(|| super::list::progress_bar(i.size, "fetching"));
+                    b.set_position(i.size * u64::from(i.chunks_held) / u64::from(i.chunks.max(1)));
+                }
+            }
+        }
         // A stat every 10 ms costs nothing and reports the image within
         // 10 ms of its install.
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Why the image will not become available here, as the running node
+/// reports: `None` while it may.
+fn never(report: &super::status::Report, uuid: Uuid) -> Option<String> {
+    match report.images.iter().find(|i| i.uuid == uuid) {
+        Some(i) => match i.state.as_str() {
+            "revoked" => Some("revoked on this host (`imageswarm image approve` approves it again)".into()),
+            "refused" => Some("not approved on this host (`imageswarm image approve` approves it)".into()),
+            "expired" => Some("no longer endorsed by a list in force on this host".into()),
+            _ => None,
+        },
+        // Unknown is final only once every enabled list has a version in force.
+        None => {
+            let enabled: Vec<_> = report.lists.iter().filter(|l| l.enabled).collect();
+            (!enabled.is_empty() && enabled.iter().all(|l| l.version.is_some()))
+                .then(|| "on no list in force on this host (see `imageswarm images`)".into())
+        }
     }
 }
 

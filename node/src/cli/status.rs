@@ -10,7 +10,7 @@ use ::node::site::{ImageOutcome, ListOutcome, Site, UpdateReport};
 use ::node::store::ImageState;
 use ::node::units::{count, format_size};
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 #[derive(Debug, Args)]
@@ -22,50 +22,50 @@ pub(crate) struct StatusArgs {
     json: bool,
 }
 
-/// What `status` shows.
-#[derive(Debug, Serialize)]
-struct Report {
-    peer_id: Option<String>,
-    connected: usize,
-    bans: u64,
-    chunks_failed: u64,
+/// What `status` shows (and `--json` prints).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Report {
+    pub(crate) peer_id: Option<String>,
+    pub(crate) connected: usize,
+    pub(crate) bans: u64,
+    pub(crate) chunks_failed: u64,
     /// Bytes free on the data directory's file system.
-    disk_free: Option<u64>,
-    last_update_error: Option<String>,
-    images: Vec<Image>,
-    lists: Vec<List>,
+    pub(crate) disk_free: Option<u64>,
+    pub(crate) last_update_error: Option<String>,
+    pub(crate) images: Vec<Image>,
+    pub(crate) lists: Vec<List>,
 }
 
-#[derive(Debug, Serialize)]
-struct Image {
-    uuid: Uuid,
-    title: String,
-    state: &'static str,
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Image {
+    pub(crate) uuid: Uuid,
+    pub(crate) title: String,
+    pub(crate) state: String,
     /// Whether the node swarms on it now.
-    swarming: bool,
-    size: u64,
-    chunks: u32,
-    chunks_held: u32,
-    bytes_per_sec_in: u64,
-    bytes_per_sec_out: u64,
-    peers: usize,
+    pub(crate) swarming: bool,
+    pub(crate) size: u64,
+    pub(crate) chunks: u32,
+    pub(crate) chunks_held: u32,
+    pub(crate) bytes_per_sec_in: u64,
+    pub(crate) bytes_per_sec_out: u64,
+    pub(crate) peers: usize,
     /// Seconds to completion at the current rate in, when it moves.
-    eta_secs: Option<u64>,
-    list: Uuid,
-    list_version: Option<String>,
-    last_error: Option<String>,
+    pub(crate) eta_secs: Option<u64>,
+    pub(crate) list: Uuid,
+    pub(crate) list_version: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct List {
-    identifier: Uuid,
-    url: String,
-    enabled: bool,
-    valid: bool,
-    version: Option<String>,
-    expires: Option<String>,
-    last_update: Option<String>,
-    last_error: Option<String>,
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct List {
+    pub(crate) identifier: Uuid,
+    pub(crate) url: String,
+    pub(crate) enabled: bool,
+    pub(crate) valid: bool,
+    pub(crate) version: Option<String>,
+    pub(crate) expires: Option<String>,
+    pub(crate) last_update: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 /// `imageswarm status` inside the running node whose handle is `client`.
@@ -96,7 +96,7 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
         images.push(Image {
             uuid: r.uuid,
             title: r.title,
-            state: r.state.name(),
+            state: r.state.name().to_owned(),
             swarming: s.is_some(),
             size: r.size,
             chunks,
@@ -199,6 +199,16 @@ fn format_secs(s: u64) -> String {
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
+}
+
+/// The status of the node running on `dir`, read through its control
+/// socket; `None` when no node answers.
+pub(crate) fn of_running(dir: &std::path::Path) -> Option<Report> {
+    let reply = ::node::control::call(dir, &["status".to_owned(), "--json".to_owned()]).ok()??;
+    if reply.code != 0 {
+        return None;
+    }
+    serde_json::from_str(&reply.stdout).ok()
 }
 
 /// `imageswarm update` inside the running node: a cycle that starts after
