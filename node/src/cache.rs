@@ -131,6 +131,8 @@ impl Cache<'_> {
         let mut pos = offset;
         let mut batch = Batch::default();
         let partial = self.store.paths().partial(rec.uuid);
+        // Where the download starts: what comes after it is new.
+        progress(offset);
         for index in first..chunks {
             let want = (size - pos).min(cs) as usize;
             let read = match read_full(&mut reader, &mut buf[..want], &mut guard) {

@@ -58,6 +58,8 @@ async fn six_workers_share_an_image() -> anyhow::Result<()> {
     // The status snapshot may lag the counters by one refresh, never lead.
     assert!(exported >= sent && sent > 0, "metrics show {exported} bytes sent, status {sent}:\n{text}");
     assert!(text.contains("imageswarm_image_state{"), "{text}");
+    let from_source = loopback::metric(metrics, "imageswarm_source_bytes_total", None)?;
+    assert_eq!(from_source, 64 * MIB, "the master downloaded the image from its source once");
     Ok(())
 }
 

@@ -51,6 +51,9 @@ pub(crate) struct Image {
     pub(crate) peers: usize,
     /// Seconds to completion at the current rate in, when it moves.
     pub(crate) eta_secs: Option<u64>,
+    /// While the node downloads it from its source (hv:uri): how far the
+    /// download got, in bytes from the image's start.
+    pub(crate) from_source: Option<u64>,
     pub(crate) list: Uuid,
     pub(crate) list_version: Option<String>,
     pub(crate) last_error: Option<String>,
@@ -105,6 +108,7 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
             bytes_per_sec_out: rate_out,
             peers: s.map_or(0, |s| s.peers),
             eta_secs: (held < chunks && rate_in > 0).then(|| left.div_ceil(rate_in)),
+            from_source: live.downloads.iter().find(|d| d.0 == r.uuid).map(|d| d.1),
             list: r.list,
             list_version: versions.get(&r.list).cloned(),
             last_error: r.last_error,
@@ -165,6 +169,9 @@ fn print_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
             String::new()
         };
         writeln!(out, "  {}  {}/{} chunks ({pct:.0}%){live}", i.state, i.chunks_held, i.chunks)?;
+        if let Some(at) = i.from_source {
+            writeln!(out, "  downloading from its source: {} of {}", format_size(at), format_size(i.size))?;
+        }
         let version = i.list_version.as_deref().unwrap_or("none in force");
         writeln!(out, "  list {} version {version}", i.list)?;
         if let Some(e) = &i.last_error {

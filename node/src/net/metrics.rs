@@ -4,7 +4,8 @@
 //! Metric names start with `imageswarm_`. Per image: bytes in and out,
 //! chunks verified and failed, and its state as a labelled gauge. Per
 //! remote site: chunk bytes in from and out to its peers (a peer's site is
-//! its credential's, or in an open site what its hello claims). Per list
+//! its credential's, or in an open site what its hello claims). Per image
+//! downloaded from its source: the bytes and how far the download got. Per list
 //! subscribed: the version in force, its expiry and the last successful
 //! update. Per node: connected peers, bans and disk free. Every counter of
 //! an image this host knows, and of every other site of its federation, is
@@ -65,6 +66,8 @@ pub(crate) struct Metrics {
     pub(crate) bytes_out: Family<ImageLabel, Counter>,
     pub(crate) chunks_verified: Family<ImageLabel, Counter>,
     pub(crate) chunks_failed: Family<ImageLabel, Counter>,
+    pub(crate) source_bytes: Family<ImageLabel, Counter>,
+    pub(crate) source_position: Family<ImageLabel, Gauge>,
     pub(crate) image_state: Family<StateLabel, Gauge>,
     pub(crate) site_bytes_in: Family<SiteLabel, Counter>,
     pub(crate) site_bytes_out: Family<SiteLabel, Counter>,
@@ -83,6 +86,16 @@ impl Metrics {
         r.register("bytes_out", "Chunk bytes sent", self.bytes_out.clone());
         r.register("chunks_verified", "Chunks received that passed verification", self.chunks_verified.clone());
         r.register("chunks_failed", "Chunks received that failed verification", self.chunks_failed.clone());
+        r.register(
+            "source_bytes",
+            "Image bytes downloaded from the image's source (hv:uri)",
+            self.source_bytes.clone(),
+        );
+        r.register(
+            "source_download_position_bytes",
+            "How far the latest download of the image from its source got",
+            self.source_position.clone(),
+        );
         r.register("image_state", "1 for the state each image is in", self.image_state.clone());
         r.register("site_bytes_in", "Chunk bytes received from peers of another site", self.site_bytes_in.clone());
         r.register("site_bytes_out", "Chunk bytes sent to peers of another site", self.site_bytes_out.clone());
@@ -102,9 +115,10 @@ impl Metrics {
     /// Makes an image's counters show, at 0 until they count.
     pub(crate) fn touch_image(&self, uuid: uuid::Uuid) {
         let l = Self::image(uuid);
-        for f in [&self.bytes_in, &self.bytes_out, &self.chunks_verified, &self.chunks_failed] {
+        for f in [&self.bytes_in, &self.bytes_out, &self.chunks_verified, &self.chunks_failed, &self.source_bytes] {
             f.get_or_create(&l).inc_by(0);
         }
+        self.source_position.get_or_create(&l).inc_by(0);
     }
 
     /// Makes the counters of traffic with another site show, at 0 until

@@ -219,6 +219,9 @@ pub struct Status {
     pub chunks_failed: u64,
     /// Images it swarms on.
     pub images: Vec<ImageStatus>,
+    /// Downloads from images' sources under way: image, bytes so far
+    /// (counted from the image's start), size.
+    pub downloads: Vec<(Uuid, u64, u64)>,
     /// The last update cycle's error, if it failed.
     pub last_error: Option<String>,
 }

@@ -155,6 +155,7 @@ pub(super) struct EventLoop {
     ban_count: u64,
     failed_chunks: u64,
     updates: update::Updates,
+    downloads: update::Downloads,
     next_announce: Instant,
     last_error: Option<String>,
     /// The list version (sequence number) last published on gossip, per
@@ -305,6 +306,7 @@ impl EventLoop {
             ban_count: 0,
             failed_chunks: 0,
             updates: update::Updates::new(now),
+            downloads: Default::default(),
             next_announce: now,
             last_error: None,
             published: HashMap::new(),
@@ -513,6 +515,7 @@ impl EventLoop {
             bans: self.ban_count,
             chunks_failed: self.failed_chunks,
             images,
+            downloads: update::lock(&self.downloads).iter().map(|(u, &(at, size))| (*u, at, size)).collect(),
             last_error: self.last_error.clone(),
         };
         self.status.send_if_modified(|old| {

@@ -12,15 +12,22 @@
 //!   the request starts the next one as soon as that ends. Requests that
 //!   wait for the same cycle share it. At most [`MAX_ASKED`] wait; more are
 //!   answered at once with an error.
+//! * While a cycle downloads images from their sources, how far each got is
+//!   in the status and the metrics, with the bytes downloaded.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use super::EventLoop;
 use super::jobs::{self, IoDone};
 use crate::Result;
+use crate::net::metrics::Metrics;
 use crate::site::{ListOutcome, UpdateReport};
+use crate::store::ImageRecord;
 
 /// Operators' requests waiting at most.
 pub(super) const MAX_ASKED: usize = 64;
@@ -80,9 +87,14 @@ impl EventLoop {
         }
         self.updates.answering.append(&mut self.updates.asked);
         let back_to_source = self.cfg.master || self.cfg.back_to_source;
+        let (metrics, downloads) = (self.metrics.clone(), self.downloads.clone());
         self.jobs.control(async move {
             IoDone::Updated(
-                jobs::blocking(move || site.update_with(crate::now(), back_to_source, &mut |_, _| {})).await,
+                jobs::blocking(move || {
+                    let mut progress = SourceProgress { metrics, downloads, at: HashMap::new() };
+                    site.update_with(crate::now(), back_to_source, &mut |rec, pos| progress.at(rec, pos))
+                })
+                .await,
             )
         });
     }
@@ -105,6 +117,7 @@ impl EventLoop {
     /// A cycle ended.
     pub(super) fn on_updated(&mut self, r: Result<UpdateReport>) {
         self.updates.running = false;
+        lock(&self.downloads).clear();
         self.updates.next = Instant::now() + self.cfg.update_interval;
         self.last_error = match &r {
             Ok(report) => first_list_failure(report),
@@ -123,6 +136,35 @@ impl EventLoop {
         self.publish_lists();
         // Requests that came in while it ran get a cycle of their own.
         self.update_if_due(false);
+    }
+}
+
+/// Downloads from the images' sources under way, by image: how far each
+/// got and the image's size. Shared with the cycle's blocking thread.
+pub(super) type Downloads = Arc<Mutex<HashMap<Uuid, (u64, u64)>>>;
+
+pub(super) fn lock(d: &Downloads) -> std::sync::MutexGuard<'_, HashMap<Uuid, (u64, u64)>> {
+    d.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Counts what a cycle's downloads bring, as they go.
+struct SourceProgress {
+    metrics: Metrics,
+    downloads: Downloads,
+    /// Where each download stood at its last report.
+    at: HashMap<Uuid, u64>,
+}
+
+impl SourceProgress {
+    /// The download of `rec` got to `pos` (its first report is where it
+    /// starts).
+    fn at(&mut self, rec: &ImageRecord, pos: u64) {
+        let label = Metrics::image(rec.uuid);
+        if let Some(before) = self.at.insert(rec.uuid, pos) {
+            self.metrics.source_bytes.get_or_create(&label).inc_by(pos.saturating_sub(before));
+        }
+        self.metrics.source_position.get_or_create(&label).set(i64::try_from(pos).unwrap_or(i64::MAX));
+        lock(&self.downloads).insert(rec.uuid, (pos, rec.size));
     }
 }
 
