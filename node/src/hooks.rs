@@ -151,11 +151,13 @@ impl Hooks {
 
     /// Runs the hook for `event`, waiting at most the time limit.
     pub fn fire(&self, event: Event, subject: Option<Subject<'_>>) {
-        let image = subject.and_then(|s| s.entry.get("dc:identifier")).and_then(Value::as_str).unwrap_or("");
-        tracing::info!(event = event.name(), image, "event");
+        // Without a hook the stage is silent: what happened is logged where
+        // it happens (an image available, expired, ...).
         let Some(command) = &self.command else {
             return;
         };
+        let image = subject.and_then(|s| s.entry.get("dc:identifier")).and_then(Value::as_str).unwrap_or("");
+        tracing::debug!(event = event.name(), image, "running the hook");
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(command)

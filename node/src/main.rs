@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     tune_malloc();
     let raw: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let args = cli::Cli::parse();
-    cli::init_logging(args.verbose);
+    cli::init_logging(args.verbose, args.runs_a_node());
     match cli::run(args, &raw) {
         Ok(code) => code,
         Err(e) => {

@@ -375,12 +375,24 @@ impl Site {
                         self.apply_list(&mut sub, &verified, &b, now)
                     });
                     match applied {
-                        Ok(o) => o,
+                        Ok(o) => {
+                            if sub.last_error.is_some() {
+                                tracing::info!(list = %sub.identifier, "the list is fetched and verified again");
+                            }
+                            o
+                        }
                         Err(e) => {
-                            tracing::warn!(list = %sub.identifier, error = %e, "list update failed");
-                            sub.last_error = Some(e.to_string());
+                            let e = e.to_string();
+                            // Logged when the condition starts or changes, not
+                            // at every cycle while it lasts.
+                            if sub.last_error.as_ref() == Some(&e) {
+                                tracing::debug!(list = %sub.identifier, error = %e, "list update failed again");
+                            } else {
+                                tracing::warn!(list = %sub.identifier, error = %e, "list update failed");
+                            }
+                            sub.last_error = Some(e.clone());
                             self.store.put_subscription(&sub)?;
-                            ListOutcome::Failed(e.to_string())
+                            ListOutcome::Failed(e)
                         }
                     }
                 }
@@ -616,13 +628,17 @@ impl Site {
             let valid = match self.store.list_message(sub.identifier, cur.seq)? {
                 Some(msg) => match verify_list(&msg, trust, now) {
                     Ok(_) => true,
-                    Err(e) => {
+                    Err(e) if sub.list_valid => {
                         tracing::warn!(list = %sub.identifier, error = %e, "the list in force no longer verifies; its images expire");
                         false
                     }
+                    Err(_) => false,
                 },
                 None => false,
             };
+            if valid && !sub.list_valid {
+                tracing::info!(list = %sub.identifier, "the list in force verifies again");
+            }
             if valid != sub.list_valid {
                 sub.list_valid = valid;
                 self.store.put_subscription(&sub)?;

@@ -20,11 +20,11 @@ fn ok(out: Output) -> String {
     text
 }
 
-/// Starts `imageswarm node` as `cmd` says; returns it and the first line it
-/// printed (`listening on ...`).
-fn start_node(cmd: &mut Command) -> (std::process::Child, String) {
+/// Starts `imageswarm node` as `cmd` says, its log going to `log`; returns
+/// it and the first line it printed (`listening on ...`).
+fn start_node(cmd: &mut Command, log: std::process::Stdio) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
-    let mut node = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut node = cmd.stdout(std::process::Stdio::piped()).stderr(log).spawn().unwrap();
     let mut first = String::new();
     BufReader::new(node.stdout.take().unwrap()).read_line(&mut first).unwrap();
     (node, first)
@@ -207,6 +207,7 @@ fn a_node_brings_its_store_in_step_with_its_config_file() {
             .args(["node", "--config"])
             .arg(&config)
             .env_remove("IMAGESWARM_DATA_DIR"),
+        std::process::Stdio::null(),
     );
     assert!(first.starts_with("listening on"), "{first}");
     assert_eq!(ok(run(&lab, &["endorser", "list"])), format!("{ENDORSER_DN}\t{CA_DN}\n"));
@@ -264,6 +265,7 @@ fn failures_are_clear_and_exit_non_zero() {
 #[test]
 fn host_commands_reach_a_running_node_through_its_control_socket() {
     let lab = fresh_host();
+    let log = lab.dir.path().join("node.log");
     let a = Img::new(1, &lab.file_url("a.img", &bytes(70_000, 1)), bytes(70_000, 1));
     lab.publish("0.0.1", std::slice::from_ref(&a));
     ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
@@ -272,8 +274,8 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     assert_eq!(stopped.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&stopped.stderr).contains("no node runs on"), "{stopped:?}");
 
-    let (mut node, first) =
-        start_node(Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(&lab.data).args([
+    let (mut node, first) = start_node(
+        Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(&lab.data).args([
             "node",
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
@@ -282,7 +284,9 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
             "--open-site",
             "--update-interval",
             "3600",
-        ]));
+        ]),
+        std::fs::File::create(&log).unwrap().into(),
+    );
     assert!(first.starts_with("listening on /ip4/127.0.0.1/tcp/"), "{first}");
 
     let id = a.id.to_string();
@@ -341,6 +345,16 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     // SIGHUP runs one as well, without waiting.
     lab.publish("0.0.3", std::slice::from_ref(&a));
     sighup_until(&node, "version 0.0.3 taken", || status(&lab)["lists"][0]["version"] == "0.0.3");
+
+    // The node's log (info by default) tells the story, each condition once.
+    std::fs::write(&lab.list, b"garbage").unwrap();
+    for _ in 0..2 {
+        assert_eq!(run(&lab, &["update"]).status.code(), Some(1));
+    }
+    let told = std::fs::read_to_string(&log).unwrap();
+    assert!(told.contains("list accepted") && told.contains("version=0.0.3"), "{told}");
+    assert_eq!(told.matches("list update failed").count(), 1, "{told}");
+    assert!(!told.contains(" event="), "stages without a hook log nothing: {told}");
 
     node.kill().unwrap();
     node.wait().unwrap();

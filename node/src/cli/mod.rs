@@ -109,6 +109,13 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+impl Cli {
+    /// Whether the command runs a node (which logs more by default).
+    pub(crate) fn runs_a_node(&self) -> bool {
+        matches!(self.command, Command::Node(_))
+    }
+}
+
 impl Command {
     /// Whether the command reads or changes a host's store (and so goes
     /// through the control socket while a node runs).
@@ -213,15 +220,20 @@ pub(crate) fn run_in_node(node: &InNode, args: Vec<String>) -> ::node::control::
     }
 }
 
-/// Logs go to stderr; stdout carries only the command's output.
-pub(crate) fn init_logging(verbose: u8) {
-    let default = match verbose {
-        // Nodes publish each list they take; one that gossip brought first is
-        // already published, which gossipsub reports as a warning.
-        0 => "warn,libp2p_gossipsub::behaviour=error",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+/// Logs go to stderr; stdout carries only the command's output. A node
+/// logs at info by default, so that its journal tells what it did (lists
+/// taken or refused, images available, expired or failing, each once); the
+/// other commands only warn.
+pub(crate) fn init_logging(verbose: u8, node: bool) {
+    // Nodes publish each list they take; one that gossip brought first is
+    // already published, which gossipsub reports as a warning.
+    let quiet = "libp2p_gossipsub::behaviour=error";
+    let default = match (verbose, node) {
+        (0, false) => format!("warn,{quiet}"),
+        (0, true) => format!("warn,node=info,p2p=info,imageswarm=info,{quiet}"),
+        (1, _) => "info".to_owned(),
+        (2, _) => "debug".to_owned(),
+        _ => "trace".to_owned(),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -148,6 +148,9 @@ impl EventLoop {
     /// A list from a peer was checked.
     pub(super) fn on_offered(&mut self, carrier: Carrier, from: PeerId, result: Result<ListOutcome>) {
         match &result {
+            Ok(ListOutcome::Unchanged) => {
+                tracing::debug!(peer = %from, "list received through the swarm: held already")
+            }
             Ok(o) => tracing::info!(peer = %from, outcome = ?o, "list received through the swarm"),
             Err(e) => tracing::info!(peer = %from, error = %e, "list from the swarm not taken"),
         }
