@@ -681,6 +681,16 @@ impl Site {
         Ok(next)
     }
 
+    /// Why the list in force of `sub` does not verify at `now` (the check
+    /// that fails, as `list verify` names it); `None` when it does.
+    pub fn why_invalid(&self, sub: &Subscription, now: Timestamp) -> Result<Option<String>> {
+        let Some(cur) = &sub.current else { return Ok(Some("no version in force yet".into())) };
+        let Some(msg) = self.store.list_message(sub.identifier, cur.seq)? else {
+            return Ok(Some("the list in force is missing from the store".into()));
+        };
+        Ok(verify_list(&msg, &self.trust()?, now).err().map(|e| e.to_string()))
+    }
+
     /// When the list in force of `sub` expires (its `hv:expires`), if one is.
     pub fn list_expiry(&self, sub: &Subscription) -> Result<Option<Timestamp>> {
         Ok(self.list_in_force(sub)?.map(|(_, list)| list.expires))

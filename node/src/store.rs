@@ -228,6 +228,34 @@ impl ImageRecord {
         self.cache && matches!(self.derived_state(true), ImageState::Available)
     }
 
+    /// Why the image is not available here, in words for an operator;
+    /// `None` when it is available, or on its way with nothing in the way.
+    pub fn why_not_moving(&self, download_attempts: u32) -> Option<String> {
+        Some(match self.state {
+            ImageState::Available => return None,
+            ImageState::Revoked => "revoked by this site (`image approve` approves it again)".into(),
+            ImageState::Refused => "waiting for approval (`image approve`)".into(),
+            ImageState::Expired => {
+                "no longer endorsed: withdrawn from its list, or the list expired or no longer verifies".into()
+            }
+            ImageState::Partial if !self.cache => {
+                "approved, not cached on this host (`image approve` caches it)".into()
+            }
+            ImageState::Partial if self.root.is_none() => {
+                "not swarmable: the list carries no manifest root and no attestation has arrived".into()
+            }
+            ImageState::Partial if self.attempts >= download_attempts => format!(
+                "gave up downloading after {}: {}",
+                crate::units::count(self.attempts as usize, "failed attempt"),
+                self.last_error.as_deref().unwrap_or("no error recorded")
+            ),
+            ImageState::Partial => match &self.last_error {
+                Some(e) => format!("last download failed: {e}"),
+                None => return None,
+            },
+        })
+    }
+
     /// How many chunks the image has.
     pub fn chunk_count(&self) -> u32 {
         u32::try_from(self.size.div_ceil(self.chunk_size.max(1))).unwrap_or(u32::MAX)

@@ -85,6 +85,11 @@ fn a_host_subscribes_updates_and_decides_from_the_command_line() {
     assert_eq!(state_of(&lab, &ida), "revoked");
     ok(run(&lab, &["image", "refuse", &idb]));
     assert_eq!(state_of(&lab, &idb), "refused");
+    // `images` says what is in the way.
+    let table = ok(run(&lab, &["images"]));
+    assert!(table.contains("revoked by this site") && table.contains("waiting for approval"), "{table}");
+    let why = |id: &str| images(&lab).iter().find(|i| i["uuid"] == id).unwrap()["why"].clone();
+    assert!(why(&idb).as_str().is_some_and(|w| w.contains("image approve")), "{:?}", why(&idb));
     ok(run(&lab, &["image", "approve", &ida]));
     assert_eq!(state_of(&lab, &ida), "partial");
     ok(run(&lab, &["update"]));
@@ -93,6 +98,16 @@ fn a_host_subscribes_updates_and_decides_from_the_command_line() {
     lab.publish("0.0.2", std::slice::from_ref(&b));
     ok(run(&lab, &["update"]));
     assert_eq!(state_of(&lab, &ida), "expired");
+    assert_eq!(why(&ida), "no longer endorsed: withdrawn from its list, or the list expired or no longer verifies");
+    ok(run(&lab, &["image", "approve", &idb]));
+    ok(run(&lab, &["update"]));
+    assert_eq!(state_of(&lab, &idb), "available");
+    assert_eq!(why(&idb), serde_json::Value::Null, "available: nothing in the way");
+
+    // `subscription list` says why a list in force is invalid.
+    ok(run(&lab, &["endorser", "remove", "--dn", ENDORSER_DN, "--issuer", CA_DN]));
+    let subs = ok(run(&lab, &["subscription", "list"]));
+    assert!(subs.contains("invalid: endorser-approval"), "{subs}");
     for i in images(&lab) {
         let s = i["state"].as_str().unwrap();
         assert!(["available", "partial", "expired", "refused", "revoked"].contains(&s), "{s}");

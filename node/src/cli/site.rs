@@ -250,7 +250,10 @@ pub(crate) fn subscription(site: &Site, out: &mut dyn Write, cmd: SubscriptionCo
                 let version = s.current.as_ref().map_or("-", |c| c.version.as_str()).to_owned();
                 let state = match (s.enabled, s.list_valid, &s.last_error) {
                     (false, _, _) => "disabled".to_owned(),
-                    (true, false, _) => "invalid".to_owned(),
+                    (true, false, _) => match site.why_invalid(&s, node::now())? {
+                        Some(why) => format!("invalid: {why}"),
+                        None => "invalid until the next update re-checks it".to_owned(),
+                    },
                     (true, true, Some(e)) => format!("last update failed: {e}"),
                     (true, true, None) => "ok".to_owned(),
                 };
@@ -299,6 +302,7 @@ pub(crate) fn update(d: Option<&Path>, a: UpdateArgs) -> anyhow::Result<ExitCode
 
 pub(crate) fn images(site: &Site, out: &mut dyn Write, a: ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = site.store();
+    let attempts = site.config().download_attempts;
     let mut recs = store.images()?;
     recs.sort_by(|a, b| (a.list, &a.title).cmp(&(b.list, &b.title)));
     if a.json {
@@ -314,6 +318,7 @@ pub(crate) fn images(site: &Site, out: &mut dyn Write, a: ImagesArgs) -> anyhow:
                 "uuid": r.uuid, "title": r.title, "version": r.version, "state": r.state.name(), "list": r.list,
                 "size": r.size, "sha512": r.sha512, "endorsed": r.endorsed, "decision": r.decision, "cache": r.cache,
                 "chunks": chunks, "chunks_present": have, "last_error": r.last_error,
+                "why": r.why_not_moving(attempts),
             }));
         }
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
@@ -322,6 +327,9 @@ pub(crate) fn images(site: &Site, out: &mut dyn Write, a: ImagesArgs) -> anyhow:
     writeln!(out, "{:<36}  {:<10}  {:<12}  {:<36}  TITLE", "UUID", "STATE", "VERSION", "LIST")?;
     for r in &recs {
         writeln!(out, "{:<36}  {:<10}  {:<12}  {:<36}  {}", r.uuid, r.state.name(), r.version, r.list, r.title)?;
+        if let Some(why) = r.why_not_moving(attempts) {
+            writeln!(out, "{:<36}  {why}", "")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -56,6 +56,9 @@ pub(crate) struct Image {
     pub(crate) from_source: Option<u64>,
     pub(crate) list: Uuid,
     pub(crate) list_version: Option<String>,
+    /// Why it is not available here, when it is not and something is in
+    /// the way.
+    pub(crate) why: Option<String>,
     pub(crate) last_error: Option<String>,
 }
 
@@ -96,6 +99,7 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
         };
         let (rate_in, rate_out) = s.map_or((0, 0), |s| (s.rate_in, s.rate_out));
         let left = r.size.saturating_sub(u64::from(held) * r.chunk_size);
+        let why = r.why_not_moving(site.config().download_attempts);
         images.push(Image {
             uuid: r.uuid,
             title: r.title,
@@ -111,6 +115,7 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
             from_source: live.downloads.iter().find(|d| d.0 == r.uuid).map(|d| d.1),
             list: r.list,
             list_version: versions.get(&r.list).cloned(),
+            why,
             last_error: r.last_error,
         });
     }
@@ -174,8 +179,8 @@ fn print_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
         }
         let version = i.list_version.as_deref().unwrap_or("none in force");
         writeln!(out, "  list {} version {version}", i.list)?;
-        if let Some(e) = &i.last_error {
-            writeln!(out, "  last error: {e}")?;
+        if let Some(why) = &i.why {
+            writeln!(out, "  {why}")?;
         }
     }
     for l in &r.lists {
