@@ -21,6 +21,8 @@
 //! * Chunks received from peers are written and committed through
 //!   [`Cache::write_received`] and [`Cache::commit_received`], under the
 //!   rules of [`partial`]: one writer per partial file.
+//! * [`Cache::restore_expired`] brings an image wanted again back from
+//!   `expired/` when a file there holds its bytes ([`restore`]).
 //! * [`Cache::reconcile`] repairs what a crash can leave: a complete file the
 //!   record does not know about yet is re-verified, a missing one re-fetched.
 
@@ -42,6 +44,9 @@ use crate::store::{ImageRecord, ImageState, SiteConfig, Store};
 use crate::{Error, Result};
 
 pub mod partial;
+mod restore;
+
+pub(crate) use restore::Misses;
 
 use partial::{Origin, PartialFile, Writers};
 
@@ -68,6 +73,8 @@ pub struct Cache<'a> {
     pub(crate) turn: &'a Mutex<()>,
     /// Who writes which partial file (see [`Writers`]).
     pub(crate) writers: &'a Writers,
+    /// Expired files known not to hold some bytes (see [`restore`]).
+    pub(crate) misses: &'a Misses,
 }
 
 /// Waits for `turn`. The mutex guards no data of its own (the store's
@@ -189,7 +196,7 @@ impl Cache<'_> {
             return Err(e);
         }
         let turn = take_turn(self.turn);
-        let mut fresh = match self.store.image(rec.uuid)? {
+        let fresh = match self.store.image(rec.uuid)? {
             Some(f) if f.wants_data() && f.sha512 == rec.sha512 && f.root == rec.root => f,
             other => {
                 if !other.as_ref().is_some_and(ImageRecord::wants_data) {
@@ -208,7 +215,15 @@ impl Cache<'_> {
         let target = paths.image(rec.uuid);
         self.move_partial(rec.uuid, &target)?;
         sync_dir(&paths.images)?;
-        self.store.clear_have(rec.uuid)?;
+        self.record_available(fresh, turn, rec)?;
+        tracing::info!(image = %rec.uuid, "image available");
+        Ok(())
+    }
+
+    /// Records `fresh`, whose bytes now stand installed, as available, then
+    /// leaves the turn and tells the hooks; `rec` becomes the record.
+    fn record_available(&self, mut fresh: ImageRecord, turn: MutexGuard<'_, ()>, rec: &mut ImageRecord) -> Result<()> {
+        self.store.clear_have(fresh.uuid)?;
         fresh.state = ImageState::Available;
         fresh.last_error = None;
         fresh.data_for = Some(fresh.sha512.clone());
@@ -216,7 +231,6 @@ impl Cache<'_> {
         drop(turn);
         *rec = fresh;
         self.fire(Event::AvailablePostfix, rec, Some(&rec.uuid.to_string()));
-        tracing::info!(image = %rec.uuid, "image available");
         Ok(())
     }
 

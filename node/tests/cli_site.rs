@@ -92,7 +92,10 @@ fn a_host_subscribes_updates_and_decides_from_the_command_line() {
     assert!(why(&idb).as_str().is_some_and(|w| w.contains("image approve")), "{:?}", why(&idb));
     ok(run(&lab, &["image", "approve", &ida]));
     assert_eq!(state_of(&lab, &ida), "partial");
-    ok(run(&lab, &["update"]));
+    // Approved again, it comes back from expired/: its source is gone.
+    std::fs::remove_file(lab.dir.path().join("a.img")).unwrap();
+    let out = ok(run(&lab, &["update"]));
+    assert!(out.contains(&format!("image {ida}: restored from expired/ and verified")), "{out}");
     assert_eq!(state_of(&lab, &ida), "available");
 
     lab.publish("0.0.2", std::slice::from_ref(&b));
@@ -241,6 +244,73 @@ fn a_node_brings_its_store_in_step_with_its_config_file() {
     node.kill().unwrap();
     node.wait().unwrap();
     assert_eq!(ok(run(&lab, &["config", "show"])), shown, "the same from the store directly");
+}
+
+/// A CRL that `fetch-crl` refreshes on disk is taken at the next update
+/// cycle, with no restart; `status` says which CA's CRL is out of date, and
+/// that its lists are invalid.
+#[test]
+fn a_crl_refreshed_on_disk_is_taken_at_the_next_cycle() {
+    let lab = Lab::new();
+    std::fs::remove_dir_all(&lab.data).unwrap();
+    let crl = lab.dir.path().join("ca.r0");
+    std::fs::copy(pki().path("crl.pem"), &crl).unwrap();
+    let ca = pki().path("ca.pem").display().to_string();
+    ok(run(&lab, &["init", "--ca-file", &ca, "--crl", &crl.display().to_string()]));
+    ok(run(&lab, &["endorser", "add", "--dn", ENDORSER_DN, "--issuer", CA_DN]));
+    let a = Img::new(1, &lab.file_url("a.img", &bytes(9_000, 1)), bytes(9_000, 1));
+    lab.publish("0.0.1", std::slice::from_ref(&a));
+    ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
+    ok(run(&lab, &["update"]));
+    let args =
+        ["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--site", "test", "--open-site", "--update-interval", "3600"];
+    let (mut node, _) = start_node(
+        Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(&lab.data).args(args),
+        std::process::Stdio::null(),
+    );
+    let status =
+        |lab: &Lab| -> serde_json::Value { serde_json::from_str(&ok(run(lab, &["status", "--json"]))).unwrap() };
+    let s = status(&lab);
+    assert_eq!((&s["cas"][0]["subject"], &s["cas"][0]["crl"]), (&CA_DN.into(), &"current".into()), "{s}");
+    assert_eq!(s["lists"][0]["valid"], true, "{s}");
+
+    std::fs::copy(pki().path("crl-expired.pem"), &crl).unwrap();
+    let out = run(&lab, &["update"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let s = status(&lab);
+    assert_eq!(s["cas"][0]["crl"], "expired", "{s}");
+    assert_eq!(s["lists"][0]["valid"], false, "{s}");
+    let text = ok(run(&lab, &["status"]));
+    assert!(text.contains(&format!("CA {CA_DN}  CRL EXPIRED")), "{text}");
+
+    std::fs::copy(pki().path("crl.pem"), &crl).unwrap();
+    ok(run(&lab, &["update"]));
+    let s = status(&lab);
+    assert_eq!((&s["cas"][0]["crl"], &s["lists"][0]["valid"]), (&"current".into(), &true.into()), "{s}");
+    assert_eq!(s["images"][0]["state"], "available", "{s}");
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
+
+/// Bytes in `expired/` that are not the image's (changed on disk) are never
+/// restored: the image is downloaded again.
+#[test]
+fn an_expired_file_that_does_not_hold_the_bytes_is_not_restored() {
+    let lab = fresh_host();
+    let a = Img::new(1, &lab.file_url("a.img", &bytes(9_000, 1)), bytes(9_000, 1));
+    lab.publish("0.0.1", std::slice::from_ref(&a));
+    ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
+    ok(run(&lab, &["update"]));
+    let id = a.id.to_string();
+    ok(run(&lab, &["image", "revoke", &id]));
+    let expired: Vec<_> = std::fs::read_dir(lab.data.join("expired")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    std::fs::remove_file(&expired[0]).unwrap();
+    std::fs::write(&expired[0], bytes(9_000, 2)).unwrap();
+    ok(run(&lab, &["image", "approve", &id]));
+    let out = ok(run(&lab, &["update"]));
+    assert!(out.contains(&format!("image {id}: downloaded and verified")), "{out}");
+    assert_eq!(std::fs::read(lab.data.join("images").join(&id)).unwrap(), a.bytes, "the image's own bytes");
 }
 
 #[test]

@@ -192,9 +192,7 @@ fn valid_at(cert: &X509Ref, at: &Asn1Time) -> bool {
 }
 
 fn unix_of(t: &openssl::asn1::Asn1TimeRef) -> Result<Timestamp, Error> {
-    let epoch = Asn1Time::from_unix(0).map_err(|e| fail("validity", first_reason(&e)))?;
-    let d = epoch.diff(t).map_err(|e| fail("validity", first_reason(&e)))?;
-    Timestamp::from_unix(i64::from(d.days) * 86_400 + i64::from(d.secs))
+    Timestamp::from_asn1(t).ok_or_else(|| fail("validity", format!("a date OpenSSL cannot read: {t}")))
 }
 
 /// The site a CA certificate speaks for: its subject's `O`.

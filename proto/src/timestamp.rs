@@ -42,6 +42,14 @@ impl Timestamp {
             .map_err(|_| Error::Date(s.to_owned()))
     }
 
+    /// An OpenSSL time (a certificate's or CRL's date), to the second;
+    /// `None` if OpenSSL cannot compare it with the epoch.
+    pub fn from_asn1(t: &openssl::asn1::Asn1TimeRef) -> Option<Self> {
+        let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+        let d = epoch.diff(t).ok()?;
+        Self::from_unix(i64::from(d.days) * 86_400 + i64::from(d.secs)).ok()
+    }
+
     /// Seconds since the Unix epoch.
     pub fn unix(self) -> i64 {
         self.0

@@ -117,6 +117,24 @@ impl TrustAnchors {
         }
     }
 
+    /// Each CA certificate's subject and the `nextUpdate` of the latest CRL
+    /// it issued that is loaded (`None`: no CRL from it).
+    pub fn crl_next_updates(&self) -> Vec<(String, Option<Timestamp>)> {
+        self.cas
+            .iter()
+            .map(|ca| {
+                let subject = ffi::name_oneline(ca.subject_name());
+                let next = self
+                    .crls
+                    .iter()
+                    .filter(|c| ffi::name_oneline(c.issuer_name()) == subject)
+                    .filter_map(|c| c.next_update().and_then(Timestamp::from_asn1))
+                    .max();
+                (subject, next)
+            })
+            .collect()
+    }
+
     /// How many distinct CA certificates and CRLs are loaded.
     pub fn counts(&self) -> (usize, usize) {
         (self.cas.len(), self.crls.len())
@@ -348,9 +366,8 @@ fn verify_signature(parsed: &SignedMessage, trust: &Trust, at: Timestamp) -> Res
 }
 
 fn not_before(cert: &X509Ref) -> Result<Timestamp, Error> {
-    let epoch = openssl::asn1::Asn1Time::from_unix(0).map_err(|e| Error::TrustStore(first_reason(&e)))?;
-    let diff = epoch.diff(cert.not_before()).map_err(|e| Error::TrustStore(first_reason(&e)))?;
-    Timestamp::from_unix(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+    Timestamp::from_asn1(cert.not_before())
+        .ok_or_else(|| Error::TrustStore(format!("a notBefore OpenSSL cannot read: {}", cert.not_before())))
 }
 
 fn build_store(trust: &Trust, at: Timestamp) -> Result<X509Store, Error> {

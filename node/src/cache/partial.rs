@@ -208,6 +208,13 @@ impl Cache<'_> {
         self.writers.shared().check(uuid, claim).is_ok()
     }
 
+    /// Whether some writer (the swarm, or a download from the source) works
+    /// on `uuid`'s partial data now.
+    pub(super) fn is_written(&self, uuid: Uuid) -> bool {
+        let w = self.writers.shared();
+        w.sourcing.contains(&uuid) || w.claims.contains_key(&uuid)
+    }
+
     /// Whether a download from the source is filling `uuid`'s partial file
     /// in this process (chunks from peers are then refused).
     pub fn is_sourcing(&self, uuid: Uuid) -> bool {

@@ -32,6 +32,9 @@ pub(crate) struct Report {
     /// Bytes free on the data directory's file system.
     pub(crate) disk_free: Option<u64>,
     pub(crate) last_update_error: Option<String>,
+    /// The trusted CAs and their CRLs, when revocation is checked.
+    #[serde(default)]
+    pub(crate) cas: Vec<Ca>,
     pub(crate) images: Vec<Image>,
     pub(crate) lists: Vec<List>,
 }
@@ -60,6 +63,17 @@ pub(crate) struct Image {
     /// the way.
     pub(crate) why: Option<String>,
     pub(crate) last_error: Option<String>,
+}
+
+/// A trusted CA and its CRL. Without a current CRL, the lists whose
+/// signer chains to it are invalid (and only those).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Ca {
+    pub(crate) subject: String,
+    /// When its latest CRL is due to be replaced.
+    pub(crate) crl_next_update: Option<String>,
+    /// `current`, `expired` or `missing`.
+    pub(crate) crl: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -134,6 +148,25 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
             });
         }
     }
+    let now = ::node::now();
+    let cas = match site.trust() {
+        Ok(t) if site.config().crl_check => t
+            .anchors
+            .crl_next_updates()
+            .into_iter()
+            .map(|(subject, next)| Ca {
+                subject,
+                crl: match next {
+                    Some(t) if t > now => "current",
+                    Some(_) => "expired",
+                    None => "missing",
+                }
+                .to_owned(),
+                crl_next_update: next.map(|t| t.to_string()),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let report = Report {
         peer_id: live.peer_id.map(|p| p.to_string()),
         connected: live.connected,
@@ -141,6 +174,7 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
         chunks_failed: live.chunks_failed,
         disk_free: fs4::available_space(&site.store().paths().root).ok(),
         last_update_error: live.last_error,
+        cas,
         images,
         lists,
     };
@@ -158,6 +192,14 @@ fn print_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
     writeln!(out, "  peers {}  banned {}  chunks failed {}  disk free {free}", r.connected, r.bans, r.chunks_failed)?;
     if let Some(e) = &r.last_update_error {
         writeln!(out, "  last update failed: {e}")?;
+    }
+    for ca in &r.cas {
+        let next = ca.crl_next_update.as_deref().unwrap_or("-");
+        match ca.crl.as_str() {
+            "current" => writeln!(out, "CA {}  CRL current, next update {next}", ca.subject)?,
+            "expired" => writeln!(out, "CA {}  CRL EXPIRED at {next}: lists signed under it are invalid", ca.subject)?,
+            _ => writeln!(out, "CA {}  NO CRL: lists signed under it are invalid", ca.subject)?,
+        }
     }
     for i in &r.images {
         writeln!(out, "image {}  {}", i.uuid, i.title)?;
@@ -245,6 +287,7 @@ pub(crate) fn print_update(out: &mut dyn Write, report: &UpdateReport) -> std::i
     for (id, outcome) in &report.images {
         let what = match outcome {
             ImageOutcome::Downloaded => "downloaded and verified".to_owned(),
+            ImageOutcome::Restored => "restored from expired/ and verified".to_owned(),
             ImageOutcome::Expired => "expired".to_owned(),
             ImageOutcome::InProgress => "already being downloaded by another update on this host".to_owned(),
             ImageOutcome::Failed(e) | ImageOutcome::GaveUp(e) => format!("FAILED: {e}"),

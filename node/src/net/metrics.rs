@@ -5,11 +5,12 @@
 //! chunks verified and failed, and its state as a labelled gauge. Per
 //! remote site: chunk bytes in from and out to its peers (a peer's site is
 //! its credential's, or in an open site what its hello claims). Per image
-//! downloaded from its source: the bytes and how far the download got. Per list
-//! subscribed: the version in force, its expiry and the last successful
-//! update. Per node: connected peers, bans and disk free. Every counter of
-//! an image this host knows, and of every other site of its federation, is
-//! there from the start at 0, so that alerts never see "no data".
+//! downloaded from its source: the bytes and how far the download got. Per
+//! list subscribed: the version in force, its expiry and the last
+//! successful update. Per trusted CA: when its CRL is due. Per node:
+//! connected peers, bans and disk free. Every counter of an image this host
+//! knows, and of every other site of its federation, is there from the
+//! start at 0, so that alerts never see "no data".
 //! [`serve`] answers every GET with the text exposition format from one
 //! background thread. docs/CLI.md names every metric as it is served.
 
@@ -59,6 +60,12 @@ pub(crate) struct VersionLabel {
     pub(crate) version: String,
 }
 
+/// Labels of per-CA metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CaLabel {
+    pub(crate) ca: String,
+}
+
 /// The node's metrics; cheap to clone (every metric is shared).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Metrics {
@@ -74,6 +81,7 @@ pub(crate) struct Metrics {
     pub(crate) list_version: Family<VersionLabel, Gauge>,
     pub(crate) list_expiry: Family<ListLabel, Gauge>,
     pub(crate) list_updated: Family<ListLabel, Gauge>,
+    pub(crate) crl_next_update: Family<CaLabel, Gauge>,
     pub(crate) peers: Gauge,
     pub(crate) bans: Counter,
     pub(crate) disk_free: Gauge,
@@ -108,8 +116,22 @@ impl Metrics {
             "When the list was last fetched successfully (Unix time)",
             self.list_updated.clone(),
         );
+        r.register(
+            "crl_next_update_seconds",
+            "When the latest CRL of each trusted CA is due to be replaced (Unix time; 0: no CRL)",
+            self.crl_next_update.clone(),
+        );
         r.register("disk_free_bytes", "Bytes free on the data directory's file system", self.disk_free.clone());
         r
+    }
+
+    /// Sets the per-CA gauge: each trusted CA's subject and the
+    /// `nextUpdate` of its latest CRL.
+    pub(crate) fn set_crls(&self, cas: &[(String, Option<Timestamp>)]) {
+        self.crl_next_update.clear();
+        for (ca, next) in cas {
+            self.crl_next_update.get_or_create(&CaLabel { ca: ca.clone() }).set(next.map_or(0, Timestamp::unix));
+        }
     }
 
     /// Makes an image's counters show, at 0 until they count.
