@@ -17,7 +17,8 @@
 //! * [`Cache::expire`] moves a complete image to
 //!   `expired/<uuid>.<YYYY-mm-dd_HH-MM-SS>` (UTC) and deletes partial data.
 //! * [`Cache::gc`] deletes expired images by age and, oldest first, while
-//!   free space is under the watermark. It touches only names of that form.
+//!   they take more than the cap on their bytes or free space is under the
+//!   watermark. It touches only names of that form.
 //! * Chunks received from peers are written and committed through
 //!   [`Cache::write_received`] and [`Cache::commit_received`], under the
 //!   rules of [`partial`]: one writer per partial file.
@@ -342,6 +343,18 @@ impl Cache<'_> {
                 remove(&path, len, &mut report)?;
             } else {
                 keep.push((path, len));
+            }
+        }
+        if let Some(max) = self.config.expired_max_bytes {
+            // The oldest go first, until the rest fit.
+            let mut total: u64 = keep.iter().map(|(_, len)| len).sum();
+            let mut over = 0;
+            while total > max && over < keep.len() {
+                total -= keep[over].1;
+                over += 1;
+            }
+            for (path, len) in keep.drain(..over) {
+                remove(&path, len, &mut report)?;
             }
         }
         for (path, len) in keep {

@@ -62,6 +62,10 @@ pub struct SiteConfig {
     /// Expired images are deleted, oldest first, while free space is below
     /// this percentage of the file system.
     pub min_free_percent: u8,
+    /// Expired images are deleted, oldest first, while they take more than
+    /// this many bytes together (no cap when `None`).
+    #[serde(default)]
+    pub expired_max_bytes: Option<u64>,
     /// Re-hash every complete image with SHA-512 before installing it, even
     /// when the manifest root already binds its chunks to the list.
     #[serde(default)]
@@ -80,6 +84,7 @@ impl Default for SiteConfig {
             download_attempts: 5,
             expired_max_age_days: 30,
             min_free_percent: 10,
+            expired_max_bytes: None,
             strict_sha512: false,
         }
     }

@@ -313,6 +313,37 @@ fn an_expired_file_that_does_not_hold_the_bytes_is_not_restored() {
     assert_eq!(std::fs::read(lab.data.join("images").join(&id)).unwrap(), a.bytes, "the image's own bytes");
 }
 
+/// `--expired-max-bytes` caps what `expired/` keeps: the oldest go first.
+#[test]
+fn expired_images_are_capped_by_their_bytes() {
+    let lab = Lab::new();
+    std::fs::remove_dir_all(&lab.data).unwrap();
+    let ca = pki().path("ca.pem").display().to_string();
+    let crl = pki().path("crl.pem").display().to_string();
+    ok(run(&lab, &["init", "--ca-file", &ca, "--crl", &crl, "--expired-max-bytes", "20000"]));
+    assert!(ok(run(&lab, &["config", "show"])).contains("expired images take at most 19.53 KiB"));
+    ok(run(&lab, &["endorser", "add", "--dn", ENDORSER_DN, "--issuer", CA_DN]));
+    let img = |n: u8| Img::new(u128::from(n), &lab.file_url(&format!("{n}.img"), &bytes(9_000, n)), bytes(9_000, n));
+    let (a, b, c) = (img(1), img(2), img(3));
+    lab.publish("0.0.1", &[a.clone(), b.clone()]);
+    ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
+    ok(run(&lab, &["update"]));
+    lab.publish("0.0.2", std::slice::from_ref(&c));
+    ok(run(&lab, &["update"]));
+    assert_eq!(std::fs::read_dir(lab.data.join("expired")).unwrap().count(), 2, "18 000 bytes fit under the cap");
+    // A second later, c expires too: 27 000 bytes, over the cap.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    lab.publish("0.0.3", &[]);
+    let out = ok(run(&lab, &["update"]));
+    assert!(out.contains("gc: removed 1 expired image ("), "{out}");
+    let left: Vec<String> = std::fs::read_dir(lab.data.join("expired"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().any(|n| n.starts_with(&c.id.to_string())), "the newest stays: {left:?}");
+}
+
 #[test]
 fn failures_are_clear_and_exit_non_zero() {
     let lab = Lab::new();

@@ -62,6 +62,10 @@ pub(crate) fn run(site: &Site, out: &mut dyn Write, cmd: ConfigCommand) -> anyho
         "  expired images kept {} days, and while free space stays above {} %",
         c.expired_max_age_days, c.min_free_percent
     )?;
+    match c.expired_max_bytes {
+        Some(max) => writeln!(out, "  expired images take at most {}", ::node::units::format_size(max))?,
+        None => writeln!(out, "  expired images take as many bytes as the rules above leave")?,
+    }
     writeln!(out, "  strict SHA-512 {}", if c.strict_sha512 { "on" } else { "off" })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -55,6 +55,10 @@ pub(crate) struct InitArgs {
     /// Delete expired images, oldest first, while free space is below this percentage.
     #[arg(long, value_name = "PERCENT")]
     min_free_percent: Option<u8>,
+    /// Delete expired images, oldest first, while they take more than this
+    /// together, e.g. 200GiB (0: no cap, the default).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    expired_max_bytes: Option<u64>,
     /// Re-hash every complete image with SHA-512 before installing it (by
     /// default the BLAKE3 manifest root, checked over every chunk as it
     /// arrives, is what binds the bytes to the list).
@@ -76,6 +80,9 @@ impl InitArgs {
         c.download_attempts = self.download_attempts.unwrap_or(c.download_attempts);
         c.expired_max_age_days = self.expired_max_age_days.unwrap_or(c.expired_max_age_days);
         c.min_free_percent = self.min_free_percent.unwrap_or(c.min_free_percent);
+        if let Some(max) = self.expired_max_bytes {
+            c.expired_max_bytes = (max > 0).then_some(max);
+        }
         c.strict_sha512 = self.strict_sha512.unwrap_or(c.strict_sha512);
     }
 }
@@ -185,6 +192,10 @@ pub(crate) struct ImageArgs {
 
 pub(crate) fn data_dir(d: Option<&Path>) -> anyhow::Result<&Path> {
     d.context("--data-dir DIR (or IMAGESWARM_DATA_DIR) is required for this command")
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    node::units::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn open(d: Option<&Path>) -> anyhow::Result<Site> {
