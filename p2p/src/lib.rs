@@ -13,11 +13,13 @@
 //! * [`federation`]: the federation file, which every node and tracker of
 //!   cooperating sites reads.
 //! * [`per_ip`]: a cap on the connections one address may open.
+//! * [`metrics`]: Prometheus metrics over HTTP.
 
 pub mod admission;
 pub mod codec;
 mod error;
 pub mod federation;
+pub mod metrics;
 pub mod per_ip;
 pub mod tracker;
 pub mod transport;

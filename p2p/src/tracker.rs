@@ -21,6 +21,9 @@
 //!   (never the announcement's), takes newer CRLs from their admits, and
 //!   cuts off, and forgets, a peer whose credential is revoked or expired.
 //!   Kademlia is off, so it hands out no peers but through answers.
+//! * With [`TrackerConfig::metrics`] it serves what it counts
+//!   (`TrackerMetrics`): announcements answered and refused, and live
+//!   announcements per image, refreshed every second.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -30,6 +33,10 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, connection_limits, identify, kad, request_response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use proto::credential::SiteCas;
 use proto::wire::{Admission, Admit, Announce, Limit, Peers};
 
@@ -39,6 +46,7 @@ use crate::per_ip::{DEFAULT_MAX_PER_IP, PerIp};
 use crate::transport::{ADMIT_PROTOCOL, KAD_PROTOCOL, TRACKER_PROTOCOL, build_swarm, ip_of, kademlia};
 use crate::{Error, Result};
 use proto::tracker::Registry;
+use uuid::Uuid;
 
 /// A tracker's settings.
 #[derive(Debug)]
@@ -55,6 +63,42 @@ pub struct TrackerConfig {
     pub max_connections: u32,
     /// Serve only members of these sites (`None`: anyone).
     pub site_cas: Option<SiteCas>,
+    /// Serve Prometheus metrics here ([`crate::metrics`]).
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// Labels of per-image metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ImageLabel {
+    image: String,
+}
+
+/// What a tracker counts: `imageswarm_tracker_announces_total`,
+/// `imageswarm_tracker_announces_refused_total` (from peers not admitted)
+/// and `imageswarm_tracker_peers{image}` (live announcements per image).
+#[derive(Debug, Clone, Default)]
+struct TrackerMetrics {
+    announces: Counter,
+    refused: Counter,
+    peers: Family<ImageLabel, Gauge>,
+}
+
+impl TrackerMetrics {
+    fn registry(&self) -> prometheus_client::registry::Registry {
+        let mut r = prometheus_client::registry::Registry::with_prefix("imageswarm_tracker");
+        r.register("announces", "Announcements answered", self.announces.clone());
+        r.register("announces_refused", "Announcements from peers not admitted, dropped", self.refused.clone());
+        r.register("peers", "Live announcements per image", self.peers.clone());
+        r
+    }
+
+    fn set_peers(&self, counts: &[(Uuid, usize)]) {
+        self.peers.clear();
+        for (image, n) in counts {
+            let n = i64::try_from(*n).unwrap_or(i64::MAX);
+            self.peers.get_or_create(&ImageLabel { image: image.to_string() }).set(n);
+        }
+    }
 }
 
 impl TrackerConfig {
@@ -70,6 +114,7 @@ impl TrackerConfig {
             quic: false,
             max_connections: 1024,
             site_cas: None,
+            metrics: None,
         }
     }
 }
@@ -93,6 +138,7 @@ pub struct Tracker {
     registry: Registry,
     gate: Gate,
     started: Instant,
+    metrics: TrackerMetrics,
 }
 
 impl Tracker {
@@ -124,7 +170,11 @@ impl Tracker {
         for a in &cfg.listen {
             swarm.listen_on(a.clone()).map_err(|e| Error::Net(format!("listening on {a}: {e}")))?;
         }
-        Ok(Self { swarm, registry: Registry::new(cfg.ttl.as_secs()), gate, started: Instant::now() })
+        let metrics = TrackerMetrics::default();
+        if let Some(addr) = cfg.metrics {
+            crate::metrics::serve(addr, metrics.registry())?;
+        }
+        Ok(Self { swarm, registry: Registry::new(cfg.ttl.as_secs()), gate, started: Instant::now(), metrics })
     }
 
     /// Runs until the first listen address is up and returns every address
@@ -144,7 +194,10 @@ impl Tracker {
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_event(ev),
-                _ = tick.tick() => self.cut_off(),
+                _ = tick.tick() => {
+                    self.cut_off();
+                    self.metrics.set_peers(&self.registry.counts(self.started.elapsed().as_secs()));
+                }
             }
         }
     }
@@ -186,6 +239,7 @@ impl Tracker {
                 if self.gate.is_closed() {
                     let Some(c) = self.gate.credential(&peer) else {
                         tracing::debug!(%peer, "announce from a peer not admitted: dropped");
+                        self.metrics.refused.inc();
                         return;
                     };
                     request.site.clone_from(&c.site);
@@ -194,6 +248,9 @@ impl Tracker {
                 let now = self.started.elapsed().as_secs();
                 let image = request.image;
                 let answer = self.registry.announce(now, peer.to_bytes(), request);
+                self.metrics.announces.inc();
+                let n = i64::try_from(self.registry.count(image)).unwrap_or(i64::MAX);
+                self.metrics.peers.get_or_create(&ImageLabel { image: image.to_string() }).set(n);
                 tracing::debug!(%peer, %image, peers = answer.peers.len(), "announce");
                 if self.swarm.behaviour_mut().tracker.send_response(channel, answer).is_err() {
                     tracing::debug!(%peer, "announcer left before the answer");
@@ -232,6 +289,27 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn the_tracker_counts_under_the_documented_names() {
+        let m = TrackerMetrics::default();
+        m.announces.inc();
+        let image = Uuid::from_u128(7);
+        m.set_peers(&[(image, 2)]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
+        for line in [
+            "imageswarm_tracker_announces_total 1".to_owned(),
+            "imageswarm_tracker_announces_refused_total 0".to_owned(),
+            format!("imageswarm_tracker_peers{{image=\"{image}\"}} 2"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        m.set_peers(&[]);
+        text.clear();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
+        assert!(!text.contains("imageswarm_tracker_peers{"), "an image no one announces goes: {text}");
+    }
 
     #[test]
     fn the_tracker_hands_out_only_addresses_of_the_announcing_host() {

@@ -115,6 +115,13 @@ impl Registry {
         self.images.get(&image).map_or(0, BTreeMap::len)
     }
 
+    /// How many live announcements each image has at `now` (expired ones
+    /// are dropped first).
+    pub fn counts(&mut self, now: u64) -> Vec<(Uuid, usize)> {
+        self.expire(now);
+        self.images.iter().map(|(u, peers)| (*u, peers.len())).collect()
+    }
+
     /// Drops every announcement of `peer` (one cut off from the site).
     pub fn forget(&mut self, peer: &[u8]) {
         for peers in self.images.values_mut() {

@@ -54,6 +54,10 @@ struct Cli {
     /// site it names, which is how the sites' gateways find each other.
     #[arg(long, value_name = "FILE")]
     federation: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics: announcements
+    /// answered and refused, and live announcements per image.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Serve anyone, with the site and role they claim: for demos and tests
     /// only. The tracker needs this, --site-ca or --federation.
     #[arg(long)]
@@ -131,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             quic: false,
             max_connections: cli.max_connections,
             site_cas,
+            metrics: cli.metrics,
         })?;
         let addrs = t.listen_addrs().await;
         let mut out = std::io::stdout().lock();

@@ -7,15 +7,12 @@
 //! its credential's, or in an open site what its hello claims). Per image
 //! downloaded from its source: the bytes and how far the download got. Per
 //! list subscribed: the version in force, its expiry and the last
-//! successful update. Per trusted CA: when its CRL is due. Per node:
-//! connected peers, bans and disk free. Every counter of an image this host
+//! successful update. Per trusted CA: when its CRL is due. Per node: its
+//! site, role and version, connected peers, bans and disk free. Every counter of an image this host
 //! knows, and of every other site of its federation, is there from the
 //! start at 0, so that alerts never see "no data".
-//! [`serve`] answers every GET with the text exposition format from one
-//! background thread. docs/CLI.md names every metric as it is served.
-
-use std::net::SocketAddr;
-use std::sync::Arc;
+//! [`p2p::metrics::serve`] serves them. docs/CLI.md names every metric as
+//! it is served.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,7 +23,6 @@ use prometheus_client::registry::Registry;
 use proto::Timestamp;
 
 use crate::store::Subscription;
-use crate::{Error, Result};
 
 /// Labels of per-image metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +62,14 @@ pub(crate) struct CaLabel {
     pub(crate) ca: String,
 }
 
+/// Labels of the node's info gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct InfoLabel {
+    pub(crate) site: String,
+    pub(crate) role: String,
+    pub(crate) version: String,
+}
+
 /// The node's metrics; cheap to clone (every metric is shared).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Metrics {
@@ -82,6 +86,7 @@ pub(crate) struct Metrics {
     pub(crate) list_expiry: Family<ListLabel, Gauge>,
     pub(crate) list_updated: Family<ListLabel, Gauge>,
     pub(crate) crl_next_update: Family<CaLabel, Gauge>,
+    pub(crate) info: Family<InfoLabel, Gauge>,
     pub(crate) peers: Gauge,
     pub(crate) bans: Counter,
     pub(crate) disk_free: Gauge,
@@ -107,6 +112,7 @@ impl Metrics {
         r.register("image_state", "1 for the state each image is in", self.image_state.clone());
         r.register("site_bytes_in", "Chunk bytes received from peers of another site", self.site_bytes_in.clone());
         r.register("site_bytes_out", "Chunk bytes sent to peers of another site", self.site_bytes_out.clone());
+        r.register("node_info", "1, labelled with the node's site, role and version", self.info.clone());
         r.register("peers", "Connected peers", self.peers.clone());
         r.register("bans", "Peers banned for sending bad data", self.bans.clone());
         r.register("list_version", "1 for the version in force of each list", self.list_version.clone());
@@ -132,6 +138,18 @@ impl Metrics {
         for (ca, next) in cas {
             self.crl_next_update.get_or_create(&CaLabel { ca: ca.clone() }).set(next.map_or(0, Timestamp::unix));
         }
+    }
+
+    /// Sets the info gauge: this node's site, role and version.
+    pub(crate) fn set_info(&self, site: &str, role: proto::swarm::Role) {
+        let role = match role {
+            proto::swarm::Role::Master => "master",
+            proto::swarm::Role::Gateway => "gateway",
+            proto::swarm::Role::Worker => "worker",
+        };
+        let l =
+            InfoLabel { site: site.to_owned(), role: role.to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() };
+        self.info.get_or_create(&l).set(1);
     }
 
     /// Makes an image's counters show, at 0 until they count.
@@ -190,31 +208,4 @@ impl Metrics {
             self.image_state.get_or_create(&l).set(i64::from(s == state));
         }
     }
-}
-
-/// Serves `registry` at `addr` until the process exits.
-pub(crate) fn serve(addr: SocketAddr, registry: Registry) -> Result<()> {
-    let server = tiny_http::Server::http(addr).map_err(|e| Error::Net(format!("metrics on {addr}: {e}")))?;
-    let registry = Arc::new(registry);
-    let content_type = tiny_http::Header::from_bytes(
-        &b"Content-Type"[..],
-        &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
-    )
-    .map_err(|()| Error::Net("metrics: bad content type".into()))?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                let mut body = String::new();
-                let resp = match prometheus_client::encoding::text::encode(&mut body, &registry) {
-                    Ok(()) => tiny_http::Response::from_string(body).with_header(content_type.clone()),
-                    Err(e) => tiny_http::Response::from_string(e.to_string()).with_status_code(500),
-                };
-                if let Err(e) = req.respond(resp) {
-                    tracing::debug!(error = %e, "metrics client went away");
-                }
-            }
-        })
-        .map_err(|e| Error::Net(format!("metrics thread: {e}")))?;
-    Ok(())
 }

@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm, lists_topic};
-use super::metrics::{self, Metrics};
+use super::metrics::Metrics;
 use super::notices::{Inbound, Notices};
 use super::rate::Rate;
 use super::{Command, ImageStatus, NodeConfig, Status, peer_of};
@@ -246,11 +246,12 @@ impl EventLoop {
             .subscribe(&lists_topic())
             .map_err(|e| Error::Net(format!("subscribing to list gossip: {e}")))?;
         let metrics = Metrics::default();
+        metrics.set_info(&cfg.site, role);
         for other in cfg.federation.iter().filter(|s| **s != cfg.site) {
             metrics.touch_site(other);
         }
         if let Some(addr) = cfg.metrics {
-            metrics::serve(addr, metrics.registry())?;
+            p2p::metrics::serve(addr, metrics.registry()).map_err(|e| Error::Net(e.to_string()))?;
         }
         let (notices, notices_in) = Notices::start(swarm.behaviour().notices.new_control());
         let fetch_stripe = (role == Role::Gateway).then(|| FetchStripe {
