@@ -332,3 +332,27 @@ fn remove_image_withdraws_an_entry_and_names_one_that_is_not_there() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("no image"), "{again:?}");
 }
+
+/// The endorser's walk-through runs as installed (the script with pki.sh
+/// beside it, outside any checkout, with the binary it is given) and leaves
+/// nothing behind.
+#[test]
+fn the_walkthrough_runs_installed_and_cleans_up_after_itself() {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let installed = tempfile::tempdir().unwrap();
+    for (from, to) in [("scripts/walkthrough.sh", "walkthrough.sh"), ("tests/src/pki.sh", "pki.sh")] {
+        std::fs::copy(checkout.join(from), installed.path().join(to)).unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(installed.path().join("walkthrough.sh"))
+        .arg("1")
+        .env("IMAGESWARM", env!("CARGO_BIN_EXE_imageswarm"))
+        .env("TMPDIR", tmp.path())
+        .current_dir(installed.path())
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.contains("walk-through complete"), "{text}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "its work directory is gone");
+}
