@@ -536,3 +536,22 @@ async fn a_gateways_wan_cap_holds_what_enters_its_site() -> anyhow::Result<()> {
     assert!(site.holds_verified(2), "the worker holds the verified image");
     Ok(())
 }
+
+/// 17. A worker given the tracker's address without its peer id pins the id
+///     the tracker shows at the first connection, and finds its peers
+///     through it (it has no other way: no bootstrap, nothing in Kademlia).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_given_by_address_alone_is_pinned_and_used() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 8 * MIB, MIB).await?;
+    site.start(0).await?;
+    let named = site.tracker[0].clone();
+    let tracker = node::net::peer_of(&named).unwrap();
+    let bare: libp2p::Multiaddr = named.iter().filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_))).collect();
+    let mut worker = site.config(1);
+    worker.trackers = vec![bare.clone()];
+    site.start_with(1, worker).await?;
+    site.until_workers_complete().await?;
+    let pins = std::fs::read_to_string(site.demo.data_dirs[1].join("trackers.pinned"))?;
+    assert_eq!(pins, format!("{bare} {tracker}\n"));
+    Ok(())
+}

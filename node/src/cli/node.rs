@@ -29,8 +29,10 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "MULTIADDR")]
     #[serde(default)]
     listen: Vec<Multiaddr>,
-    /// A tracker, with its /p2p/<peer id> (repeatable). Trackers are hints:
-    /// when none answers, the node finds peers through Kademlia.
+    /// A tracker, best with its /p2p/<peer id> (repeatable). Without it, the
+    /// node pins the peer id the tracker shows at the first connection
+    /// (DATA_DIR/trackers.pinned) and warns once. Trackers are hints: when
+    /// none answers, the node finds peers through Kademlia.
     #[arg(long = "tracker", value_name = "MULTIADDR", num_args = 1..)]
     #[serde(default)]
     tracker: Vec<Multiaddr>,

@@ -93,7 +93,7 @@ impl EventLoop {
     }
 
     fn is_tracker(&self, peer: &PeerId) -> bool {
-        self.trackers.iter().any(|(p, _)| p == peer)
+        self.trackers.is_tracker(peer)
     }
 
     /// `peer` may now be served and spoken to.

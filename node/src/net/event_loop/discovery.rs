@@ -55,7 +55,7 @@ impl EventLoop {
     }
 
     fn send_to_trackers(&mut self, a: Announce) {
-        for (p, _) in self.trackers.clone() {
+        for (p, _) in self.trackers.known.clone() {
             if self.tracker_admits(p) {
                 let _ = self.swarm.behaviour_mut().tracker.send_request(&p, a.clone());
             }

@@ -29,7 +29,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, gossipsub, identify, kad};
+use libp2p::{PeerId, gossipsub, identify, kad};
 use p2p::transport::KAD_PROTOCOL;
 use proto::swarm::{self, FetchStripe, Role, SiteShare};
 use proto::transfer::{Effect, Host, Offence};
@@ -55,6 +55,7 @@ mod jobs;
 mod lists;
 mod peers;
 mod sync;
+mod trackers;
 mod update;
 
 pub(super) use update::Answer as UpdateAnswer;
@@ -121,7 +122,7 @@ pub(super) struct EventLoop {
     peer_sites: HashMap<u64, String>,
     next_handle: u64,
     ids: HashMap<u64, PeerId>,
-    trackers: Vec<(PeerId, Multiaddr)>,
+    trackers: trackers::Trackers,
     /// Who is admitted, in a closed site.
     gate: p2p::admission::Gate,
     /// The node's key, which signs a master's site policy.
@@ -218,16 +219,8 @@ impl EventLoop {
         for addr in &cfg.listen {
             swarm.listen_on(addr.clone()).map_err(|e| Error::Net(format!("listening on {addr}: {e}")))?;
         }
-        let trackers = cfg
-            .trackers
-            .iter()
-            .map(|a| {
-                peer_of(a)
-                    .map(|p| (p, a.clone()))
-                    .ok_or_else(|| Error::Invalid(format!("tracker address {a} lacks /p2p/<peer id>")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for (p, a) in &trackers {
+        let trackers = trackers::Trackers::new(&cfg.trackers, &cfg.data_dir)?;
+        for (p, a) in &trackers.known {
             swarm.add_peer_address(*p, a.clone());
             if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
                 kad.add_address(p, a.clone());
@@ -398,6 +391,7 @@ impl EventLoop {
         self.update_if_due(self.next_expiry.is_some_and(|t| crate::now() > t));
         if now >= self.next_announce {
             self.next_announce = now + self.cfg.announce_interval;
+            self.dial_unpinned_trackers();
             self.announce_all();
             self.ask_attestations_around();
         }
@@ -534,7 +528,8 @@ impl EventLoop {
                 tracing::info!(%address, "listening");
                 self.publish_status();
             }
-            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
+                self.pin_tracker(peer_id, &endpoint);
                 self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
                 if num_established.get() == 1 {
                     self.on_first_connection(peer_id);
