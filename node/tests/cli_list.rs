@@ -356,3 +356,24 @@ fn the_walkthrough_runs_installed_and_cleans_up_after_itself() {
     assert!(text.contains("walk-through complete"), "{text}");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "its work directory is gone");
 }
+
+/// Every synopsis docs/CLI.md shows for `imageswarm` names a subcommand the
+/// binary has, and only flags its `--help` lists.
+#[test]
+fn the_documented_synopses_match_the_binary() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CLI.md")).unwrap();
+    let synopses = testkit::synopses(&doc, "imageswarm");
+    assert!(synopses.len() >= 25, "{synopses:?}");
+    for (words, flags) in synopses {
+        let mut args: Vec<&str> = words.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = ok(&imageswarm(&args, Path::new(".")));
+        for flag in flags {
+            assert!(
+                testkit::lists_flag(&help, &flag),
+                "docs/CLI.md shows `imageswarm {} {flag}`, which --help does not list:\n{help}",
+                words.join(" ")
+            );
+        }
+    }
+}

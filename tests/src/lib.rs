@@ -154,3 +154,69 @@ pub fn list_json(dn: &str, ca: &str, version: &str, created: i64, expires: i64) 
     out.push(b'\n');
     out
 }
+
+/// The synopses of `program` that a document (docs/CLI.md) shows in its
+/// plain code blocks: for each, the subcommand words (after `--data-dir D`)
+/// and every `--flag` it names, so that a test can check each against the
+/// program's `--help`. A synopsis is a line that starts with `program`,
+/// with the indented lines after it.
+pub fn synopses(doc: &str, program: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut block: Option<bool> = None;
+    // Whether the line before belongs to a synopsis of `program`.
+    let mut open = false;
+    for line in doc.lines() {
+        if line.starts_with("```") {
+            block = match block {
+                None => Some(line.trim() == "```"),
+                Some(_) => None,
+            };
+            open = false;
+            continue;
+        }
+        if block != Some(true) {
+            continue;
+        }
+        if line.starts_with(&format!("{program} ")) {
+            lines.push(line.to_owned());
+            open = true;
+        } else if open && line.starts_with(' ') {
+            if let Some(last) = lines.last_mut() {
+                last.push_str(line);
+            }
+        } else {
+            open = false;
+        }
+    }
+    lines.iter().map(|l| synopsis(l)).collect()
+}
+
+fn synopsis(line: &str) -> (Vec<String>, Vec<String>) {
+    let mut tokens = line.split_whitespace().skip(1).peekable();
+    if tokens.peek() == Some(&"--data-dir") {
+        tokens.nth(1);
+    }
+    let mut words = Vec::new();
+    while let Some(t) = tokens.peek() {
+        let first = t.split('|').next().unwrap_or("");
+        if first.is_empty() || !first.chars().all(|c| c.is_ascii_lowercase() || c == '-') || first.starts_with('-') {
+            break;
+        }
+        words.push(first.to_owned());
+        tokens.next();
+    }
+    let flags = line
+        .split(|c: char| c.is_whitespace() || "()[]|".contains(c))
+        .filter_map(|t| t.strip_prefix("--"))
+        .map(|f| format!("--{}", f.trim_end_matches('.').split('=').next().unwrap_or(f)))
+        .filter(|f| f.len() > 2)
+        .collect();
+    (words, flags)
+}
+
+/// Whether a `--help` text lists `flag` (as a whole word: `--metrics` is not
+/// `--metrics-port`).
+pub fn lists_flag(help: &str, flag: &str) -> bool {
+    help.match_indices(flag)
+        .any(|(i, _)| !help[i + flag.len()..].starts_with(|c: char| c.is_ascii_lowercase() || c == '-'))
+}

@@ -66,3 +66,16 @@ fn metrics_are_served_from_the_start() {
         assert!(body.lines().any(|l| l == line), "{line} in:\n{body}");
     }
 }
+
+/// Every synopsis docs/CLI.md shows for `imageswarm-tracker` names only flags
+/// its `--help` lists.
+#[test]
+fn the_documented_synopses_match_the_binary() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CLI.md")).unwrap();
+    let synopses = testkit::synopses(&doc, "imageswarm-tracker");
+    assert_eq!(synopses.len(), 2, "{synopses:?}");
+    let help = String::from_utf8(tracker().arg("--help").output().unwrap().stdout).unwrap();
+    for flag in synopses.into_iter().flat_map(|(_, flags)| flags) {
+        assert!(testkit::lists_flag(&help, &flag), "docs/CLI.md shows {flag}, which --help does not list:\n{help}");
+    }
+}
