@@ -255,7 +255,11 @@ fn a_crl_refreshed_on_disk_is_taken_at_the_next_cycle() {
     std::fs::remove_dir_all(&lab.data).unwrap();
     let crl = lab.dir.path().join("ca.r0");
     std::fs::copy(pki().path("crl.pem"), &crl).unwrap();
-    let ca = pki().path("ca.pem").display().to_string();
+    // A second CA, whose CRL the host lacks: its lists would be invalid,
+    // and only its.
+    let bundle = lab.dir.path().join("cas.pem");
+    std::fs::write(&bundle, [pki().read("ca.pem"), pki().read("other/ca.pem")].concat()).unwrap();
+    let ca = bundle.display().to_string();
     ok(run(&lab, &["init", "--ca-file", &ca, "--crl", &crl.display().to_string()]));
     ok(run(&lab, &["endorser", "add", "--dn", ENDORSER_DN, "--issuer", CA_DN]));
     let a = Img::new(1, &lab.file_url("a.img", &bytes(9_000, 1)), bytes(9_000, 1));
@@ -272,7 +276,8 @@ fn a_crl_refreshed_on_disk_is_taken_at_the_next_cycle() {
         |lab: &Lab| -> serde_json::Value { serde_json::from_str(&ok(run(lab, &["status", "--json"]))).unwrap() };
     let s = status(&lab);
     assert_eq!((&s["cas"][0]["subject"], &s["cas"][0]["crl"]), (&CA_DN.into(), &"current".into()), "{s}");
-    assert_eq!(s["lists"][0]["valid"], true, "{s}");
+    assert_eq!(s["cas"][1]["crl"], "missing", "{s}");
+    assert_eq!(s["lists"][0]["valid"], true, "the other CA's missing CRL does not touch this CA's list: {s}");
 
     std::fs::copy(pki().path("crl-expired.pem"), &crl).unwrap();
     let out = run(&lab, &["update"]);
