@@ -329,16 +329,23 @@ impl Site {
     }
 
     /// Records the site's decision about an image, then settles the cache.
-    /// Approving also marks the image for caching on this host.
+    /// Approving also marks the image for caching on this host, and brings
+    /// its bytes back from `expired/` at once when a file there holds them
+    /// (before a running node starts fetching them again).
     pub fn decide(&self, uuid: Uuid, decision: Decision, now: Timestamp) -> Result<ImageRecord> {
-        let _turn = self.take_turn();
+        let turn = self.take_turn();
         let mut rec = self.store.image(uuid)?.ok_or_else(|| Error::Invalid(format!("no image {uuid} is known")))?;
         rec.decision = decision;
         rec.cache = decision == Decision::Approved;
         rec.attempts = 0;
         self.store.put_image(&rec)?;
         self.settle_in_turn(now)?;
-        self.store.image(uuid)?.ok_or_else(|| Error::Store(format!("image {uuid} vanished")))
+        let mut rec = self.store.image(uuid)?.ok_or_else(|| Error::Store(format!("image {uuid} vanished")))?;
+        drop(turn);
+        if let Err(e) = self.cache().restore_expired(&mut rec) {
+            tracing::warn!(image = %uuid, error = %e, "restoring the image from expired/ failed");
+        }
+        Ok(rec)
     }
 
     /// Waits for the turn to apply lists and settle images.
