@@ -30,15 +30,20 @@ fn start_node(cmd: &mut Command, log: std::process::Stdio) -> (std::process::Chi
     (node, first)
 }
 
-/// Sends SIGHUP to `node`, then waits up to 30 s for `done`.
-fn sighup_until(node: &std::process::Child, what: &str, mut done: impl FnMut() -> bool) {
-    // SAFETY: signals a child process the test started and still holds.
-    assert_eq!(unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGHUP) }, 0);
+/// Waits up to 30 s for `done`.
+fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "SIGHUP: {what} not within 30 s");
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 30 s");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Sends SIGHUP to `node`, then waits up to 30 s for `done`.
+fn sighup_until(node: &std::process::Child, what: &str, done: impl FnMut() -> bool) {
+    // SAFETY: signals a child process the test started and still holds.
+    assert_eq!(unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGHUP) }, 0);
+    until(&format!("after SIGHUP, {what}"), done);
 }
 
 fn images(lab: &Lab) -> Vec<serde_json::Value> {
@@ -345,6 +350,36 @@ fn expired_images_are_capped_by_their_bytes() {
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.iter().any(|n| n.starts_with(&c.id.to_string())), "the newest stays: {left:?}");
+}
+
+/// A master's download from the source shows in `status` as it goes.
+#[test]
+fn a_masters_download_from_the_source_shows_in_status() {
+    use testkit::http::{Behaviour, HttpServer};
+    let lab = fresh_host();
+    let server = HttpServer::start();
+    let body = bytes(300_000, 4);
+    // The source sends a part, then holds the rest until released.
+    let url = server.serve("/a.img", body.clone(), Behaviour::Held(131_072));
+    let a = Img::new(1, &url, body);
+    lab.publish("0.0.1", std::slice::from_ref(&a));
+    ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
+    let args = ["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--site", "test", "--open-site", "--master"];
+    let (mut node, _) = start_node(
+        Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(&lab.data).args(args),
+        std::process::Stdio::null(),
+    );
+    let status =
+        |lab: &Lab| -> serde_json::Value { serde_json::from_str(&ok(run(lab, &["status", "--json"]))).unwrap() };
+    until("download progress in status", || !status(&lab)["images"][0]["from_source"].is_null());
+    let text = ok(run(&lab, &["status"]));
+    assert!(text.contains("downloading from its source: ") && text.contains(" of 292.97 KiB"), "{text}");
+    server.release();
+    until("the image available", || status(&lab)["images"][0]["state"] == "available");
+    // The cycle ends just after the install: then no download is under way.
+    until("no download under way", || status(&lab)["images"][0]["from_source"].is_null());
+    node.kill().unwrap();
+    node.wait().unwrap();
 }
 
 #[test]
