@@ -121,7 +121,13 @@ pub(crate) fn run(out: &mut dyn Write, cmd: SiteCommand) -> anyhow::Result<ExitC
             let pem = authority::issue(&d, &a.peer_id.to_string(), &key, a.role.into(), a.days, now)?;
             node::fsutil::write_new(&a.out, &pem)?;
             let role = proto::credential::role_name(a.role.into());
-            writeln!(out, "credential: {} ({role} {}, {} days)", a.out.display(), a.peer_id, a.days)?;
+            writeln!(
+                out,
+                "credential: {} ({role} {}, {})",
+                a.out.display(),
+                a.peer_id,
+                node::units::count(a.days as usize, "day")
+            )?;
         }
         SiteCommand::Revoke(a) => {
             let d = site_dir(&a.site_dir)?;

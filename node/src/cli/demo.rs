@@ -120,7 +120,7 @@ async fn swarm(demo: &Demo, a: &DemoArgs, rate: u64, chunk: u64) -> anyhow::Resu
             let Some(img) = s.images.iter().find(|m| m.uuid == demo.image) else { continue };
             let bytes = (u64::from(img.have) * chunk).min(demo.size);
             pbs[i].set_position(bytes);
-            pbs[i].set_message(format!("{} peers, {} sent", img.peers, human(img.bytes_out)));
+            pbs[i].set_message(format!("{}, {} sent", ::node::units::count(img.peers, "peer"), human(img.bytes_out)));
             if img.available && done[i].is_none() {
                 let t0 = *seeded_at.get_or_insert_with(Instant::now);
                 done[i] = Some(t0.elapsed());
@@ -158,7 +158,7 @@ async fn swarm(demo: &Demo, a: &DemoArgs, rate: u64, chunk: u64) -> anyhow::Resu
         }
     }
     let worst = done.iter().skip(1).flatten().max().map_or(f64::NAN, Duration::as_secs_f64);
-    println!("kumar-ross bound: {bound:.2} s ({} workers at {} Mbit/s)", a.nodes, a.rate);
+    println!("kumar-ross bound: {bound:.2} s ({} at {} Mbit/s)", ::node::units::count(a.nodes, "worker"), a.rate);
     println!(
         "one HTTP server at {} Mbit/s would need {:.2} s to serve {} copies",
         a.rate,
