@@ -24,6 +24,8 @@
 //!   rules of [`partial`]: one writer per partial file.
 //! * [`Cache::restore_expired`] brings an image wanted again back from
 //!   `expired/` when a file there holds its bytes ([`restore`]).
+//! * [`Cache::reverify`] takes an installed image whose file changed on
+//!   disk out of service ([`verify`]).
 //! * [`Cache::reconcile`] repairs what a crash can leave: a complete file the
 //!   record does not know about yet is re-verified, a missing one re-fetched.
 
@@ -46,8 +48,10 @@ use crate::{Error, Result};
 
 pub mod partial;
 mod restore;
+mod verify;
 
 pub(crate) use restore::Misses;
+pub use verify::Checked;
 
 use partial::{Origin, PartialFile, Writers};
 

@@ -348,6 +348,21 @@ impl Site {
         Ok(rec)
     }
 
+    /// Checks the installed file of every available image (or of `uuid`)
+    /// against its list, in full, and takes one that changed on disk out of
+    /// service ([`Cache::reverify`]).
+    pub fn verify(&self, uuid: Option<Uuid>, now: Timestamp) -> Result<Vec<(Uuid, crate::cache::Checked)>> {
+        let mut out = Vec::new();
+        for mut rec in self.store.images()? {
+            if uuid.is_some_and(|u| u != rec.uuid) || rec.state != ImageState::Available {
+                continue;
+            }
+            let checked = self.cache().reverify(&mut rec, now)?;
+            out.push((rec.uuid, checked));
+        }
+        Ok(out)
+    }
+
     /// Waits for the turn to apply lists and settle images.
     fn take_turn(&self) -> MutexGuard<'_, ()> {
         crate::cache::take_turn(&self.turn)

@@ -255,7 +255,7 @@ impl ImageRecord {
                 self.last_error.as_deref().unwrap_or("no error recorded")
             ),
             ImageState::Partial => match &self.last_error {
-                Some(e) => format!("last download failed: {e}"),
+                Some(e) => format!("not complete here: {e}"),
                 None => return None,
             },
         })

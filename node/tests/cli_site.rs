@@ -30,6 +30,27 @@ fn start_node(cmd: &mut Command, log: std::process::Stdio) -> (std::process::Chi
     (node, first)
 }
 
+/// A fresh host subscribed (new images cached) to a list of one 9,000-byte
+/// image, updated: the image is available.
+fn host_with_one_image() -> (Lab, Img) {
+    let lab = fresh_host();
+    let a = Img::new(1, &lab.file_url("a.img", &bytes(9_000, 1)), bytes(9_000, 1));
+    lab.publish("0.0.1", std::slice::from_ref(&a));
+    ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
+    ok(run(&lab, &["update"]));
+    (lab, a)
+}
+
+/// Starts a node of an open site on `lab`'s data directory, with `extra`
+/// flags; returns it and its first line.
+fn start_open_node(lab: &Lab, extra: &[&str], log: std::process::Stdio) -> (std::process::Child, String) {
+    let args = ["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--site", "test", "--open-site"];
+    start_node(
+        Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(&lab.data).args(args).args(extra),
+        log,
+    )
+}
+
 /// Waits up to 30 s for `done`.
 fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -304,11 +325,7 @@ fn a_crl_refreshed_on_disk_is_taken_at_the_next_cycle() {
 /// restored: the image is downloaded again.
 #[test]
 fn an_expired_file_that_does_not_hold_the_bytes_is_not_restored() {
-    let lab = fresh_host();
-    let a = Img::new(1, &lab.file_url("a.img", &bytes(9_000, 1)), bytes(9_000, 1));
-    lab.publish("0.0.1", std::slice::from_ref(&a));
-    ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
-    ok(run(&lab, &["update"]));
+    let (lab, a) = host_with_one_image();
     let id = a.id.to_string();
     ok(run(&lab, &["image", "revoke", &id]));
     let expired: Vec<_> = std::fs::read_dir(lab.data.join("expired")).unwrap().map(|e| e.unwrap().path()).collect();
@@ -364,11 +381,7 @@ fn a_masters_download_from_the_source_shows_in_status() {
     let a = Img::new(1, &url, body);
     lab.publish("0.0.1", std::slice::from_ref(&a));
     ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
-    let args = ["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--site", "test", "--open-site", "--master"];
-    let (mut node, _) = start_node(
-        Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(&lab.data).args(args),
-        std::process::Stdio::null(),
-    );
+    let (mut node, _) = start_open_node(&lab, &["--master"], std::process::Stdio::null());
     let status =
         |lab: &Lab| -> serde_json::Value { serde_json::from_str(&ok(run(lab, &["status", "--json"]))).unwrap() };
     until("download progress in status", || !status(&lab)["images"][0]["from_source"].is_null());
@@ -378,6 +391,38 @@ fn a_masters_download_from_the_source_shows_in_status() {
     until("the image available", || status(&lab)["images"][0]["state"] == "available");
     // The cycle ends just after the install: then no download is under way.
     until("no download under way", || status(&lab)["images"][0]["from_source"].is_null());
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
+
+/// An installed image whose file changes on disk is found by `verify` (and
+/// by a running node at start), taken out of service, and fetched again.
+#[test]
+fn an_installed_image_changed_on_disk_is_taken_out_of_service() {
+    use std::os::unix::fs::PermissionsExt;
+    let (lab, a) = host_with_one_image();
+    let id = a.id.to_string();
+    assert_eq!(ok(run(&lab, &["verify"])), format!("image {id}: intact\n"));
+    let file = lab.data.join("images").join(&id);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o444, "installed read-only");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&file, bytes(9_000, 2)).unwrap();
+
+    let out = run(&lab, &["verify", &id]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CHANGED ON DISK: moved to expired/"), "{out:?}");
+    assert!(!file.exists(), "out of service");
+    assert_eq!(state_of(&lab, &id), "partial");
+    let why = images(&lab)[0]["why"].as_str().unwrap_or_default().to_owned();
+    assert!(why.contains("no longer held the list's bytes"), "{why}");
+    ok(run(&lab, &["update"]));
+    assert_eq!(std::fs::read(&file).unwrap(), a.bytes, "fetched again, not restored from the changed file");
+
+    // A running node checks at start, and a master fetches it again.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&file, bytes(9_000, 3)).unwrap();
+    let (mut node, _) = start_open_node(&lab, &["--master"], std::process::Stdio::null());
+    until("the node to find the changed file", || std::fs::read(&file).is_ok_and(|b| b == a.bytes));
     node.kill().unwrap();
     node.wait().unwrap();
 }

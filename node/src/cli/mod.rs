@@ -80,6 +80,13 @@ enum Command {
     Images(site::ImagesArgs),
     /// Approve, refuse or revoke one image on this site.
     Image(site::ImageArgs),
+    /// Check installed images against their lists again, in full.
+    ///
+    /// An image whose file changed on disk is taken out of service (moved
+    /// to expired/, with the expiry hooks) and fetched again. Exits 1 if any
+    /// had changed. A running node also does this at start and every
+    /// --verify-interval.
+    Verify(site::VerifyArgs),
     /// Run this host's swarm node: fetch lists, share verified chunks of
     /// endorsed images with peers, and keep the cache in step with the lists.
     ///
@@ -131,6 +138,7 @@ impl Command {
                 | Self::Status(_)
                 | Self::Images(_)
                 | Self::Image(_)
+                | Self::Verify(_)
         )
     }
 }
@@ -180,6 +188,7 @@ fn on_site(site: &Site, out: &mut dyn Write, command: Command) -> anyhow::Result
         Command::Subscription(c) => site::subscription(site, out, c),
         Command::Images(a) => site::images(site, out, a),
         Command::Image(a) => site::image(site, out, a),
+        Command::Verify(a) => site::verify(site, out, a),
         Command::Init(a) => site::init_in_node(site, out, &a),
         _ => anyhow::bail!("not a host command"),
     }
@@ -206,6 +215,13 @@ pub(crate) fn run_in_node(node: &InNode, args: Vec<String>) -> ::node::control::
     let result = match cli.command {
         Command::Status(a) => status::status(&node.site, &node.client, &mut out, a),
         Command::Update(_) => status::update(&node.client, &mut out),
+        // Hashing every image takes long: it takes the site's turn only to
+        // take a changed file out of service.
+        Command::Verify(a) => {
+            let r = site::verify(&node.site, &mut out, a);
+            node.client.request_sync();
+            r
+        }
         other => {
             let _turn = node.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let r = on_site(&node.site, &mut out, other);

@@ -105,6 +105,10 @@ pub(crate) struct NodeArgs {
     /// Seconds between announcements to the trackers.
     #[arg(long, value_name = "SECS")]
     announce_interval: Option<u64>,
+    /// Seconds between full checks of the installed images against their
+    /// lists (also one at start); 0: never (default 86400).
+    #[arg(long, value_name = "SECS")]
+    verify_interval: Option<u64>,
     /// Seconds a peer that sent bad data stays banned.
     #[arg(long, value_name = "SECS")]
     ban_secs: Option<u64>,
@@ -185,6 +189,7 @@ impl NodeArgs {
             quic: self.quic.or(f.quic),
             update_interval: self.update_interval.or(f.update_interval),
             announce_interval: self.announce_interval.or(f.announce_interval),
+            verify_interval: self.verify_interval.or(f.verify_interval),
             ban_secs: self.ban_secs.or(f.ban_secs),
             max_peers: self.max_peers.or(f.max_peers),
             pipeline: self.pipeline.or(f.pipeline),
@@ -276,6 +281,9 @@ impl NodeArgs {
         }
         if let Some(s) = a.announce_interval {
             c.announce_interval = Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = a.verify_interval {
+            c.verify_interval = (s > 0).then(|| Duration::from_secs(s));
         }
         if let Some(s) = a.ban_secs {
             c.ban = Duration::from_secs(s);

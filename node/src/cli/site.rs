@@ -355,3 +355,31 @@ pub(crate) fn image(site: &Site, out: &mut dyn Write, a: ImageArgs) -> anyhow::R
     writeln!(out, "image {}: {}", rec.uuid, rec.state.name())?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Check only this image (its dc:identifier).
+    uuid: Option<Uuid>,
+}
+
+pub(crate) fn verify(site: &Site, out: &mut dyn Write, a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(u) = a.uuid {
+        let known = site.store().image(u)?;
+        anyhow::ensure!(known.is_some(), "no image {u} on this host (see `imageswarm images`)");
+        anyhow::ensure!(
+            known.is_some_and(|r| r.state == node::store::ImageState::Available),
+            "image {u} is not available here: nothing installed to check"
+        );
+    }
+    let mut changed = false;
+    for (uuid, checked) in site.verify(a.uuid, node::now())? {
+        match checked {
+            node::cache::Checked::Intact => writeln!(out, "image {uuid}: intact")?,
+            node::cache::Checked::Changed(name) => {
+                changed = true;
+                writeln!(out, "image {uuid}: CHANGED ON DISK: moved to expired/{name}; it will be fetched again")?;
+            }
+        }
+    }
+    Ok(if changed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -97,6 +97,9 @@ pub struct NodeConfig {
     pub quic: bool,
     /// How often lists are fetched and the cache settled.
     pub update_interval: Duration,
+    /// How often installed images are checked against their lists again,
+    /// in full (also once at start); `None`: never.
+    pub verify_interval: Option<Duration>,
     /// How often each image is announced to the trackers.
     pub announce_interval: Duration,
     /// How long a peer that sent bad data stays banned.
@@ -156,6 +159,7 @@ impl NodeConfig {
             metrics: None,
             quic: false,
             update_interval: Duration::from_secs(300),
+            verify_interval: Some(Duration::from_secs(24 * 3600)),
             announce_interval: Duration::from_secs(30),
             ban: Duration::from_secs(3600),
             limits: Limits::default(),

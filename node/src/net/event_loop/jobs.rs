@@ -9,9 +9,10 @@
 //!   requests in flight and one commit and install per image), and
 //!   [`MAX_JOBS`] caps it whatever happens: a job beyond it fails at once.
 //! * Control jobs (the store's re-check at start, update cycles, lists
-//!   offered by gossip, the opening of images) do not take disk permits,
-//!   since an update may download for minutes: one update and one batch of
-//!   opens run at a time, and at most [`MAX_OFFERS`] offers.
+//!   offered by peers, the opening of images, checks of installed images)
+//!   do not take disk permits, since an update may download for minutes:
+//!   one update, one check and one batch of opens run at a time, and at
+//!   most [`MAX_OFFERS`] offers.
 //! * Blocking work that panics comes back as an error, never as silence;
 //!   a job whose own code panics is logged and its report is lost.
 
@@ -45,6 +46,8 @@ pub(super) enum IoDone {
     /// The store was re-checked locally, before the first update cycle.
     Settled(Result<()>),
     Updated(Result<crate::site::UpdateReport>),
+    /// Installed images were checked again.
+    Verified(Result<Vec<(Uuid, crate::cache::Checked)>>),
     Offered {
         carrier: Carrier,
         from: PeerId,
@@ -149,6 +152,7 @@ impl EventLoop {
                 self.updates.next = std::time::Instant::now();
             }
             IoDone::Updated(r) => self.on_updated(r),
+            IoDone::Verified(r) => self.on_verified(r),
         }
     }
 }

@@ -57,6 +57,7 @@ mod peers;
 mod sync;
 mod trackers;
 mod update;
+mod verify;
 
 pub(super) use update::Answer as UpdateAnswer;
 
@@ -157,6 +158,9 @@ pub(super) struct EventLoop {
     failed_chunks: u64,
     updates: update::Updates,
     downloads: update::Downloads,
+    /// When installed images are next checked again ([`verify`]).
+    verify_next: Option<Instant>,
+    verifying: bool,
     next_announce: Instant,
     last_error: Option<String>,
     /// The list version (sequence number) last published on gossip, per
@@ -301,6 +305,8 @@ impl EventLoop {
             failed_chunks: 0,
             updates: update::Updates::new(now),
             downloads: Default::default(),
+            verify_next: None,
+            verifying: false,
             next_announce: now,
             last_error: None,
             published: HashMap::new(),
@@ -389,6 +395,7 @@ impl EventLoop {
         // An expiry settles at once: the update cycle re-checks every list
         // in force, and what it no longer endorses stops here.
         self.update_if_due(self.next_expiry.is_some_and(|t| crate::now() > t));
+        self.verify_if_due();
         if now >= self.next_announce {
             self.next_announce = now + self.cfg.announce_interval;
             self.dial_unpinned_trackers();

@@ -99,8 +99,10 @@ impl EventLoop {
         });
     }
 
-    /// The first cycle's local re-check ended: the update proper follows.
+    /// The first cycle's local re-check ended: the update proper follows,
+    /// and the first check of the installed images is due.
     pub(super) fn on_settled(&mut self, r: Result<()>) {
+        self.verify_next = self.cfg.verify_interval.map(|_| Instant::now());
         match r.and_then(|()| self.sync_images()) {
             Ok(()) => {
                 self.publish_lists();
