@@ -22,7 +22,8 @@
 //! * **Meeting peers.** Each side of a connection sends a hello (its site,
 //!   role and the bitfield of every image it swarms on). A peer's notices
 //!   mean nothing without its site and role: until its hello is here they
-//!   wait, up to [`FRAMES_BEFORE_HELLO`] frames. Images taken up while peers
+//!   wait, up to [`FRAMES_BEFORE_HELLO`] frames and [`WAITING_BYTES_PER_PEER`]
+//!   bytes per peer, and [`WAITING_BYTES`] for all peers. Images taken up while peers
 //!   are connected are followed by a hello to each of them that names those
 //!   images, [`MAX_HELLO_IMAGES`] at a time; a hello's answer names the
 //!   images it named first.
@@ -74,6 +75,19 @@ pub type ImageId = Uuid;
 /// Notice frames kept, per peer, until its hello arrives.
 pub const FRAMES_BEFORE_HELLO: usize = 64;
 
+/// What notices kept until a peer's hello may take, per peer
+/// ([`waiting_bytes`]): a full-size bitfield of each of eight images.
+pub const WAITING_BYTES_PER_PEER: usize = 1 << 20;
+
+/// What notices kept until their peers' hellos may take, for all peers.
+pub const WAITING_BYTES: usize = 64 << 20;
+
+/// About what a frame of notices takes in memory: its bitfields' bytes and
+/// a little for each notice.
+pub fn waiting_bytes(frame: &[(ImageId, Notice)]) -> usize {
+    frame.iter().map(|(_, n)| 32 + if let Notice::Bitfield(b) = n { b.as_bytes().len() } else { 0 }).sum()
+}
+
 /// How many peers a node asks a tracker for, per image. Every chunk a node
 /// receives costs a Have to each of its peers, so its connections multiply
 /// its notice traffic; with the peers that dial in, a node ends up with
@@ -97,6 +111,8 @@ struct Peer {
     info: Option<PeerInfo>,
     /// Notice frames that came before the hello.
     waiting: Vec<Vec<(ImageId, Notice)>>,
+    /// What they take ([`waiting_bytes`]).
+    waiting_bytes: usize,
     banned: bool,
 }
 
@@ -104,6 +120,8 @@ struct Peer {
 #[derive(Debug)]
 pub struct Host<B> {
     peers: HashMap<PeerId, Peer, BuildHasherDefault<IdHasher>>,
+    /// What every peer's notices waiting for its hello take.
+    waiting_bytes: usize,
     /// In a fixed order, so that runs replay.
     images: BTreeMap<ImageId, Transfer>,
     /// Chunk requests from peers waiting for the swarm's decision.
@@ -120,7 +138,13 @@ impl<B: ChunkBody> Default for Host<B> {
 impl<B: ChunkBody> Host<B> {
     /// A node with no images and no peers.
     pub fn new() -> Self {
-        Self { peers: HashMap::default(), images: BTreeMap::new(), inbound: HashSet::new(), effects: VecDeque::new() }
+        Self {
+            peers: HashMap::default(),
+            waiting_bytes: 0,
+            images: BTreeMap::new(),
+            inbound: HashSet::new(),
+            effects: VecDeque::new(),
+        }
     }
 
     // ---- commands ----
@@ -189,6 +213,7 @@ impl<B: ChunkBody> Host<B> {
         }
         p.info = Some(info);
         let waiting = std::mem::take(&mut p.waiting);
+        self.waiting_bytes -= std::mem::take(&mut p.waiting_bytes);
         for (image, bits) in images {
             if let Some(t) = self.images.get_mut(&image) {
                 t.peer_bitfield(now, peer, info, bits);
@@ -203,17 +228,24 @@ impl<B: ChunkBody> Host<B> {
 
     /// A frame of notices from `peer`, applied in order once its hello is
     /// here. Returns `false` if the frame was dropped: it came before the
-    /// hello, beyond [`FRAMES_BEFORE_HELLO`].
+    /// hello, beyond [`FRAMES_BEFORE_HELLO`], [`WAITING_BYTES_PER_PEER`] or,
+    /// for all peers, [`WAITING_BYTES`].
     pub fn handle_notices(&mut self, now: Micros, peer: PeerId, frame: Vec<(ImageId, Notice)>) -> bool {
         let p = self.peers.entry(peer).or_default();
         if p.banned {
             return true;
         }
         let Some(info) = p.info else {
-            if p.waiting.len() >= FRAMES_BEFORE_HELLO {
+            let bytes = waiting_bytes(&frame);
+            if p.waiting.len() >= FRAMES_BEFORE_HELLO
+                || p.waiting_bytes + bytes > WAITING_BYTES_PER_PEER
+                || self.waiting_bytes + bytes > WAITING_BYTES
+            {
                 return false;
             }
             p.waiting.push(frame);
+            p.waiting_bytes += bytes;
+            self.waiting_bytes += bytes;
             return true;
         };
         self.apply_notices(now, peer, info, frame);
@@ -246,7 +278,9 @@ impl<B: ChunkBody> Host<B> {
 
     /// The connection to `peer` is gone.
     pub fn handle_disconnected(&mut self, now: Micros, peer: PeerId) {
-        self.peers.remove(&peer);
+        if let Some(p) = self.peers.remove(&peer) {
+            self.waiting_bytes -= p.waiting_bytes;
+        }
         self.forget(now, peer);
         self.ask_manifests(now);
     }

@@ -21,14 +21,15 @@
 //!   streams. A peer that does not speak the protocol hears no notices.
 //!   [`Notices::forget`] ends a closed connection's queue.
 //! * Inbound, each stream a peer opens is read by a task of its own, at most
-//!   [`READERS`] at once; frames reach the event loop through one bounded
+//!   [`READERS`] at once and [`READERS_PER_PEER`] from one peer (more are
+//!   dropped unread); frames reach the event loop through one bounded
 //!   channel ([`INBOX`]), so a peer that floods waits on its own stream's
 //!   flow control. A frame that is over [`Limit::Control`] or does not
 //!   decode ends that stream.
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
@@ -48,6 +49,10 @@ pub(super) const INBOX: usize = 256;
 /// Inbound notice streams read at once at most (one per connected peer is
 /// the norm).
 pub(super) const READERS: usize = 1024;
+
+/// Inbound notice streams read at once from one peer at most: one, and one
+/// that replaces it after a break (the old one may not have ended yet).
+pub(super) const READERS_PER_PEER: usize = 2;
 
 /// Notice streams one connection may break before it is dropped.
 pub(super) const STREAMS: u32 = 3;
@@ -114,13 +119,18 @@ impl Notices {
         match control.accept(NOTICE_PROTOCOL) {
             Ok(incoming) => {
                 let readers = Arc::new(Semaphore::new(READERS));
+                let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
                 tokio::spawn(incoming.for_each(move |(peer, stream)| {
+                    let Some(mine) = PeerReader::take(&per_peer, peer) else {
+                        tracing::debug!(%peer, "too many notice streams from this peer: one dropped");
+                        return std::future::ready(());
+                    };
                     match readers.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let tx = tx.clone();
                             tokio::spawn(async move {
                                 read(peer, stream, tx).await;
-                                drop(permit);
+                                drop((permit, mine));
                             });
                         }
                         Err(_) => tracing::debug!(%peer, "too many notice streams: one dropped"),
@@ -232,6 +242,37 @@ async fn write_all(mut stream: Stream, mut queue: mpsc::Receiver<(Uuid, Notice)>
 }
 
 /// Reads one peer's notice stream into the event loop's inbox.
+/// One peer's share of the readers, given back when dropped.
+struct PeerReader {
+    counts: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl PeerReader {
+    /// A reader for `peer`, unless it has [`READERS_PER_PEER`] already.
+    fn take(counts: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
+        let mut c = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = c.entry(peer).or_default();
+        if *n >= READERS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(Self { counts: counts.clone(), peer })
+    }
+}
+
+impl Drop for PeerReader {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = c.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.peer);
+            }
+        }
+    }
+}
+
 async fn read(peer: PeerId, mut stream: Stream, inbox: mpsc::Sender<Inbound>) {
     loop {
         match read_frame::<_, NoticeFrame>(&mut stream, Limit::Control).await {
@@ -323,6 +364,33 @@ mod tests {
         // Later notices follow on the same stream.
         out.send(1, pb, image, Notice::Cancel(5)).unwrap();
         assert_eq!(next_frame(&mut inbox).await, vec![(image, Notice::Cancel(5))]);
+    }
+
+    #[tokio::test]
+    async fn one_peer_gets_two_readers_at_most() {
+        let (mut ca, cb, pb) = pair().await;
+        let (_b, mut inbox) = Notices::start(cb);
+        let image = Uuid::from_u128(7);
+        let mut streams = Vec::new();
+        for i in 0..4u32 {
+            let mut s = ca.open_stream(pb, NOTICE_PROTOCOL).await.unwrap();
+            // A stream over the limit is dropped: writing to it may fail.
+            let _ = write_frame(&mut s, &vec![(image, Notice::Have(i))]).await;
+            streams.push(s);
+        }
+        let mut got = Vec::new();
+        while let Ok(Some(Inbound::Frame(_, f))) = tokio::time::timeout(Duration::from_millis(500), inbox.recv()).await
+        {
+            got.extend(f);
+        }
+        got.sort_by_key(|(_, n)| if let Notice::Have(i) = n { *i } else { u32::MAX });
+        assert_eq!(got, vec![(image, Notice::Have(0)), (image, Notice::Have(1))], "the third and fourth go unread");
+        // When one ends, the peer may open another.
+        drop(streams.remove(0));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut s = ca.open_stream(pb, NOTICE_PROTOCOL).await.unwrap();
+        write_frame(&mut s, &vec![(image, Notice::Have(9))]).await.unwrap();
+        assert_eq!(next_frame(&mut inbox).await, vec![(image, Notice::Have(9))]);
     }
 
     #[tokio::test]

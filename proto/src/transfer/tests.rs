@@ -106,6 +106,34 @@ fn notice_frames_before_the_hello_are_bounded() {
 }
 
 #[test]
+fn what_notices_before_the_hello_take_is_bounded_per_peer_and_in_all() {
+    let f = fixture();
+    let mut h = with_image(&f, true);
+    // A bitfield of 2^20 chunks takes 128 KiB.
+    let big = || vec![(IMAGE, Notice::Bitfield(Bitfield::new(1 << 20)))];
+    let per_peer = WAITING_BYTES_PER_PEER / waiting_bytes(&big());
+    h.handle_connected(0, 1);
+    for _ in 0..per_peer {
+        assert!(h.handle_notices(0, 1, big()));
+    }
+    assert!(!h.handle_notices(0, 1, big()), "over the peer's share");
+    // Its hello frees its share; a peer that leaves frees its own.
+    h.handle_hello(0, 1, worker(), vec![]);
+    let peers = WAITING_BYTES / (per_peer * waiting_bytes(&big()));
+    for p in 2..2 + peers as u64 {
+        h.handle_connected(0, p);
+        for _ in 0..per_peer {
+            assert!(h.handle_notices(0, p, big()), "peer {p}");
+        }
+    }
+    let last = 2 + peers as u64;
+    h.handle_connected(0, last);
+    assert!(!h.handle_notices(0, last, big()), "over what all peers may take");
+    h.handle_disconnected(0, 2);
+    assert!(h.handle_notices(0, last, big()), "a peer that left freed its share");
+}
+
+#[test]
 fn images_taken_up_are_named_in_a_hello_to_every_peer_met() {
     let f = fixture();
     let mut h = with_image(&f, true);
