@@ -555,3 +555,24 @@ async fn a_tracker_given_by_address_alone_is_pinned_and_used() -> anyhow::Result
     assert_eq!(pins, format!("{bare} {tracker}\n"));
     Ok(())
 }
+
+/// 18. A peer that floods a node with requests other than for chunks is
+///     refused as Busy beyond its rate; another peer is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_requests_is_refused_beyond_its_rate() -> anyhow::Result<()> {
+    let mut site = Site::new(1, MIB, MIB).await?;
+    site.start(0).await?;
+    site.until("the master to hold the image", |s| s.image(0).is_some_and(|m| m.available)).await?;
+    let addr = site.client(0).clone().listen_addrs().await?.remove(0);
+    let image = site.wire_image();
+    let flood = vec![Request::Manifest { image }; 400];
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let p = loopback::probe(addr.clone(), key, None, flood, None).await?;
+    let answered = p.answers.iter().filter(|r| matches!(r, Response::Manifest(_))).count();
+    let busy = p.answers.iter().filter(|r| matches!(r, Response::Refused(Refusal::Busy))).count();
+    assert_eq!(answered + busy, 400, "{:?}", p.answers);
+    assert!((128..300).contains(&answered), "{answered} answered of 400 sent at once");
+    let other = ask(addr, Request::Manifest { image }).await?;
+    assert!(matches!(other, Response::Manifest(_)), "another peer is answered: {other:?}");
+    Ok(())
+}

@@ -168,6 +168,8 @@ pub(super) struct EventLoop {
     published: HashMap<Uuid, u64>,
     /// When a list in force (or an image entry) next expires.
     next_expiry: Option<proto::Timestamp>,
+    /// Each peer's requests other than for chunks ([`peers`]).
+    control_rate: governor::DefaultKeyedRateLimiter<PeerId>,
 }
 
 /// A token bucket counting KiB, which lets at most 20 ms worth through at
@@ -307,6 +309,7 @@ impl EventLoop {
             downloads: Default::default(),
             verify_next: None,
             verifying: false,
+            control_rate: peers::control_rate(),
             next_announce: now,
             last_error: None,
             published: HashMap::new(),
@@ -396,6 +399,7 @@ impl EventLoop {
         // in force, and what it no longer endorses stops here.
         self.update_if_due(self.next_expiry.is_some_and(|t| crate::now() > t));
         self.verify_if_due();
+        self.control_rate.retain_recent();
         if now >= self.next_announce {
             self.next_announce = now + self.cfg.announce_interval;
             self.dial_unpinned_trackers();

@@ -16,12 +16,17 @@
 //! * One answer channel per request key (image, peer, chunk): a second
 //!   request for the same chunk while the first waits is refused here, as
 //!   the machine would refuse it.
+//! * A peer's requests other than for chunks are refused as Busy beyond
+//!   [`CONTROL_REQUESTS_PER_SEC`] (chunk requests are bounded by upload
+//!   slots).
 //! * Requests and notices from a peer the admission gate has not made ready
 //!   are dropped unanswered; a hello's site and role count only in an open
 //!   site, a closed one takes them from the peer's credential.
 //! * A peer whose notice queue is full is disconnected. A notice stream that
 //!   broke is reopened and followed by a fresh bitfield of every image, up
 //!   to [`notices::STREAMS`] streams a connection.
+
+use std::num::NonZeroU32;
 
 use libp2p::PeerId;
 use libp2p::request_response::{self, InboundRequestId, ResponseChannel};
@@ -35,6 +40,19 @@ use super::lists::Carrier;
 use super::{EventLoop, Outbound, peer_key, site_number};
 use crate::net::metrics::Metrics;
 use crate::net::notices::{self, Reopened};
+
+/// Requests other than for chunks (hellos, manifests, attestations, lists)
+/// one peer may make per second, and at once: a node that takes up a list
+/// of a thousand images at once sends each peer some 60 hellos.
+pub(super) const CONTROL_REQUESTS_PER_SEC: u32 = 50;
+const CONTROL_REQUESTS_BURST: u32 = 128;
+
+/// The limiter of [`CONTROL_REQUESTS_PER_SEC`], by peer.
+pub(super) fn control_rate() -> governor::DefaultKeyedRateLimiter<PeerId> {
+    let per_sec = NonZeroU32::new(CONTROL_REQUESTS_PER_SEC).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(CONTROL_REQUESTS_BURST).unwrap_or(NonZeroU32::MIN);
+    governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst))
+}
 
 impl EventLoop {
     pub(super) fn send_notice(&mut self, to: u64, image: Uuid, notice: transfer::Notice) {
@@ -160,6 +178,11 @@ impl EventLoop {
             // Dropping the channel answers nothing.
             tracing::debug!(%peer, "request from a peer not admitted: dropped");
             return;
+        }
+        // Chunk requests are bounded by the upload slots; the rest by rate.
+        if !matches!(req, Request::Chunk { .. }) && self.control_rate.check_key(&peer).is_err() {
+            tracing::debug!(%peer, "requests from this peer beyond its rate: refused");
+            return self.respond(channel, Response::Refused(Refusal::Busy));
         }
         let h = self.handle(peer);
         let now = self.now();
