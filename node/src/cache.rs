@@ -10,6 +10,9 @@
 //!   committed. It resumes after the last run's committed chunks, reads at
 //!   most `hv:size` bytes (one more is an error), refuses to start without
 //!   room for what is missing, and trips on stalled or trickling sources.
+//!   Every open of a partial file (for the source or the swarm) reserves
+//!   the whole image's blocks, so a full disk is one clear error at the
+//!   open, never a write that fails halfway.
 //! * The image is installed as `images/<uuid>` only after its size, its
 //!   SHA-512 and, when the list carries one, its manifest root match the
 //!   list. On a mismatch the partial data is deleted, so nothing unverified is

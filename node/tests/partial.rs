@@ -252,3 +252,15 @@ fn an_attested_root_never_spares_the_sha512_check() {
         }
     }
 }
+
+#[test]
+fn an_open_partial_file_has_the_whole_images_space_reserved() {
+    use std::os::unix::fs::MetadataExt;
+    let img = Img::new(1, "file:///nonexistent/a", bytes(300_000, 1));
+    let (lab, site) = applied(&img);
+    let mut rec = record(&site, &img);
+    drop(site.cache().open_partial(&mut rec).unwrap());
+    let meta = std::fs::metadata(node::store::Paths::new(&lab.data).partial(img.id)).unwrap();
+    assert_eq!(meta.len(), 300_000);
+    assert!(meta.blocks() * 512 >= 300_000, "{} bytes allocated: a sparse file", meta.blocks() * 512);
+}

@@ -199,6 +199,19 @@ impl Cache<'_> {
             .open(&partial)
             .map_err(Error::io("opening", &partial))?;
         file.set_len(size).map_err(Error::io("sizing", &partial))?;
+        // The whole image's blocks are reserved now: a full disk is one
+        // clear error here, not a write that fails mid-image (a sparse file
+        // would meet ENOSPC chunk by chunk, and every concurrent open would
+        // pass the check above).
+        match fs4::FileExt::allocate(&file, size) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                return Err(Error::io("reserving the image's space in", &partial)(e));
+            }
+            // A file system that cannot reserve (no fallocate) keeps the
+            // file sparse: the check above is then all there is.
+            Err(e) => tracing::debug!(file = %partial.display(), error = %e, "space not reserved"),
+        }
         Ok(PartialFile { file, have, claim })
     }
 
