@@ -380,7 +380,12 @@ impl Cache<'_> {
 }
 
 fn remove(path: &Path, len: u64, report: &mut GcReport) -> Result<()> {
-    fs::remove_file(path).map_err(Error::io("deleting", path))?;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        // Restored meanwhile (approved again): nothing to collect.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("deleting", path)(e)),
+    }
     tracing::info!(file = %path.display(), "expired image deleted");
     report.removed.push(path.to_path_buf());
     report.bytes += len;

@@ -28,22 +28,26 @@ pub fn parse(input: &str) -> Result<String> {
         let ok = rdns.split('/').all(|rdn| rdn.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !v.is_empty()));
         return if ok { Ok(s.to_owned()) } else { Err(refused(input)) };
     }
-    let parts = split_unescaped(s);
+    let parts = split_unescaped(s).ok_or_else(|| refused(input))?;
     let mut rdns = Vec::with_capacity(parts.len());
     let mut spaced = false;
     for part in &parts {
-        let (k, v) = part.split_once('=').ok_or_else(|| refused(input))?;
-        spaced |= k.ends_with(' ') || v.starts_with(' ');
-        let (k, v) = (k.trim(), v.trim());
-        if k.is_empty() || v.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
-            return Err(refused(input));
+        let mut avas = Vec::with_capacity(part.len());
+        for ava in part {
+            let (k, v) = ava.split_once('=').ok_or_else(|| refused(input))?;
+            spaced |= k.ends_with(' ') || v.starts_with(' ');
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty() || v.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+                return Err(refused(input));
+            }
+            if v.contains('/') {
+                return Err(Error::Invalid(format!(
+                    "the DN `{input}` has a value with `/`, which the one-line form (/DC=org/CN=Name) that image lists use cannot carry"
+                )));
+            }
+            avas.push(format!("{k}={v}"));
         }
-        if v.contains('/') {
-            return Err(Error::Invalid(format!(
-                "the DN `{input}` has a value with `/`, which the one-line form (/DC=org/CN=Name) that image lists use cannot carry"
-            )));
-        }
-        rdns.push(format!("/{k}={v}"));
+        rdns.push(format!("/{}", avas.join("+")));
     }
     // RFC 2253 puts the most specific name first.
     if !spaced && parts.len() > 1 {
@@ -52,18 +56,48 @@ pub fn parse(input: &str) -> Result<String> {
     Ok(rdns.concat())
 }
 
-/// `s` split at commas that no backslash escapes, with escapes undone.
-fn split_unescaped(s: &str) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => parts.last_mut().into_iter().for_each(|p| p.extend(chars.next())),
-            ',' => parts.push(String::new()),
-            c => parts.last_mut().into_iter().for_each(|p| p.push(c)),
+/// `s` cut into names at commas, and each name into its attributes at
+/// pluses (a multi-valued name), where neither is escaped by a backslash
+/// nor inside double quotes; the quotes and escapes undone, `\C3\A9` as the
+/// bytes it names, and then written as OpenSSL's one-line form writes
+/// them: bytes outside printable ASCII as `\xC3\xA9`.
+fn split_unescaped(s: &str) -> Option<Vec<Vec<String>>> {
+    let mut names: Vec<Vec<Vec<u8>>> = vec![vec![Vec::new()]];
+    let mut quoted = false;
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = || std::str::from_utf8(b.get(i + 1..i + 3)?).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+        let (bytes, step): (Option<u8>, usize) = match b[i] {
+            b'\\' => match hex() {
+                Some(x) => (Some(x), 3),
+                None => (b.get(i + 1).copied(), 2),
+            },
+            b'"' => {
+                quoted = !quoted;
+                (None, 1)
+            }
+            b',' if !quoted => {
+                names.push(vec![Vec::new()]);
+                (None, 1)
+            }
+            b'+' if !quoted => {
+                names.last_mut()?.push(Vec::new());
+                (None, 1)
+            }
+            c => (Some(c), 1),
+        };
+        if let Some(x) = bytes {
+            names.last_mut()?.last_mut()?.push(x);
         }
+        i += step;
     }
-    parts
+    let one_line = |a: Vec<u8>| -> String {
+        a.into_iter()
+            .map(|x| if (0x20..0x7f).contains(&x) { char::from(x).to_string() } else { format!("\\x{x:02X}") })
+            .collect()
+    };
+    Some(names.into_iter().map(|n| n.into_iter().map(one_line).collect()).collect())
 }
 
 fn refused(input: &str) -> Error {
@@ -95,6 +129,19 @@ mod tests {
             assert_eq!(parse(written).unwrap(), ONE_LINE, "{written}");
         }
         assert_eq!(parse("CN = Test CA").unwrap(), "/CN=Test CA");
+    }
+
+    #[test]
+    fn quotes_hex_escapes_and_multi_valued_names_read_as_openssl_3_prints_them() {
+        // `openssl x509 -noout -subject` of such certificates, as printed.
+        assert_eq!(
+            parse(r#"subject=DC = org, O = "Acme; Labs, Inc", CN = Jane"#).unwrap(),
+            "/DC=org/O=Acme; Labs, Inc/CN=Jane"
+        );
+        // As X509_NAME_oneline writes a UTF-8 é.
+        assert_eq!(parse(r"DC = org, CN = Jos\C3\A9").unwrap(), r"/DC=org/CN=Jos\xC3\xA9");
+        assert_eq!(parse(r"CN=Jos\C3\A9,DC=org").unwrap(), r"/DC=org/CN=Jos\xC3\xA9");
+        assert_eq!(parse("DC = org, CN = a + UID = b").unwrap(), "/DC=org/CN=a+UID=b");
     }
 
     #[test]

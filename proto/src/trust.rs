@@ -51,6 +51,8 @@ use crate::{Error, Timestamp, ffi};
 pub struct TrustAnchors {
     cas: Vec<X509>,
     crls: Vec<Arc<X509Crl>>,
+    /// The DER of every certificate and CRL above, so that each counts once.
+    seen: std::collections::HashSet<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TrustAnchors {
@@ -77,7 +79,7 @@ impl TrustAnchors {
         let before = self.cas.len();
         for cert in certs {
             let der = cert.to_der().map_err(|e| Error::TrustStore(first_reason(&e)))?;
-            if !self.cas.iter().any(|c| c.to_der().is_ok_and(|d| d == der)) {
+            if self.seen.insert(der) {
                 self.cas.push(cert);
             }
         }
@@ -90,7 +92,7 @@ impl TrustAnchors {
             .or_else(|_| X509Crl::from_der(bytes))
             .map_err(|e| Error::TrustStore(format!("CRL: {}", first_reason(&e))))?;
         let der = crl.to_der().map_err(|e| Error::TrustStore(first_reason(&e)))?;
-        if !self.crls.iter().any(|c| c.to_der().is_ok_and(|d| d == der)) {
+        if self.seen.insert(der) {
             self.crls.push(Arc::new(crl));
         }
         Ok(())

@@ -39,8 +39,15 @@ impl Cache<'_> {
         }
         let paths = self.store.paths();
         let image = paths.image(rec.uuid);
-        let intact = fs::metadata(&image).is_ok_and(|m| m.len() == rec.size)
-            && sha512_file(&image).is_ok_and(|h| hex::encode(h) == rec.sha512);
+        // A file that cannot be read now (EIO, no descriptors) is an error,
+        // not a change: only bytes read and found wrong, or a wrong size or
+        // a missing file, take the image out of service.
+        let intact = match fs::metadata(&image) {
+            Ok(m) if m.len() != rec.size => false,
+            Ok(_) => hex::encode(sha512_file(&image)?) == rec.sha512,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(crate::Error::io("checking", &image)(e)),
+        };
         if intact {
             return Ok(Checked::Intact);
         }

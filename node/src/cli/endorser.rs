@@ -77,7 +77,7 @@ impl EndorserArgs {
         )?;
         writeln!(out, "signed by {}\n  issued by {}\n  serial {}, valid until {}", s.dn, s.ca, s.serial, s.not_after)?;
         if !self.yes {
-            writeln!(out, "not approved: run again with --yes to approve this signer")?;
+            writeln!(out, "nothing changed: run again with --yes to act on this signer")?;
             return Ok(None);
         }
         Ok(Some((s.dn.clone(), s.ca.clone())))

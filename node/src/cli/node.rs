@@ -365,17 +365,23 @@ pub(crate) fn mbit(m: f64) -> anyhow::Result<u64> {
 }
 
 /// Runs a node until SIGINT or SIGTERM; SIGHUP brings the store in step with
-/// the config file's declarations and runs an update cycle now.
+/// the config file's declarations and runs an update cycle now. So does the
+/// start, when the file declares any, once the node runs (a list source
+/// that does not answer delays nothing).
 #[allow(clippy::print_stdout)]
 pub(crate) fn run_node(data_dir: Option<&Path>, args: NodeArgs) -> anyhow::Result<ExitCode> {
-    let from_file = args.file()?.and_then(|f| f.data_dir);
+    let file = args.file()?;
+    let declares = file.as_ref().is_some_and(|f| !f.endorser.is_empty() || !f.subscription.is_empty());
+    let from_file = file.and_then(|f| f.data_dir);
     let dir = super::site::data_dir(data_dir.or(from_file.as_deref()))?;
-    let declared = args.clone();
+    let declared = Arc::new(args.clone());
     let cfg = args.into_config(dir)?;
     let site = Arc::new(Site::open(dir, Timeouts::default())?);
-    declared.bring_in_step(&site)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
+        // First, so that a reload asked while the node starts is not fatal.
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut hup) = (signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
         let (mut client, task) = net::start_on(cfg, site.clone()).await?;
         // Host commands (`images`, `image revoke`, ...) run inside the node
         // while it holds the store, then the node re-reads what it serves.
@@ -384,38 +390,44 @@ pub(crate) fn run_node(data_dir: Option<&Path>, args: NodeArgs) -> anyhow::Resul
         for a in client.listen_addrs().await? {
             println!("listening on {a}");
         }
-        use tokio::signal::unix::{SignalKind, signal};
-        let (mut term, mut hup) = (signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
+        if declares {
+            reload(&client, &site, &declared, "start");
+        }
         let mut task = task;
         loop {
             tokio::select! {
                 r = &mut task => return r.context("the node task failed")?.map(|()| ExitCode::SUCCESS).map_err(Into::into),
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
-                // SIGHUP (`systemctl reload`): the config file's endorsers and
-                // subscriptions, then an update cycle now, logged as it ends;
-                // the node goes on meanwhile.
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reading the config file's declarations and updating now");
-                    let (c, site, declared) = (client.clone(), site.clone(), declared.clone());
-                    tokio::spawn(async move {
-                        match tokio::task::spawn_blocking(move || declared.bring_in_step(&site)).await {
-                            Ok(Ok(())) => c.request_sync(),
-                            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "the config file was not read again"),
-                            Err(e) => tracing::error!(error = %e, "bringing the store in step with the config file failed"),
-                        }
-                        match c.update_now().await {
-                            Ok(r) if r.failed() => tracing::warn!(last_error = ?c.status().last_error, "update asked by SIGHUP: a list or image failed"),
-                            Ok(_) => tracing::info!("update asked by SIGHUP: done"),
-                            Err(e) => tracing::warn!(error = %e, "update asked by SIGHUP failed"),
-                        }
-                    });
-                }
+                // SIGHUP (`systemctl reload`): the node goes on meanwhile.
+                _ = hup.recv() => reload(&client, &site, &declared, "SIGHUP"),
             }
         }
         client.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// In the background: brings the store in step with the config file's
+/// endorsers and subscriptions, then runs an update cycle, logged as it
+/// ends. `why` names what asked for it.
+fn reload(client: &net::Client, site: &Arc<Site>, declared: &Arc<NodeArgs>, why: &'static str) {
+    tracing::info!(why, "reading the config file's declarations and updating");
+    let (c, site, declared) = (client.clone(), site.clone(), declared.clone());
+    tokio::spawn(async move {
+        match tokio::task::spawn_blocking(move || declared.bring_in_step(&site)).await {
+            Ok(Ok(())) => c.request_sync(),
+            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "the config file was not read again"),
+            Err(e) => tracing::error!(error = %e, "bringing the store in step with the config file failed"),
+        }
+        match c.update_now().await {
+            Ok(r) if r.failed() => {
+                tracing::warn!(why, last_error = ?c.status().last_error, "update: a list or image failed");
+            }
+            Ok(_) => tracing::info!(why, "update done"),
+            Err(e) => tracing::warn!(why, error = %e, "update failed"),
+        }
+    });
 }
 
 /// `imageswarm wait`.

@@ -241,7 +241,6 @@ async fn write_all(mut stream: Stream, mut queue: mpsc::Receiver<(Uuid, Notice)>
     stream.close().await
 }
 
-/// Reads one peer's notice stream into the event loop's inbox.
 /// One peer's share of the readers, given back when dropped.
 struct PeerReader {
     counts: Arc<Mutex<HashMap<PeerId, usize>>>,
@@ -273,6 +272,7 @@ impl Drop for PeerReader {
     }
 }
 
+/// Reads one peer's notice stream into the event loop's inbox.
 async fn read(peer: PeerId, mut stream: Stream, inbox: mpsc::Sender<Inbound>) {
     loop {
         match read_frame::<_, NoticeFrame>(&mut stream, Limit::Control).await {

@@ -5,8 +5,9 @@
 //! * Every list in force travels in this node's hellos ([`HeldList`]). A
 //!   peer's hello that names a newer version of a list subscribed here, or
 //!   one this node holds none of, is answered by asking that peer for it
-//!   ([`Request::List`]). So a node that connects learns every newer list
-//!   its peers hold, whenever they took it.
+//!   ([`Request::List`]), one ask per list at a time (the rest wait for
+//!   the next hello). So a node that connects learns every newer list its
+//!   peers hold, whenever they took it.
 //! * A list in force is published on gossip once per version, and only
 //!   while gossip would deliver it to a ready peer: gossipsub refuses the
 //!   same bytes again for as long as its duplicate cache holds them, also
@@ -65,11 +66,13 @@ impl EventLoop {
             let Ok(Some(sub)) = self.site.store().subscription(held.identifier) else { continue };
             let newer = sub.enabled
                 && sub.current.as_ref().is_none_or(|cur| version::compare(&held.version, &cur.version).is_gt());
-            if newer {
+            // One ask per list at a time: the answer, once taken, is what
+            // every other peer would have sent.
+            if newer && self.asking_lists.insert(held.identifier) {
                 tracing::debug!(%peer, list = %held.identifier, version = %held.version, "asking a peer for a newer list");
-                let id =
-                    self.swarm.behaviour_mut().peer.send_request(&peer, Request::List { identifier: held.identifier });
-                self.outbound.insert(id, Outbound::List);
+                let identifier = held.identifier;
+                let id = self.swarm.behaviour_mut().peer.send_request(&peer, Request::List { identifier });
+                self.outbound.insert(id, Outbound::List { identifier });
             }
         }
     }

@@ -77,7 +77,7 @@ enum Outbound {
     Chunk { image: Uuid, peer: u64, index: u32 },
     Manifest { image: Uuid, peer: u64 },
     Attestation { image: Uuid },
-    List,
+    List { identifier: Uuid },
 }
 
 /// What the loop keeps of an image beside the machine's state.
@@ -168,8 +168,11 @@ pub(super) struct EventLoop {
     published: HashMap<Uuid, u64>,
     /// When a list in force (or an image entry) next expires.
     next_expiry: Option<proto::Timestamp>,
+    /// Lists asked of a peer and not answered yet: one ask per list at a
+    /// time ([`lists`]).
+    asking_lists: std::collections::HashSet<Uuid>,
     /// Each peer's requests other than for chunks ([`peers`]).
-    control_rate: governor::DefaultKeyedRateLimiter<PeerId>,
+    request_rates: peers::RequestRates,
 }
 
 /// A token bucket counting KiB, which lets at most 20 ms worth through at
@@ -309,7 +312,8 @@ impl EventLoop {
             downloads: Default::default(),
             verify_next: None,
             verifying: false,
-            control_rate: peers::control_rate(),
+            asking_lists: Default::default(),
+            request_rates: peers::RequestRates::new(),
             next_announce: now,
             last_error: None,
             published: HashMap::new(),
@@ -399,7 +403,7 @@ impl EventLoop {
         // in force, and what it no longer endorses stops here.
         self.update_if_due(self.next_expiry.is_some_and(|t| crate::now() > t));
         self.verify_if_due();
-        self.control_rate.retain_recent();
+        self.request_rates.retain_recent();
         if now >= self.next_announce {
             self.next_announce = now + self.cfg.announce_interval;
             self.dial_unpinned_trackers();

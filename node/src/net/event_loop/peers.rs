@@ -17,8 +17,8 @@
 //!   request for the same chunk while the first waits is refused here, as
 //!   the machine would refuse it.
 //! * A peer's requests other than for chunks are refused as Busy beyond
-//!   [`CONTROL_REQUESTS_PER_SEC`] (chunk requests are bounded by upload
-//!   slots).
+//!   [`CONTROL_REQUESTS_PER_SEC`], hellos and the rest each (chunk requests
+//!   are bounded by upload slots).
 //! * Requests and notices from a peer the admission gate has not made ready
 //!   are dropped unanswered; a hello's site and role count only in an open
 //!   site, a closed one takes them from the peer's credential.
@@ -41,17 +41,43 @@ use super::{EventLoop, Outbound, peer_key, site_number};
 use crate::net::metrics::Metrics;
 use crate::net::notices::{self, Reopened};
 
-/// Requests other than for chunks (hellos, manifests, attestations, lists)
-/// one peer may make per second, and at once: a node that takes up a list
-/// of a thousand images at once sends each peer some 60 hellos.
+/// Requests other than for chunks one peer may make per second, and at
+/// once, of each kind: hellos, and the rest (manifests, attestations,
+/// lists). A node that takes up a list of a thousand images at once sends
+/// each peer some 60 hellos; hellos have a budget of their own, so that
+/// asking for manifests never costs a peer its hellos.
 pub(super) const CONTROL_REQUESTS_PER_SEC: u32 = 50;
 const CONTROL_REQUESTS_BURST: u32 = 128;
 
-/// The limiter of [`CONTROL_REQUESTS_PER_SEC`], by peer.
-pub(super) fn control_rate() -> governor::DefaultKeyedRateLimiter<PeerId> {
-    let per_sec = NonZeroU32::new(CONTROL_REQUESTS_PER_SEC).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(CONTROL_REQUESTS_BURST).unwrap_or(NonZeroU32::MIN);
-    governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst))
+/// The limits of [`CONTROL_REQUESTS_PER_SEC`], by peer.
+pub(super) struct RequestRates {
+    hellos: governor::DefaultKeyedRateLimiter<PeerId>,
+    others: governor::DefaultKeyedRateLimiter<PeerId>,
+}
+
+impl RequestRates {
+    pub(super) fn new() -> Self {
+        let per_sec = NonZeroU32::new(CONTROL_REQUESTS_PER_SEC).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(CONTROL_REQUESTS_BURST).unwrap_or(NonZeroU32::MIN);
+        let quota = governor::Quota::per_second(per_sec).allow_burst(burst);
+        Self { hellos: governor::RateLimiter::keyed(quota), others: governor::RateLimiter::keyed(quota) }
+    }
+
+    /// Whether `peer` may make `req` now (chunk requests always may: upload
+    /// slots bound them).
+    fn allow(&self, peer: &PeerId, req: &Request) -> bool {
+        match req {
+            Request::Chunk { .. } => true,
+            Request::Hello(_) => self.hellos.check_key(peer).is_ok(),
+            _ => self.others.check_key(peer).is_ok(),
+        }
+    }
+
+    /// Forgets peers that are back to a full budget.
+    pub(super) fn retain_recent(&self) {
+        self.hellos.retain_recent();
+        self.others.retain_recent();
+    }
 }
 
 impl EventLoop {
@@ -179,8 +205,7 @@ impl EventLoop {
             tracing::debug!(%peer, "request from a peer not admitted: dropped");
             return;
         }
-        // Chunk requests are bounded by the upload slots; the rest by rate.
-        if !matches!(req, Request::Chunk { .. }) && self.control_rate.check_key(&peer).is_err() {
+        if !self.request_rates.allow(&peer, &req) {
             tracing::debug!(%peer, "requests from this peer beyond its rate: refused");
             return self.respond(channel, Response::Refused(Refusal::Busy));
         }
@@ -263,8 +288,12 @@ impl EventLoop {
                 self.on_attestation(peer, image, bytes);
             }
             (Outbound::Attestation { .. }, _) => {}
-            (Outbound::List, Some(Response::List(bytes))) => self.offer_list(peer, Carrier::Answer, bytes),
-            (Outbound::List, _) => {}
+            (Outbound::List { identifier }, resp) => {
+                self.asking_lists.remove(&identifier);
+                if let Some(Response::List(bytes)) = resp {
+                    self.offer_list(peer, Carrier::Answer, bytes);
+                }
+            }
             (Outbound::Manifest { image, peer: h }, resp) => {
                 let reply = match resp {
                     Some(Response::Manifest(hashes)) => ManifestReply::Hashes(hashes.into()),

@@ -93,11 +93,6 @@ impl EventLoop {
         let subs = self.site.store().subscriptions()?;
         let lists = subs.into_iter().map(|s| Ok((self.site.list_expiry(&s)?, s))).collect::<Result<Vec<_>>>()?;
         self.metrics.set_lists(&lists);
-        // Trust files that do not load now leave the gauge as it was: the
-        // update cycle reports why.
-        if let Ok(trust) = self.site.trust() {
-            self.metrics.set_crls(&trust.anchors.crl_next_updates());
-        }
         let recs = self.site.store().images()?;
         let mut keep = Vec::new();
         let mut added = Vec::new();

@@ -92,7 +92,14 @@ impl EventLoop {
             IoDone::Updated(
                 jobs::blocking(move || {
                     let mut progress = SourceProgress { metrics, downloads, at: HashMap::new() };
-                    site.update_with(crate::now(), back_to_source, &mut |rec, pos| progress.at(rec, pos))
+                    let report = site.update_with(crate::now(), back_to_source, &mut |rec, pos| progress.at(rec, pos));
+                    // The trust files were read in the cycle; off the loop's
+                    // thread, since a CA directory may be large. Files that do
+                    // not load now leave the gauge as it was: the report says why.
+                    if let Ok(trust) = site.trust() {
+                        progress.metrics.set_crls(&trust.anchors.crl_next_updates());
+                    }
+                    report
                 })
                 .await,
             )
@@ -166,7 +173,12 @@ impl SourceProgress {
             self.metrics.source_bytes.get_or_create(&label).inc_by(pos.saturating_sub(before));
         }
         self.metrics.source_position.get_or_create(&label).set(i64::try_from(pos).unwrap_or(i64::MAX));
-        lock(&self.downloads).insert(rec.uuid, (pos, rec.size));
+        // A download that got to the end is no longer under way.
+        if pos >= rec.size {
+            lock(&self.downloads).remove(&rec.uuid);
+        } else {
+            lock(&self.downloads).insert(rec.uuid, (pos, rec.size));
+        }
     }
 }
 
