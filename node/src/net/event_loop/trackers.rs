@@ -79,6 +79,9 @@ impl EventLoop {
         let addr = self.trackers.unpinned.remove(i);
         let full = with_peer(&addr, peer);
         self.swarm.add_peer_address(peer, full.clone());
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            kad.add_address(&peer, full.clone());
+        }
         self.trackers.known.push((peer, full.clone()));
         match self.record_pin(&addr, peer) {
             Ok(()) => tracing::warn!(

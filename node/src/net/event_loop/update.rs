@@ -29,8 +29,10 @@ use crate::net::metrics::Metrics;
 use crate::site::{ListOutcome, UpdateReport};
 use crate::store::ImageRecord;
 
-/// Operators' requests waiting at most.
-pub(super) const MAX_ASKED: usize = 64;
+/// Operators' requests waiting at most: each holds one of the control
+/// socket's clients (`crate::control::MAX_CLIENTS`) until its cycle ends,
+/// which may take hours on a master, so most stay free for `status`.
+pub(super) const MAX_ASKED: usize = 4;
 
 /// Where an operator's request is answered.
 pub(crate) type Answer = oneshot::Sender<std::result::Result<UpdateReport, String>>;
