@@ -69,13 +69,14 @@ impl Cache<'_> {
             return Ok(false);
         };
         self.fire(Event::AvailablePrefix, &fresh, file.file_name().and_then(|n| n.to_str()));
-        self.discard(&mut fresh)?;
         let target = paths.image(rec.uuid);
         fs::set_permissions(&file, fs::Permissions::from_mode(0o444))
             .map_err(crate::Error::io("making read-only", &file))?;
         fs::rename(&file, &target).map_err(crate::Error::io("restoring", &target))?;
         sync_dir(&paths.images)?;
         sync_dir(&paths.expired)?;
+        // Only once the bytes stand installed does the partial data go.
+        self.discard(&mut fresh)?;
         self.record_available(fresh, turn, rec)?;
         tracing::info!(image = %rec.uuid, from = %file.display(), "image restored from expired/, its SHA-512 checked again");
         Ok(true)
