@@ -48,6 +48,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use proto::Timestamp;
+use proto::imagelist::ImageList;
 use proto::manifest::ChunkSize;
 use proto::trust::{CrlPolicy, EndorserPolicy, Succession, Trust, VerifiedList, succession, verify_list};
 use uuid::Uuid;
@@ -582,22 +583,32 @@ impl Site {
         Ok(())
     }
 
+    /// Every subscription, with its list in force if it has one, each list
+    /// read from the store once.
+    pub fn lists_in_force(&self) -> Result<Vec<(Subscription, Option<ImageList>)>> {
+        self.store
+            .subscriptions()?
+            .into_iter()
+            .map(|sub| {
+                let list = self.list_in_force(&sub)?.map(|(_, list)| list);
+                Ok((sub, list))
+            })
+            .collect()
+    }
+
     /// The earliest expiry date, not yet passed at `now`, of a list in force
-    /// or an image entry of one (a list is expired once the time is past its
-    /// date): a running node settles again then, without waiting for its
-    /// next update.
-    pub fn next_expiry(&self, now: Timestamp) -> Result<Option<Timestamp>> {
-        let mut next: Option<Timestamp> = None;
-        for sub in self.store.subscriptions()?.into_iter().filter(|s| s.enabled) {
-            let Some((_, list)) = self.list_in_force(&sub)? else { continue };
-            let dates = std::iter::once(list.expires).chain(list.images.iter().filter_map(|i| i.expires));
-            for t in dates.filter(|t| *t >= now) {
-                if next.is_none_or(|n| t < n) {
-                    next = Some(t);
-                }
-            }
-        }
-        Ok(next)
+    /// of an enabled subscription or of an image entry of one (a list is
+    /// expired once the time is past its date), of `lists` as
+    /// [`Site::lists_in_force`] gives them: a running node settles again
+    /// then, without waiting for its next update.
+    pub fn next_expiry(lists: &[(Subscription, Option<ImageList>)], now: Timestamp) -> Option<Timestamp> {
+        lists
+            .iter()
+            .filter(|(sub, _)| sub.enabled)
+            .filter_map(|(_, list)| list.as_ref())
+            .flat_map(|list| std::iter::once(list.expires).chain(list.images.iter().filter_map(|i| i.expires)))
+            .filter(|t| *t >= now)
+            .min()
     }
 
     /// Why the list in force of `sub` does not verify at `now` (the check
@@ -608,11 +619,6 @@ impl Site {
             return Ok(Some("the list in force is missing from the store".into()));
         };
         Ok(verify_list(&msg, &self.trust()?, now).err().map(|e| e.to_string()))
-    }
-
-    /// When the list in force of `sub` expires (its `hv:expires`), if one is.
-    pub fn list_expiry(&self, sub: &Subscription) -> Result<Option<Timestamp>> {
-        Ok(self.list_in_force(sub)?.map(|(_, list)| list.expires))
     }
 
     /// Re-checks trust and takes out of the cache what must go.

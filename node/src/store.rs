@@ -533,6 +533,13 @@ impl Store {
         new.map(|v| decode(&v)).transpose()
     }
 
+    /// How many of `rec`'s chunks this host holds: all of an available
+    /// image's, else those whose data is durable.
+    pub fn chunks_held(&self, rec: &ImageRecord) -> Result<u32> {
+        let chunks = rec.chunk_count();
+        Ok(if rec.state == ImageState::Available { chunks } else { self.have(rec.uuid, chunks)?.count() })
+    }
+
     /// The chunks of `uuid` whose data is durable, over `chunks` chunks.
     /// A stored bitfield of another length (the image changed) counts as empty.
     pub fn have(&self, uuid: Uuid, chunks: u32) -> Result<Bitfield> {

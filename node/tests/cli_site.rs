@@ -51,6 +51,11 @@ fn start_open_node(lab: &Lab, extra: &[&str], log: std::process::Stdio) -> (std:
     )
 }
 
+/// `status --json` of the node running on `lab`.
+fn status(lab: &Lab) -> serde_json::Value {
+    serde_json::from_str(&ok(run(lab, &["status", "--json"]))).unwrap()
+}
+
 /// Waits up to 30 s for `done`.
 fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -299,8 +304,8 @@ fn a_crl_refreshed_on_disk_is_taken_at_the_next_cycle() {
         Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(&lab.data).args(args),
         std::process::Stdio::null(),
     );
-    let status =
-        |lab: &Lab| -> serde_json::Value { serde_json::from_str(&ok(run(lab, &["status", "--json"]))).unwrap() };
+    // The CAs' CRLs show once the node's first update cycle read them.
+    until("the CAs in status", || status(&lab)["cas"].as_array().is_some_and(|c| !c.is_empty()));
     let s = status(&lab);
     assert_eq!((&s["cas"][0]["subject"], &s["cas"][0]["crl"]), (&CA_DN.into(), &"current".into()), "{s}");
     assert_eq!(s["cas"][1]["crl"], "missing", "{s}");
@@ -385,8 +390,6 @@ fn a_masters_download_from_the_source_shows_in_status() {
     lab.publish("0.0.1", std::slice::from_ref(&a));
     ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
     let (mut node, _) = start_open_node(&lab, &["--master"], std::process::Stdio::null());
-    let status =
-        |lab: &Lab| -> serde_json::Value { serde_json::from_str(&ok(run(lab, &["status", "--json"]))).unwrap() };
     until("download progress in status", || !status(&lab)["images"][0]["from_source"].is_null());
     let text = ok(run(&lab, &["status"]));
     assert!(text.contains("downloading from its source: ") && text.contains(" of 292.97 KiB"), "{text}");
@@ -492,8 +495,6 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     assert!(first.starts_with("listening on /ip4/127.0.0.1/tcp/"), "{first}");
 
     let id = a.id.to_string();
-    let status =
-        |lab: &Lab| -> serde_json::Value { serde_json::from_str(&ok(run(lab, &["status", "--json"]))).unwrap() };
     let s = status(&lab);
     assert_eq!(s["images"][0]["uuid"], id.as_str(), "{s}");
     assert_eq!(s["images"][0]["state"], "available", "{s}");

@@ -43,6 +43,17 @@ pub enum NewImages {
     Cache,
 }
 
+impl NewImages {
+    /// The mode's name, as configuration and the command line write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Accept => "accept",
+            Self::Cache => "cache",
+        }
+    }
+}
+
 /// What the site decided about an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

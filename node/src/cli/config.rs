@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use ::node::fetch::redact;
 use ::node::site::Site;
-use ::node::store::NewImages;
 use ::node::units::count;
 use clap::Subcommand;
 
@@ -45,14 +44,10 @@ pub(crate) fn run(site: &Site, out: &mut dyn Write, cmd: ConfigCommand) -> anyho
     }
     writeln!(out, "subscriptions")?;
     for s in site.store().subscriptions()? {
-        let mode = match s.new_images {
-            NewImages::Refuse => "refuse",
-            NewImages::Accept => "accept",
-            NewImages::Cache => "cache",
-        };
         let state = if s.enabled { "enabled" } else { "disabled" };
         let version = s.current.as_ref().map_or("none", |v| v.version.as_str());
-        writeln!(out, "  {}  {}  new-images {mode}  {state}  version {version}", s.identifier, redact(&s.url))?;
+        let (id, url, mode) = (s.identifier, redact(&s.url), s.new_images.name());
+        writeln!(out, "  {id}  {url}  new-images {mode}  {state}  version {version}")?;
     }
     writeln!(out, "cache")?;
     writeln!(out, "  hook {}", c.hook.as_deref().unwrap_or("none"))?;

@@ -239,7 +239,7 @@ pub(crate) fn subscribe(site: &Site, out: &mut dyn Write, a: SubscribeArgs) -> a
         Subscribed::ModeChanged(_) => writeln!(
             out,
             "already subscribed to list {id} at {url}; new images it brings from now on: {}",
-            a.new_images.to_possible_value().map_or_else(String::new, |v| v.get_name().to_owned())
+            mode.name()
         )?,
     }
     if !sub.enabled {
@@ -268,12 +268,7 @@ pub(crate) fn subscription(site: &Site, out: &mut dyn Write, cmd: SubscriptionCo
                     (true, true, Some(e)) => format!("last update failed: {e}"),
                     (true, true, None) => "ok".to_owned(),
                 };
-                let mode = match s.new_images {
-                    NewImages::Refuse => "refuse",
-                    NewImages::Accept => "accept",
-                    NewImages::Cache => "cache",
-                };
-                let url = node::fetch::redact(&s.url);
+                let (url, mode) = (node::fetch::redact(&s.url), s.new_images.name());
                 writeln!(out, "{}  version {version}  {url}  new-images {mode}  {state}", s.identifier)?;
             }
             return Ok(ExitCode::SUCCESS);
@@ -320,11 +315,7 @@ pub(crate) fn images(site: &Site, out: &mut dyn Write, a: ImagesArgs) -> anyhow:
         let mut rows = Vec::new();
         for r in &recs {
             let chunks = r.chunk_count();
-            let have = if r.state == node::store::ImageState::Available {
-                chunks
-            } else {
-                store.have(r.uuid, chunks)?.count()
-            };
+            let have = store.chunks_held(r)?;
             rows.push(json!({
                 "uuid": r.uuid, "title": r.title, "version": r.version, "state": r.state.name(), "list": r.list,
                 "size": r.size, "sha512": r.sha512, "endorsed": r.endorsed, "decision": r.decision, "cache": r.cache,

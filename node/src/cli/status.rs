@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use ::node::net::{Client, ImageStatus};
 use ::node::site::{ImageOutcome, ListOutcome, Site, UpdateReport};
-use ::node::store::ImageState;
 use ::node::units::{count, format_size};
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -92,9 +91,9 @@ pub(crate) struct List {
 pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: StatusArgs) -> anyhow::Result<ExitCode> {
     let live = client.status();
     let store = site.store();
-    let subs = store.subscriptions()?;
+    let lists_in_force = site.lists_in_force()?;
     let versions: HashMap<Uuid, String> =
-        subs.iter().filter_map(|s| Some((s.identifier, s.current.as_ref()?.version.clone()))).collect();
+        lists_in_force.iter().filter_map(|(s, _)| Some((s.identifier, s.current.as_ref()?.version.clone()))).collect();
     let swarming: HashMap<Uuid, &ImageStatus> = live.images.iter().map(|i| (i.uuid, i)).collect();
     let mut recs = store.images()?;
     if let Some(u) = a.uuid {
@@ -108,8 +107,7 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
         let s = swarming.get(&r.uuid);
         let held = match s {
             Some(s) => s.have,
-            None if r.state == ImageState::Available => chunks,
-            None => store.have(r.uuid, chunks)?.count(),
+            None => store.chunks_held(&r)?,
         };
         let (rate_in, rate_out) = s.map_or((0, 0), |s| (s.rate_in, s.rate_out));
         let left = r.size.saturating_sub(u64::from(held) * r.chunk_size);
@@ -135,9 +133,9 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
     }
     let mut lists = Vec::new();
     if a.uuid.is_none() {
-        for s in subs {
+        for (s, in_force) in lists_in_force {
             lists.push(List {
-                expires: site.list_expiry(&s)?.map(|t| t.to_string()),
+                expires: in_force.map(|l| l.expires.to_string()),
                 identifier: s.identifier,
                 url: ::node::fetch::redact(&s.url),
                 enabled: s.enabled,
@@ -149,11 +147,10 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
         }
     }
     let now = ::node::now();
-    let cas = match site.trust() {
-        Ok(t) if site.config().crl_check => t
-            .anchors
-            .crl_next_updates()
-            .into_iter()
+    let cas = if site.config().crl_check {
+        live.crls
+            .iter()
+            .cloned()
             .map(|(subject, next)| Ca {
                 subject,
                 crl: match next {
@@ -164,8 +161,9 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
                 .to_owned(),
                 crl_next_update: next.map(|t| t.to_string()),
             })
-            .collect(),
-        _ => Vec::new(),
+            .collect()
+    } else {
+        Vec::new()
     };
     let report = Report {
         peer_id: live.peer_id.map(|p| p.to_string()),

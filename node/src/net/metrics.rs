@@ -22,6 +22,8 @@ use prometheus_client::registry::Registry;
 
 use proto::Timestamp;
 
+use proto::imagelist::ImageList;
+
 use crate::store::Subscription;
 
 /// Labels of per-image metrics.
@@ -168,20 +170,20 @@ impl Metrics {
         Self::count_site(&self.site_bytes_out, Some(site), 0);
     }
 
-    /// Sets the per-list gauges to `lists`: each subscription, after the
-    /// expiry of its list in force. Lists no longer subscribed go.
-    pub(crate) fn set_lists(&self, lists: &[(Option<Timestamp>, Subscription)]) {
+    /// Sets the per-list gauges to `lists`: each subscription, with its list
+    /// in force if it has one. Lists no longer subscribed go.
+    pub(crate) fn set_lists(&self, lists: &[(Subscription, Option<ImageList>)]) {
         self.list_version.clear();
         self.list_expiry.clear();
         self.list_updated.clear();
-        for (expires, sub) in lists {
+        for (sub, in_force) in lists {
             let list = sub.identifier.to_string();
             if let Some(cur) = &sub.current {
                 let l = VersionLabel { list: list.clone(), version: cur.version.clone() };
                 self.list_version.get_or_create(&l).set(1);
             }
-            if let Some(t) = expires {
-                self.list_expiry.get_or_create(&ListLabel { list: list.clone() }).set(t.unix());
+            if let Some(l) = in_force {
+                self.list_expiry.get_or_create(&ListLabel { list: list.clone() }).set(l.expires.unix());
             }
             if let Some(t) = sub.updated {
                 self.list_updated.get_or_create(&ListLabel { list }).set(t.unix());

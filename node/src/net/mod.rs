@@ -208,6 +208,9 @@ pub struct ImageStatus {
     pub rate_out: u64,
 }
 
+/// Each trusted CA's subject and the `nextUpdate` of its latest CRL.
+pub type CrlDates = Vec<(String, Option<proto::Timestamp>)>;
+
 /// A snapshot of a node, refreshed by its event loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
@@ -226,6 +229,8 @@ pub struct Status {
     /// Downloads from images' sources under way: image, bytes so far
     /// (counted from the image's start), size.
     pub downloads: Vec<(Uuid, u64, u64)>,
+    /// The CAs' CRL dates, as the last update cycle found them.
+    pub crls: CrlDates,
     /// The last update cycle's error, if it failed.
     pub last_error: Option<String>,
 }

@@ -45,7 +45,8 @@ pub(super) enum IoDone {
     Disk(Disk),
     /// The store was re-checked locally, before the first update cycle.
     Settled(Result<()>),
-    Updated(Result<crate::site::UpdateReport>),
+    /// An update cycle ended, and what it found of the CAs' CRLs.
+    Updated(Result<crate::site::UpdateReport>, Option<crate::net::CrlDates>),
     /// Installed images were checked again.
     Verified(Result<Vec<(Uuid, crate::cache::Checked)>>),
     Offered {
@@ -151,7 +152,7 @@ impl EventLoop {
                 // Its subscriptions are fetched now, not at the next interval.
                 self.updates.next = std::time::Instant::now();
             }
-            IoDone::Updated(r) => self.on_updated(r),
+            IoDone::Updated(r, crls) => self.on_updated(r, crls),
             IoDone::Verified(r) => self.on_verified(r),
         }
     }

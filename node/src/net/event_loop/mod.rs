@@ -157,6 +157,8 @@ pub(super) struct EventLoop {
     ban_count: u64,
     failed_chunks: u64,
     updates: update::Updates,
+    /// The CAs' CRL dates the last update cycle found.
+    crls: super::CrlDates,
     downloads: update::Downloads,
     /// When installed images are next checked again ([`verify`]).
     verify_next: Option<Instant>,
@@ -309,6 +311,7 @@ impl EventLoop {
             ban_count: 0,
             failed_chunks: 0,
             updates: update::Updates::new(now),
+            crls: Vec::new(),
             downloads: Default::default(),
             verify_next: None,
             verifying: false,
@@ -526,6 +529,7 @@ impl EventLoop {
             chunks_failed: self.failed_chunks,
             images,
             downloads: update::lock(&self.downloads).iter().map(|(u, &(at, size))| (*u, at, size)).collect(),
+            crls: self.crls.clone(),
             last_error: self.last_error.clone(),
         };
         self.status.send_if_modified(|old| {

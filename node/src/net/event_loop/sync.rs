@@ -89,9 +89,8 @@ impl EventLoop {
         // Taken first: what a failed sync leaves is out of date by the next.
         let mut opened = std::mem::take(&mut self.opening.done);
         self.unrooted.images.clear();
-        self.next_expiry = self.site.next_expiry(crate::now())?;
-        let subs = self.site.store().subscriptions()?;
-        let lists = subs.into_iter().map(|s| Ok((self.site.list_expiry(&s)?, s))).collect::<Result<Vec<_>>>()?;
+        let lists = self.site.lists_in_force()?;
+        self.next_expiry = Site::next_expiry(&lists, crate::now());
         self.metrics.set_lists(&lists);
         let recs = self.site.store().images()?;
         let mut keep = Vec::new();

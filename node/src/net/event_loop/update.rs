@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::EventLoop;
 use super::jobs::{self, IoDone};
 use crate::Result;
+use crate::net::CrlDates;
 use crate::net::metrics::Metrics;
 use crate::site::{ListOutcome, UpdateReport};
 use crate::store::ImageRecord;
@@ -91,20 +92,24 @@ impl EventLoop {
         let back_to_source = self.cfg.master || self.cfg.back_to_source;
         let (metrics, downloads) = (self.metrics.clone(), self.downloads.clone());
         self.jobs.control(async move {
-            IoDone::Updated(
-                jobs::blocking(move || {
-                    let mut progress = SourceProgress { metrics, downloads, at: HashMap::new() };
-                    let report = site.update_with(crate::now(), back_to_source, &mut |rec, pos| progress.at(rec, pos));
-                    // The trust files were read in the cycle; off the loop's
-                    // thread, since a CA directory may be large. Files that do
-                    // not load now leave the gauge as it was: the report says why.
-                    if let Ok(trust) = site.trust() {
-                        progress.metrics.set_crls(&trust.anchors.crl_next_updates());
-                    }
-                    report
-                })
-                .await,
-            )
+            let cycle = jobs::blocking(move || {
+                let mut progress = SourceProgress { metrics, downloads, at: HashMap::new() };
+                let report = site.update_with(crate::now(), back_to_source, &mut |rec, pos| progress.at(rec, pos));
+                // The CAs' CRL dates, read here, off the loop's thread, since
+                // a CA directory may be large; the status and the metrics
+                // show them until the next cycle. Trust files that do not
+                // load now leave them as they were: the report says why.
+                let crls = site.trust().ok().map(|t| t.anchors.crl_next_updates());
+                if let Some(c) = &crls {
+                    progress.metrics.set_crls(c);
+                }
+                Ok((report, crls))
+            })
+            .await;
+            match cycle {
+                Ok((report, crls)) => IoDone::Updated(report, crls),
+                Err(e) => IoDone::Updated(Err(e), None),
+            }
         });
     }
 
@@ -126,8 +131,11 @@ impl EventLoop {
     }
 
     /// A cycle ended.
-    pub(super) fn on_updated(&mut self, r: Result<UpdateReport>) {
+    pub(super) fn on_updated(&mut self, r: Result<UpdateReport>, crls: Option<CrlDates>) {
         self.updates.running = false;
+        if let Some(c) = crls {
+            self.crls = c;
+        }
         lock(&self.downloads).clear();
         self.updates.next = Instant::now() + self.cfg.update_interval;
         self.last_error = match &r {
@@ -139,6 +147,8 @@ impl EventLoop {
                 tracing::debug!(list = %id, url, ?outcome, "list update");
             }
         }
+        // Who was waiting for this cycle reads a status that shows it.
+        self.publish_status();
         let answer = r.map_err(|e| e.to_string());
         for a in self.updates.answering.drain(..) {
             let _ = a.send(answer.clone());
