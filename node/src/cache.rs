@@ -309,9 +309,7 @@ impl Cache<'_> {
             }
             (state, true) if state != ImageState::Available => {
                 // Installed, but the record was not saved before a crash.
-                let ok = rec.data_for.as_deref() == Some(rec.sha512.as_str())
-                    && fs::metadata(&image).map(|m| m.len()).ok() == Some(rec.size)
-                    && hex::encode(sha512_file(&image)?) == rec.sha512;
+                let ok = rec.data_for.as_deref() == Some(rec.sha512.as_str()) && holds_bytes(&image, rec)?;
                 if ok {
                     rec.state = rec.derived_state(true);
                     self.store.clear_have(rec.uuid)?;
@@ -461,6 +459,18 @@ fn read_full(r: &mut impl Read, buf: &mut [u8], guard: &mut RateGuard) -> Result
 }
 
 /// SHA-512 of a whole file.
+/// Whether the file at `path` holds `rec`'s bytes: the list's size, then
+/// its SHA-512, read in full. A missing file holds nothing; a file that
+/// cannot be read is an error, not a verdict.
+fn holds_bytes(path: &Path, rec: &ImageRecord) -> Result<bool> {
+    match fs::metadata(path) {
+        Ok(m) if m.len() != rec.size => Ok(false),
+        Ok(_) => Ok(hex::encode(sha512_file(path)?) == rec.sha512),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("checking", path)(e)),
+    }
+}
+
 pub fn sha512_file(path: &Path) -> Result<[u8; 64]> {
     let mut f = File::open(path).map_err(Error::io("opening", path))?;
     let mut sha = Sha512::new();

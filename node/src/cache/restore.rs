@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
-use super::{Cache, parse_expired_name, sha512_file, sync_dir, take_turn};
+use super::{Cache, holds_bytes, parse_expired_name, sync_dir, take_turn};
 use crate::Result;
 use crate::hooks::Event;
 use crate::store::{ImageRecord, ImageState};
@@ -43,7 +43,6 @@ impl Cache<'_> {
                     let at = parse_expired_name(&name).filter(|_| name.starts_with(&prefix))?;
                     Some((at, e.path()))
                 })
-                .filter(|(_, p)| fs::metadata(p).is_ok_and(|m| m.len() == rec.size))
                 .collect(),
             Err(_) => return Ok(false),
         };
@@ -54,7 +53,7 @@ impl Cache<'_> {
             if misses.contains(&key) {
                 return false;
             }
-            let held = sha512_file(p).is_ok_and(|h| hex::encode(h) == rec.sha512);
+            let held = holds_bytes(p, rec).unwrap_or(false);
             if !held {
                 self.misses.lock().unwrap_or_else(PoisonError::into_inner).insert(key);
             }

@@ -15,7 +15,7 @@ use std::fs;
 
 use proto::Timestamp;
 
-use super::{Cache, expired_target, sha512_file, sync_dir, take_turn};
+use super::{Cache, expired_target, holds_bytes, sync_dir, take_turn};
 use crate::Result;
 use crate::hooks::Event;
 use crate::store::{ImageRecord, ImageState};
@@ -42,13 +42,7 @@ impl Cache<'_> {
         // A file that cannot be read now (EIO, no descriptors) is an error,
         // not a change: only bytes read and found wrong, or a wrong size or
         // a missing file, take the image out of service.
-        let intact = match fs::metadata(&image) {
-            Ok(m) if m.len() != rec.size => false,
-            Ok(_) => hex::encode(sha512_file(&image)?) == rec.sha512,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(crate::Error::io("checking", &image)(e)),
-        };
-        if intact {
+        if holds_bytes(&image, rec)? {
             return Ok(Checked::Intact);
         }
         let _turn = take_turn(self.turn);
