@@ -13,8 +13,8 @@
 //!   link-local or DNS addresses): the tracker cannot be made to point nodes
 //!   at someone else's address.
 //! * Bounded: connection limits (in all, pending, and per address,
-//!   [`crate::per_ip`]), concurrent streams per protocol, and the registry's
-//!   own bounds.
+//!   [`crate::per_ip`]), no new connections above [`TrackerConfig::max_memory`],
+//!   concurrent streams per protocol, and the registry's own bounds.
 //! * With site CAs ([`TrackerConfig::site_cas`]) the tracker is closed
 //!   ([`crate::admission`]): it answers announcements only from peers whose
 //!   credential verified, records the site and role their credential names
@@ -48,6 +48,10 @@ use crate::{Error, Result};
 use proto::tracker::Registry;
 use uuid::Uuid;
 
+/// A tracker's memory above which it takes no new connections: ample for
+/// a 10,000-host site (docs/BENCHMARKS.md).
+pub const DEFAULT_MAX_MEMORY: usize = 4 << 30;
+
 /// A tracker's settings.
 #[derive(Debug)]
 pub struct TrackerConfig {
@@ -61,6 +65,10 @@ pub struct TrackerConfig {
     pub quic: bool,
     /// Most established connections.
     pub max_connections: u32,
+    /// Most connections from one IP address.
+    pub max_per_ip: usize,
+    /// No new connections while the tracker holds more memory than this.
+    pub max_memory: usize,
     /// Serve only members of these sites (`None`: anyone).
     pub site_cas: Option<SiteCas>,
     /// Serve Prometheus metrics here ([`crate::metrics`]).
@@ -113,6 +121,8 @@ impl TrackerConfig {
             ttl,
             quic: false,
             max_connections: 1024,
+            max_per_ip: DEFAULT_MAX_PER_IP,
+            max_memory: DEFAULT_MAX_MEMORY,
             site_cas: None,
             metrics: None,
         }
@@ -124,6 +134,7 @@ impl TrackerConfig {
 #[allow(missing_debug_implementations)]
 pub struct TrackerBehaviour {
     limits: connection_limits::Behaviour,
+    memory: libp2p::memory_connection_limits::Behaviour,
     per_ip: PerIp,
     identify: identify::Behaviour,
     kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
@@ -153,7 +164,8 @@ impl Tracker {
             .with_max_concurrent_streams(1024);
         let mut swarm = build_swarm(cfg.key, cfg.quic, |k| TrackerBehaviour {
             limits: connection_limits::Behaviour::new(limits),
-            per_ip: PerIp::new(DEFAULT_MAX_PER_IP),
+            memory: crate::transport::memory_limit(cfg.max_memory),
+            per_ip: PerIp::new(cfg.max_per_ip),
             identify: crate::transport::identify(k),
             kad: Toggle::from((!gate.is_closed()).then(|| kademlia(k, false))),
             admit: request_response::Behaviour::with_codec(
@@ -289,6 +301,38 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// Whether a fresh peer's dial to a tracker that holds at most
+    /// `max_memory` bytes gets a connection.
+    async fn connects(max_memory: usize) -> bool {
+        let mut cfg = TrackerConfig::loopback(Duration::from_secs(60));
+        cfg.max_memory = max_memory;
+        let mut t = Tracker::new(cfg).unwrap();
+        let addr = t.listen_addrs().await.remove(0);
+        let served = tokio::spawn(t.run());
+        let mut c = build_swarm(Keypair::generate_ed25519(), false, |_| libp2p::swarm::dummy::Behaviour).unwrap();
+        c.dial(addr).unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match c.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => return true,
+                    SwarmEvent::OutgoingConnectionError { .. } | SwarmEvent::ConnectionClosed { .. } => return false,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap();
+        served.abort();
+        outcome
+    }
+
+    /// L5: a process above its memory limit takes no new connections.
+    #[tokio::test]
+    async fn above_its_memory_limit_the_tracker_takes_no_new_connections() {
+        assert!(connects(DEFAULT_MAX_MEMORY).await);
+        assert!(!connects(1 << 20).await, "a tracker holding more than 1 MiB took a connection");
+    }
 
     #[test]
     fn the_tracker_counts_under_the_documented_names() {

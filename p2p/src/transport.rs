@@ -13,6 +13,8 @@
 //!   per connection, an upload counts as sent while most of it still waits
 //!   there, and a master starts dozens of chunks at once, each at a sliver
 //!   of its link (docs/BENCHMARKS.md has the measurements).
+//! * Every process refuses new connections while its memory is above a
+//!   limit ([`memory_limit`]).
 //! * Dialling or accepting a TCP connection, with its Noise handshake and
 //!   yamux set-up, gives up after [`UPGRADE_TIMEOUT`].
 //! * A process keeps its key (and so its peer id) in one file across
@@ -62,6 +64,13 @@ fn limit_unsent(stream: &tcp::tokio::TcpStream) {
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = stream;
+}
+
+/// Denies new connections, both ways, while the process holds more than
+/// `max_bytes` of memory, so that a flood of peers cannot take a host's
+/// memory: the connections it has keep working.
+pub fn memory_limit(max_bytes: usize) -> libp2p::memory_connection_limits::Behaviour {
+    libp2p::memory_connection_limits::Behaviour::with_max_bytes(max_bytes)
 }
 
 /// identify as every imageswarm process runs it.

@@ -17,34 +17,37 @@
 //!   their work by the gateways they are connected to
 //!   ([`FetchStripe`](crate::swarm::FetchStripe)).
 //! * Within a group, the answer is a sample of its peers that changes at
-//!   every announcement (the peers with the lowest scores, a hash of the
-//!   peer id and a counter of announcements), so that announcers are handed
-//!   different peers and the site's peers form a well-mixed graph, also
-//!   while they join one by one, as at a site's start. Two passes over the
-//!   image's peers make the answer: one counts the site's complete peers,
-//!   one samples.
-//! * Memory is bounded: at most [`MAX_IMAGES`] images,
-//!   [`MAX_PEERS_PER_IMAGE`] peers per image (when full, the entry closest
-//!   to expiry makes room) and [`MAX_ADDRS`] addresses of at most
-//!   [`MAX_ADDR_BYTES`] per peer. Site names are bounded by the wire's
-//!   message limit, and in a closed site are the credentials'.
-//! * Pure: time is an argument (seconds on any monotonic clock).
+//!   every announcement (a seeded uniform draw), so that announcers are
+//!   handed different peers and the site's peers form a well-mixed graph,
+//!   also while they join one by one, as at a site's start.
+//! * Cost: an announcement costs O(`want`²) and O(sites) for gateways,
+//!   whatever the number of peers: peers are indexed by image, site, role
+//!   and completeness. Expiry runs once per second of `now` and takes
+//!   O(images) plus the entries that expire.
+//! * Memory is bounded ([`Limits`]): images, peers per image and entries
+//!   in all; when one is full, the entry closest to expiry (or the image
+//!   announced least recently) makes room. At most [`MAX_ADDRS`] addresses
+//!   of at most [`MAX_ADDR_BYTES`] are kept per peer. Site names are
+//!   bounded by the wire's message limit, and in a closed site are the
+//!   credentials'.
+//! * Pure and deterministic: time is an argument (seconds on a monotonic
+//!   clock; an earlier time than one seen before counts as that one), and
+//!   the draws are seeded.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+mod roster;
 
-use crate::swarm::{Role, rng};
-use crate::wire::{Announce, MAX_PEERS, PeerHint, Peers};
+use std::collections::BTreeMap;
+
+use roster::{Group, Roster, sample};
 use uuid::Uuid;
+
+use crate::swarm::Role;
+use crate::swarm::rng::Rng;
+use crate::wire::{Announce, MAX_PEERS, PeerHint, Peers};
 
 /// While fewer complete non-master peers than this are known, masters are
 /// handed out too.
 pub const MASTER_THRESHOLD: usize = 4;
-
-/// The most images the registry tracks.
-pub const MAX_IMAGES: usize = 4096;
-
-/// The most peers the registry keeps per image.
-pub const MAX_PEERS_PER_IMAGE: usize = 20_000;
 
 /// The most addresses kept per announcement.
 pub const MAX_ADDRS: usize = 8;
@@ -53,25 +56,65 @@ pub const MAX_ADDRS: usize = 8;
 /// its peer id takes about 60).
 pub const MAX_ADDR_BYTES: usize = 128;
 
-#[derive(Debug, Clone)]
-struct Entry {
-    hint: PeerHint,
-    expires: u64,
+/// What a [`Registry`] holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Images tracked.
+    pub images: usize,
+    /// Peers per image.
+    pub peers_per_image: usize,
+    /// Announcements in all, over every image.
+    pub entries: usize,
+}
+
+impl Default for Limits {
+    /// Room for a 20,000-host site with a dozen images each, at about a
+    /// kilobyte per entry with every address filled.
+    fn default() -> Self {
+        Self { images: 4096, peers_per_image: 20_000, entries: 250_000 }
+    }
 }
 
 /// Announcements per image.
 #[derive(Debug)]
 pub struct Registry {
     ttl: u64,
-    images: HashMap<Uuid, BTreeMap<Vec<u8>, Entry>>,
-    /// Announcements so far: each answer's sample is drawn with it.
-    turn: usize,
+    limits: Limits,
+    images: BTreeMap<Uuid, Roster>,
+    /// Announcements over every image.
+    entries: usize,
+    /// The latest time seen.
+    now: u64,
+    /// The time expired entries were last dropped at.
+    swept: Option<u64>,
+    /// Draws each answer's sample.
+    rng: Rng,
 }
 
 impl Registry {
-    /// A registry whose announcements last `ttl_secs`.
+    /// A registry whose announcements last `ttl_secs`, with the default
+    /// [`Limits`].
     pub fn new(ttl_secs: u64) -> Self {
-        Self { ttl: ttl_secs.max(1), images: HashMap::new(), turn: 0 }
+        Self::with_limits(ttl_secs, Limits::default())
+    }
+
+    /// A registry whose announcements last `ttl_secs` and that holds at
+    /// most `limits` (each at least one).
+    pub fn with_limits(ttl_secs: u64, limits: Limits) -> Self {
+        let limits = Limits {
+            images: limits.images.max(1),
+            peers_per_image: limits.peers_per_image.max(1),
+            entries: limits.entries.max(1),
+        };
+        Self {
+            ttl: ttl_secs.max(1),
+            limits,
+            images: BTreeMap::new(),
+            entries: 0,
+            now: 0,
+            swept: None,
+            rng: Rng::new(0),
+        }
     }
 
     /// How long an announcement lasts, in seconds.
@@ -82,102 +125,119 @@ impl Registry {
     /// Records `a` from `peer` at `now` and answers it.
     pub fn announce(&mut self, now: u64, peer: Vec<u8>, a: Announce) -> Peers {
         self.expire(now);
-        if !self.images.contains_key(&a.image) && self.images.len() >= MAX_IMAGES {
-            let victim = self
-                .images
-                .iter()
-                .min_by_key(|(_, peers)| peers.values().map(|e| e.expires).max().unwrap_or(0))
-                .map(|(k, _)| *k);
-            if let Some(v) = victim {
-                self.images.remove(&v);
-            }
-        }
-        let peers = self.images.entry(a.image).or_default();
-        if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS_PER_IMAGE {
-            let victim = peers.iter().min_by_key(|(_, e)| e.expires).map(|(k, _)| k.clone());
-            if let Some(v) = victim {
-                peers.remove(&v);
-            }
-        }
+        let now = self.now;
+        self.make_room(a.image, &peer);
         let mut addrs = a.addrs;
         addrs.retain(|x| x.len() <= MAX_ADDR_BYTES);
         addrs.truncate(MAX_ADDRS);
         let hint = PeerHint { peer: peer.clone(), addrs, site: a.site.clone(), role: a.role, complete: a.complete };
-        peers.insert(peer.clone(), Entry { hint, expires: now + self.ttl });
+        let roster = self.images.entry(a.image).or_default();
+        if roster.upsert(hint, now + self.ttl) {
+            self.entries += 1;
+        }
         let want = usize::from(a.want).min(MAX_PEERS);
-        self.turn = self.turn.wrapping_add(1);
-        let picked = select(peers, &peer, &a.site, a.role, want, self.turn);
+        let picked = answer(roster, &peer, &a.site, a.role, want, &mut self.rng);
         Peers { peers: picked, ttl_secs: u32::try_from(self.ttl).unwrap_or(u32::MAX) }
     }
 
     /// How many live announcements the registry holds for `image`.
     pub fn count(&self, image: Uuid) -> usize {
-        self.images.get(&image).map_or(0, BTreeMap::len)
+        self.images.get(&image).map_or(0, Roster::len)
+    }
+
+    /// How many live announcements it holds in all.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
     }
 
     /// How many live announcements each image has at `now` (expired ones
     /// are dropped first).
     pub fn counts(&mut self, now: u64) -> Vec<(Uuid, usize)> {
         self.expire(now);
-        self.images.iter().map(|(u, peers)| (*u, peers.len())).collect()
+        self.images.iter().map(|(u, r)| (*u, r.len())).collect()
     }
 
     /// Drops every announcement of `peer` (one cut off from the site).
     pub fn forget(&mut self, peer: &[u8]) {
-        for peers in self.images.values_mut() {
-            peers.remove(peer);
+        for r in self.images.values_mut() {
+            if r.remove(peer).is_some() {
+                self.entries -= 1;
+            }
         }
-        self.images.retain(|_, peers| !peers.is_empty());
+        self.images.retain(|_, r| r.len() > 0);
     }
 
+    /// Drops what expired by `now`, once per second of it.
     fn expire(&mut self, now: u64) {
-        for peers in self.images.values_mut() {
-            peers.retain(|_, e| e.expires > now);
+        self.now = self.now.max(now);
+        if self.swept == Some(self.now) {
+            return;
         }
-        self.images.retain(|_, peers| !peers.is_empty());
+        self.swept = Some(self.now);
+        for r in self.images.values_mut() {
+            self.entries -= r.expire(self.now);
+        }
+        self.images.retain(|_, r| r.len() > 0);
+    }
+
+    /// Makes room for `peer`'s announcement of `image` within the limits.
+    fn make_room(&mut self, image: Uuid, peer: &[u8]) {
+        if self.images.get(&image).is_some_and(|r| r.contains(peer)) {
+            return;
+        }
+        if !self.images.contains_key(&image) && self.images.len() >= self.limits.images {
+            let victim = self.images.iter().min_by_key(|(_, r)| r.latest()).map(|(k, _)| *k);
+            if let Some(r) = victim.and_then(|v| self.images.remove(&v)) {
+                self.entries -= r.len();
+            }
+        }
+        let full_here = self.images.get(&image).is_some_and(|r| r.len() >= self.limits.peers_per_image);
+        let room_from = if full_here {
+            Some(image)
+        } else if self.entries >= self.limits.entries {
+            self.images.iter_mut().filter_map(|(k, r)| Some((r.soonest()?, *k))).min().map(|(_, k)| k)
+        } else {
+            None
+        };
+        if let Some(r) = room_from.and_then(|k| self.images.get_mut(&k))
+            && r.evict_soonest()
+        {
+            self.entries -= 1;
+        }
+        self.images.retain(|_, r| r.len() > 0);
     }
 }
 
 /// The answer for an announcer of `site` and `role`: see the module docs.
-fn select(
-    peers: &BTreeMap<Vec<u8>, Entry>,
-    me: &[u8],
-    site: &str,
-    role: Role,
-    want: usize,
-    turn: usize,
-) -> Vec<PeerHint> {
-    let mut groups: [BinaryHeap<(u64, &Vec<u8>)>; 6] = Default::default();
-    let complete_workers =
-        peers.values().filter(|e| e.hint.site == site && e.hint.complete && e.hint.role != Role::Master).count();
-    for (id, e) in peers {
-        let h = &e.hint;
-        if h.peer == me {
-            continue;
-        }
-        let same_site = h.site == site;
-        let group = match (same_site, h.role, h.complete) {
-            (true, Role::Gateway, _) if role.crosses_sites() => 0,
-            (true, Role::Master, _) if complete_workers >= MASTER_THRESHOLD => continue,
-            (true, Role::Master, _) => 3,
-            (true, _, true) => 1,
-            (true, _, false) => 2,
-            (false, r, _) if role.crosses_sites() && r.crosses_sites() => 4 + usize::from(r == Role::Master),
-            (false, _, _) => continue,
-        };
-        // Keeps the `want` lowest scores: the heap's top is the highest.
-        let g = &mut groups[group];
-        let score = score(turn, id);
-        if g.len() < want {
-            g.push((score, id));
-        } else if g.peek().is_some_and(|&(top, _)| score < top) {
-            g.pop();
-            g.push((score, id));
+fn answer(roster: &Roster, me: &[u8], site: &str, role: Role, want: usize, rng: &mut Rng) -> Vec<PeerHint> {
+    let group = |role, complete| roster.group(&Group { site: site.to_owned(), role, complete });
+    let crosses = role.crosses_sites();
+    // A gateway or master takes its site's gateways first; anyone else
+    // takes them as the workers they also are.
+    let (gateways, gw_complete, gw_partial): (&[&[Vec<u8>]], _, _) = if crosses {
+        (&[group(Role::Gateway, true), group(Role::Gateway, false)], &[][..], &[][..])
+    } else {
+        (&[], group(Role::Gateway, true), group(Role::Gateway, false))
+    };
+    let complete_workers = group(Role::Worker, true).len() + group(Role::Gateway, true).len();
+    let mut same = sample(gateways, want, me, rng);
+    same.extend(sample(&[group(Role::Worker, true), gw_complete], want, me, rng));
+    same.extend(sample(&[group(Role::Worker, false), gw_partial], want, me, rng));
+    if complete_workers < MASTER_THRESHOLD {
+        same.extend(sample(&[group(Role::Master, true), group(Role::Master, false)], want, me, rng));
+    }
+    let mut cross = Vec::new();
+    if crosses {
+        for r in [Role::Gateway, Role::Master] {
+            let lists = roster.groups_where(|g| g.site != site && g.role == r);
+            cross.extend(sample(&lists, want, me, rng));
         }
     }
-    let [g0, g1, g2, g3, g4, g5] = groups.map(BinaryHeap::into_sorted_vec);
-    let same: Vec<_> = [g0, g1, g2, g3].into_iter().flatten().collect();
-    let cross: Vec<_> = [g4, g5].into_iter().flatten().collect();
     // A gateway or master needs its own site and the others: half the
     // answer is kept for other sites while they have peers to fill it.
     let cross_n = cross.len().min(want.saturating_sub(same.len()).max(want / 2));
@@ -185,114 +245,9 @@ fn select(
     same.into_iter()
         .take(same_n)
         .chain(cross.into_iter().take(cross_n))
-        .filter_map(|(_, id)| Some(peers.get(id)?.hint.clone()))
+        .filter_map(|p| roster.hint(p).cloned())
         .collect()
 }
 
-/// A peer's place in the sample of announcement `turn` (SplitMix64 of the
-/// two).
-fn score(turn: usize, peer: &[u8]) -> u64 {
-    rng::mix(peer.iter().fold(turn as u64, |a, &b| a.rotate_left(8) ^ u64::from(b)).wrapping_add(rng::GOLDEN))
-}
-
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn ann(site: &str, role: Role, complete: bool, want: u16) -> Announce {
-        Announce { image: Uuid::nil(), site: site.into(), role, complete, addrs: vec![], want }
-    }
-
-    fn ids(p: &Peers) -> Vec<u8> {
-        p.peers.iter().map(|h| h.peer[0]).collect()
-    }
-
-    #[test]
-    fn same_site_complete_first_masters_only_while_scarce() {
-        let mut r = Registry::new(60);
-        r.announce(0, vec![1], ann("a", Role::Master, true, 0));
-        r.announce(0, vec![2], ann("a", Role::Worker, false, 0));
-        r.announce(0, vec![3], ann("a", Role::Worker, true, 0));
-        r.announce(0, vec![4], ann("b", Role::Worker, true, 0));
-        let got = r.announce(0, vec![9], ann("a", Role::Worker, false, 10));
-        assert_eq!(ids(&got), vec![3, 2, 1], "complete, partial, then the master; never site b");
-        for p in 10..14 {
-            r.announce(0, vec![p], ann("a", Role::Worker, true, 0));
-        }
-        let got = r.announce(0, vec![9], ann("a", Role::Worker, false, 10));
-        assert!(!ids(&got).contains(&1), "enough complete workers: the master stands back");
-        assert!(!ids(&got).contains(&9), "never the announcer itself");
-    }
-
-    #[test]
-    fn half_a_gateways_answer_is_kept_for_other_sites() {
-        let mut r = Registry::new(60);
-        for p in 0..20u8 {
-            r.announce(0, vec![p], ann("a", Role::Worker, false, 0));
-        }
-        for p in 20..30u8 {
-            r.announce(0, vec![p], ann("b", Role::Gateway, false, 0));
-        }
-        let got = r.announce(0, vec![99], ann("a", Role::Gateway, false, 8));
-        let other = ids(&got).iter().filter(|&&p| (20..30).contains(&p)).count();
-        assert_eq!((got.peers.len(), other), (8, 4), "{:?}", ids(&got));
-        assert!(ids(&got)[..4].iter().all(|&p| p < 20), "its own site first");
-        let got = r.announce(0, vec![98], ann("b", Role::Gateway, false, 8));
-        assert_eq!(ids(&got).len(), 8, "a site with few peers leaves the rest to the others");
-    }
-
-    #[test]
-    fn a_gateway_is_given_its_own_sites_gateways_first() {
-        let mut r = Registry::new(60);
-        for p in 0..30u8 {
-            r.announce(0, vec![p], ann("a", Role::Worker, true, 0));
-        }
-        r.announce(0, vec![40], ann("a", Role::Gateway, false, 0));
-        r.announce(0, vec![41], ann("a", Role::Gateway, false, 0));
-        let got = r.announce(0, vec![42], ann("a", Role::Gateway, false, 4));
-        let mut first = ids(&got)[..2].to_vec();
-        first.sort_unstable();
-        assert_eq!(first, [40, 41], "{:?}", ids(&got));
-        let got = r.announce(0, vec![43], ann("a", Role::Worker, false, 4));
-        assert!(!ids(&got).contains(&40) && !ids(&got).contains(&41), "a worker gets complete peers first");
-    }
-
-    #[test]
-    fn an_announcement_keeps_a_bounded_set_of_addresses() {
-        let mut r = Registry::new(60);
-        let mut a = ann("a", Role::Worker, true, 0);
-        a.addrs = (0..20u8).map(|i| vec![i; 10]).chain([vec![0; MAX_ADDR_BYTES + 1]]).collect();
-        r.announce(0, vec![1], a);
-        let got = r.announce(0, vec![2], ann("a", Role::Worker, true, 10));
-        assert_eq!(got.peers[0].addrs.len(), MAX_ADDRS);
-        assert!(got.peers[0].addrs.iter().all(|x| x.len() <= MAX_ADDR_BYTES));
-    }
-
-    #[test]
-    fn gateways_see_other_sites_gateways_and_masters_only() {
-        let mut r = Registry::new(60);
-        r.announce(0, vec![1], ann("a", Role::Master, true, 0));
-        r.announce(0, vec![2], ann("a", Role::Worker, true, 0));
-        r.announce(0, vec![3], ann("a", Role::Gateway, false, 0));
-        let got = r.announce(0, vec![9], ann("b", Role::Gateway, false, 10));
-        assert_eq!(ids(&got), vec![3, 1]);
-        let got = r.announce(0, vec![8], ann("b", Role::Worker, false, 10));
-        assert_eq!(ids(&got), vec![9], "a worker sees its own site only");
-    }
-
-    #[test]
-    fn entries_expire_and_answers_are_bounded() {
-        let mut r = Registry::new(10);
-        for p in 0..50u8 {
-            r.announce(0, vec![p], ann("a", Role::Worker, true, 0));
-        }
-        assert_eq!(r.announce(5, vec![99], ann("a", Role::Worker, false, 7)).peers.len(), 7);
-        let got = r.announce(11, vec![98], ann("a", Role::Worker, false, 100));
-        assert_eq!(ids(&got), vec![99], "everyone announced at 0 expired");
-        let got = r.announce(12, vec![97], ann("a", Role::Worker, false, 100));
-        assert_eq!(ids(&got).len(), 2, "98 and 99 (announced at 5 and 11) are still on record");
-        assert_eq!(r.count(Uuid::nil()), 3);
-    }
-}
+mod tests;

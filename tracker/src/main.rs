@@ -44,6 +44,14 @@ struct Cli {
     /// Most established connections.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     max_connections: u32,
+    /// Most connections from one IP address: raise it for a site whose
+    /// hosts reach the tracker through NAT.
+    #[arg(long, default_value_t = p2p::per_ip::DEFAULT_MAX_PER_IP, value_name = "N")]
+    max_per_ip: usize,
+    /// Take no new connections while the tracker holds more memory than
+    /// this many MiB (those it has keep working).
+    #[arg(long, default_value_t = p2p::tracker::DEFAULT_MAX_MEMORY >> 20, value_name = "MIB")]
+    max_memory: usize,
     /// A site CA (its ca.pem) whose members the tracker serves (repeatable):
     /// it answers only peers whose credential verified, with the site and
     /// role their credential names. Revocations reach it from the nodes.
@@ -134,6 +142,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ttl: Duration::from_secs(cli.ttl),
             quic: false,
             max_connections: cli.max_connections,
+            max_per_ip: cli.max_per_ip,
+            max_memory: cli.max_memory << 20,
             site_cas,
             metrics: cli.metrics,
         })?;

@@ -3,7 +3,8 @@
 //! # Contract
 //! [`Behaviour`] combines identify, Kademlia (image providers), the peer
 //! protocol, notice streams, the tracker protocol (as a client), gossipsub for signed lists,
-//! admission (credentials), a block list for banned peers and connection limits. Every
+//! admission (credentials), a block list for banned peers, connection limits and a memory
+//! limit for new connections. Every
 //! protocol bounds its concurrent streams. The transport is the one every imageswarm process
 //! uses ([`p2p::transport`]).
 //!
@@ -35,7 +36,13 @@ pub struct Limits {
     pub max_streams: usize,
     /// How long a request may take before libp2p gives up on it.
     pub request_timeout: Duration,
+    /// No new connections while the process holds more memory than this.
+    pub max_memory: usize,
 }
+
+/// A node's memory above which it takes no new connections: far above
+/// what a node serving its most peers holds (docs/BENCHMARKS.md).
+const MAX_MEMORY: usize = 1 << 30;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -43,6 +50,7 @@ impl Default for Limits {
             max_connections: proto::transfer::MAX_CONNECTIONS,
             max_streams: 512,
             request_timeout: Duration::from_secs(60),
+            max_memory: MAX_MEMORY,
         }
     }
 }
@@ -55,6 +63,8 @@ pub struct Behaviour {
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     /// Connection limits.
     pub limits: connection_limits::Behaviour,
+    /// No new connections while memory is short.
+    pub memory: libp2p::memory_connection_limits::Behaviour,
     /// Inbound connections per address.
     pub per_ip: p2p::per_ip::PerIp,
     /// Addresses and agent of peers.
@@ -134,6 +144,7 @@ impl Behaviour {
                     .with_max_established_per_peer(Some(2))
                     .with_max_pending_incoming(Some(p2p::transport::MAX_PENDING_INCOMING)),
             ),
+            memory: p2p::transport::memory_limit(limits.max_memory),
             per_ip: p2p::per_ip::PerIp::new(p2p::per_ip::DEFAULT_MAX_PER_IP),
             identify: p2p::transport::identify(key),
             kad: Toggle::from((!closed).then(|| p2p::transport::kademlia(key, true))),

@@ -15,7 +15,7 @@ pub type PeerId = u64;
 pub type Micros = u64;
 
 /// What a node is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     /// A worker host: downloads and shares within its site.
     Worker,
