@@ -1,10 +1,18 @@
-//! Feeds arbitrary bytes to every `proto::wire` decoder: none may panic or
-//! allocate past its limit, whatever decodes re-encodes to a message that
-//! decodes to the same value, and a frame decodes through `Message` exactly
-//! as through `decode`.
+//! Feeds arbitrary bytes to every `proto::wire` decoder, and to the framing
+//! reader over a stream that hands them out a few at a time: none may panic
+//! or allocate past its limit; whatever decodes re-encodes to a message
+//! that decodes to the same value; a frame decodes through `Message`
+//! exactly as through `decode`; and the stream reader yields exactly the
+//! messages its length prefixes delimit.
 #![no_main]
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::AsyncRead;
 use libfuzzer_sys::fuzz_target;
+use p2p::codec::read_frame;
 use proto::wire::{Announce, Limit, Message, NoticeFrame, Peers, Request, Response, decode, encode};
 
 fn round_trip<T>(data: &[u8], limit: Limit)
@@ -23,6 +31,37 @@ where
     }
 }
 
+/// A stream that hands out at most `step` bytes per read.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl AsyncRead for Trickle<'_> {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let n = self.step.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Reads frames off `stream` until one fails, checking each against the
+/// frame its length prefix delimits.
+fn frames(step: usize, stream: &[u8]) {
+    let mut reader = Trickle { data: stream, step };
+    let mut at = 0;
+    for _ in 0..64 {
+        let Ok(msg) = futures::executor::block_on(read_frame::<_, Request>(&mut reader, Limit::Control)) else {
+            return;
+        };
+        let len = u32::from_be_bytes(stream[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let frame = &stream[at + 4..at + 4 + len];
+        assert_eq!(decode::<Request>(frame, Limit::Control).expect("the same frame decodes"), msg);
+        at += 4 + len;
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     round_trip::<Request>(data, Limit::Control);
     round_trip::<NoticeFrame>(data, Limit::Control);
@@ -33,5 +72,8 @@ fuzz_target!(|data: &[u8]| {
         for (_, b) in &h.images {
             let _ = b.parse();
         }
+    }
+    if let Some((&step, stream)) = data.split_first() {
+        frames(usize::from(step % 16) + 1, stream);
     }
 });

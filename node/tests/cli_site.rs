@@ -278,19 +278,17 @@ fn a_node_brings_its_store_in_step_with_its_config_file() {
     assert_eq!(ok(run(&lab, &["config", "show"])), shown, "the same from the store directly");
 }
 
-/// A CRL that `fetch-crl` refreshes on disk is taken at the next update
-/// cycle, with no restart; `status` says which CA's CRL is out of date, and
-/// that its lists are invalid.
-#[test]
-fn a_crl_refreshed_on_disk_is_taken_at_the_next_cycle() {
+/// A host that trusts the CAs of `cas` (test PKI files), with the test CA's
+/// CRL in a file of its own that a test may replace, as `fetch-crl` does,
+/// holding one image of an endorsed list. Returns the lab, the CRL file and
+/// the image.
+fn host_with_a_crl_file(cas: &[&str]) -> (Lab, std::path::PathBuf, Img) {
     let lab = Lab::new();
     std::fs::remove_dir_all(&lab.data).unwrap();
     let crl = lab.dir.path().join("ca.r0");
     std::fs::copy(pki().path("crl.pem"), &crl).unwrap();
-    // A second CA, whose CRL the host lacks: its lists would be invalid,
-    // and only its.
     let bundle = lab.dir.path().join("cas.pem");
-    std::fs::write(&bundle, [pki().read("ca.pem"), pki().read("other/ca.pem")].concat()).unwrap();
+    std::fs::write(&bundle, cas.iter().map(|f| pki().read(f)).collect::<Vec<_>>().concat()).unwrap();
     let ca = bundle.display().to_string();
     ok(run(&lab, &["init", "--ca-file", &ca, "--crl", &crl.display().to_string()]));
     ok(run(&lab, &["endorser", "add", "--dn", ENDORSER_DN, "--issuer", CA_DN]));
@@ -298,12 +296,18 @@ fn a_crl_refreshed_on_disk_is_taken_at_the_next_cycle() {
     lab.publish("0.0.1", std::slice::from_ref(&a));
     ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
     ok(run(&lab, &["update"]));
-    let args =
-        ["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--site", "test", "--open-site", "--update-interval", "3600"];
-    let (mut node, _) = start_node(
-        Command::new(env!("CARGO_BIN_EXE_imageswarm")).arg("--data-dir").arg(&lab.data).args(args),
-        std::process::Stdio::null(),
-    );
+    (lab, crl, a)
+}
+
+/// A CRL that `fetch-crl` refreshes on disk is taken at the next update
+/// cycle, with no restart; `status` says which CA's CRL is out of date, and
+/// that its lists are invalid.
+#[test]
+fn a_crl_refreshed_on_disk_is_taken_at_the_next_cycle() {
+    // A second CA, whose CRL the host lacks: its lists would be invalid,
+    // and only its.
+    let (lab, crl, _) = host_with_a_crl_file(&["ca.pem", "other/ca.pem"]);
+    let (mut node, _) = start_open_node(&lab, &["--update-interval", "3600"], std::process::Stdio::null());
     // The CAs' CRLs show once the node's first update cycle read them.
     until("the CAs in status", || status(&lab)["cas"].as_array().is_some_and(|c| !c.is_empty()));
     let s = status(&lab);
@@ -325,6 +329,28 @@ fn a_crl_refreshed_on_disk_is_taken_at_the_next_cycle() {
     let s = status(&lab);
     assert_eq!((&s["cas"][0]["crl"], &s["lists"][0]["valid"]), (&"current".into(), &true.into()), "{s}");
     assert_eq!(s["images"][0]["state"], "available", "{s}");
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
+
+/// T14: a CRL that newly lists the endorser of a list in force, put in
+/// place while the node runs, drops that list at the next check: the list
+/// is invalid for revocation and its image is no longer available or
+/// served.
+#[test]
+fn a_crl_that_newly_revokes_the_endorser_drops_its_lists_at_the_next_check() {
+    let (lab, crl, a) = host_with_a_crl_file(&["ca.pem"]);
+    let (mut node, _) = start_open_node(&lab, &["--update-interval", "3600"], std::process::Stdio::null());
+    until("the image available", || status(&lab)["images"][0]["state"] == "available");
+
+    std::fs::copy(pki().path("crl-endorser-revoked.pem"), &crl).unwrap();
+    let out = run(&lab, &["update"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let s = status(&lab);
+    assert_eq!(s["lists"][0]["valid"], false, "{s}");
+    assert!(s["lists"][0]["last_error"].as_str().is_some_and(|e| e.contains("revocation")), "{s}");
+    assert_ne!(s["images"][0]["state"], "available", "{s}");
+    assert!(!lab.image_path(a.id).exists(), "the revoked endorser's image left the cache");
     node.kill().unwrap();
     node.wait().unwrap();
 }

@@ -7,7 +7,10 @@
 //!   written in that form), only the signer's certificate embedded.
 //! * [`SignedMessage::parse`] accepts detached `multipart/signed` messages with
 //!   either `protocol` spelling and a first part without MIME headers, as
-//!   OpenSSL's reader does. Opaque (`application/pkcs7-mime`) messages are
+//!   OpenSSL's reader does, and only as UTF-8 text: an image list is JSON
+//!   and its signature base64, and OpenSSL quotes MIME header values in its
+//!   errors, which rust-openssl cannot carry unless they are UTF-8 (it
+//!   panics). Opaque (`application/pkcs7-mime`) messages are
 //!   refused: vmcatcher cannot read them, so no producer may rely on them.
 //! * The content is canonicalised exactly as OpenSSL's signer does it (each
 //!   line's trailing CR/LF run becomes one CRLF), so LF-only content, the
@@ -47,6 +50,12 @@ impl SignedMessage {
             return Err(Error::Smime(format!(
                 "message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap",
                 message.len()
+            )));
+        }
+        if let Err(e) = std::str::from_utf8(message) {
+            return Err(Error::Smime(format!(
+                "not a text message: the byte at offset {} is not UTF-8",
+                e.valid_up_to()
             )));
         }
         let (pkcs7, content) = Pkcs7::from_smime(message)
@@ -157,5 +166,16 @@ mod tests {
         for junk in [&b""[..], b"hello", b"MIME-Version: 1.0\n\n{}"] {
             assert!(matches!(SignedMessage::parse(junk), Err(Error::Smime(_))));
         }
+    }
+
+    /// Found by the `smime` fuzz target: a Content-Type with bytes that are
+    /// not UTF-8, which OpenSSL quotes in its error and rust-openssl then
+    /// panics on. It is refused before OpenSSL reads it.
+    #[test]
+    fn fuzz_crash_0e75d3a2_a_header_that_is_not_utf8_is_an_error_not_a_panic() {
+        let message = include_bytes!("../tests/fixtures/fuzz/smime-crash-0e75d3a2");
+        let err = SignedMessage::parse(message).unwrap_err().to_string();
+        assert!(err.contains("not a text message") && err.contains("offset 63"), "{err}");
+        assert!(crate::trust::check_integrity(message).is_err());
     }
 }

@@ -10,6 +10,7 @@
 #   impostor.pem / .key             self-signed, with the endorser's exact DN
 #   crl.pem                         current CRL of the CA (lists revoked.pem)
 #   crl-expired.pem                 CRL of the CA whose nextUpdate has passed
+#   crl-endorser-revoked.pem        a later CRL of the CA that also lists endorser.pem
 #   other/ca.pem, other-crl.pem     a second CA and its CRL
 #   igtf/                           the CA and CRL in IGTF layout (<hash>.0, <hash>.r0)
 # Certificates are valid from one day ago for 3650 days.
@@ -98,3 +99,8 @@ hash=$(openssl x509 -in ca.pem -noout -hash)
 cp ca.pem "igtf/$hash.0"
 cp crl.pem "igtf/$hash.r0"
 printf 'access_id_CA X509 %s\n' "'/DC=org/DC=imageswarm-test/CN=imageswarm Test CA'" > "igtf/$hash.signing_policy"
+
+# Last, as it changes the CA's database: a later CRL that also lists the
+# endorser, as when an endorser's certificate is revoked after it signed.
+openssl ca -config ca-dir/ca.cnf -revoke endorser.pem 2>/dev/null
+openssl ca -config ca-dir/ca.cnf -gencrl -out crl-endorser-revoked.pem 2>/dev/null
