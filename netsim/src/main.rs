@@ -59,6 +59,20 @@ enum Command {
         #[arg(long)]
         exact: bool,
     },
+    /// Run a scenario under many seeds and print each seed whose run fails
+    /// the checks: an invariant failed (see the scenario's `[faults]`), or
+    /// an honest host never completed. Exits 1 if any seed fails. The same
+    /// seed gives the same run, so `run --seed N` replays a failure.
+    Sweep {
+        /// The scenario (TOML), e.g. netsim/scenarios/faults.toml.
+        scenario: PathBuf,
+        /// How many seeds.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,7 +90,12 @@ fn run() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let Command::Run { scenario, seed, csv, svg, no_random_baseline, exact } = Cli::parse().command;
+    let (scenario, seed, csv, svg, no_random_baseline, exact) = match Cli::parse().command {
+        Command::Run { scenario, seed, csv, svg, no_random_baseline, exact } => {
+            (scenario, seed, csv, svg, no_random_baseline, exact)
+        }
+        Command::Sweep { scenario, seeds, from } => return sweep(&scenario, from, seeds),
+    };
     let mut s = Scenario::load(&scenario)?;
     if let Some(seed) = seed {
         s.seed = seed;
@@ -183,4 +202,45 @@ fn run() -> anyhow::Result<()> {
         sum.wan_max
     );
     Ok(())
+}
+
+/// `netsim sweep`: the seeds `from..from + seeds`, two at a time.
+fn sweep(scenario: &std::path::Path, from: u64, seeds: u64) -> anyhow::Result<()> {
+    let base = Scenario::load(scenario)?;
+    let bound = Bound::of(&base)?.value();
+    let next = std::sync::atomic::AtomicU64::new(from);
+    let failed = std::sync::Mutex::new(Vec::new());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if seed >= from + seeds {
+                        return;
+                    }
+                    let s = Scenario { seed, ..base.clone() };
+                    let why = match sim::simulate(&s, &Options::default(), bound) {
+                        Ok(o) => o.failure(),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(why) = why {
+                        println!("seed {seed}: FAILED: {why}");
+                        failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(seed);
+                    }
+                }
+            });
+        }
+    });
+    let mut failed = failed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    failed.sort_unstable();
+    println!(
+        "result: scenario={} seeds={from}..{} failed={} ({:.0} s){}",
+        base.name,
+        from + seeds - 1,
+        failed.len(),
+        started.elapsed().as_secs_f64(),
+        if failed.is_empty() { String::new() } else { format!(" failing seeds: {failed:?}") }
+    );
+    if failed.is_empty() { Ok(()) } else { std::process::exit(1) }
 }

@@ -197,6 +197,9 @@ pub fn central(s: &Scenario) -> Result<Outcome, Error> {
         max_corrupt_per_pair: 0,
         events,
         end,
+        violations: Vec::new(),
+        trace: 0,
+        faults: Default::default(),
         // Not tracked for the baseline: its downlinks idle on the masters.
         download_use: Vec::new(),
         master_use: Vec::new(),

@@ -21,7 +21,8 @@
 //! [startup]                # optional, see `Startup`
 //! [latency]                # optional: lan_ms, wan_ms
 //! [churn]                  # optional: leave_fraction, leave_within_s, down_s
-//! [malicious]              # optional: fraction
+//! [malicious]              # optional: fraction, liars
+//! [faults]                 # optional: partitions, loss, jitter, clogs, crashes
 //! ```
 
 use std::path::Path;
@@ -61,6 +62,9 @@ pub struct Scenario {
     /// Hosts serving corrupt chunks.
     #[serde(default)]
     pub malicious: Malicious,
+    /// Faults seeded into the run.
+    #[serde(default)]
+    pub faults: Faults,
 }
 
 fn one() -> u64 {
@@ -229,8 +233,74 @@ pub struct Churn {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Malicious {
-    /// Fraction of hosts (not masters) that corrupt every chunk they serve.
+    /// The share of plain workers that serve corrupt chunks.
+    #[serde(default)]
     pub fraction: f64,
+    /// The share of plain workers that claim every chunk and answer every
+    /// request with `Busy`.
+    #[serde(default)]
+    pub liars: f64,
+}
+
+/// Faults seeded into a run (rows S1–S4 of the attack checklist). Every
+/// choice they make comes from the scenario's seed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Cuts between a part of the hosts and the rest, each healing after
+    /// its time.
+    pub partitions: Vec<Partition>,
+    /// The share of chunk and manifest requests, and their answers, whose
+    /// stream fails in transit: the asker learns of the failure after the
+    /// link's latency, as a transport failure.
+    pub loss: f64,
+    /// Extra delay per request and answer, uniform in `0..jitter_ms`, so
+    /// that they overtake each other (notices keep their stream's order).
+    pub jitter_ms: f64,
+    /// Swizzle-clogging: hosts stop talking one by one, then start again
+    /// in another order.
+    pub clog: Option<Clog>,
+    /// Hosts that crash, losing what they had not committed.
+    pub crash: Option<Crash>,
+    /// How long a group commit takes, in milliseconds (0: at once).
+    pub commit_ms: f64,
+}
+
+/// A partition: from `at_s`, for `for_s`, a `fraction` of the hosts
+/// (masters stay on the other side) is cut from the rest. A symmetric cut
+/// closes every connection across it and refuses new ones; a one-way cut
+/// (`one_way`) keeps the connections but loses every message and chunk the
+/// rest sends to the cut part.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    pub at_s: f64,
+    pub for_s: f64,
+    pub fraction: f64,
+    #[serde(default)]
+    pub one_way: bool,
+}
+
+/// From `at_s`, a `fraction` of the hosts is clogged one at a time, `step_s`
+/// apart, then unclogged one at a time in a shuffled order: a message to or
+/// from a clogged host waits until the host is unclogged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clog {
+    pub at_s: f64,
+    pub fraction: f64,
+    pub step_s: f64,
+}
+
+/// A `fraction` of the honest workers crash within `within_s` of their
+/// start and restart `down_s` later with only the chunks committed before
+/// the crash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crash {
+    pub fraction: f64,
+    pub within_s: f64,
+    pub down_s: f64,
 }
 
 impl Scenario {

@@ -20,9 +20,16 @@
 //!   latency is not modelled (it is small against a chunk's transfer time).
 //! * A malicious host downloads like any other and serves only corrupt
 //!   chunks: each arrives in full and fails verification at the receiver.
+//!   A liar claims every chunk and answers every request with `Busy`.
+//! * Commits take `faults.commit_ms`; what a node committed is its durable
+//!   state, which is all a crashed node keeps. Partitions, lost and late
+//!   requests, clogs and crashes are [`faults`]'s, and so are the
+//!   invariants checked at every step.
 //! * Who connects to whom is [`peering`]'s: start-up, the tracker's answers
 //!   and the node's connection limits.
 
+mod build;
+mod faults;
 mod outcome;
 mod peering;
 
@@ -32,17 +39,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::bitfield::Bitfield;
-use proto::manifest::{ChunkBody, ChunkHash, ChunkSize, Manifest};
-use proto::swarm::{Config, FetchStripe, PeerInfo, Role, Stripe, UploadPolicy};
+use proto::manifest::{ChunkBody, ChunkHash, Manifest};
+use proto::swarm::{Config, PeerInfo, Role};
 use proto::transfer::{ChunkReply, Effect, Host, ImageId, ImageSpec, ManifestReply, Notice};
 use proto::wire::Refusal;
 use tracing::info;
 
-pub use outcome::{NodeOutcome, Options, Outcome};
+pub use outcome::{FaultStats, NodeOutcome, Options, Outcome};
 
-use crate::flows::{Capacities, FlowId, Flows};
+use crate::flows::{FlowId, Flows};
 use crate::scenario::Scenario;
-use crate::{At, Error, Rng};
+use crate::{At, Error};
 
 /// The one image every scenario moves.
 const IMAGE: ImageId = uuid::Uuid::from_u128(0x1e5e_0000_0000_4000_8000_0000_0000_0001);
@@ -69,6 +76,14 @@ impl ChunkBody for SimChunk {
 struct Node {
     info: PeerInfo,
     malicious: bool,
+    /// Claims every chunk, serves none.
+    liar: bool,
+    /// Crashed: it comes back with `durable` only.
+    crashed: bool,
+    /// The chunks committed, as its store would record them.
+    durable: Bitfield,
+    /// The chunks of the commit under way, and its take-up.
+    committing: Option<(u64, Vec<u32>)>,
     host: Host<SimChunk>,
     /// How its swarm decides (kept for restarts).
     swarm: Config,
@@ -96,10 +111,22 @@ struct Presence {
 enum Wire {
     Hello(Vec<(ImageId, Bitfield)>),
     Notice(Notice),
-    Request { index: u32, insist: bool },
-    Refused { index: u32, refusal: Refusal },
+    Request {
+        index: u32,
+        insist: bool,
+    },
+    Refused {
+        index: u32,
+        refusal: Refusal,
+    },
     AskManifest,
     Manifest(Result<Arc<[ChunkHash]>, Refusal>),
+    /// The stream of a chunk request failed in transit.
+    Failed {
+        index: u32,
+    },
+    /// The stream of a manifest request failed in transit.
+    ManifestFailed,
 }
 
 struct Msg {
@@ -119,6 +146,9 @@ enum Kind {
     Installed { node: u32, epoch: u64 },
     Leave { node: u32 },
     Join { node: u32 },
+    Cut { partition: u32 },
+    Crash { node: u32 },
+    Committed { node: u32, epoch: u64, start: u32 },
 }
 
 struct Sim<'a> {
@@ -136,6 +166,11 @@ struct Sim<'a> {
     seq: u64,
     lan: VecDeque<Msg>,
     wan: VecDeque<Msg>,
+    /// Messages that jitter or a clog hold back.
+    late: BinaryHeap<Reverse<faults::Late>>,
+    plan: faults::Plan,
+    violations: Vec<String>,
+    trace: u64,
     lan_s: f64,
     wan_s: f64,
     dirty: Vec<u32>,
@@ -162,137 +197,11 @@ pub fn simulate(s: &Scenario, opt: &Options, bound: f64) -> Result<Outcome, Erro
     Ok(sim.outcome())
 }
 
-const GBIT: f64 = 1e9 / 8.0;
-
-/// The scenario's image: a manifest of stand-in hashes.
-fn manifest(chunks: u32, chunk: u64, size: u64, seed: u64) -> Result<Manifest, Error> {
-    let hashes: Arc<[ChunkHash]> = (0..chunks)
-        .map(|i| *blake3::hash(&[seed.to_le_bytes(), u64::from(i).to_le_bytes()].concat()).as_bytes())
-        .collect();
-    let cs = ChunkSize::new(chunk).map_err(|e| Error::Scenario(e.to_string()))?;
-    Manifest::from_hashes(cs, size, hashes).map_err(|e| Error::Scenario(e.to_string()))
-}
-
 /// Progress is logged at most this often, checked every `PROGRESS_EVERY` events.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: u64 = 1 << 16;
 
-impl<'a> Sim<'a> {
-    fn build(s: &'a Scenario, opt: Options, bound: f64) -> Result<Self, Error> {
-        let size = s.image_bytes()?;
-        let chunk = s.chunk_bytes()?;
-        let chunks = u32::try_from(size.div_ceil(chunk)).map_err(|_| Error::Scenario("too many chunks".into()))?;
-        let manifest = manifest(chunks, chunk, size, s.seed)?;
-        let mut rng = Rng::new(s.seed);
-        let masters: u32 = s.sites.iter().map(|x| x.masters).sum();
-        let mut nodes = Vec::new();
-        let (mut up, mut down) = (Vec::new(), Vec::new());
-        let mut master_index = 0;
-        let sw = &s.swarm;
-        // Every site reads the same federation file: the scenario's sites,
-        // in order.
-        let federation: Vec<u32> = if sw.site_shares { (0..s.sites.len() as u32).collect() } else { Vec::new() };
-        for (site, x) in s.sites.iter().enumerate() {
-            let site = site as u32;
-            for _ in 0..x.masters {
-                let stripe = (opt.master_policy && masters > 1).then_some(Stripe {
-                    index: master_index,
-                    count: masters,
-                    grace: 2_000_000,
-                });
-                master_index += 1;
-                let upload = UploadPolicy {
-                    slots: sw.master_slots,
-                    per_peer: sw.upload_per_peer,
-                    max_queue: sw.max_queue * 4,
-                    master_copies: if opt.master_policy { sw.master_copies } else { u16::MAX },
-                    stripe,
-                    ..UploadPolicy::default()
-                };
-                nodes.push(new_node(s, &opt, site, Role::Master, upload, nodes.len()));
-                up.push(x.master_up_gbit * GBIT);
-                down.push(x.master_up_gbit * GBIT);
-            }
-            for h in 0..x.hosts {
-                let role = if h < x.gateways { Role::Gateway } else { Role::Worker };
-                let upload = UploadPolicy {
-                    slots: sw.upload_slots,
-                    per_peer: sw.upload_per_peer,
-                    max_queue: sw.max_queue,
-                    ..UploadPolicy::default()
-                };
-                let mut node = new_node(s, &opt, site, role, upload, nodes.len());
-                if role == Role::Gateway && opt.locality {
-                    node.swarm.fetch_stripe = Some(FetchStripe {
-                        key: node.info.key,
-                        federation: federation.clone(),
-                        ..FetchStripe::default()
-                    });
-                }
-                nodes.push(node);
-                up.push(x.host_up_gbit * GBIT);
-                down.push(x.host_down_gbit * GBIT);
-            }
-        }
-        // Malicious hosts: among plain workers.
-        let workers: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].info.role == Role::Worker).collect();
-        let bad = (workers.len() as f64 * s.malicious.fraction).round() as usize;
-        for &i in rng.sample(&workers, bad).iter() {
-            nodes[i].malicious = true;
-        }
-        // Churn: among honest plain workers.
-        let honest: Vec<usize> = workers.iter().copied().filter(|&i| !nodes[i].malicious).collect();
-        let leavers = rng.sample(&honest, (honest.len() as f64 * s.churn.leave_fraction).round() as usize);
-        let wan = |x: &crate::scenario::Site| x.wan_gbit.map_or(f64::INFINITY, |g| g * GBIT);
-        let cap = Capacities {
-            up,
-            down,
-            wan_out: s.sites.iter().map(wan).collect(),
-            wan_in: s.sites.iter().map(wan).collect(),
-        };
-        let mut flows = Flows::new(cap, opt.sharing);
-        for (i, n) in nodes.iter().enumerate() {
-            if n.info.role == Role::Master {
-                flows.mark_seed(i as u32);
-            }
-        }
-        let mut sim = Self {
-            s,
-            t: 0.0,
-            manifest,
-            flows,
-            peering: peering::Peering::new(s, &opt),
-            events: BinaryHeap::new(),
-            seq: 0,
-            lan: VecDeque::new(),
-            wan: VecDeque::new(),
-            lan_s: s.latency.lan_ms / 1000.0,
-            wan_s: s.latency.wan_ms / 1000.0,
-            dirty: Vec::new(),
-            master_bytes: 0.0,
-            wan_bytes: vec![vec![0.0; s.sites.len()]; s.sites.len()],
-            wan_in_tenths: vec![Vec::new(); s.sites.len()],
-            bans: 0,
-            corrupt: BTreeMap::new(),
-            processed: 0,
-            honest_left: 0,
-            delivered: Vec::new(),
-            seeded: Vec::new(),
-            bound,
-            opt,
-            presence: nodes.iter().map(|n| Presence { alive: false, epoch: 0, info: n.info }).collect(),
-            nodes,
-        };
-        sim.honest_left = sim.nodes.iter().filter(|n| n.info.role != Role::Master && !n.malicious).count();
-        sim.schedule_starts(&mut rng);
-        for i in leavers {
-            let at = sim.peering.start_of(i as u32) + rng.unit() * s.churn.leave_within_s;
-            sim.nodes[i].down_for = s.churn.down_s;
-            sim.schedule(at, Kind::Leave { node: i as u32 });
-        }
-        Ok(sim)
-    }
-
+impl Sim<'_> {
     fn now_us(&self) -> u64 {
         // Rounded, so that a deadline `at` scheduled at `at / 1e6` seconds
         // reads back as `at`, not `at - 1`.
@@ -342,7 +251,8 @@ impl<'a> Sim<'a> {
             let ev = self.events.peek().map(|Reverse((At(t), _, _))| *t);
             let lan = self.lan.front().map(|m| m.at);
             let wan = self.wan.front().map(|m| m.at);
-            let next = [flow, ev, lan, wan].into_iter().flatten().min_by(f64::total_cmp);
+            let late = self.late.peek().map(|Reverse(l)| l.at.0);
+            let next = [flow, ev, lan, wan, late].into_iter().flatten().min_by(f64::total_cmp);
             let Some(next) = next else { break };
             if next > limit {
                 break;
@@ -360,6 +270,10 @@ impl<'a> Sim<'a> {
             } else if lan == Some(next) {
                 if let Some(m) = self.lan.pop_front() {
                     self.deliver(m);
+                }
+            } else if late == Some(next) && wan != Some(next) {
+                if let Some(Reverse(l)) = self.late.pop() {
+                    self.deliver(l.msg);
                 }
             } else if let Some(m) = self.wan.pop_front() {
                 self.deliver(m);
@@ -399,6 +313,12 @@ impl<'a> Sim<'a> {
         }
         let now = self.now_us();
         let peer = u64::from(m.from);
+        self.trace(u64::from(m.from) << 32 | u64::from(m.to));
+        if let Wire::Request { index, .. } = m.wire
+            && self.nodes[m.to as usize].liar
+        {
+            return self.send(m.to, m.from, Wire::Refused { index, refusal: Refusal::Busy });
+        }
         let host = &mut self.nodes[m.to as usize].host;
         match m.wire {
             Wire::Hello(images) => host.handle_hello(now, peer, from.info, images),
@@ -415,12 +335,15 @@ impl<'a> Sim<'a> {
             }
             Wire::Manifest(Ok(hashes)) => host.handle_manifest_reply(now, peer, IMAGE, ManifestReply::Hashes(hashes)),
             Wire::Manifest(Err(r)) => host.handle_manifest_reply(now, peer, IMAGE, ManifestReply::Refused(r)),
+            Wire::Failed { index } => host.handle_chunk_reply(now, peer, IMAGE, index, ChunkReply::Failed),
+            Wire::ManifestFailed => host.handle_manifest_reply(now, peer, IMAGE, ManifestReply::Failed),
         }
         self.dirty.push(m.to);
     }
 
     fn event(&mut self, kind: Kind) {
         let now = self.now_us();
+        self.trace(self.seq);
         match kind {
             Kind::Timer { node, at } => {
                 let n = &mut self.nodes[node as usize];
@@ -447,6 +370,9 @@ impl<'a> Sim<'a> {
             Kind::Connect { from, to } => self.connect(from, to),
             Kind::Leave { node } => self.leave(node),
             Kind::Join { node } => self.join(node),
+            Kind::Cut { partition } => self.cut(partition as usize),
+            Kind::Crash { node } => self.crash(node),
+            Kind::Committed { node, epoch, start } => self.committed(node, epoch, start),
         }
     }
 
@@ -472,6 +398,7 @@ impl<'a> Sim<'a> {
             body.hash = [0xff; 32];
         }
         let (from, to) = (u64::from(f.from), u64::from(f.to));
+        self.trace(from << 32 | to);
         self.nodes[f.to as usize].host.handle_chunk_reply(now, from, IMAGE, f.chunk, ChunkReply::Data(body));
         self.nodes[f.from as usize].host.handle_upload_done(now, to, IMAGE, f.chunk);
         self.dirty.push(f.to);
@@ -500,7 +427,12 @@ impl<'a> Sim<'a> {
         let now = self.now_us();
         while let Some(effect) = self.nodes[n as usize].host.poll_effect() {
             match effect {
-                Effect::Hello { to, images } => self.send(n, to as u32, Wire::Hello(images)),
+                Effect::Hello { to, mut images } => {
+                    if self.nodes[n as usize].liar {
+                        images.iter_mut().for_each(|(_, b)| *b = Bitfield::full(b.len()));
+                    }
+                    self.send(n, to as u32, Wire::Hello(images));
+                }
                 Effect::Notice { to, notice, .. } => self.send(n, to as u32, Wire::Notice(notice)),
                 Effect::RequestChunk { to, index, insist, .. } => {
                     self.send(n, to as u32, Wire::Request { index, insist });
@@ -509,11 +441,13 @@ impl<'a> Sim<'a> {
                 Effect::Refuse { to, index, refusal, .. } => self.send(n, to as u32, Wire::Refused { index, refusal }),
                 Effect::Serve { to, index, .. } => {
                     let to = to as u32;
+                    self.check_serve(n, index);
                     let m = &self.manifest;
                     let bytes = m.chunk_size().chunk_len(m.size(), u64::from(index));
                     if let Some(bytes) = bytes
                         && self.presence[to as usize].alive
                         && self.nodes[n as usize].links.contains(&to)
+                        && !self.serve_blocked(n, to)
                     {
                         let cross = self.crossing(n, to);
                         self.flows.start(self.t, n, to, index, bytes, cross);
@@ -521,12 +455,23 @@ impl<'a> Sim<'a> {
                         self.nodes[n as usize].host.handle_upload_done(now, u64::from(to), IMAGE, index);
                     }
                 }
-                // The disk is not modelled: writes and commits end at once.
+                // Writes end at once; commits after `commit_ms`.
                 Effect::Write { epoch, chunk, .. } => {
+                    self.check_write(n, chunk.index(), chunk.body());
                     self.nodes[n as usize].host.handle_written(now, IMAGE, epoch, chunk.index(), Ok(()));
                 }
-                Effect::Commit { epoch, .. } => self.nodes[n as usize].host.handle_committed(now, IMAGE, epoch, Ok(())),
+                Effect::Commit { epoch, chunks, .. } => {
+                    let start = self.presence[n as usize].epoch;
+                    self.nodes[n as usize].committing = Some((epoch, chunks.iter().map(|(i, _)| *i).collect()));
+                    let at = self.t + self.plan.commit_s();
+                    if at > self.t {
+                        self.schedule(at, Kind::Committed { node: n, epoch, start });
+                    } else {
+                        self.committed(n, epoch, start);
+                    }
+                }
                 Effect::Install { epoch, .. } => {
+                    self.check_install(n);
                     self.schedule(self.t + self.s.startup.install_s, Kind::Installed { node: n, epoch });
                 }
                 Effect::Ban { peer, .. } => {
@@ -559,12 +504,22 @@ impl<'a> Sim<'a> {
         }
         let cross = self.crossing(from, to).is_some();
         let at = self.t + if cross { self.wan_s } else { self.lan_s };
-        let m = Msg { at, from, to, epochs: (a.epoch, b.epoch), wire };
-        if cross {
-            self.wan.push_back(m);
-        } else {
-            self.lan.push_back(m);
+        self.post(Msg { at, from, to, epochs: (a.epoch, b.epoch), wire });
+    }
+
+    /// The commit of node `n` (take-up `epoch`, started in its run
+    /// `start`) is durable, unless the node crashed meanwhile.
+    fn committed(&mut self, n: u32, epoch: u64, start: u32) {
+        if !self.presence[n as usize].alive || self.presence[n as usize].epoch != start {
+            return;
         }
+        let now = self.now_us();
+        let node = &mut self.nodes[n as usize];
+        if let Some((_, chunks)) = node.committing.take_if(|(e, _)| *e == epoch) {
+            chunks.into_iter().for_each(|i| _ = node.durable.set(i));
+        }
+        node.host.handle_committed(now, IMAGE, epoch, Ok(()));
+        self.dirty.push(n);
     }
 
     fn abort_flows_between(&mut self, a: u32, b: u32) {
@@ -591,36 +546,6 @@ impl<'a> Sim<'a> {
             self.dirty.push(f.from);
         }
     }
-
-    fn outcome(&self) -> Outcome {
-        let use_of = |bytes: &[f64], capacity: f64| bytes.iter().map(|b| b / (capacity * self.tenth())).collect();
-        let capacity = |role: fn(Role) -> bool, cap: fn(&Flows, u32) -> f64| -> f64 {
-            (0..self.nodes.len()).filter(|&i| role(self.nodes[i].info.role)).map(|i| cap(&self.flows, i as u32)).sum()
-        };
-        Outcome {
-            nodes: self
-                .nodes
-                .iter()
-                .map(|n| NodeOutcome {
-                    site: n.info.site,
-                    role: n.info.role,
-                    malicious: n.malicious,
-                    completed: n.completed,
-                })
-                .collect(),
-            master_bytes: self.master_bytes,
-            wan_bytes: self.wan_bytes.clone(),
-            wan_in_use: (0..self.s.sites.len())
-                .map(|i| use_of(&self.wan_in_tenths[i], self.flows.capacity_wan_in(i as u32)))
-                .collect(),
-            bans: self.bans,
-            max_corrupt_per_pair: self.corrupt.values().copied().max().unwrap_or(0),
-            events: self.processed,
-            end: self.t,
-            download_use: use_of(&self.delivered, capacity(|r| r != Role::Master, Flows::capacity_down)),
-            master_use: use_of(&self.seeded, capacity(|r| r == Role::Master, Flows::capacity_up)),
-        }
-    }
 }
 
 /// Adds `bytes` to `tenths[tenth]`, growing `tenths` as the run goes on.
@@ -629,35 +554,4 @@ fn credit(tenths: &mut Vec<f64>, tenth: usize, bytes: f64) {
         tenths.resize(tenth + 1, 0.0);
     }
     tenths[tenth] += bytes;
-}
-
-fn new_node(s: &Scenario, opt: &Options, site: u32, role: Role, upload: UploadPolicy, index: usize) -> Node {
-    let swarm = Config {
-        site,
-        role,
-        pipeline: s.swarm.pipeline,
-        cross_site_pipeline: s.swarm.cross_site_pipeline,
-        max_inflight: s.swarm.max_inflight,
-        random_first: s.swarm.random_first,
-        picker: opt.picker,
-        locality: opt.locality,
-        request_timeout: s.swarm.request_timeout_ms * 1000,
-        refusal_backoff: (s.swarm.refusal_backoff_ms * 1000.0) as u64,
-        refusal_pause: (s.swarm.refusal_pause_ms * 1000.0) as u64,
-        late_factor: s.swarm.late_factor,
-        upload,
-        seed: s.seed.wrapping_mul(0x100_0000_01b3).wrapping_add(index as u64),
-        ..Config::default()
-    };
-    let info = PeerInfo { site, role, key: index as u64 };
-    Node {
-        info,
-        malicious: false,
-        host: Host::new(),
-        swarm,
-        links: Vec::new(),
-        timer: None,
-        completed: None,
-        down_for: 0.0,
-    }
 }

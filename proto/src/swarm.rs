@@ -84,6 +84,10 @@ pub(crate) struct PeerState {
     pub(crate) exhausted: bool,
     /// No requests to this peer before this time.
     pub(crate) paused_until: Micros,
+    /// Requests it refused (or failed) since it last delivered a chunk:
+    /// past [`REFUSALS_BEFORE_DOUBLING`], each doubles the pause that
+    /// follows, up to [`MAX_PAUSE_DOUBLINGS`] times.
+    pub(crate) refused_in_row: u32,
     /// When a pause or refusal of this peer ends next, as queued in
     /// [`Swarm`]'s wake-ups (a queued entry with another time is stale).
     pub(crate) wake: Option<Micros>,
@@ -180,6 +184,15 @@ pub struct Swarm {
 
 const NOT_MISSING: u32 = u32::MAX;
 
+/// Refusals in a row, without a chunk delivered, after which a peer's
+/// pause starts doubling: a busy honest peer delivers now and then, a peer
+/// that claims chunks and refuses them never does.
+pub const REFUSALS_BEFORE_DOUBLING: u32 = 8;
+
+/// The most times that pause doubles (20 ms becomes 1.28 s with the
+/// default `refusal_pause`).
+pub const MAX_PAUSE_DOUBLINGS: u32 = 6;
+
 /// The [`Swarm::rank`] of masters: last.
 const MASTERS: u8 = 2;
 
@@ -267,6 +280,7 @@ impl Swarm {
                 have: Bitfield::new(n),
                 inflight: Vec::new(),
                 refused: Vec::new(),
+                refused_in_row: 0,
                 exhausted: false,
                 paused_until: 0,
                 wake: None,
@@ -356,10 +370,12 @@ impl Swarm {
                 // the chunk is no longer a candidate anywhere.
                 self.have.set(chunk);
                 self.take_inflight(from, chunk);
+                self.delivered(from);
                 self.accept_chunk(now, chunk);
             }
             Reply::Verified => {
                 self.take_inflight(from, chunk);
+                self.delivered(from);
                 self.stats.chunks_wasted += 1;
                 self.fill_one(now, from);
             }
@@ -616,18 +632,38 @@ impl Swarm {
         }
     }
 
+    /// `from` refused `c` or failed to send it. It is not asked for `c`
+    /// for `refusal_backoff`, nor for anything for `refusal_pause`, doubled
+    /// for each refusal in a row past [`REFUSALS_BEFORE_DOUBLING`] since it
+    /// last delivered: a peer that claims chunks and refuses them all is
+    /// soon asked seldom, so that it cannot keep this node's requests in
+    /// flight and the masters standing back. A master's refusals are its
+    /// stand-back policy and pause it evenly.
     fn on_refused(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
         if self.take_inflight(from, c) {
             let until = now + self.cfg.refusal_backoff;
-            let pause = now + self.cfg.refusal_pause;
+            let mut pause = now + self.cfg.refusal_pause;
             if let Some(p) = self.peers.get_mut(&from) {
                 p.refused.retain(|(x, _)| *x != c);
                 p.refused.push((c, until));
+                if p.info.role != Role::Master {
+                    p.refused_in_row = p.refused_in_row.saturating_add(1);
+                    pause = now
+                        + (self.cfg.refusal_pause
+                            << p.refused_in_row.saturating_sub(REFUSALS_BEFORE_DOUBLING).min(MAX_PAUSE_DOUBLINGS));
+                }
                 p.paused_until = pause;
             }
             self.schedule_wake(from, pause);
         }
         self.fill_all(now);
+    }
+
+    /// `from` delivered a chunk that verified.
+    fn delivered(&mut self, from: PeerId) {
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.refused_in_row = 0;
+        }
     }
 
     fn start_uploads(&mut self) {

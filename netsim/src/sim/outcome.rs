@@ -2,7 +2,9 @@
 
 use proto::swarm::{PickerMode, Role};
 
-use crate::flows::Sharing;
+use super::Sim;
+pub use super::faults::FaultStats;
+use crate::flows::{Flows, Sharing};
 
 /// How a run differs from the scenario's defaults (for baselines and checks).
 #[derive(Debug, Clone)]
@@ -62,6 +64,14 @@ pub struct Outcome {
     /// Per tenth of the bound: the bytes the masters sent over their upload
     /// capacity.
     pub master_use: Vec<f64>,
+    /// Invariants that failed, each with the time and the node (see
+    /// `sim::faults`); empty in a correct run.
+    pub violations: Vec<String>,
+    /// Every step of the run folded into one number: the same seed gives
+    /// the same trace.
+    pub trace: u64,
+    /// What the scenario's faults did.
+    pub faults: FaultStats,
 }
 
 impl Outcome {
@@ -73,6 +83,19 @@ impl Outcome {
     /// Bytes that left `site` over the WAN.
     pub fn wan_out(&self, site: usize) -> f64 {
         self.wan_bytes[site].iter().sum()
+    }
+
+    /// Why the run fails the checks every run must pass, if it does: an
+    /// invariant failed, or an honest host never completed.
+    pub fn failure(&self) -> Option<String> {
+        let stuck = self.nodes.iter().filter(|n| n.honest_receiver() && n.completed.is_none()).count();
+        if let Some(first) = self.violations.first() {
+            Some(format!("{} invariant failures, the first: {first}", self.violations.len()))
+        } else if stuck > 0 {
+            Some(format!("{stuck} honest hosts never completed"))
+        } else {
+            None
+        }
     }
 }
 
@@ -93,5 +116,41 @@ impl NodeOutcome {
     /// Whether the node counts as an honest receiver.
     pub fn honest_receiver(&self) -> bool {
         self.role != Role::Master && !self.malicious
+    }
+}
+
+impl Sim<'_> {
+    /// What the run measured.
+    pub(super) fn outcome(&self) -> Outcome {
+        let use_of = |bytes: &[f64], capacity: f64| bytes.iter().map(|b| b / (capacity * self.tenth())).collect();
+        let capacity = |role: fn(Role) -> bool, cap: fn(&Flows, u32) -> f64| -> f64 {
+            (0..self.nodes.len()).filter(|&i| role(self.nodes[i].info.role)).map(|i| cap(&self.flows, i as u32)).sum()
+        };
+        Outcome {
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeOutcome {
+                    site: n.info.site,
+                    role: n.info.role,
+                    malicious: n.malicious,
+                    completed: n.completed,
+                })
+                .collect(),
+            master_bytes: self.master_bytes,
+            wan_bytes: self.wan_bytes.clone(),
+            wan_in_use: (0..self.s.sites.len())
+                .map(|i| use_of(&self.wan_in_tenths[i], self.flows.capacity_wan_in(i as u32)))
+                .collect(),
+            bans: self.bans,
+            max_corrupt_per_pair: self.corrupt.values().copied().max().unwrap_or(0),
+            events: self.processed,
+            end: self.t,
+            download_use: use_of(&self.delivered, capacity(|r| r != Role::Master, Flows::capacity_down)),
+            master_use: use_of(&self.seeded, capacity(|r| r == Role::Master, Flows::capacity_up)),
+            violations: self.violations.clone(),
+            trace: self.trace,
+            faults: self.plan.stats,
+        }
     }
 }

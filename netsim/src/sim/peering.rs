@@ -82,14 +82,20 @@ impl Sim<'_> {
         let now = self.now_us();
         let node = &self.nodes[n as usize];
         let chunks = self.manifest.chunk_count();
+        // A node that stopped commits what it wrote; one that crashed has
+        // only what it had committed.
         let have = match node.host.image(IMAGE) {
+            Some(_) if node.crashed => node.durable.clone(),
             Some(t) => t.have().clone(),
             None if node.info.role == Role::Master => Bitfield::full(chunks),
             None => Bitfield::new(chunks),
         };
         self.presence[n as usize].alive = true;
-        let spec = self.spec(n as usize, have);
+        let spec = self.spec(n as usize, have.clone());
         let node = &mut self.nodes[n as usize];
+        node.crashed = false;
+        node.durable = have;
+        node.committing = None;
         node.host = Host::new();
         // The new host's timers are its own; one armed for the old host
         // would hold back every earlier one.
@@ -161,7 +167,7 @@ impl Sim<'_> {
         self.disconnect(a, b);
     }
 
-    fn disconnect(&mut self, a: u32, b: u32) {
+    pub(super) fn disconnect(&mut self, a: u32, b: u32) {
         let now = self.now_us();
         self.nodes[a as usize].links.retain(|&x| x != b);
         self.nodes[b as usize].links.retain(|&x| x != a);
@@ -185,8 +191,8 @@ impl Sim<'_> {
         self.schedule(self.t + down, Kind::Join { node: n });
     }
 
-    /// Node `n` comes back: a restart keeps the verified chunks and nothing
-    /// else.
+    /// Node `n` comes back: a restart keeps the verified chunks (the
+    /// committed ones after a crash) and nothing else.
     pub(super) fn join(&mut self, n: u32) {
         self.presence[n as usize].epoch += 1;
         self.start(n);

@@ -210,12 +210,20 @@ impl Swarm {
         }
         self.requested[chunk as usize] += 1;
         // Insist only when starving: nothing else in flight, refused before,
-        // and no other peer holds the chunk.
+        // and no other peer that may be asked now holds the chunk. A peer
+        // that refused it, or is paused after refusals, does not count:
+        // peers that claim chunks and refuse them would otherwise keep the
+        // masters standing back for good.
         let insist = self.inflight + self.to_masters == 0
             && self.peers.get(&id).is_some_and(|p| {
                 p.info.role == Role::Master
                     && p.refused.iter().any(|&(c, _)| c == chunk)
-                    && !self.peers.values().any(|q| q.info.role != Role::Master && q.have.get(chunk))
+                    && !self.peers.values().any(|q| {
+                        q.info.role != Role::Master
+                            && q.have.get(chunk)
+                            && q.refused_until(chunk) <= now
+                            && q.paused_until <= now
+                    })
             });
         if let Some(p) = self.peers.get_mut(&id) {
             p.inflight.push(Request { chunk, sent_at: now });

@@ -145,19 +145,93 @@ fn a_masters_refusal_is_remembered_for_insisting_and_a_workers_ends_with_its_bac
     }
 }
 
-#[test]
-fn requests_time_out_and_move_on() {
+/// A worker asking one chunk at a time, with a 1 ms request timeout, of
+/// `peers`, workers holding every chunk; and what it asked of each.
+fn one_at_a_time(peers: &[PeerId]) -> (Swarm, Vec<Vec<ChunkIndex>>) {
     let cfg = Config { pipeline: 1, request_timeout: 1000, ..Config::default() };
     let mut w = Swarm::new(cfg, Bitfield::new(N));
-    w.handle_connected(0, 1, info(0, Role::Worker));
-    w.handle_message(0, 1, Message::Bitfield(Bitfield::full(N)));
-    let c = requests(&drain(&mut w), 1)[0];
+    for &p in peers {
+        w.handle_connected(0, p, info(0, Role::Worker));
+        w.handle_message(0, p, Message::Bitfield(Bitfield::full(N)));
+    }
+    let acts = drain(&mut w);
+    let asked = peers.iter().map(|&p| requests(&acts, p)).collect();
+    (w, asked)
+}
+
+#[test]
+fn requests_time_out_and_move_on() {
+    let (mut w, asked) = one_at_a_time(&[1]);
+    let c = asked[0][0];
     assert_eq!(w.poll_timeout(), Some(1000));
     w.handle_timeout(1000);
     let acts = drain(&mut w);
     assert!(acts.contains(&Action::Send { to: 1, msg: Message::Cancel(c) }));
     assert_eq!(w.stats().timeouts, 1);
     assert_eq!(requests(&acts, 1).len(), 1);
+}
+
+/// D4: a peer that never finishes sending a chunk (a trickler) loses the
+/// request at the timeout, and the chunk is asked of another peer that has
+/// it, not of the slow one again.
+#[test]
+fn a_timed_out_chunk_goes_to_another_peer() {
+    let (mut w, asked) = one_at_a_time(&[1, 2]);
+    let (slow, first) = (asked[0][0], asked[1][0]);
+    w.handle_reply(20, 2, first, Reply::Verified);
+    let mut asked_of_2 = requests(&drain(&mut w), 2);
+    w.handle_timeout(1000);
+    let acts = drain(&mut w);
+    assert!(acts.contains(&Action::Send { to: 1, msg: Message::Cancel(slow) }));
+    assert!(!requests(&acts, 1).contains(&slow), "not asked of the slow peer again");
+    // Peer 2, answering, gets it before the slow peer's next timeout.
+    asked_of_2.extend(requests(&acts, 2));
+    let mut rounds = 0;
+    while !asked_of_2.contains(&slow) && rounds < N {
+        let c = asked_of_2.pop().expect("peer 2 has a request open");
+        w.handle_reply(1010, 2, c, Reply::Verified);
+        asked_of_2.extend(requests(&drain(&mut w), 2));
+        rounds += 1;
+    }
+    assert!(asked_of_2.contains(&slow), "after {rounds} chunks from peer 2");
+}
+
+/// A peer that claims every chunk and refuses every request (a liar) is
+/// asked less and less often, and once it is paused the starving node
+/// insists at the master that stood back, so the liar cannot stall it.
+#[test]
+fn a_peer_that_claims_everything_and_refuses_all_cannot_stall_a_node() {
+    const MASTER: PeerId = 1;
+    const LIAR: PeerId = 2;
+    let mut w = worker(1);
+    w.handle_connected(0, MASTER, info(0, Role::Master));
+    w.handle_message(0, MASTER, Message::Bitfield(Bitfield::full(N)));
+    w.handle_connected(0, LIAR, info(0, Role::Worker));
+    w.handle_message(0, LIAR, Message::Bitfield(Bitfield::full(N)));
+    let (mut asked_liar, mut insisted) = (0, None);
+    let mut now = 0;
+    while now < 10_000_000 && insisted.is_none() {
+        for a in drain(&mut w) {
+            match a {
+                Action::Send { to: LIAR, msg: Message::Request(c) } => {
+                    asked_liar += 1;
+                    w.handle_reply(now, LIAR, c, Reply::Refused);
+                }
+                Action::Send { to: MASTER, msg: Message::Insist(c) } => insisted = Some((now, c)),
+                // The master stands back: the liar claims a copy.
+                Action::Send { to: MASTER, msg: Message::Request(c) } => w.handle_reply(now, MASTER, c, Reply::Refused),
+                _ => {}
+            }
+        }
+        now += 5_000;
+        if w.poll_timeout().is_some_and(|t| t <= now) {
+            w.handle_timeout(now);
+        }
+    }
+    let (at, _) = insisted.expect("the node insisted at the master");
+    assert!(at < 2_000_000, "it took {at} µs");
+    // A flat 20 ms pause would have let it ask the liar about 100 times.
+    assert!(asked_liar < 40, "the liar was asked {asked_liar} times");
 }
 
 #[test]
