@@ -14,7 +14,7 @@
 //!   asked for anything again.
 #![no_main]
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
@@ -123,7 +123,9 @@ struct World {
     chunk_asks: Vec<(u64, u32)>,
     manifest_ask: Option<u64>,
     disk: Vec<Effect<Vec<u8>>>,
-    inbound: HashSet<(u64, u32)>,
+    /// Requests from peers not yet answered, by peer and chunk (a peer
+    /// may ask for a chunk again before the first answer).
+    inbound: HashMap<(u64, u32), u32>,
     liars: HashSet<u64>,
     banned: HashSet<u64>,
 }
@@ -160,7 +162,7 @@ impl World {
             chunk_asks: Vec::new(),
             manifest_ask: None,
             disk: Vec::new(),
-            inbound: HashSet::new(),
+            inbound: HashMap::new(),
             liars: HashSet::new(),
             banned: HashSet::new(),
             img,
@@ -204,7 +206,7 @@ impl World {
             Op::Cancel { peer: p, index: i } => _ = self.notice(p, Notice::Cancel(index(i))),
             Op::Bitfield { peer: p, have } => _ = self.notice(p, Notice::Bitfield(bits(have))),
             Op::Request { peer: p, index: i, insist } => {
-                self.inbound.insert((peer(p), index(i)));
+                *self.inbound.entry((peer(p), index(i))).or_default() += 1;
                 self.host.handle_chunk_request(now, peer(p), IMAGE, index(i), insist);
             }
             Op::UploadDone { peer: p, index: i } => self.host.handle_upload_done(now, peer(p), IMAGE, index(i)),
@@ -293,6 +295,16 @@ impl World {
         !self.banned.contains(&peer(named))
     }
 
+    /// Takes one open request of `to` for `index`; whether there was one.
+    fn answer(&mut self, to: u64, index: u32) -> bool {
+        match self.inbound.get_mut(&(to, index)) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => _ = self.inbound.remove(&(to, index)),
+            None => return false,
+        }
+        true
+    }
+
     fn notice(&mut self, p: u8, n: Notice) -> bool {
         self.host.handle_notices(self.now, peer(p), vec![(IMAGE, n)])
     }
@@ -325,10 +337,10 @@ impl World {
                 Effect::Serve { to, image, index } => {
                     assert_eq!(*image, IMAGE);
                     assert!(self.held.get(*index), "chunk {index} served but not held");
-                    assert!(self.inbound.remove(&(*to, *index)), "served without an open request");
+                    assert!(self.answer(*to, *index), "served without an open request");
                 }
                 Effect::Refuse { to, index, .. } => {
-                    assert!(self.inbound.remove(&(*to, *index)), "refused without an open request");
+                    assert!(self.answer(*to, *index), "refused without an open request");
                 }
                 Effect::RequestChunk { to, index, .. } => {
                     assert!(!self.banned.contains(to), "a banned peer asked for a chunk");

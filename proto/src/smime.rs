@@ -10,7 +10,9 @@
 //!   OpenSSL's reader does, and only as UTF-8 text: an image list is JSON
 //!   and its signature base64, and OpenSSL quotes MIME header values in its
 //!   errors, which rust-openssl cannot carry unless they are UTF-8 (it
-//!   panics). Opaque (`application/pkcs7-mime`) messages are
+//!   panics). The signature must name SHA-1 or SHA-2 digests, at least one:
+//!   OpenSSL 3.0 leaks memory verifying a SignedData whose digests it
+//!   cannot set up. Opaque (`application/pkcs7-mime`) messages are
 //!   refused: vmcatcher cannot read them, so no producer may rely on them.
 //! * The content is canonicalised exactly as OpenSSL's signer does it (each
 //!   line's trailing CR/LF run becomes one CRLF), so LF-only content, the
@@ -68,6 +70,9 @@ impl SignedMessage {
         };
         if pkcs7.signed().is_none() {
             return Err(Error::Smime("the signature part is not PKCS#7 SignedData".into()));
+        }
+        if !crate::ffi::digests_known(&pkcs7) {
+            return Err(Error::Smime("the signature names no digest, or one other than SHA-1 and SHA-2".into()));
         }
         Ok(Self { pkcs7, content: canonicalize(&content) })
     }
@@ -177,5 +182,15 @@ mod tests {
         let err = SignedMessage::parse(message).unwrap_err().to_string();
         assert!(err.contains("not a text message") && err.contains("offset 63"), "{err}");
         assert!(crate::trust::check_integrity(message).is_err());
+    }
+
+    /// Found by the `smime` fuzz target (LeakSanitizer): a SignedData whose
+    /// digests OpenSSL cannot set up makes `PKCS7_verify` leak its copy of
+    /// the content. It is refused before verification.
+    #[test]
+    fn fuzz_leak_82833fac_a_signature_without_a_usable_digest_is_refused_before_verification() {
+        let message = include_bytes!("../tests/fixtures/fuzz/smime-leak-82833fac");
+        let err = SignedMessage::parse(message).unwrap_err().to_string();
+        assert!(err.contains("digest"), "{err}");
     }
 }

@@ -418,6 +418,9 @@ impl EventLoop {
         for p in expired {
             self.swarm.behaviour_mut().blocked.unblock_peer(p);
         }
+        if self.opening.retry_due(now) {
+            self.sync_or_log();
+        }
         self.admission_tick();
         self.publish_status();
     }

@@ -19,6 +19,10 @@
 //!   taken by a download from the source, meanwhile). Anything else is
 //!   opened again, or left to a later sync.
 //!
+//! * An image whose data cannot be opened (a full disk, say) is not opened
+//!   again at every sync: it waits [`OPEN_RETRY_FIRST`], doubling at each
+//!   failure up to [`OPEN_RETRY_MAX`], and a changed error is logged once.
+//!   The status names it meanwhile, and the images already taken up go on.
 //! * Images taken up go to the transfer machine together, which tells the
 //!   peers already met about them.
 //!
@@ -26,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use libp2p::kad;
 use proto::bitfield::Bitfield;
@@ -54,6 +59,19 @@ struct OpenedData {
     claim: Option<Claim>,
 }
 
+/// How long an image whose data could not be opened waits first.
+const OPEN_RETRY_FIRST: Duration = Duration::from_secs(5);
+
+/// The longest it waits.
+const OPEN_RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// An image whose data could not be opened.
+struct OpenFailed {
+    error: String,
+    wait: Duration,
+    retry_at: Instant,
+}
+
 /// Images opened, and whether a batch of opens is under way.
 #[derive(Default)]
 pub(super) struct Opening {
@@ -61,6 +79,16 @@ pub(super) struct Opening {
     done: HashMap<Uuid, Opened>,
     /// A batch runs; the loop syncs again when it ends.
     busy: bool,
+    /// Opens that failed, by image, until they are tried again.
+    failed: HashMap<Uuid, OpenFailed>,
+}
+
+impl Opening {
+    /// Whether an image that failed to open is due to be tried again (and
+    /// no batch runs that could be trying it).
+    pub(super) fn retry_due(&self, now: Instant) -> bool {
+        !self.busy && self.failed.values().any(|f| f.retry_at <= now)
+    }
 }
 
 /// The state of an image that its opened data fits.
@@ -151,6 +179,7 @@ impl EventLoop {
                 // With the record just read, which is as new as the open.
                 Some(Opened { result: Ok(data), .. }) => {
                     let uuid = rec.uuid;
+                    self.opening.failed.remove(&uuid);
                     match self.take_up(rec, data) {
                         Ok(spec) => added.push((uuid, spec)),
                         Err(e) => tracing::warn!(image = %uuid, error = %e, "cannot swarm on this image"),
@@ -160,9 +189,8 @@ impl EventLoop {
                 Some(Opened { result: Err(e @ Error::Superseded(_)), .. }) => {
                     tracing::debug!(image = %rec.uuid, reason = %e, "not swarming on this image for now");
                 }
-                Some(Opened { result: Err(e), .. }) => {
-                    tracing::warn!(image = %rec.uuid, error = %e, "cannot swarm on this image");
-                }
+                Some(Opened { result: Err(e), .. }) => self.open_failed(rec.uuid, &e),
+                None if self.opening.failed.get(&rec.uuid).is_some_and(|f| f.retry_at > Instant::now()) => {}
                 None => to_open.push(rec),
             }
         }
@@ -185,10 +213,26 @@ impl EventLoop {
             tracing::info!(image = %u, "image no longer endorsed here: serving stops");
             self.forget_image(u);
         }
+        self.opening.failed.retain(|u, _| keep.contains(u));
         if !to_open.is_empty() && !self.opening.busy {
             self.open_batch(to_open);
         }
         Ok(())
+    }
+
+    /// `uuid`'s data could not be opened: it waits before the next try,
+    /// twice as long as the last time, and the status says why.
+    fn open_failed(&mut self, uuid: Uuid, e: &Error) {
+        let error = e.to_string();
+        let last = self.opening.failed.remove(&uuid);
+        let wait = last.as_ref().map_or(OPEN_RETRY_FIRST, |f| (f.wait * 2).min(OPEN_RETRY_MAX));
+        if last.is_some_and(|f| f.error == error) {
+            tracing::debug!(image = %uuid, %error, ?wait, "cannot swarm on this image yet");
+        } else {
+            tracing::warn!(image = %uuid, %error, "cannot swarm on this image; trying again in {wait:?}");
+        }
+        self.last_error = Some(format!("image {uuid}: {error}"));
+        self.opening.failed.insert(uuid, OpenFailed { error, wait, retry_at: Instant::now() + wait });
     }
 
     /// Opens the images of `recs` on a blocking thread; the loop syncs
