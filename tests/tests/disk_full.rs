@@ -36,7 +36,8 @@ impl Tmpfs {
     }
 
     fn resize(&self, size_mib: u64) {
-        let s = Command::new("mount").args(["-o", &format!("remount,size={size_mib}M")]).arg(&self.path).status().unwrap();
+        let s =
+            Command::new("mount").args(["-o", &format!("remount,size={size_mib}M")]).arg(&self.path).status().unwrap();
         assert!(s.success(), "remount {}", self.path.display());
     }
 }

@@ -100,6 +100,30 @@ async fn lying_peer_is_banned_and_the_rest_complete() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// D5 through the swarm: once the only peer left that holds the image is a
+/// liar, the worker bans it and its status says that every peer that
+/// offered the image sent bad data, rather than looking merely slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_peers_all_sent_bad_data_says_so() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 16 * MIB, MIB).await?;
+    let mut master = site.config(0);
+    master.upload_limit = mbit(20);
+    site.start_with(0, master).await?;
+    let (_liar, liar_task) =
+        liar(site.demo.image, site.wire_image(), 16, MIB as usize, site.tracker.clone(), Lie::CorruptChunks).await?;
+    site.start(1).await?;
+    site.until("the worker's first chunks", |s| s.image(1).is_some_and(|m| m.have >= 2)).await?;
+    site.stop(0).await;
+    site.until("the liar banned and no peer left", |s| s.image(1).is_some_and(|m| m.peers == 0 && m.banned >= 1))
+        .await?;
+    let m = site.image(1).unwrap();
+    assert!(!m.available);
+    let why = m.stalled_by_bans().unwrap();
+    assert!(why.starts_with("no peer to fetch from: 1 peer that offered it sent bad data and is banned"), "{why}");
+    liar_task.abort();
+    Ok(())
+}
+
 /// 3. The tracker dies before the workers start; they find each other
 ///    through Kademlia (bootstrapped from the master) and complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

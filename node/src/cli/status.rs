@@ -111,7 +111,7 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
         };
         let (rate_in, rate_out) = s.map_or((0, 0), |s| (s.rate_in, s.rate_out));
         let left = r.size.saturating_sub(u64::from(held) * r.chunk_size);
-        let why = r.why_not_moving(site.config().download_attempts);
+        let why = s.and_then(|s| s.stalled_by_bans()).or_else(|| r.why_not_moving(site.config().download_attempts));
         images.push(Image {
             uuid: r.uuid,
             title: r.title,

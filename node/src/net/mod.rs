@@ -206,6 +206,22 @@ pub struct ImageStatus {
     pub rate_in: u64,
     /// Chunk bytes sent per second, lately.
     pub rate_out: u64,
+    /// Peers banned for sending bad data of this image (this take-up).
+    pub banned: u32,
+}
+
+impl ImageStatus {
+    /// Why an incomplete image does not move, when every peer that offered
+    /// it sent bad data: said, rather than left to look merely slow.
+    pub fn stalled_by_bans(&self) -> Option<String> {
+        (!self.available && self.peers == 0 && self.banned > 0).then(|| {
+            format!(
+                "no peer to fetch from: {} that offered it sent bad data and {} banned; waiting for others",
+                crate::units::count(self.banned as usize, "peer"),
+                if self.banned == 1 { "is" } else { "are" }
+            )
+        })
+    }
 }
 
 /// Each trusted CA's subject and the `nextUpdate` of its latest CRL.

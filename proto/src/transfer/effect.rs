@@ -66,6 +66,15 @@ pub enum Offence {
     },
 }
 
+impl Offence {
+    /// The image the bad data was for.
+    pub fn image(&self) -> ImageId {
+        match self {
+            Self::Chunk { image, .. } | Self::Manifest { image } | Self::Attestation { image } => *image,
+        }
+    }
+}
+
 /// Disk work for an image failed; the I/O layer logged why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskFailed;

@@ -97,6 +97,8 @@ struct Local {
     rates: (Rate, Rate),
     /// When a tracker last answered for this image.
     tracker_ok: Option<swarm::Micros>,
+    /// Peers banned for bad data of this image.
+    banned: u32,
 }
 
 pub(super) struct EventLoop {
@@ -485,6 +487,9 @@ impl EventLoop {
         if self.bans.iter().any(|(_, b)| *b == p) {
             return;
         }
+        if let Some(l) = self.images.get_mut(&offence.image()) {
+            l.banned += 1;
+        }
         tracing::warn!(peer = %p, ?offence, ban_secs = self.cfg.ban.as_secs(), "peer sent data that failed verification: banned");
         self.swarm.behaviour_mut().blocked.block_peer(p);
         self.bans.push((Instant::now() + self.cfg.ban, p));
@@ -521,6 +526,7 @@ impl EventLoop {
                     fetched: t.stats().chunks_verified,
                     rate_in: l.rates.0.per_sec(),
                     rate_out: l.rates.1.per_sec(),
+                    banned: l.banned,
                 })
             })
             .collect();

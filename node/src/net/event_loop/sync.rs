@@ -302,6 +302,7 @@ impl EventLoop {
             bytes_out: 0,
             rates: Default::default(),
             tracker_ok: None,
+            banned: 0,
         };
         self.images.insert(uuid, local);
         self.by_wire.insert(wire, uuid);
