@@ -84,9 +84,8 @@ pub(crate) struct PeerState {
     pub(crate) exhausted: bool,
     /// No requests to this peer before this time.
     pub(crate) paused_until: Micros,
-    /// Requests it refused (or failed) since it last delivered a chunk:
-    /// past [`REFUSALS_BEFORE_DOUBLING`], each doubles the pause that
-    /// follows, up to [`MAX_PAUSE_DOUBLINGS`] times.
+    /// Requests it missed since it last delivered a chunk
+    /// ([`Swarm::pause_after_miss`]).
     pub(crate) refused_in_row: u32,
     /// When a pause or refusal of this peer ends next, as queued in
     /// [`Swarm`]'s wake-ups (a queued entry with another time is stale).
@@ -189,9 +188,18 @@ const NOT_MISSING: u32 = u32::MAX;
 /// that claims chunks and refuses them never does.
 pub const REFUSALS_BEFORE_DOUBLING: u32 = 8;
 
-/// The most times that pause doubles (20 ms becomes 1.28 s with the
-/// default `refusal_pause`).
-pub const MAX_PAUSE_DOUBLINGS: u32 = 6;
+/// The most times that pause doubles (20 ms becomes 20.5 s with the
+/// default `refusal_pause`, longer than a request may take).
+pub const MAX_PAUSE_DOUBLINGS: u32 = 10;
+
+/// How a request to a peer ended without its chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// The peer refused, or the transport failed.
+    Refused,
+    /// No answer within `request_timeout`.
+    TimedOut,
+}
 
 /// The [`Swarm::rank`] of masters: last.
 const MASTERS: u8 = 2;
@@ -632,31 +640,45 @@ impl Swarm {
         }
     }
 
-    /// `from` refused `c` or failed to send it. It is not asked for `c`
-    /// for `refusal_backoff`, nor for anything for `refusal_pause`, doubled
-    /// for each refusal in a row past [`REFUSALS_BEFORE_DOUBLING`] since it
-    /// last delivered: a peer that claims chunks and refuses them all is
-    /// soon asked seldom, so that it cannot keep this node's requests in
-    /// flight and the masters standing back. A master's refusals are its
-    /// stand-back policy and pause it evenly.
+    /// `from` refused `c` or failed to send it: it is not asked for `c` for
+    /// `refusal_backoff`, and paused ([`Swarm::pause_after_miss`]).
     fn on_refused(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
         if self.take_inflight(from, c) {
             let until = now + self.cfg.refusal_backoff;
-            let mut pause = now + self.cfg.refusal_pause;
             if let Some(p) = self.peers.get_mut(&from) {
                 p.refused.retain(|(x, _)| *x != c);
                 p.refused.push((c, until));
-                if p.info.role != Role::Master {
-                    p.refused_in_row = p.refused_in_row.saturating_add(1);
-                    pause = now
-                        + (self.cfg.refusal_pause
-                            << p.refused_in_row.saturating_sub(REFUSALS_BEFORE_DOUBLING).min(MAX_PAUSE_DOUBLINGS));
-                }
-                p.paused_until = pause;
             }
+            let pause = self.pause_after_miss(now, from, Miss::Refused);
             self.schedule_wake(from, pause);
         }
         self.fill_all(now);
+    }
+
+    /// `from` missed a request: it is not asked for anything for
+    /// `refusal_pause`, doubled for each miss in a row past
+    /// [`REFUSALS_BEFORE_DOUBLING`] since it last delivered (a timeout
+    /// counts as that many: a peer that does not answer within
+    /// `request_timeout` is slow, not busy). A peer that claims chunks and
+    /// refuses or withholds them all is so soon asked seldom, and cannot
+    /// keep this node's requests in flight and the masters standing back.
+    /// A master's refusals are its stand-back policy and pause it evenly.
+    /// Returns when the pause ends.
+    pub(crate) fn pause_after_miss(&mut self, now: Micros, from: PeerId, miss: Miss) -> Micros {
+        let base = self.cfg.refusal_pause;
+        let Some(p) = self.peers.get_mut(&from) else { return now + base };
+        let pause = if p.info.role == Role::Master {
+            base
+        } else {
+            p.refused_in_row = match miss {
+                Miss::Refused => p.refused_in_row,
+                Miss::TimedOut => p.refused_in_row.max(REFUSALS_BEFORE_DOUBLING),
+            }
+            .saturating_add(1);
+            base << p.refused_in_row.saturating_sub(REFUSALS_BEFORE_DOUBLING).min(MAX_PAUSE_DOUBLINGS)
+        };
+        p.paused_until = p.paused_until.max(now + pause);
+        p.paused_until
     }
 
     /// `from` delivered a chunk that verified.

@@ -100,6 +100,22 @@ async fn lying_peer_is_banned_and_the_rest_complete() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// D4 through libp2p: a peer that claims every chunk and never finishes
+/// sending one loses each request at the request timeout, and the chunks
+/// come from the master instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_sends_its_chunks_is_timed_out_and_the_worker_completes() -> anyhow::Result<()> {
+    let mut site = Site::new(1, 8 * MIB, MIB).await?;
+    let (_liar, liar_task) =
+        liar(site.demo.image, site.wire_image(), 8, MIB as usize, site.tracker.clone(), Lie::Silent).await?;
+    site.start_all().await?;
+    site.until_workers_complete().await?;
+    assert!(site.holds_verified(1));
+    assert_eq!(site.client(1).status().bans, 0, "slow is not bad: nothing banned");
+    liar_task.abort();
+    Ok(())
+}
+
 /// D5 through the swarm: once the only peer left that holds the image is a
 /// liar, the worker bans it and its status says that every peer that
 /// offered the image sent bad data, rather than looking merely slow.

@@ -17,8 +17,8 @@
 //!   cleared by anything that could give it one.
 
 use super::{
-    ChunkIndex, MASTERS, Message, Micros, NOT_MISSING, PeerId, PeerState, PickerMode, Request, Role, Swarm, earliest,
-    picker,
+    ChunkIndex, MASTERS, Message, Micros, Miss, NOT_MISSING, PeerId, PeerState, PickerMode, Request, Role, Swarm,
+    earliest, picker,
 };
 
 impl Swarm {
@@ -50,7 +50,8 @@ impl Swarm {
             if let Some(p) = self.peers.get_mut(&id) {
                 p.refused.push((chunk, now + backoff.max(timeout)));
             }
-            self.schedule_wake(id, now + backoff.max(timeout));
+            let pause = self.pause_after_miss(now, id, Miss::TimedOut);
+            self.schedule_wake(id, pause.min(now + backoff.max(timeout)));
             self.send(id, Message::Cancel(chunk));
         }
     }

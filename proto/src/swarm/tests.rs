@@ -168,7 +168,11 @@ fn requests_time_out_and_move_on() {
     let acts = drain(&mut w);
     assert!(acts.contains(&Action::Send { to: 1, msg: Message::Cancel(c) }));
     assert_eq!(w.stats().timeouts, 1);
-    assert_eq!(requests(&acts, 1).len(), 1);
+    assert!(requests(&acts, 1).is_empty(), "a peer that timed out is paused");
+    let resume = w.poll_timeout().unwrap();
+    assert_eq!(resume, 1000 + 2 * w.config().refusal_pause, "twice the pause after a refusal");
+    w.handle_timeout(resume);
+    assert_eq!(requests(&drain(&mut w), 1).len(), 1, "then asked again");
 }
 
 /// D4: a peer that never finishes sending a chunk (a trickler) loses the

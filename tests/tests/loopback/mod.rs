@@ -340,6 +340,9 @@ pub(crate) enum Lie {
     /// is answered 300 ms later with a hello that names no image (as a
     /// peer's hello from before it swarmed on the image would).
     BitfieldBeforeHello,
+    /// Never finish sending a chunk: each request is held open and never
+    /// answered, as by a peer that trickles slower than any floor.
+    Silent,
 }
 
 /// A peer that claims to hold every chunk of `image` (named `wire` on the
@@ -370,6 +373,8 @@ pub(crate) async fn liar(
         let mut served = 0u64;
         let mut next_announce = Instant::now();
         let mut hellos_due: Vec<(Instant, request_response::ResponseChannel<Response>)> = Vec::new();
+        // Held open: a dropped channel would end the stream at once.
+        let mut never_answered = Vec::new();
         loop {
             let now = Instant::now();
             let due;
@@ -423,6 +428,10 @@ pub(crate) async fn liar(
                 Request::Hello(_) => Response::Hello(hello.clone()),
                 Request::Manifest { .. } | Request::Attestation { .. } | Request::List { .. } => {
                     Response::Refused(Refusal::NotHeld)
+                }
+                Request::Chunk { .. } if lie == Lie::Silent => {
+                    never_answered.push(channel);
+                    continue;
                 }
                 Request::Chunk { index, .. } => {
                     served += 1;
