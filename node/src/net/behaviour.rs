@@ -8,9 +8,10 @@
 //! protocol bounds its concurrent streams. The transport is the one every imageswarm process
 //! uses ([`p2p::transport`]).
 //!
-//! In a closed site ([`p2p::admission`]) Kademlia is off, since it would
-//! answer anyone with peers, and gossipsub scores peers: a peer not yet
-//! admitted is held at [`UNADMITTED_SCORE`], below the threshold under
+//! gossipsub scores peers: a list rejected as broken in itself costs its
+//! sender [`REJECTED_WEIGHT`]. In a closed site ([`p2p::admission`])
+//! Kademlia is off, since it would answer anyone with peers, and a peer not
+//! yet admitted is held at [`UNADMITTED_SCORE`], below the threshold under
 //! which gossipsub publishes, forwards or gossips nothing to it, and above
 //! the one under which it would drop the peer's subscriptions, which it
 //! needs once the peer is admitted.
@@ -100,21 +101,47 @@ fn list_message_id(data: &[u8]) -> gossipsub::MessageId {
 /// The gossip score of a peer that is not admitted (see the module docs).
 pub(super) const UNADMITTED_SCORE: f64 = -60.0;
 
-/// gossipsub's scoring in a closed site: the application's score (admitted
-/// or not) is all that counts, so that peers sharing an address (one
-/// host's namespaces, loopback) are not marked down for it.
+/// What one rejected list costs its sender, squared per list and decaying
+/// by [`REJECTED_DECAY`] a second: one puts it below the graylist
+/// threshold, where gossipsub ignores it, for about 10 s, and below the
+/// publish threshold for about 35 s.
+pub(super) const REJECTED_WEIGHT: f64 = -100.0;
+
+/// How much of the rejected-list count is left after each second.
+pub(super) const REJECTED_DECAY: f64 = 0.99;
+
+/// gossipsub's scoring: the application's score (admitted or not, in a
+/// closed site) and lists the node rejected ([`super::event_loop`]'s
+/// verdicts) are all that count. Peers sharing an address (one host's
+/// namespaces, loopback) are not marked down for it, and a quiet topic,
+/// which lists are, costs no one.
 fn gossip_scoring() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
-    let params =
-        gossipsub::PeerScoreParams { app_specific_weight: 1.0, ip_colocation_factor_weight: 0.0, ..Default::default() };
+    let lists = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: REJECTED_WEIGHT,
+        invalid_message_deliveries_decay: REJECTED_DECAY,
+        ..Default::default()
+    };
+    let params = gossipsub::PeerScoreParams {
+        app_specific_weight: 1.0,
+        ip_colocation_factor_weight: 0.0,
+        topics: [(lists_topic().hash(), lists)].into(),
+        ..Default::default()
+    };
     let thresholds = gossipsub::PeerScoreThresholds::default();
     debug_assert!(thresholds.graylist_threshold < UNADMITTED_SCORE && UNADMITTED_SCORE < thresholds.publish_threshold);
     (params, thresholds)
 }
 
 /// gossipsub in strict mode with manual validation: a node forwards a list
-/// only after it verified it. Messages are identified by their content, so
-/// the same list published by many nodes travels once.
-fn gossip(key: &Keypair, closed: bool) -> Result<gossipsub::Behaviour> {
+/// only after it verified it, and scores peers ([`gossip_scoring`]).
+/// Messages are identified by their content, so the same list published by
+/// many nodes travels once.
+fn gossip(key: &Keypair) -> Result<gossipsub::Behaviour> {
     let cfg = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
@@ -124,10 +151,8 @@ fn gossip(key: &Keypair, closed: bool) -> Result<gossipsub::Behaviour> {
         .map_err(|e| Error::Net(format!("gossipsub: {e}")))?;
     let mut g = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
         .map_err(|e| Error::Net(format!("gossipsub: {e}")))?;
-    if closed {
-        let (params, thresholds) = gossip_scoring();
-        g.with_peer_score(params, thresholds).map_err(|e| Error::Net(format!("gossipsub scoring: {e}")))?;
-    }
+    let (params, thresholds) = gossip_scoring();
+    g.with_peer_score(params, thresholds).map_err(|e| Error::Net(format!("gossipsub scoring: {e}")))?;
     Ok(g)
 }
 
@@ -171,7 +196,7 @@ impl Behaviour {
 
 /// Builds a node's swarm; `closed` for a closed site.
 pub fn build_swarm(key: Keypair, quic: bool, limits: Limits, closed: bool) -> Result<libp2p::Swarm<Behaviour>> {
-    let gossip = gossip(&key, closed)?;
+    let gossip = gossip(&key)?;
     p2p::transport::build_swarm(key, quic, move |k| Behaviour::new(k, limits, closed, gossip))
         .map_err(|e| Error::Net(e.to_string()))
 }
@@ -179,4 +204,21 @@ pub fn build_swarm(key: Keypair, quic: bool, limits: Limits, closed: bool) -> Re
 /// Loads the node's key, creating it when missing.
 pub fn load_or_create_key(path: &std::path::Path) -> Result<Keypair> {
     p2p::transport::load_or_create_key(path).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cost of one rejected list, as gossipsub computes it (weight ×
+    /// count², decaying by the second), against its thresholds.
+    #[test]
+    fn one_rejected_list_graylists_its_sender_for_a_while() {
+        let (params, t) = gossip_scoring();
+        params.validate().unwrap();
+        let score = |secs: i32| REJECTED_WEIGHT * REJECTED_DECAY.powi(secs).powi(2);
+        assert!(score(0) < t.graylist_threshold);
+        assert!(score(5) < t.graylist_threshold && score(15) > t.graylist_threshold);
+        assert!(score(30) < t.publish_threshold && score(40) > t.publish_threshold);
+    }
 }

@@ -158,19 +158,50 @@ impl EventLoop {
             Err(e) => tracing::info!(peer = %from, error = %e, "list from the swarm not taken"),
         }
         if let Carrier::Gossip(id) = carrier {
-            use gossipsub::MessageAcceptance as A;
-            let verdict = match &result {
-                Ok(_) => A::Accept,
-                // Valid but stale or not ours: not forwarded, no penalty.
-                Err(Error::Proto(e)) if matches!(e.check(), "version" | "identifier") => A::Ignore,
-                Err(Error::Proto(_)) => A::Reject,
-                Err(_) => A::Ignore,
-            };
+            let verdict = gossip_verdict(&result);
             self.swarm.behaviour_mut().gossip.report_message_validation_result(&id, &from, verdict);
         }
         if matches!(result, Ok(ListOutcome::Accepted(_))) {
             self.sync_or_log();
             self.publish_lists();
         }
+    }
+}
+
+/// What gossipsub is told of a list from the lists topic. Accepted lists
+/// are forwarded. A message that is broken in itself (not S/MIME, not a
+/// list, a signature that does not cover the content, a list naming an
+/// endorser other than its signer) is rejected, which costs its sender
+/// score (`super::super::behaviour`): no honest peer forwards one. Anything
+/// that depends on what this host trusts or knows (CAs, CRLs, approved
+/// endorsers, the clock, the version held) is only ignored: not forwarded,
+/// no penalty, since an honest peer may judge it otherwise.
+fn gossip_verdict(result: &Result<ListOutcome>) -> gossipsub::MessageAcceptance {
+    use gossipsub::MessageAcceptance as A;
+    match result {
+        Ok(_) => A::Accept,
+        Err(Error::Proto(e)) if matches!(e.check(), "smime" | "format" | "signature" | "signers" | "endorser-dn") => {
+            A::Reject
+        }
+        Err(_) => A::Ignore,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lists_broken_in_themselves_are_rejected() {
+        use gossipsub::MessageAcceptance as A;
+        let verdict = |r: Result<ListOutcome>| gossip_verdict(&r);
+        let proto = |e: proto::Error| Err(Error::Proto(e));
+        let at = proto::Timestamp::from_unix(0).unwrap();
+        assert!(matches!(verdict(Ok(ListOutcome::Unchanged)), A::Accept));
+        assert!(matches!(verdict(proto(proto::Error::Smime("junk".into()))), A::Reject));
+        assert!(matches!(verdict(proto(proto::Error::Signature("mismatch".into()))), A::Reject));
+        assert!(matches!(verdict(proto(proto::Error::VersionReused("1".into()))), A::Ignore));
+        assert!(matches!(verdict(proto(proto::Error::Expired { expires: at, at })), A::Ignore));
+        assert!(matches!(verdict(Err(Error::Invalid("local".into()))), A::Ignore));
     }
 }
