@@ -25,7 +25,13 @@ duration=${DURATION:-150}
 cd "$root"
 cargo build --release --locked -q -p imageswarm-tracker --bin imageswarm-tracker
 cargo build --release --locked -q -p imageswarm-tests --example tracker_load
-ulimit -n $((peers * 2 + 1024))
+# One descriptor per connection in each process, and some to spare.
+want=$((peers + 1024))
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want" ]; then
+  echo "needs $want open files per process; the hard limit is $(ulimit -Hn)" >&2
+  exit 1
+fi
+ulimit -n "$want"
 work=$(mktemp -d -t imageswarm-tracker-load.XXXXXX)
 tracker_pid=""
 cleanup() { [ -n "$tracker_pid" ] && kill "$tracker_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
