@@ -240,6 +240,9 @@ pub struct Status {
     pub bans: u64,
     /// Chunks that failed verification since start.
     pub chunks_failed: u64,
+    /// Uploads cut off since start because the peer did not read them in
+    /// time (its slot went to others).
+    pub uploads_overdue: u64,
     /// Images it swarms on.
     pub images: Vec<ImageStatus>,
     /// Downloads from images' sources under way: image, bytes so far

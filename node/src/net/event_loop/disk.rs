@@ -180,7 +180,7 @@ impl EventLoop {
                             }
                             self.metrics.bytes_out.get_or_create(&Metrics::image(image)).inc_by(n);
                             Metrics::count_site(&self.metrics.site_bytes_out, self.other_site(h), n);
-                            self.uploads.insert(request, (image, h, index));
+                            self.uploads.start(request, (image, h, index), n, std::time::Instant::now());
                         } else {
                             self.host.handle_upload_done(now, h, image, index);
                         }

@@ -57,6 +57,7 @@ mod peers;
 mod sync;
 mod trackers;
 mod update;
+mod uploads;
 mod verify;
 
 pub(super) use update::Answer as UpdateAnswer;
@@ -139,8 +140,8 @@ pub(super) struct EventLoop {
     notices_in: mpsc::Receiver<Inbound>,
     /// Answer channels of chunk requests the machine has not decided on.
     inbound: HashMap<(Uuid, u64, u32), (InboundRequestId, ResponseChannel<Response>)>,
-    /// Uploads whose response is on its way; the slot frees when it is sent.
-    uploads: HashMap<InboundRequestId, (Uuid, u64, u32)>,
+    /// Uploads whose response is on its way.
+    uploads: uploads::Uploads,
     jobs: Jobs,
     /// Commit jobs under way.
     commits_running: usize,
@@ -303,7 +304,7 @@ impl EventLoop {
             notices,
             notices_in,
             inbound: HashMap::new(),
-            uploads: HashMap::new(),
+            uploads: uploads::Uploads::default(),
             jobs: Jobs::default(),
             commits_running: 0,
             commands,
@@ -414,6 +415,10 @@ impl EventLoop {
             self.dial_unpinned_trackers();
             self.announce_all();
             self.ask_attestations_around();
+        }
+        for (image, h, index) in self.uploads.overdue(now) {
+            tracing::debug!(%image, index, peer = h, "a peer that does not read its chunk lost its upload slot");
+            self.host.handle_upload_done(self.now(), h, image, index);
         }
         let expired: Vec<PeerId> = self.bans.iter().filter(|(t, _)| *t <= now).map(|(_, p)| *p).collect();
         self.bans.retain(|(t, _)| *t > now);
@@ -536,6 +541,7 @@ impl EventLoop {
             connected: self.swarm.connected_peers().count(),
             bans: self.ban_count,
             chunks_failed: self.failed_chunks,
+            uploads_overdue: self.uploads.overdue_count(),
             images,
             downloads: update::lock(&self.downloads).iter().map(|(u, &(at, size))| (*u, at, size)).collect(),
             crls: self.crls.clone(),
@@ -569,6 +575,7 @@ impl EventLoop {
                 let Some(&h) = self.handles.get(&peer_id) else { return };
                 self.notices.forget(h);
                 self.inbound.retain(|k, _| k.1 != h);
+                self.uploads.forget_peer(h);
                 let now = self.now();
                 self.host.handle_disconnected(now, h);
                 // A peer that comes back gets a new handle, so the maps hold

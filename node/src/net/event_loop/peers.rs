@@ -190,7 +190,7 @@ impl EventLoop {
                 }
             }
             Event::ResponseSent { peer, request_id, .. } | Event::InboundFailure { peer, request_id, .. } => {
-                if let Some((image, h, index)) = self.uploads.remove(&request_id) {
+                if let Some((image, h, index)) = self.uploads.end(&request_id) {
                     tracing::trace!(%image, index, %peer, "upload ended");
                     let now = self.now();
                     self.host.handle_upload_done(now, h, image, index);
@@ -236,7 +236,9 @@ impl EventLoop {
                 let Some(image) = self.local_image(wire) else {
                     return self.respond(channel, Response::Refused(Refusal::NotEndorsed));
                 };
-                if self.inbound.contains_key(&(image, h, index)) {
+                // Asked again while a request for it waits, or while an
+                // upload to this peer is overdue (it does not read).
+                if self.inbound.contains_key(&(image, h, index)) || self.uploads.is_slow(h) {
                     self.respond(channel, Response::Refused(Refusal::Busy));
                     return;
                 }
