@@ -185,8 +185,10 @@ const NOT_MISSING: u32 = u32::MAX;
 
 /// Refusals in a row, without a chunk delivered, after which a peer's
 /// pause starts doubling: a busy honest peer delivers now and then, a peer
-/// that claims chunks and refuses them never does.
-pub const REFUSALS_BEFORE_DOUBLING: u32 = 8;
+/// that claims chunks and refuses them never does. High enough that the
+/// few holders of a large swarm's last chunks, which everyone asks and
+/// which refuse many in a row, are not paused for it.
+pub const REFUSALS_BEFORE_DOUBLING: u32 = 32;
 
 /// The most times that pause doubles (20 ms becomes 20.5 s with the
 /// default `refusal_pause`, longer than a request may take).
