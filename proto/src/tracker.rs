@@ -204,12 +204,15 @@ impl Registry {
         } else {
             None
         };
-        if let Some(r) = room_from.and_then(|k| self.images.get_mut(&k))
-            && r.evict_soonest()
-        {
+        // Only the roster that made room can have emptied.
+        let Some(k) = room_from else { return };
+        let Some(r) = self.images.get_mut(&k) else { return };
+        if r.evict_soonest() {
             self.entries -= 1;
         }
-        self.images.retain(|_, r| r.len() > 0);
+        if r.len() == 0 {
+            self.images.remove(&k);
+        }
     }
 }
 

@@ -17,11 +17,79 @@
 //!   cleared by anything that could give it one.
 
 use super::{
-    ChunkIndex, MASTERS, Message, Micros, Miss, NOT_MISSING, PeerId, PeerState, PickerMode, Request, Role, Swarm,
-    earliest, picker,
+    ChunkIndex, MASTERS, Message, Micros, NOT_MISSING, PeerId, PeerState, PickerMode, Request, Role, Swarm, earliest,
+    picker,
 };
 
+/// Refusals in a row, without a chunk delivered, after which a peer's
+/// pause starts doubling: a busy honest peer delivers now and then, a peer
+/// that claims chunks and refuses them never does. High enough that the
+/// few holders of a large swarm's last chunks, which everyone asks and
+/// which refuse many in a row, are not paused for it.
+pub const REFUSALS_BEFORE_DOUBLING: u32 = 32;
+
+/// The most times that pause doubles (20 ms becomes 20.5 s with the
+/// default `refusal_pause`, longer than a request may take).
+pub const MAX_PAUSE_DOUBLINGS: u32 = 10;
+
+/// How a request to a peer ended without its chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// The peer refused, or the transport failed.
+    Refused,
+    /// No answer within `request_timeout`.
+    TimedOut,
+}
+
 impl Swarm {
+    /// `from` refused `c` or failed to send it: it is not asked for `c` for
+    /// `refusal_backoff`, and paused ([`Swarm::pause_after_miss`]).
+    pub(super) fn on_refused(&mut self, now: Micros, from: PeerId, c: ChunkIndex) {
+        if self.take_inflight(from, c) {
+            let until = now + self.cfg.refusal_backoff;
+            if let Some(p) = self.peers.get_mut(&from) {
+                p.refused.retain(|(x, _)| *x != c);
+                p.refused.push((c, until));
+            }
+            let pause = self.pause_after_miss(now, from, Miss::Refused);
+            self.schedule_wake(from, pause);
+        }
+        self.fill_all(now);
+    }
+
+    /// `from` missed a request: it is not asked for anything for
+    /// `refusal_pause`, doubled for each miss in a row past
+    /// [`REFUSALS_BEFORE_DOUBLING`] since it last delivered (a timeout
+    /// counts as that many: a peer that does not answer within
+    /// `request_timeout` is slow, not busy). A peer that claims chunks and
+    /// refuses or withholds them all is so soon asked seldom, and cannot
+    /// keep this node's requests in flight and the masters standing back.
+    /// A master's refusals are its stand-back policy and pause it evenly.
+    /// Returns when the pause ends.
+    pub(super) fn pause_after_miss(&mut self, now: Micros, from: PeerId, miss: Miss) -> Micros {
+        let base = self.cfg.refusal_pause;
+        let Some(p) = self.peers.get_mut(&from) else { return now + base };
+        let pause = if p.info.role == Role::Master {
+            base
+        } else {
+            p.refused_in_row = match miss {
+                Miss::Refused => p.refused_in_row,
+                Miss::TimedOut => p.refused_in_row.max(REFUSALS_BEFORE_DOUBLING),
+            }
+            .saturating_add(1);
+            base << p.refused_in_row.saturating_sub(REFUSALS_BEFORE_DOUBLING).min(MAX_PAUSE_DOUBLINGS)
+        };
+        p.paused_until = p.paused_until.max(now + pause);
+        p.paused_until
+    }
+
+    /// `from` delivered a chunk that verified.
+    pub(super) fn delivered(&mut self, from: PeerId) {
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.refused_in_row = 0;
+        }
+    }
+
     /// Withdraws the requests that waited `request_timeout`.
     pub(super) fn expire_requests(&mut self, now: Micros) {
         let timeout = self.cfg.request_timeout;
