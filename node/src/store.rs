@@ -3,9 +3,10 @@
 //! # Layout
 //! Under the data directory:
 //! * `meta/`: a sled database with the trees `config`, `endorsers`,
-//!   `subscriptions`, `lists` (every accepted signed list, verbatim, keyed by
-//!   list UUID and sequence number), `list_index` (each accepted version's
-//!   [`ListRef`] and acceptance time, same keys), `images` (one record per
+//!   `subscriptions`, `lists` (the last [`KEPT_VERSIONS`] accepted versions
+//!   of each signed list, verbatim, keyed by list UUID and sequence number),
+//!   `list_index` (those versions' [`ListRef`] and acceptance time, same
+//!   keys), `images` (one record per
 //!   image UUID),
 //!   `have` (a [`Bitfield`] per partial image) and `chunks` (the BLAKE3 hash of
 //!   each chunk written, keyed by image UUID and chunk index).
@@ -106,7 +107,8 @@ pub struct Subscription {
     /// The list version in force, if one was accepted. New versions must be
     /// higher; `subscription reset` clears it (fast-forward recovery).
     pub current: Option<ListRef>,
-    /// Sequence number for the next accepted version (history is kept).
+    /// Sequence number for the next accepted version (the last
+    /// [`KEPT_VERSIONS`] are kept).
     pub next_seq: u64,
     /// Whether the list in force still verifies (trust, CRLs, dates).
     pub list_valid: bool,
@@ -126,6 +128,12 @@ pub struct ListRef {
     /// SHA-512 of its canonical content, hex.
     pub content_sha512: String,
 }
+
+/// Accepted versions of a list whose messages the store keeps: the one in
+/// force and those just before it. Only the one in force is read; older
+/// ones go as new ones come, so that a list updated daily for years does
+/// not grow the store without end.
+pub const KEPT_VERSIONS: u64 = 8;
 
 /// One entry of a list's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -453,7 +461,8 @@ impl Store {
 
     /// Accepts a list version: stores the message and its index entry, the
     /// subscription (whose `current` names this version) and the image
-    /// records in one transaction, then flushes.
+    /// records, and drops the versions beyond the last [`KEPT_VERSIONS`], in
+    /// one transaction, then flushes.
     pub fn accept_list(
         &self,
         sub: &Subscription,
@@ -467,8 +476,19 @@ impl Store {
         let sub_bytes = encode(sub)?;
         let image_bytes: Vec<(Uuid, Vec<u8>)> =
             images.iter().map(|i| Ok((i.uuid, encode(i)?))).collect::<Result<_>>()?;
+        let oldest_kept = list_key(sub.identifier, (seq + 1).saturating_sub(KEPT_VERSIONS));
+        let dropped: Vec<sled::IVec> = self
+            .list_index
+            .range(list_key(sub.identifier, 0)..oldest_kept)
+            .keys()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(store_err)?;
         (&self.subscriptions, &self.lists, &self.list_index, &self.images)
             .transaction(|(subs, lists, index, imgs)| {
+                for key in &dropped {
+                    lists.remove(key)?;
+                    index.remove(key)?;
+                }
                 lists.insert(list_key(sub.identifier, seq).to_vec(), message)?;
                 index.insert(list_key(sub.identifier, seq).to_vec(), index_bytes.as_slice())?;
                 subs.insert(sub.identifier.as_bytes(), sub_bytes.as_slice())?;

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Img, Lab, bytes, ts};
-use node::store::{ImageState, NewImages, Store};
+use common::{Img, Lab, bytes, check_consistent, eventually, ts};
+use node::store::NewImages;
 use testkit::http::{Behaviour, HttpServer};
 
 const SIZE: usize = 6 << 20;
@@ -24,57 +23,6 @@ fn spawn_update(lab: &Lab) -> Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap()
-}
-
-/// Waits (bounded) until `done` holds, polling.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-/// Every chunk marked present is on disk with the recorded hash, which is
-/// the hash of the true image's chunk. Returns how many are present.
-fn check_consistent(lab: &Lab, img: &Img) -> u32 {
-    let store = Store::open(&lab.data).expect("the store opens after a kill");
-    let Some(rec) = store.image(img.id).unwrap() else {
-        // Killed before the list was accepted: no record, and no data either.
-        assert!(common::list_dir(&lab.data.join("images")).is_empty());
-        assert!(store.subscription(common::LIST_ID).unwrap().unwrap().current.is_none());
-        return 0;
-    };
-    let chunks = rec.chunk_count();
-    let have = store.have(img.id, chunks).unwrap();
-    let hashes = store.chunk_hashes(img.id, chunks).unwrap();
-    if rec.state == ImageState::Available {
-        assert_eq!(
-            std::fs::read(lab.image_path(img.id)).unwrap(),
-            img.bytes,
-            "an installed image must be the true image"
-        );
-        return chunks;
-    }
-    assert!(!lab.image_path(img.id).exists(), "nothing is installed before it is verified");
-    let partial = lab.data.join("images").join(format!("{}.partial", img.id));
-    let file = std::fs::File::open(&partial).ok();
-    for i in 0..chunks {
-        if !have.get(i) {
-            continue;
-        }
-        let start = u64::from(i) * CHUNK;
-        let len = (img.bytes.len() as u64 - start).min(CHUNK) as usize;
-        let mut buf = vec![0u8; len];
-        file.as_ref().expect("bits are set, so the partial file exists").read_exact_at(&mut buf, start).unwrap();
-        let truth = *blake3::hash(&img.bytes[start as usize..start as usize + len]).as_bytes();
-        assert_eq!(*blake3::hash(&buf).as_bytes(), truth, "chunk {i} is marked present but its data is wrong");
-        assert_eq!(hashes[i as usize], Some(truth), "chunk {i}: recorded hash");
-    }
-    have.count()
 }
 
 #[test]
@@ -95,7 +43,7 @@ fn kill_9_at_any_point_leaves_a_consistent_store_and_the_restart_resumes() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
-        check_consistent(&lab, &img);
+        check_consistent(&lab.data, &img);
     }
 
     // Kills mid-download, after a quarter and then after two thirds of the
@@ -105,12 +53,12 @@ fn kill_9_at_any_point_leaves_a_consistent_store_and_the_restart_resumes() {
         let mut child = spawn_update(&lab);
         let target = (SIZE as f64 * fraction) as u64;
         assert!(
-            wait_until(Duration::from_secs(60), || server.bytes_sent("/img") >= target),
+            eventually(Duration::from_secs(60), || server.bytes_sent("/img") >= target),
             "the download did not progress"
         );
         child.kill().unwrap();
         child.wait().unwrap();
-        let now_present = check_consistent(&lab, &img);
+        let now_present = check_consistent(&lab.data, &img);
         assert!(now_present >= present, "verified chunks were lost");
         present = now_present;
     }
@@ -119,9 +67,9 @@ fn kill_9_at_any_point_leaves_a_consistent_store_and_the_restart_resumes() {
     // The last run completes, starting after the chunks already verified.
     server.set_behaviour("/img", Behaviour::Honest);
     let mut child = spawn_update(&lab);
-    assert!(wait_until(Duration::from_secs(60), || child.try_wait().unwrap().is_some()), "the final update hung");
+    assert!(eventually(Duration::from_secs(60), || child.try_wait().unwrap().is_some()), "the final update hung");
     assert!(child.wait().unwrap().success());
-    assert_eq!(check_consistent(&lab, &img), (SIZE as u64).div_ceil(CHUNK) as u32);
+    assert_eq!(check_consistent(&lab.data, &img), (SIZE as u64).div_ceil(CHUNK) as u32);
     // Chunks are fetched in order, so the verified ones form a prefix and
     // the restart asks for exactly what follows it.
     let last = server.requests().into_iter().rfind(|r| r.path == "/img").unwrap();

@@ -142,6 +142,29 @@ fn t8_t9_rollback_and_reused_version_leave_the_list_in_force() {
     assert_eq!(state(&lab, &img), ImageState::Available);
 }
 
+/// A list updated again and again keeps the store bounded: only the last
+/// versions' messages stay, the one in force among them.
+#[test]
+fn only_the_last_list_versions_are_kept() {
+    let (_src, img) = one_image("k", 1000);
+    let lab = subscribed(NewImages::Cache, std::slice::from_ref(&img));
+    let versions = node::store::KEPT_VERSIONS + 5;
+    for v in 1..=versions {
+        lab.publish(&format!("0.1.{v}"), std::slice::from_ref(&img));
+        assert!(!update(&lab, lab.now + v as i64).failed());
+    }
+    let site = lab.site();
+    let store = site.store();
+    let history = store.list_history(LIST_ID).unwrap();
+    assert_eq!(history.len() as u64, node::store::KEPT_VERSIONS);
+    assert_eq!(history.last().unwrap().list.version, format!("0.1.{versions}"));
+    let current = store.subscription(LIST_ID).unwrap().unwrap().current.unwrap();
+    assert!(store.list_message(LIST_ID, current.seq).unwrap().is_some(), "the list in force");
+    assert!(store.list_message(LIST_ID, history[0].list.seq - 1).unwrap().is_none(), "an older one");
+    drop(site);
+    assert_eq!(state(&lab, &img), ImageState::Available);
+}
+
 #[test]
 fn t11_a_clock_that_stepped_back_stops_updates() {
     let (_src, img) = one_image("e", 1000);

@@ -60,22 +60,6 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, name: &str) -> anyhow::R
     args.get(i).with_context(|| format!("missing {name}"))?.parse().ok().with_context(|| format!("bad {name}"))
 }
 
-/// The tracker's user + system CPU seconds, and its VmRSS in MiB.
-fn tracker_usage(pid: u32) -> anyhow::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit_once(") ").context("stat")?.1.split(' ').collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("VmRSS")?
-        .parse()?;
-    // Clock ticks are 100 per second on every Linux this runs on.
-    Ok((ticks / 100.0, kib / 1024.0))
-}
-
 async fn peer(n: u32, plan: Arc<Plan>, tally: Arc<Mutex<Tally>>) -> anyhow::Result<()> {
     let behaviour = |_: &Keypair| {
         let cfg = request_response::Config::default().with_request_timeout(Duration::from_secs(10));
@@ -184,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
     tick.tick().await;
     while Instant::now() < end {
         tick.tick().await;
-        let (cpu, rss) = tracker_usage(pid)?;
+        let testkit::procfs::Usage { cpu_secs: cpu, rss_mib: rss, .. } = testkit::procfs::usage(pid)?;
         if window.is_none() && Instant::now() >= window_start {
             window = Some((Instant::now(), cpu, rss));
         }
@@ -199,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
         t.recent = 0;
     }
     spawner.abort();
-    let (cpu_end, rss_end) = tracker_usage(pid)?;
+    let testkit::procfs::Usage { cpu_secs: cpu_end, rss_mib: rss_end, .. } = testkit::procfs::usage(pid)?;
     let (w_at, cpu_start, rss_start) = window.context("the measured window never started")?;
     let cpu_secs = w_at.elapsed().as_secs_f64();
     let secs = end.duration_since(window_start).as_secs_f64();

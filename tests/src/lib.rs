@@ -7,8 +7,11 @@
 //!   way existing producers do.
 //! * [`http`]: a loopback HTTP server that can serve wrong, short,
 //!   oversized and slow data.
+//! * [`procfs`]: a process's CPU, memory, descriptors and threads, for the
+//!   load benchmarks.
 
 pub mod http;
+pub mod procfs;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

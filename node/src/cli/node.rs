@@ -115,6 +115,10 @@ pub(crate) struct NodeArgs {
     /// Most connected peers.
     #[arg(long, value_name = "N")]
     max_peers: Option<usize>,
+    /// Most connections from one IP address (default 16): raise it for
+    /// peers behind NAT, or many nodes on one host.
+    #[arg(long, value_name = "N")]
+    max_per_ip: Option<usize>,
     /// Chunk requests in flight per peer (default 2; more suits a node
     /// with a single source).
     #[arg(long, value_name = "N")]
@@ -192,6 +196,7 @@ impl NodeArgs {
             verify_interval: self.verify_interval.or(f.verify_interval),
             ban_secs: self.ban_secs.or(f.ban_secs),
             max_peers: self.max_peers.or(f.max_peers),
+            max_per_ip: self.max_per_ip.or(f.max_per_ip),
             pipeline: self.pipeline.or(f.pipeline),
             credential: self.credential.or(f.credential),
             site_ca: if self.site_ca.is_empty() { f.site_ca } else { self.site_ca },
@@ -290,6 +295,9 @@ impl NodeArgs {
         }
         if let Some(n) = a.max_peers {
             c.max_peers = n;
+        }
+        if let Some(n) = a.max_per_ip {
+            c.limits.max_per_ip = n.max(1);
         }
         if let Some(n) = a.pipeline {
             c.pipeline = n.max(1);

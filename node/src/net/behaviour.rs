@@ -33,6 +33,8 @@ use crate::{Error, Result};
 pub struct Limits {
     /// Established connections in all.
     pub max_connections: u32,
+    /// Connections from one IP address.
+    pub max_per_ip: usize,
     /// Concurrent streams per protocol (inbound + outbound).
     pub max_streams: usize,
     /// How long a request may take before libp2p gives up on it.
@@ -49,6 +51,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: proto::transfer::MAX_CONNECTIONS,
+            max_per_ip: p2p::per_ip::DEFAULT_MAX_PER_IP,
             max_streams: 512,
             request_timeout: Duration::from_secs(60),
             max_memory: MAX_MEMORY,
@@ -86,7 +89,7 @@ pub struct Behaviour {
 }
 
 /// The gossip topic signed lists travel on.
-pub(super) fn lists_topic() -> gossipsub::IdentTopic {
+pub fn lists_topic() -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new("/imageswarm/lists/1")
 }
 
@@ -170,7 +173,7 @@ impl Behaviour {
                     .with_max_pending_incoming(Some(p2p::transport::MAX_PENDING_INCOMING)),
             ),
             memory: p2p::transport::memory_limit(limits.max_memory),
-            per_ip: p2p::per_ip::PerIp::new(p2p::per_ip::DEFAULT_MAX_PER_IP),
+            per_ip: p2p::per_ip::PerIp::new(limits.max_per_ip),
             identify: p2p::transport::identify(key),
             kad: Toggle::from((!closed).then(|| p2p::transport::kademlia(key, true))),
             admit: request_response::Behaviour::with_codec(

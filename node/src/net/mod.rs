@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use behaviour::{Behaviour, BehaviourEvent, Limits, build_swarm, load_or_create_key};
+pub use behaviour::{Behaviour, BehaviourEvent, Limits, build_swarm, lists_topic, load_or_create_key};
 use libp2p::{Multiaddr, PeerId};
 pub use p2p::transport::peer_of;
 use proto::credential::SiteCas;

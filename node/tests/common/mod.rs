@@ -2,12 +2,14 @@
 //! the test PKI, and an endorser who publishes signed lists to a file.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // each test binary uses part of it
 
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use node::endorse::{self, FileDigest, ImageMeta, NewList};
 use node::fetch::Timeouts;
 use node::site::Site;
+use node::store::{ImageState, Store};
 use node::trustfiles::TrustSources;
 use proto::Timestamp;
 use proto::imagelist::{ImageList, Sha512Digest};
@@ -71,12 +73,29 @@ impl Lab {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let list = dir.path().join("list.smime");
+        let lab = Self { dir, data, list, now: pki().generated_at() };
+        lab.init_host(&lab.data, edit);
+        lab
+    }
+
+    /// A data directory trusting the test CA (with its CRL) and approving the
+    /// test endorser.
+    fn init_host(&self, data: &Path, edit: impl FnOnce(&mut node::store::SiteConfig)) {
         let sources =
             TrustSources { ca_file: Some(pki().path("ca.pem")), ca_dir: None, crls: vec![pki().path("crl.pem")] };
-        Site::init(&data, &sources, true, edit).unwrap();
-        let lab = Self { dir, data, list, now: pki().generated_at() };
-        lab.site().add_endorser(ENDORSER_DN, CA_DN, ts(lab.now)).unwrap();
-        lab
+        Site::init(data, &sources, true, edit).unwrap();
+        Site::open(data, fast_timeouts()).unwrap().add_endorser(ENDORSER_DN, CA_DN, ts(self.now)).unwrap();
+    }
+
+    /// Another host of the lab, in `name` beside the lab's data directory:
+    /// set up as [`Lab::new`] sets up the lab's own, and subscribed to the
+    /// lab's list with new images cached. The list must be published.
+    pub fn another_host(&self, name: &str) -> PathBuf {
+        let data = self.dir.path().join(name);
+        self.init_host(&data, |_| {});
+        let site = Site::open(&data, fast_timeouts()).unwrap();
+        site.subscribe(&self.url(), node::store::NewImages::Cache, ts(self.now)).unwrap();
+        data
     }
 
     pub fn url(&self) -> String {
@@ -166,6 +185,18 @@ pub fn wait_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Polls `done` every 50 ms for at most `limit`; whether it came to hold.
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 pub fn fast_timeouts() -> Timeouts {
     Timeouts {
         connect: Duration::from_secs(5),
@@ -179,4 +210,44 @@ pub fn digest(bytes: &[u8], chunk_size: u64) -> FileDigest {
     let mut m = ManifestBuilder::new(ChunkSize::new(chunk_size).unwrap());
     m.update(bytes);
     FileDigest { size: bytes.len() as u64, sha512: Sha512Digest(Sha512::digest(bytes).into()), manifest: m.finish() }
+}
+
+/// Every chunk marked present is on disk with the recorded hash, which is
+/// the hash of the true image's chunk, and an available image is the
+/// true image. Returns how many are present.
+pub fn check_consistent(data: &Path, img: &Img) -> u32 {
+    let store = Store::open(data).expect("the store opens after a kill");
+    let Some(rec) = store.image(img.id).unwrap() else {
+        // Killed before the list was accepted: no record, and no data either.
+        assert!(list_dir(&data.join("images")).is_empty());
+        assert!(store.subscription(LIST_ID).unwrap().unwrap().current.is_none());
+        return 0;
+    };
+    let chunks = rec.chunk_count();
+    let have = store.have(img.id, chunks).unwrap();
+    let hashes = store.chunk_hashes(img.id, chunks).unwrap();
+    if rec.state == ImageState::Available {
+        assert_eq!(
+            std::fs::read(data.join("images").join(img.id.to_string())).unwrap(),
+            img.bytes,
+            "an installed image must be the true image"
+        );
+        return chunks;
+    }
+    assert!(!data.join("images").join(img.id.to_string()).exists(), "nothing is installed before it is verified");
+    let partial = data.join("images").join(format!("{}.partial", img.id));
+    let file = std::fs::File::open(&partial).ok();
+    for i in 0..chunks {
+        if !have.get(i) {
+            continue;
+        }
+        let start = u64::from(i) * img.chunk_size;
+        let len = (img.bytes.len() as u64 - start).min(img.chunk_size) as usize;
+        let mut buf = vec![0u8; len];
+        file.as_ref().expect("bits are set, so the partial file exists").read_exact_at(&mut buf, start).unwrap();
+        let truth = *blake3::hash(&img.bytes[start as usize..start as usize + len]).as_bytes();
+        assert_eq!(*blake3::hash(&buf).as_bytes(), truth, "chunk {i} is marked present but its data is wrong");
+        assert_eq!(hashes[i as usize], Some(truth), "chunk {i}: recorded hash");
+    }
+    have.count()
 }
