@@ -214,7 +214,7 @@ run() {
     local last
     last=$(cat "$case"/done-s"$s"-* | sort -g | tail -n1)
     local metric=0 h
-    for h in g h; do
+    for h in g ${KILL:+h}; do
       [ "s$s-$h" = "$killed" ] || metric=$((metric + $(gateway_metric "$s" "$h" imageswarm_site_bytes_in_total)))
     done
     IFS=: read -r in0 out0 <<< "${before[$((s - 1))]}"

@@ -386,19 +386,16 @@ fn expired_images_are_capped_by_their_bytes() {
     let (a, b, c) = (img(1), img(2), img(3));
     lab.publish("0.0.1", &[a.clone(), b.clone()]);
     ok(run(&lab, &["subscribe", &lab.url(), "--new-images", "cache"]));
-    ok(run(&lab, &["update"]));
+    let first = ok(run(&lab, &["update"]));
     lab.publish("0.0.2", std::slice::from_ref(&c));
-    ok(run(&lab, &["update"]));
-    assert_eq!(std::fs::read_dir(lab.data.join("expired")).unwrap().count(), 2, "18 000 bytes fit under the cap");
+    let second = ok(run(&lab, &["update"]));
+    assert_eq!(lab.expired_files().len(), 2, "18 000 bytes fit under the cap:\n{first}\n{second}");
     // A second later, c expires too: 27 000 bytes, over the cap.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     lab.publish("0.0.3", &[]);
     let out = ok(run(&lab, &["update"]));
     assert!(out.contains("gc: removed 1 expired image ("), "{out}");
-    let left: Vec<String> = std::fs::read_dir(lab.data.join("expired"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let left = lab.expired_files();
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.iter().any(|n| n.starts_with(&c.id.to_string())), "the newest stays: {left:?}");
 }

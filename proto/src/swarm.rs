@@ -20,10 +20,12 @@
 //!   per peer, chunks chosen by `picker` (random first chunks, then rarest
 //!   first; at the end, a second copy of a request that is late, see
 //!   [`Config::late_factor`]; slow requests time out and go elsewhere).
-//!   Same-site peers are asked first; among peers of one rank, each fill
-//!   starts one peer further on, so that every node does not ask the same
-//!   first-connected peers: their slots and queues would fill and refuse,
-//!   while the uplinks of the peers later in every node's order would idle.
+//!   Same-site peers are asked first (at a gateway, other sites' peers:
+//!   its site waits on what it brings across); among peers of one rank,
+//!   each fill starts one peer further on, so that every node does not ask
+//!   the same first-connected peers: their slots and queues would fill and
+//!   refuse, while the uplinks of the peers later in every node's order
+//!   would idle.
 //!   Masters are asked last, but requests to the site's own masters do not
 //!   count against [`Config::max_inflight`]: the masters' uplinks bring
 //!   every chunk into the site once and are the swarm's scarcest, and a node
@@ -152,7 +154,8 @@ pub struct Swarm {
     availability: Vec<u16>,
     peers: HashMap<PeerId, PeerState, BuildHasherDefault<IdHasher>>,
     /// Peer ids with their [`Swarm::rank`], in the order requests are
-    /// filled: same site, other sites, masters; within a rank by connection
+    /// filled: same site, other sites (the other way round at a gateway),
+    /// masters; within a rank by connection
     /// order. Kept on connect and disconnect, so filling never sorts.
     order: Vec<(u8, PeerId)>,
     /// Advances on every fill, to rotate where it starts.
@@ -287,10 +290,14 @@ impl Swarm {
 
     /// Where a peer stands in the order requests are filled.
     fn rank(&self, info: PeerInfo) -> u8 {
-        match (info.role, self.cfg.locality && info.site != self.cfg.site) {
+        let across = self.cfg.locality && info.site != self.cfg.site;
+        match (info.role, across) {
             (Role::Master, _) => MASTERS,
-            (_, true) => 1,
-            (_, false) => 0,
+            // A gateway's site waits on what it brings across: filled
+            // first, its own site's peers would take its whole downlink as
+            // soon as they held chunks, and the WAN would carry what is left.
+            (_, true) => u8::from(self.cfg.role != Role::Gateway),
+            (_, false) => u8::from(self.cfg.role == Role::Gateway),
         }
     }
 

@@ -13,7 +13,9 @@ pub struct Config {
     /// Requests in flight per peer.
     pub pipeline: u32,
     /// Requests in flight per peer of another site: WAN round trips are
-    /// long, so more requests must be under way to fill the link.
+    /// long, so more requests must be under way to fill the link. More than
+    /// fill it queue behind the remote peer's uplink, where the last chunks
+    /// of a site's share wait and stretch that site's tail.
     pub cross_site_pipeline: u32,
     /// For gateways: which chunks to bring across sites first.
     pub fetch_stripe: Option<FetchStripe>,
@@ -58,7 +60,7 @@ impl Default for Config {
             site: 0,
             role: Role::Worker,
             pipeline: 2,
-            cross_site_pipeline: 8,
+            cross_site_pipeline: 6,
             fetch_stripe: None,
             max_inflight: 16,
             random_first: 4,

@@ -149,13 +149,13 @@ impl Swarm {
             .min()
     }
 
-    /// Tops up the requests to every peer, same-site peers first.
+    /// Tops up the requests to every peer, in the order of their ranks.
     pub(super) fn fill_all(&mut self, now: Micros) {
         if self.missing.is_empty() {
             return;
         }
-        // Same-site peers first, then other sites, masters last (they stand
-        // back whenever a peer can serve instead). Within a rank the walk
+        // Same-site peers first (at a gateway, other sites'), masters last
+        // (they stand back whenever a peer can serve instead). Within a rank the walk
         // starts one place further on each time, so requests spread over the
         // peers instead of piling onto the first ones connected. Filling
         // never changes who is connected, so the order stays put meanwhile.
