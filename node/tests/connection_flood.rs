@@ -1,23 +1,27 @@
-//! L3, floods of connections against the node's own swarm (its behaviour,
-//! transport and limits, as `node` builds them), on loopback:
+//! L3 and L4, floods of connections and of streams against the node's own
+//! swarm (its behaviour, transport and limits, as `node` builds them), on
+//! loopback:
 //!
 //! - fresh peer ids, each completing its handshake: no more are established
 //!   than the node's cap, and the rest are closed;
 //! - sockets that open and never start the handshake: no more are held
 //!   than the pending cap, the rest are closed at once, and those held are
-//!   closed at the upgrade timeout, after which a real peer connects.
+//!   closed at the upgrade timeout, after which a real peer connects;
+//! - streams of the peer protocol opened on one connection and left silent:
+//!   no more are held than the per-connection stream cap, the rest are
+//!   dropped at once, and those held go at the request timeout.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{AsyncReadExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::swarm::{SwarmEvent, dummy};
 use libp2p::{Multiaddr, Swarm};
 use node::net::{Behaviour, Limits, build_swarm};
-use p2p::transport::{MAX_PENDING_INCOMING, UPGRADE_TIMEOUT};
+use p2p::transport::{MAX_PENDING_INCOMING, PEER_PROTOCOL, UPGRADE_TIMEOUT};
 
 /// A node's swarm listening on 127.0.0.1, polled by a task of its own
 /// (which reports how many connections it holds on `established`).
@@ -112,4 +116,44 @@ fn closed_by_node(s: &TcpStream) -> bool {
         Ok(n) => n == 0,
         Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_streams_beyond_the_stream_cap_are_dropped_and_the_rest_go_at_the_request_timeout() {
+    let (cap, timeout) = (16, Duration::from_secs(3));
+    let (addr, _) = node(Limits { max_streams: cap, request_timeout: timeout, ..Limits::default() }).await;
+    let peer = p2p::transport::peer_of(&addr).unwrap();
+    let mut flooder =
+        p2p::transport::build_swarm(Keypair::generate_ed25519(), false, |_| libp2p_stream::Behaviour::new()).unwrap();
+    let mut control = flooder.behaviour().new_control();
+    flooder.dial(addr).unwrap();
+    tokio::spawn(async move {
+        loop {
+            flooder.select_next_some().await;
+        }
+    });
+    let flood = 4 * cap;
+    let mut streams = Vec::new();
+    for _ in 0..flood {
+        match tokio::time::timeout(Duration::from_secs(5), control.open_stream(peer, PEER_PROTOCOL)).await {
+            Ok(Ok(s)) => streams.push(s),
+            other => panic!("the node negotiates the peer protocol: {other:?}"),
+        }
+    }
+    // Each stream sends nothing: a read ends when the node lets it go.
+    let start = Instant::now();
+    let ends: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let _ = s.read(&mut [0u8; 1]).await;
+                start.elapsed()
+            })
+        })
+        .collect();
+    let mut ends: Vec<Duration> = futures::future::join_all(ends).await.into_iter().map(Result::unwrap).collect();
+    ends.sort();
+    let dropped = ends.iter().filter(|e| **e < timeout / 2).count();
+    assert!(dropped >= flood - cap, "dropped at once: {dropped} of {flood} ({ends:?})");
+    assert!(ends[dropped..].iter().all(|e| *e < timeout * 2), "held at most the request timeout: {ends:?}");
 }
