@@ -148,15 +148,17 @@ pub fn central(s: &Scenario) -> Result<Outcome, Error> {
         .sites
         .iter()
         .enumerate()
-        .flat_map(|(i, x)| (0..x.masters).map(move |_| (i as u32, x.master_up_gbit * GBIT)))
+        .flat_map(|(i, x)| (0..x.masters).map(move |_| (i as u32, s.link_rate(x.master_up_gbit))))
         .collect();
     let hosts: Vec<(u32, f64, f64)> = s
         .sites
         .iter()
         .enumerate()
-        .flat_map(|(i, x)| (0..x.hosts).map(move |_| (i as u32, x.host_up_gbit * GBIT, x.host_down_gbit * GBIT)))
+        .flat_map(|(i, x)| {
+            (0..x.hosts).map(move |_| (i as u32, s.link_rate(x.host_up_gbit), s.link_rate(x.host_down_gbit)))
+        })
         .collect();
-    let wan = |x: &crate::scenario::Site| x.wan_gbit.map_or(f64::INFINITY, |g| g * GBIT);
+    let wan = |x: &crate::scenario::Site| x.wan_gbit.map_or(f64::INFINITY, |g| s.link_rate(g));
     let mut up: Vec<f64> = masters.iter().map(|m| m.1).collect();
     let mut down: Vec<f64> = masters.iter().map(|m| m.1).collect();
     up.extend(hosts.iter().map(|h| h.1));

@@ -6,6 +6,7 @@
 //! seed = 1
 //! image_size = "10GiB"
 //! chunk_size = "4MiB"
+//! payload_share = 1.0      # optional: the share of a link's rate chunks get
 //!
 //! [[site]]
 //! name = "a"
@@ -44,6 +45,13 @@ pub struct Scenario {
     pub image_size: String,
     /// The chunk size, e.g. `"4MiB"`.
     pub chunk_size: String,
+    /// The share of every link's rate that carries chunk bytes (1 by
+    /// default). On a real link the rest goes to Ethernet, IP and TCP
+    /// headers and the transport's framing, so a scenario that stands for
+    /// measured links sets what a plain TCP copy over them achieves. The
+    /// bound is of the links' whole rates, as the testbed's is.
+    #[serde(default = "whole")]
+    pub payload_share: f64,
     /// The sites.
     #[serde(rename = "site")]
     pub sites: Vec<Site>,
@@ -69,6 +77,10 @@ pub struct Scenario {
 
 fn one() -> u64 {
     1
+}
+
+fn whole() -> f64 {
+    1.0
 }
 
 /// One site.
@@ -322,6 +334,9 @@ impl Scenario {
         if s.sites.iter().any(|x| x.masters > 0 && x.master_up_gbit <= 0.0) {
             return Err(Error::Scenario("masters need a positive master_up_gbit".into()));
         }
+        if !(s.payload_share > 0.0 && s.payload_share <= 1.0) {
+            return Err(Error::Scenario("payload_share must be above 0 and at most 1".into()));
+        }
         Ok(s)
     }
 
@@ -333,6 +348,12 @@ impl Scenario {
     /// Chunk size in bytes.
     pub fn chunk_bytes(&self) -> Result<u64, Error> {
         parse_size(&self.chunk_size)
+    }
+
+    /// The bytes per second of chunks that a link of `gbit` carries (see
+    /// [`Scenario::payload_share`]).
+    pub fn link_rate(&self, gbit: f64) -> f64 {
+        gbit * crate::GBIT * self.payload_share
     }
 }
 

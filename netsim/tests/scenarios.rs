@@ -147,3 +147,23 @@ fn the_swarm_beats_central_http_and_spares_the_masters() {
     assert!(ours.p99 * 3.0 < central.p99, "ours {ours:?} vs central {central:?}");
     assert!(ours.master_egress < 1.5 && central.master_egress > 99.0);
 }
+
+#[test]
+fn links_carry_chunks_at_their_payload_share_against_the_same_bound() {
+    let mut s = scenario("", 20);
+    let bound = Bound::of(&s).unwrap().value();
+    let central = |s: &Scenario| Summary::of(&report::central(s).unwrap(), bound, s.image_bytes().unwrap() as f64);
+    let whole = central(&s);
+    s.payload_share = 0.5;
+    assert_eq!(Bound::of(&s).unwrap().value(), bound, "the bound is of the links' whole rates");
+    let half = central(&s);
+    assert!((half.max / whole.max - 2.0).abs() < 1e-6, "half the rate, twice the time: {whole:?} {half:?}");
+    let (_, ours) = run(&s, &Options::default());
+    assert!(ours.max > 2.0, "{ours:?}");
+    for share in ["0.0", "1.5"] {
+        let text = format!(
+            "name = \"t\"\nimage_size = \"1MiB\"\nchunk_size = \"256KiB\"\npayload_share = {share}\n[[site]]\nname = \"a\"\nhosts = 2\nhost_up_gbit = 1.0\nhost_down_gbit = 1.0\nmasters = 1\nmaster_up_gbit = 1.0\n"
+        );
+        assert!(Scenario::parse(&text).is_err(), "payload_share = {share} is refused");
+    }
+}

@@ -14,8 +14,6 @@ use crate::flows::{Capacities, Flows};
 use crate::scenario::Scenario;
 use crate::{Error, Rng};
 
-const GBIT: f64 = 1e9 / 8.0;
-
 /// The scenario's image: a manifest of stand-in hashes.
 fn manifest(chunks: u32, chunk: u64, size: u64, seed: u64) -> Result<Manifest, Error> {
     let hashes: Arc<[ChunkHash]> = (0..chunks)
@@ -58,8 +56,8 @@ impl<'a> Sim<'a> {
                     ..UploadPolicy::default()
                 };
                 nodes.push(new_node(s, &opt, site, Role::Master, upload, nodes.len()));
-                up.push(x.master_up_gbit * GBIT);
-                down.push(x.master_up_gbit * GBIT);
+                up.push(s.link_rate(x.master_up_gbit));
+                down.push(s.link_rate(x.master_up_gbit));
             }
             for h in 0..x.hosts {
                 let role = if h < x.gateways { Role::Gateway } else { Role::Worker };
@@ -78,8 +76,8 @@ impl<'a> Sim<'a> {
                     });
                 }
                 nodes.push(node);
-                up.push(x.host_up_gbit * GBIT);
-                down.push(x.host_down_gbit * GBIT);
+                up.push(s.link_rate(x.host_up_gbit));
+                down.push(s.link_rate(x.host_down_gbit));
             }
         }
         // Malicious hosts: among plain workers.
@@ -97,7 +95,7 @@ impl<'a> Sim<'a> {
         // Churn: among honest plain workers.
         let honest: Vec<usize> = workers.iter().copied().filter(|&i| !nodes[i].malicious).collect();
         let leavers = rng.sample(&honest, (honest.len() as f64 * s.churn.leave_fraction).round() as usize);
-        let wan = |x: &crate::scenario::Site| x.wan_gbit.map_or(f64::INFINITY, |g| g * GBIT);
+        let wan = |x: &crate::scenario::Site| x.wan_gbit.map_or(f64::INFINITY, |g| s.link_rate(g));
         let cap = Capacities {
             up,
             down,
