@@ -48,7 +48,7 @@ pub struct Scenario {
     /// The share of every link's rate that carries chunk bytes (1 by
     /// default). On a real link the rest goes to Ethernet, IP and TCP
     /// headers and the transport's framing, so a scenario that stands for
-    /// measured links sets what a plain TCP copy over them achieves. The
+    /// measured links sets what a plain HTTP copy over them achieves. The
     /// bound is of the links' whole rates, as the testbed's is.
     #[serde(default = "whole")]
     pub payload_share: f64,

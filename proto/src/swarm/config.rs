@@ -24,7 +24,8 @@ pub struct Config {
     /// more would split this node's downlink into slivers while senders'
     /// uplinks sit idle, fewer would leave the downlink idle between chunks.
     /// A gateway (with a [`Config::fetch_stripe`]) gets at least four
-    /// `cross_site_pipeline`s: it keeps WAN pipelines full besides its site's.
+    /// `cross_site_pipeline`s, for the pipelines to peers of other sites
+    /// that it fills first.
     pub max_inflight: u32,
     /// Chunks picked at random before rarest-first takes over.
     pub random_first: u32,
