@@ -21,7 +21,8 @@
 //!   first; at the end, a second copy of a request that is late, see
 //!   [`Config::late_factor`]; slow requests time out and go elsewhere).
 //!   Same-site peers are asked first (at a gateway, other sites' peers:
-//!   its site waits on what it brings across); among peers of one rank,
+//!   its site waits on what it brings across; but its own site's where the
+//!   cross-site rules give way, see `picker`); among peers of one rank,
 //!   each fill starts one peer further on, so that every node does not ask
 //!   the same first-connected peers: their slots and queues would fill and
 //!   refuse, while the uplinks of the peers later in every node's order

@@ -162,18 +162,24 @@ impl Swarm {
         // Masters have requests of their own beside `max_inflight`, so a full
         // pipeline to peers never leaves them unasked.
         self.fill_turn = self.fill_turn.wrapping_add(1);
-        let mut start = 0;
-        while start < self.order.len() {
-            let rank = self.order[start].0;
-            let len = self.order[start..].iter().take_while(|&&(r, _)| r == rank).count();
+        let first = self.order.partition_point(|&(r, _)| r == 0);
+        let masters = self.order.partition_point(|&(r, _)| r < MASTERS);
+        let mut ranks = [(0, first), (first, masters), (masters, self.order.len())];
+        // Where the cross-site rules give way (in endgame, or with nothing
+        // in flight) a gateway asks its own site first, as a worker does:
+        // across the WAN it then takes only what its site lacks.
+        if self.cfg.role == Role::Gateway && (self.endgame() || self.idle()) {
+            ranks.swap(0, 1);
+        }
+        for (start, end) in ranks {
+            let len = end - start;
             for k in 0..len {
-                if rank != MASTERS && self.inflight >= self.cfg.max_inflight {
+                if start < masters && self.inflight >= self.cfg.max_inflight {
                     break;
                 }
                 let (_, id) = self.order[start + (k + self.fill_turn as usize) % len];
                 self.fill_one(now, id);
             }
-            start += len;
         }
     }
 
@@ -237,9 +243,14 @@ impl Swarm {
             random: self.cfg.picker == PickerMode::Random
                 || self.have.len() - (self.missing.len() as u32) < self.cfg.random_first,
             endgame: self.endgame(),
-            idle: self.inflight + self.to_masters == 0,
+            idle: self.idle(),
             across,
         }
+    }
+
+    /// Whether nothing is in flight, to peers or masters.
+    pub(super) fn idle(&self) -> bool {
+        self.inflight + self.to_masters == 0
     }
 
     /// Whether another request may go to `id` now.
@@ -262,7 +273,7 @@ impl Swarm {
     pub(super) fn count_request(&mut self, info: super::PeerInfo, add: bool) {
         let n = if self.own_master(info) { &mut self.to_masters } else { &mut self.inflight };
         *n = if add { *n + 1 } else { *n - 1 };
-        if self.arranged.is_some() && self.inflight + self.to_masters == 0 {
+        if self.arranged.is_some() && self.idle() {
             // A gateway with nothing in flight is free of its rules: peers
             // they left with no candidate may have some now.
             self.peers.values_mut().for_each(|p| p.exhausted = false);
@@ -283,7 +294,7 @@ impl Swarm {
         // that refused it, or is paused after refusals, does not count:
         // peers that claim chunks and refuse them would otherwise keep the
         // masters standing back for good.
-        let insist = self.inflight + self.to_masters == 0
+        let insist = self.idle()
             && self.peers.get(&id).is_some_and(|p| {
                 p.info.role == Role::Master
                     && p.refused.iter().any(|&(c, _)| c == chunk)

@@ -162,3 +162,21 @@ fn a_gateway_asks_other_sites_before_its_own() {
     let acts = drain(&mut g);
     assert_eq!((requests(&acts, 3).len(), requests(&acts, 2).len()), (0, 1));
 }
+
+#[test]
+fn a_gateway_with_nothing_in_flight_asks_its_own_site_first() {
+    // One request at a time: every fill starts with nothing in flight,
+    // where the cross-site rules give way.
+    let cfg = Config { site: 1, role: Role::Gateway, random_first: 0, max_inflight: 1, ..Config::default() };
+    let mut g = Swarm::new(cfg, Bitfield::new(N));
+    g.handle_connected(0, 2, info(1, Role::Worker));
+    g.handle_connected(0, 3, info(0, Role::Gateway));
+    g.handle_message(0, 2, Message::Bitfield(Bitfield::full(N)));
+    g.handle_message(0, 3, Message::Bitfield(Bitfield::full(N)));
+    for t in 1..4 {
+        let acts = drain(&mut g);
+        let local = requests(&acts, 2);
+        assert_eq!((local.len(), requests(&acts, 3).len()), (1, 0), "at {t}");
+        g.handle_reply(t, 2, local[0], Reply::Verified);
+    }
+}
