@@ -156,8 +156,8 @@ pub struct Swarm {
     peers: HashMap<PeerId, PeerState, BuildHasherDefault<IdHasher>>,
     /// Peer ids with their [`Swarm::rank`], in the order requests are
     /// filled: same site, other sites (the other way round at a gateway),
-    /// masters; within a rank by connection
-    /// order. Kept on connect and disconnect, so filling never sorts.
+    /// masters; within a rank by connection order. Kept on connect and
+    /// disconnect, so filling never sorts.
     order: Vec<(u8, PeerId)>,
     /// Advances on every fill, to rotate where it starts.
     fill_turn: u32,

@@ -155,12 +155,13 @@ impl Swarm {
             return;
         }
         // Same-site peers first (at a gateway, other sites'), masters last
-        // (they stand back whenever a peer can serve instead). Within a rank the walk
-        // starts one place further on each time, so requests spread over the
-        // peers instead of piling onto the first ones connected. Filling
-        // never changes who is connected, so the order stays put meanwhile.
-        // Masters have requests of their own beside `max_inflight`, so a full
-        // pipeline to peers never leaves them unasked.
+        // (they stand back whenever a peer can serve instead). Within a rank
+        // the walk starts one place further on each time, so requests spread
+        // over the peers instead of piling onto the first ones connected.
+        // Filling never changes who is connected, so the order stays put
+        // meanwhile. Masters have requests of their own beside
+        // `max_inflight`, so a full pipeline to peers never leaves them
+        // unasked.
         self.fill_turn = self.fill_turn.wrapping_add(1);
         let first = self.order.partition_point(|&(r, _)| r == 0);
         let masters = self.order.partition_point(|&(r, _)| r < MASTERS);
