@@ -18,6 +18,10 @@
 # KEEP=DIR copies every node's log (stderr; RUST_LOG sets what they log, by
 # default what bench/timeline.py reads) and the swarm phase's start and end
 # times into DIR, and prints each worker's timeline (bench/timeline.py).
+# PROFILE=DIR records the whole machine with `perf record -a -g` during the
+# swarm phase into DIR/perf.data (`perf report -i DIR/perf.data --sort
+# comm,dso,sym`; kernel call chains are whole, the binaries' are not). perf
+# takes CPU of its own, so a profiled run is slower than the figures.
 # ARIA2=1 also runs BitTorrent on the same testbed: opentracker on the
 # infrastructure host, aria2c seeding from the master's host and fetching on
 # every worker (every worker keeps seeding once done), pieces of 256 KiB
@@ -108,6 +112,12 @@ echo "== imageswarm: $n workers at $rate Mbit/s, ${size_mib} MiB in $chunking"
 # The machine's CPU counters (jiffies: all, idle + iowait) around the swarm phase.
 cpu_now() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6}' /proc/stat; }
 cpu0=$(cpu_now)
+perf_pid=
+if [ -n "${PROFILE:-}" ]; then
+  mkdir -p "$PROFILE"
+  perf record -a -g -F 499 -o "$PROFILE/perf.data" 2>"$PROFILE/perf.err" &
+  perf_pid=$!
+fi
 t0=$(date +%s.%N)
 for i in $(seq "$n"); do
   in_ns "w$i" "$bin" --data-dir "w$i" node --listen "/ip4/$(eval echo \$ip_w$i)/tcp/4001" --tracker "$tracker" \
@@ -121,6 +131,10 @@ done
 for p in "${waits[@]}"; do wait "$p"; done
 t1=$(date +%s.%N)
 cpu1=$(cpu_now)
+if [ -n "$perf_pid" ]; then
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+fi
 done_at=$(for i in $(seq "$n"); do cat "done-$i"; done | tr '\n' ' ')
 echo "$t0 $t1 $done_at" > phase
 if [ -n "$links_pid" ]; then
