@@ -16,6 +16,7 @@
 //! * [`metrics`]: Prometheus metrics over HTTP.
 
 pub mod admission;
+pub mod coalesce;
 pub mod codec;
 mod error;
 pub mod federation;

@@ -31,7 +31,7 @@ use libp2p::core::Transport;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, identify, kad, noise, tcp, yamux};
+use libp2p::{StreamProtocol, identify, kad, noise, tcp};
 
 use crate::{Error, Result};
 
@@ -108,7 +108,7 @@ pub fn build_swarm<B: NetworkBehaviour>(
             })
             .upgrade(Version::V1Lazy)
             .authenticate(noise::Config::new(key)?)
-            .multiplex(yamux::Config::default())
+            .multiplex(crate::coalesce::Yamux::default())
             .timeout(UPGRADE_TIMEOUT))
     };
     let builder = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
