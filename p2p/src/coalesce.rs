@@ -1,18 +1,19 @@
-//! Fewer, larger writes under yamux.
+//! Fewer, larger Noise frames under yamux.
 //!
 //! # Contract
 //! * [`Yamux`] is yamux, as `libp2p::yamux::Config` sets it up, over a
 //!   [`Coalesce`]d connection: the same protocol on the wire, in fewer
 //!   encrypted frames and system calls.
-//! * [`Coalesce`] passes reads through. Writes are buffered (up to
-//!   [`BUFFER`] bytes, beyond which they go through at once), and a flush
-//!   is put off once, with the task woken at once: yamux flushes after
-//!   every frame, and its frames are at most 16 KiB, so a 128 KiB chunk
-//!   would otherwise leave as eight Noise frames and eight `send`s, each
-//!   paying the whole network stack. Frames queued meanwhile join the
-//!   buffer; the flush that follows, with nothing new written since the
-//!   one put off, goes through. So nothing waits for more than one turn of
-//!   the task, and `poll_close` writes everything before it closes.
+//! * [`Coalesce`] passes reads and writes through and puts a flush off
+//!   once. Noise collects writes into frames of up to 64 KiB and sends a
+//!   frame when it is full or flushed, but yamux flushes after every frame
+//!   of its own, which is at most 16 KiB: a 128 KiB chunk would leave as
+//!   eight Noise frames and eight `send`s, each paying the whole network
+//!   stack. A flush with something written since the last one put off
+//!   returns pending and wakes the task at once, and yamux goes on to
+//!   queue what its streams have ready; the flush after that, with nothing
+//!   new written, goes through. So no flush waits past the task's next
+//!   poll, and `poll_close` is Noise's, which flushes before it closes.
 
 use std::io;
 use std::pin::Pin;
@@ -21,10 +22,6 @@ use std::task::{Context, Poll, ready};
 use futures::{AsyncRead, AsyncWrite, future};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::yamux;
-
-/// Bytes held before a write goes through without waiting for a flush:
-/// one Noise frame's worth.
-pub const BUFFER: usize = 64 << 10;
 
 /// yamux over a [`Coalesce`]d connection.
 #[derive(Debug, Clone, Default)]
@@ -65,44 +62,18 @@ where
     }
 }
 
-/// A connection whose small writes leave together (see the module docs).
+/// A connection whose flushes wait for what is queued behind them (see the
+/// module docs).
 #[derive(Debug)]
 pub struct Coalesce<C> {
     inner: C,
-    buf: Vec<u8>,
     /// Written since the last flush that was put off.
     fresh: bool,
 }
 
 impl<C> Coalesce<C> {
     pub fn new(inner: C) -> Self {
-        Self { inner, buf: Vec::with_capacity(BUFFER), fresh: false }
-    }
-}
-
-impl<C: AsyncWrite + Unpin> Coalesce<C> {
-    /// Writes the whole buffer to the connection.
-    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut done = 0;
-        while done < self.buf.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &self.buf[done..]) {
-                Poll::Ready(Ok(0)) => {
-                    self.buf.drain(..done);
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(n)) => done += n,
-                Poll::Ready(Err(e)) => {
-                    self.buf.drain(..done);
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => {
-                    self.buf.drain(..done);
-                    return Poll::Pending;
-                }
-            }
-        }
-        self.buf.clear();
-        Poll::Ready(Ok(()))
+        Self { inner, fresh: false }
     }
 }
 
@@ -114,29 +85,21 @@ impl<C: AsyncRead + Unpin> AsyncRead for Coalesce<C> {
 
 impl<C: AsyncWrite + Unpin> AsyncWrite for Coalesce<C> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        if self.buf.len() + data.len() > BUFFER {
-            ready!(self.drain(cx))?;
-        }
-        if data.len() >= BUFFER {
-            return Pin::new(&mut self.inner).poll_write(cx, data);
-        }
-        self.buf.extend_from_slice(data);
-        self.fresh = true;
-        Poll::Ready(Ok(data.len()))
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, data))?;
+        self.fresh |= n > 0;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if std::mem::take(&mut self.fresh) {
-            // Put off once: whatever is queued behind this joins the buffer.
+            // Put off once: whatever is queued behind this joins the frame.
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_close(cx)
     }
 }
@@ -145,29 +108,45 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Coalesce<C> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use futures::AsyncWriteExt;
-    use futures::task::noop_waker_ref;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
 
     use super::*;
 
-    /// Counts the writes that reach it.
+    /// Records what reaches it: the bytes, and the flushes.
     #[derive(Default)]
     struct Sink {
-        writes: Vec<usize>,
         bytes: Vec<u8>,
+        /// `bytes.len()` at each flush.
+        flushed_at: Vec<usize>,
     }
 
     impl AsyncWrite for Sink {
         fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-            self.writes.push(data.len());
             self.bytes.extend_from_slice(data);
             Poll::Ready(Ok(data.len()))
         }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let n = self.bytes.len();
+            self.flushed_at.push(n);
             Poll::Ready(Ok(()))
         }
         fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -176,43 +155,36 @@ mod tests {
     }
 
     #[test]
-    fn frames_flushed_one_by_one_leave_together_at_the_flush_after_the_last() {
+    fn frames_flushed_one_by_one_are_flushed_once_after_the_last_and_the_task_is_woken() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
         let mut c = Coalesce::new(Sink::default());
-        let mut cx = Context::from_waker(noop_waker_ref());
         for i in 0..3 {
             assert!(matches!(Pin::new(&mut c).poll_write(&mut cx, &frame(i)), Poll::Ready(Ok(16384))));
-            // yamux flushes after every frame: put off, nothing written.
+            // yamux flushes after every frame: put off, and the task woken
+            // so that the flush is asked for again.
             assert!(Pin::new(&mut c).poll_flush(&mut cx).is_pending());
-            assert!(c.inner.writes.is_empty());
+            assert_eq!(wakes.0.load(Ordering::SeqCst), usize::from(i) + 1);
         }
-        // Nothing new since: the flush goes through, in one write.
+        assert!(c.inner.flushed_at.is_empty());
+        // Nothing new since: the flush goes through, once, after every byte.
         assert!(matches!(Pin::new(&mut c).poll_flush(&mut cx), Poll::Ready(Ok(()))));
-        assert_eq!(c.inner.writes, vec![3 * 16384]);
+        assert_eq!(c.inner.flushed_at, vec![3 * 16384]);
         assert_eq!(c.inner.bytes, [frame(0), frame(1), frame(2)].concat());
+        // An idle connection's flushes go through at once and wake no one.
+        assert!(Pin::new(&mut c).poll_flush(&mut cx).is_ready());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 3);
     }
 
     #[test]
-    fn a_full_buffer_goes_out_without_waiting_for_a_flush_and_order_is_kept() {
-        let mut c = Coalesce::new(Sink::default());
-        let mut cx = Context::from_waker(noop_waker_ref());
-        for i in 0..5 {
-            assert!(Pin::new(&mut c).poll_write(&mut cx, &frame(i)).is_ready());
-        }
-        // The fifth frame did not fit: the first four went out.
-        assert_eq!(c.inner.writes, vec![BUFFER]);
-        let big = vec![9u8; BUFFER];
-        assert!(matches!(Pin::new(&mut c).poll_write(&mut cx, &big), Poll::Ready(Ok(n)) if n == BUFFER));
-        assert_eq!(c.inner.writes, vec![BUFFER, 16384, BUFFER]);
-        assert_eq!(c.inner.bytes, [frame(0), frame(1), frame(2), frame(3), frame(4), big].concat());
-    }
-
-    #[test]
-    fn closing_writes_what_is_buffered() {
+    fn awaiting_a_flush_completes_it() {
+        use futures::AsyncWriteExt;
         let mut c = Coalesce::new(Sink::default());
         futures::executor::block_on(async {
             c.write_all(b"last words").await.unwrap();
-            c.close().await.unwrap();
+            c.flush().await.unwrap();
         });
-        assert_eq!(c.inner.bytes, b"last words");
+        assert_eq!(c.inner.flushed_at, vec![10]);
     }
 }
