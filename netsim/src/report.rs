@@ -158,13 +158,11 @@ pub fn central(s: &Scenario) -> Result<Outcome, Error> {
             (0..x.hosts).map(move |_| (i as u32, s.link_rate(x.host_up_gbit), s.link_rate(x.host_down_gbit)))
         })
         .collect();
-    let wan = |x: &crate::scenario::Site| x.wan_gbit.map_or(f64::INFINITY, |g| s.link_rate(g));
     let mut up: Vec<f64> = masters.iter().map(|m| m.1).collect();
     let mut down: Vec<f64> = masters.iter().map(|m| m.1).collect();
     up.extend(hosts.iter().map(|h| h.1));
     down.extend(hosts.iter().map(|h| h.2));
-    let cap =
-        Capacities { up, down, wan_out: s.sites.iter().map(wan).collect(), wan_in: s.sites.iter().map(wan).collect() };
+    let cap = Capacities { up, down, wan_out: s.wan_rates(), wan_in: s.wan_rates() };
     let mut flows = Flows::new(cap, Sharing::Local);
     let m = masters.len() as u32;
     for (i, h) in hosts.iter().enumerate() {

@@ -355,6 +355,12 @@ impl Scenario {
     pub fn link_rate(&self, gbit: f64) -> f64 {
         gbit * crate::GBIT * self.payload_share
     }
+
+    /// Per site, the bytes per second of chunks its WAN link carries
+    /// (unbounded without one).
+    pub fn wan_rates(&self) -> Vec<f64> {
+        self.sites.iter().map(|x| x.wan_gbit.map_or(f64::INFINITY, |g| self.link_rate(g))).collect()
+    }
 }
 
 /// `"10GiB"`, `"4MiB"`, `"512KiB"` or plain bytes.

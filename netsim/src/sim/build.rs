@@ -95,13 +95,7 @@ impl<'a> Sim<'a> {
         // Churn: among honest plain workers.
         let honest: Vec<usize> = workers.iter().copied().filter(|&i| !nodes[i].malicious).collect();
         let leavers = rng.sample(&honest, (honest.len() as f64 * s.churn.leave_fraction).round() as usize);
-        let wan = |x: &crate::scenario::Site| x.wan_gbit.map_or(f64::INFINITY, |g| s.link_rate(g));
-        let cap = Capacities {
-            up,
-            down,
-            wan_out: s.sites.iter().map(wan).collect(),
-            wan_in: s.sites.iter().map(wan).collect(),
-        };
+        let cap = Capacities { up, down, wan_out: s.wan_rates(), wan_in: s.wan_rates() };
         let roles: Vec<Role> = nodes.iter().map(|n| n.info.role).collect();
         let plan = faults::Plan::draw(&s.faults, &roles, &mut rng);
         let mut flows = Flows::new(cap, opt.sharing);

@@ -12,6 +12,7 @@ mod list;
 mod node;
 mod site;
 mod status;
+mod wait;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -99,7 +100,7 @@ enum Command {
     /// (revoked, not approved, no longer endorsed, on no list in force) or
     /// the data directory is missing. Shows a progress bar on a terminal
     /// while a node runs.
-    Wait(node::WaitArgs),
+    Wait(wait::WaitArgs),
     /// A site's authority: make it, issue node credentials, revoke them.
     ///
     /// A closed site admits only nodes with a credential from its
@@ -164,7 +165,7 @@ pub(crate) fn run(cli: Cli, args: &[String]) -> anyhow::Result<ExitCode> {
         Command::Init(a) => site::init(d, a),
         Command::Update(a) => site::update(d, a),
         Command::Node(a) => node::run_node(d, a),
-        Command::Wait(a) => node::wait(d, a),
+        Command::Wait(a) => wait::wait(d, a),
         Command::Demo(a) => demo::run(a),
         Command::Status(_) => anyhow::bail!(
             "no node runs on {}: `status` reads a running node (`imageswarm images` shows what the store holds)",
