@@ -535,6 +535,11 @@ fn host_commands_reach_a_running_node_through_its_control_socket() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no image"), "{unknown:?}");
 
     assert_eq!(state_of(&lab, &id), "available", "answered by the node while it holds the store");
+    // The node runs the cycle with its own timeouts, and says so when given others.
+    let updated = run(&lab, &["update", "--read-timeout", "5"]);
+    assert_eq!(updated.status.code(), Some(0), "{updated:?}");
+    assert!(String::from_utf8_lossy(&updated.stdout).contains("unchanged"), "{updated:?}");
+    assert!(String::from_utf8_lossy(&updated.stderr).contains("uses its own timeouts"), "{updated:?}");
     // `init` as the host was set up holds already; anything else waits for
     // the node to stop.
     let ca = pki().path("ca.pem").display().to_string();

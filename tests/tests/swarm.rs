@@ -47,6 +47,10 @@ async fn six_workers_share_an_image() -> anyhow::Result<()> {
     site.until_workers_complete().await?;
     for i in 1..=6 {
         assert!(site.holds_verified(i), "worker {i} holds the image with the list's SHA-512");
+        // The tracker is counted apart from the peers: 6 other nodes at most.
+        let s = site.client(i).status();
+        assert_eq!(s.trackers, 1, "worker {i} is connected to the tracker");
+        assert!((1..=6).contains(&s.connected), "worker {i}: {} peers, trackers left out", s.connected);
     }
     let sent = site.image(0).unwrap().bytes_out;
     let from_workers: u64 = (1..=6).map(|i| site.image(i).unwrap().bytes_out).sum();

@@ -213,9 +213,17 @@ pub(crate) fn run_in_node(node: &InNode, args: Vec<String>) -> ::node::control::
         Err(e) => return Reply { code: 2, stdout: String::new(), stderr: e.to_string() },
     };
     let mut out = Vec::new();
+    let mut note = String::new();
     let result = match cli.command {
         Command::Status(a) => status::status(&node.site, &node.client, &mut out, a),
-        Command::Update(_) => status::update(&node.client, &mut out),
+        Command::Update(a) => {
+            if a.sets_timeouts() {
+                note = "note: the running node's update cycle uses its own timeouts; \
+                        --read-timeout, --min-rate and --rate-window apply without a node"
+                    .to_owned();
+            }
+            status::update(&node.client, &mut out)
+        }
         // Hashing every image takes long: it takes the site's turn only to
         // take a changed file out of service.
         Command::Verify(a) => {
@@ -232,8 +240,12 @@ pub(crate) fn run_in_node(node: &InNode, args: Vec<String>) -> ::node::control::
     };
     let stdout = String::from_utf8_lossy(&out).into_owned();
     match result {
-        Ok(code) => Reply { code: u8::from(code != ExitCode::SUCCESS), stdout, stderr: String::new() },
-        Err(e) => Reply { code: 2, stdout, stderr: format!("error: {e:#}") },
+        Ok(code) => Reply { code: u8::from(code != ExitCode::SUCCESS), stdout, stderr: note },
+        Err(e) => {
+            let error = format!("error: {e:#}");
+            let stderr = if note.is_empty() { error } else { format!("{note}\n{error}") };
+            Reply { code: 2, stdout, stderr }
+        }
     }
 }
 

@@ -141,26 +141,33 @@ pub(crate) struct SubscriptionKey {
 
 #[derive(Debug, Args)]
 pub(crate) struct UpdateArgs {
-    /// Seconds any one read from a list or image server may wait.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    read_timeout: u64,
+    /// Seconds any one read from a list or image server may wait
+    /// [default: 60]. Not for a running node, whose cycle uses its own.
+    #[arg(long, value_name = "SECS")]
+    read_timeout: Option<u64>,
     /// Abort a download whose rate stays below this many bytes per second
-    /// over --rate-window.
-    #[arg(long, default_value_t = 16384, value_name = "BYTES")]
-    min_rate: u64,
-    /// The window, in seconds, for --min-rate.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    rate_window: u64,
+    /// over --rate-window [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    min_rate: Option<u64>,
+    /// The window, in seconds, for --min-rate [default: 60].
+    #[arg(long, value_name = "SECS")]
+    rate_window: Option<u64>,
 }
 
 impl UpdateArgs {
     fn timeouts(&self) -> Timeouts {
+        let d = Timeouts::default();
         Timeouts {
-            read: Duration::from_secs(self.read_timeout),
-            min_rate: self.min_rate,
-            rate_window: Duration::from_secs(self.rate_window),
-            ..Timeouts::default()
+            read: self.read_timeout.map_or(d.read, Duration::from_secs),
+            min_rate: self.min_rate.unwrap_or(d.min_rate),
+            rate_window: self.rate_window.map_or(d.rate_window, Duration::from_secs),
+            ..d
         }
+    }
+
+    /// Whether any timeout was given, which a running node does not take.
+    pub(crate) fn sets_timeouts(&self) -> bool {
+        self.read_timeout.is_some() || self.min_rate.is_some() || self.rate_window.is_some()
     }
 }
 

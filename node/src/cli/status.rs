@@ -25,7 +25,11 @@ pub(crate) struct StatusArgs {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Report {
     pub(crate) peer_id: Option<String>,
+    /// Connected nodes, trackers left out.
     pub(crate) connected: usize,
+    /// Connected trackers.
+    #[serde(default)]
+    pub(crate) trackers: usize,
     pub(crate) bans: u64,
     pub(crate) chunks_failed: u64,
     /// Bytes free on the data directory's file system.
@@ -168,6 +172,7 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
     let report = Report {
         peer_id: live.peer_id.map(|p| p.to_string()),
         connected: live.connected,
+        trackers: live.trackers,
         bans: live.bans,
         chunks_failed: live.chunks_failed,
         disk_free: fs4::available_space(&site.store().paths().root).ok(),
@@ -187,7 +192,11 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
 fn print_report(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
     writeln!(out, "node {}", r.peer_id.as_deref().unwrap_or("(starting)"))?;
     let free = r.disk_free.map_or_else(|| "unknown".to_owned(), format_size);
-    writeln!(out, "  peers {}  banned {}  chunks failed {}  disk free {free}", r.connected, r.bans, r.chunks_failed)?;
+    writeln!(
+        out,
+        "  peers {}  trackers {}  banned {}  chunks failed {}  disk free {free}",
+        r.connected, r.trackers, r.bans, r.chunks_failed
+    )?;
     if let Some(e) = &r.last_update_error {
         writeln!(out, "  last update failed: {e}")?;
     }

@@ -115,7 +115,7 @@ impl Metrics {
         r.register("site_bytes_in", "Chunk bytes received from peers of another site", self.site_bytes_in.clone());
         r.register("site_bytes_out", "Chunk bytes sent to peers of another site", self.site_bytes_out.clone());
         r.register("node_info", "1, labelled with the node's site, role and version", self.info.clone());
-        r.register("peers", "Connected peers", self.peers.clone());
+        r.register("peers", "Connected peers (other nodes; trackers are not counted)", self.peers.clone());
         r.register("bans", "Peers banned for sending bad data", self.bans.clone());
         r.register("list_version", "1 for the version in force of each list", self.list_version.clone());
         r.register("list_expiry_seconds", "When the list in force expires (Unix time)", self.list_expiry.clone());

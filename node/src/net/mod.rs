@@ -234,8 +234,10 @@ pub struct Status {
     pub peer_id: Option<PeerId>,
     /// The addresses it listens on.
     pub listen: Vec<Multiaddr>,
-    /// Connected peers.
+    /// Connected peers: other nodes, not trackers.
     pub connected: usize,
+    /// Connected trackers.
+    pub trackers: usize,
     /// Peers banned since start.
     pub bans: u64,
     /// Chunks that failed verification since start.

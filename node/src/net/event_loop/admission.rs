@@ -11,6 +11,10 @@
 //!   threshold until it is ready (`super::super::behaviour`); when it is,
 //!   the lists not yet published are (see [`super::lists`]).
 //! * A tracker is announced to only once it admitted this node.
+//! * A peer that refuses this node's credential is disconnected, and not
+//!   dialled again for an announce interval; its refusal is a warning the
+//!   first time and whenever its reason changes, a debug line otherwise
+//!   (two sites that do not trust each other meet again and again).
 //! * When the gate takes a newer CRL (from a peer, a tracker's answer or the
 //!   CRL file) or site policy, every ready peer and admitting tracker is
 //!   sent this node's admit again, which carries it; the peers a CRL
@@ -53,6 +57,10 @@ pub(super) enum TrackerAdmission {
     /// The tracker admitted this node.
     Admitted,
 }
+
+/// Peers whose refusals of this node's credential are remembered at most;
+/// beyond them the record starts afresh (and warns again).
+pub(super) const REFUSALS_KEPT: usize = 1024;
 
 /// A CRL file and when it last changed, read again when that changes.
 #[derive(Debug)]
@@ -140,15 +148,29 @@ impl EventLoop {
                     Ok(_) if tracker => {
                         let first = self.tracker_admission.insert(peer, TrackerAdmission::Admitted)
                             != Some(TrackerAdmission::Admitted);
+                        self.refusals.remove(&peer);
                         if first {
                             tracing::info!(tracker = %peer, "admitted by the tracker");
                             self.announce_all();
                         }
                     }
-                    Ok(true) => self.on_ready(peer),
-                    Ok(false) => {}
+                    Ok(true) => {
+                        self.refusals.remove(&peer);
+                        self.on_ready(peer);
+                    }
+                    Ok(false) => {
+                        self.refusals.remove(&peer);
+                    }
                     Err(why) => {
-                        tracing::warn!(%peer, tracker, why, "the peer refused this node's credential");
+                        if self.refusals.get(&peer).is_some_and(|(w, _)| *w == why) {
+                            tracing::debug!(%peer, tracker, why, "the peer refused this node's credential again");
+                        } else {
+                            tracing::warn!(%peer, tracker, why, "the peer refused this node's credential");
+                        }
+                        if self.refusals.len() >= REFUSALS_KEPT {
+                            self.refusals.clear();
+                        }
+                        self.refusals.insert(peer, (why.to_string(), Instant::now()));
                         self.tracker_admission.remove(&peer);
                         let _ = self.swarm.disconnect_peer_id(peer);
                     }

@@ -133,6 +133,11 @@ pub(super) struct EventLoop {
     key: Keypair,
     /// Where this node stands with each tracker in a closed site.
     tracker_admission: HashMap<PeerId, admission::TrackerAdmission>,
+    /// Per peer, why and when it last refused this node's credential (at
+    /// most [`admission::REFUSALS_KEPT`] peers): the node warns only when
+    /// that changes, and does not dial the peer again for an announce
+    /// interval.
+    refusals: HashMap<PeerId, (String, Instant)>,
     /// The CRL file read again when it changes.
     crl_file: Option<admission::CrlFile>,
     outbound: HashMap<OutboundRequestId, Outbound>,
@@ -299,6 +304,7 @@ impl EventLoop {
             gate,
             key,
             tracker_admission: HashMap::new(),
+            refusals: HashMap::new(),
             crl_file,
             outbound: HashMap::new(),
             notices,
@@ -504,6 +510,11 @@ impl EventLoop {
 
     // ---- status ----
 
+    /// Connected nodes, trackers left out.
+    fn peer_count(&self) -> usize {
+        self.swarm.connected_peers().filter(|p| !self.trackers.is_tracker(p)).count()
+    }
+
     fn publish_status(&mut self) {
         if let Ok(free) = fs4::available_space(&self.cfg.data_dir) {
             self.metrics.disk_free.set(i64::try_from(free).unwrap_or(i64::MAX));
@@ -538,7 +549,8 @@ impl EventLoop {
         let s = Status {
             peer_id: Some(*self.swarm.local_peer_id()),
             listen: self.swarm.listeners().cloned().collect(),
-            connected: self.swarm.connected_peers().count(),
+            connected: self.peer_count(),
+            trackers: self.swarm.connected_peers().filter(|p| self.trackers.is_tracker(p)).count(),
             bans: self.ban_count,
             chunks_failed: self.failed_chunks,
             uploads_overdue: self.uploads.overdue_count(),
@@ -564,13 +576,13 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
                 self.pin_tracker(peer_id, &endpoint);
-                self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
+                self.metrics.peers.set(self.peer_count() as i64);
                 if num_established.get() == 1 {
                     self.on_first_connection(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                self.metrics.peers.set(self.swarm.connected_peers().count() as i64);
+                self.metrics.peers.set(self.peer_count() as i64);
                 self.admission_forget(&peer_id);
                 let Some(&h) = self.handles.get(&peer_id) else { return };
                 self.notices.forget(h);
