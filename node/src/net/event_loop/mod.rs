@@ -20,12 +20,10 @@
 //!   that is slow or hangs does not hold a restarted node's swarm up.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
@@ -37,6 +35,7 @@ use proto::wire::{Request, Response};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use self::bucket::Bucket;
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm, lists_topic};
 use super::metrics::Metrics;
 use super::notices::{Inbound, Notices};
@@ -49,6 +48,7 @@ use crate::{Error, Result};
 
 mod admission;
 mod attest;
+mod bucket;
 mod discovery;
 mod disk;
 mod jobs;
@@ -183,33 +183,6 @@ pub(super) struct EventLoop {
     asking_lists: std::collections::HashSet<Uuid>,
     /// Each peer's requests other than for chunks ([`peers`]).
     request_rates: peers::RequestRates,
-}
-
-/// A token bucket counting KiB, which lets at most 20 ms worth through at
-/// once, so that a cap holds over short intervals too.
-#[derive(Debug)]
-struct Bucket {
-    limiter: DefaultDirectRateLimiter,
-    burst: NonZeroU32,
-}
-
-impl Bucket {
-    fn new(bytes_per_sec: Option<u64>) -> Option<Arc<Self>> {
-        let kib = NonZeroU32::new(u32::try_from(bytes_per_sec? / 1024).unwrap_or(u32::MAX).max(1))?;
-        let burst = NonZeroU32::new((kib.get() / 50).max(16))?;
-        Some(Arc::new(Self { limiter: RateLimiter::direct(Quota::per_second(kib).allow_burst(burst)), burst }))
-    }
-
-    /// Waits until `bytes` may pass.
-    async fn take(bucket: Option<&Self>, bytes: usize) {
-        let Some(b) = bucket else { return };
-        let mut kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-        while let Some(n) = NonZeroU32::new(kib.min(b.burst.get())) {
-            // `n` never exceeds the burst, so this cannot fail.
-            let _ = b.limiter.until_n_ready(n).await;
-            kib -= n.get();
-        }
-    }
 }
 
 /// A site name as the state machine's site number.
