@@ -123,7 +123,7 @@ impl EventLoop {
             || self.swarm.is_connected(&p)
             || self.bans.iter().any(|(_, b)| *b == p)
             || self.refusals.get(&p).is_some_and(|(_, at)| at.elapsed() < self.cfg.announce_interval)
-            || self.swarm.connected_peers().count() >= self.cfg.max_peers
+            || self.peer_count() >= self.cfg.max_peers
         {
             return;
         }
