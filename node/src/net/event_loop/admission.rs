@@ -144,23 +144,21 @@ impl EventLoop {
             }
             Event::Message { peer, message: M::Response { response, .. }, .. } => {
                 let tracker = self.is_tracker(&peer);
-                match self.gate.on_admission(peer, response, crate::now()) {
+                let admitted = self.gate.on_admission(peer, response, crate::now());
+                if admitted.is_ok() {
+                    self.refusals.remove(&peer);
+                }
+                match admitted {
                     Ok(_) if tracker => {
                         let first = self.tracker_admission.insert(peer, TrackerAdmission::Admitted)
                             != Some(TrackerAdmission::Admitted);
-                        self.refusals.remove(&peer);
                         if first {
                             tracing::info!(tracker = %peer, "admitted by the tracker");
                             self.announce_all();
                         }
                     }
-                    Ok(true) => {
-                        self.refusals.remove(&peer);
-                        self.on_ready(peer);
-                    }
-                    Ok(false) => {
-                        self.refusals.remove(&peer);
-                    }
+                    Ok(true) => self.on_ready(peer),
+                    Ok(false) => {}
                     Err(why) => {
                         if self.refusals.get(&peer).is_some_and(|(w, _)| *w == why) {
                             tracing::debug!(%peer, tracker, why, "the peer refused this node's credential again");

@@ -14,9 +14,9 @@ use std::time::Duration;
 /// bytes are booked behind everything booked before, and pass when a link
 /// of the cap's rate would have carried them. A cap idle for a while lends
 /// at most [`Bucket::SLACK`] of its rate, so it holds over short intervals
-/// too. Callers wait one timer
-/// each, in turn: none waits for the cap to have a whole burst free, which
-/// callers taking smaller amounts would keep from happening.
+/// too. Callers wait one timer each, in turn: none waits for the cap to
+/// have a whole burst free, which callers taking smaller amounts would keep
+/// from happening.
 #[derive(Debug)]
 pub(super) struct Bucket {
     bytes_per_sec: f64,

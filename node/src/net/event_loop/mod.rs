@@ -519,11 +519,12 @@ impl EventLoop {
                 })
             })
             .collect();
+        let peers = self.peer_count();
         let s = Status {
             peer_id: Some(*self.swarm.local_peer_id()),
             listen: self.swarm.listeners().cloned().collect(),
-            connected: self.peer_count(),
-            trackers: self.swarm.connected_peers().filter(|p| self.trackers.is_tracker(p)).count(),
+            connected: peers,
+            trackers: self.swarm.connected_peers().count() - peers,
             bans: self.ban_count,
             chunks_failed: self.failed_chunks,
             uploads_overdue: self.uploads.overdue_count(),
