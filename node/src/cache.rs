@@ -58,8 +58,9 @@ pub use verify::Checked;
 
 use partial::{Origin, PartialFile, Writers};
 
-/// How often a download from the source commits what it wrote, at most.
-pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often a download from the source commits what it wrote, at most: as
+/// often as a download from peers ([`proto::transfer::COMMIT_EVERY`]).
+pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_micros(proto::transfer::COMMIT_EVERY);
 /// How many bytes a download from the source writes between commits, at
 /// most.
 pub const COMMIT_BYTES: u64 = 64 << 20;

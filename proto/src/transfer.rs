@@ -45,7 +45,8 @@
 //!   [`VerifiedChunk`](crate::manifest::VerifiedChunk), checked against the verified manifest.
 //! * **Disk.** A verified chunk is written once; the swarm hears of it once
 //!   written, and may serve it; written chunks are made durable in group
-//!   commits, one at a time per image; the image is installed once every
+//!   commits, one at a time per image and one per [`COMMIT_EVERY`] at most
+//!   until the last chunk is written; the image is installed once every
 //!   chunk is committed. Results that come back for an earlier take-up of
 //!   the image (another epoch) are ignored. A failed write, commit or
 //!   install drops the image ([`Effect::StartOver`]).
@@ -60,7 +61,7 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 pub use effect::{ChunkReply, DiskFailed, Effect, ManifestReply, Notice, Offence};
-pub use image::{ImageSpec, MANIFEST_RETRY, MANIFEST_TIMEOUT, Transfer};
+pub use image::{COMMIT_EVERY, ImageSpec, MANIFEST_RETRY, MANIFEST_TIMEOUT, Transfer};
 use uuid::Uuid;
 
 use crate::Error;
@@ -398,19 +399,19 @@ impl<B: ChunkBody> Host<B> {
         let Some(s) = t.swarm.as_mut() else { return };
         s.handle_reply(now, from, index, Reply::Verified);
         t.unsynced.push((index, hash));
-        self.commit(image);
+        self.commit(now, image);
         self.drain(now, image);
     }
 
     /// The commit asked for by [`Effect::Commit`] ended.
-    pub fn handle_committed(&mut self, _now: Micros, image: ImageId, epoch: u64, result: Result<(), DiskFailed>) {
+    pub fn handle_committed(&mut self, now: Micros, image: ImageId, epoch: u64, result: Result<(), DiskFailed>) {
         let Some(t) = self.images.get_mut(&image).filter(|t| t.epoch == epoch) else { return };
         t.committing = false;
         if result.is_err() {
             // Chunks announced here may not be on disk.
             return self.start_over(image);
         }
-        self.commit(image);
+        self.commit(now, image);
         self.install(image);
     }
 
@@ -428,17 +429,14 @@ impl<B: ChunkBody> Host<B> {
 
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Micros) {
-        let due: Vec<ImageId> = self
-            .images
-            .iter()
-            .filter(|(_, t)| t.swarm.as_ref().and_then(swarm::Swarm::poll_timeout).is_some_and(|at| at <= now))
-            .map(|(&id, _)| id)
-            .collect();
-        for image in due {
-            if let Some(s) = self.images.get_mut(&image).and_then(|t| t.swarm.as_mut()) {
+        let images: Vec<ImageId> = self.images.keys().copied().collect();
+        for image in images {
+            let Some(t) = self.images.get_mut(&image) else { continue };
+            if let Some(s) = t.swarm.as_mut().filter(|s| s.poll_timeout().is_some_and(|at| at <= now)) {
                 s.handle_timeout(now);
+                self.drain(now, image);
             }
-            self.drain(now, image);
+            self.commit(now, image);
         }
         self.ask_manifests(now);
     }
@@ -455,7 +453,9 @@ impl<B: ChunkBody> Host<B> {
     pub fn poll_timeout(&self) -> Option<Micros> {
         self.images
             .values()
-            .flat_map(|t| [t.swarm.as_ref().and_then(swarm::Swarm::poll_timeout), t.manifest_deadline()])
+            .flat_map(|t| {
+                [t.swarm.as_ref().and_then(swarm::Swarm::poll_timeout), t.manifest_deadline(), t.commit_due()]
+            })
             .flatten()
             .min()
     }
@@ -565,14 +565,16 @@ impl<B: ChunkBody> Host<B> {
         }
     }
 
-    /// Commits the chunks of `image` written so far, unless a commit is
-    /// under way (chunks written meanwhile wait for the next).
-    fn commit(&mut self, image: ImageId) {
+    /// Commits the chunks of `image` written so far, if one is due
+    /// ([`Transfer::commit_due`]); chunks written meanwhile wait for the
+    /// next.
+    fn commit(&mut self, now: Micros, image: ImageId) {
         let Some(t) = self.images.get_mut(&image) else { return };
-        if t.committing || t.unsynced.is_empty() {
+        if t.commit_due().is_none_or(|at| at > now) {
             return;
         }
         t.committing = true;
+        t.next_commit = now + COMMIT_EVERY;
         let chunks = std::mem::take(&mut t.unsynced);
         self.effects.push_back(Effect::Commit { image, epoch: t.epoch, chunks });
     }

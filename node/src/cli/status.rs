@@ -95,9 +95,8 @@ pub(crate) struct List {
 pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: StatusArgs) -> anyhow::Result<ExitCode> {
     let live = client.status();
     let store = site.store();
-    let lists_in_force = site.lists_in_force()?;
     let versions: HashMap<Uuid, String> =
-        lists_in_force.iter().filter_map(|(s, _)| Some((s.identifier, s.current.as_ref()?.version.clone()))).collect();
+        store.subscriptions()?.into_iter().filter_map(|s| Some((s.identifier, s.current?.version))).collect();
     let swarming: HashMap<Uuid, &ImageStatus> = live.images.iter().map(|i| (i.uuid, i)).collect();
     let mut recs = store.images()?;
     if let Some(u) = a.uuid {
@@ -135,9 +134,12 @@ pub(crate) fn status(site: &Site, client: &Client, out: &mut dyn Write, a: Statu
             last_error: r.last_error,
         });
     }
+    // Only the whole report shows the lists, and only their expiry dates
+    // need each list parsed, which costs what a waiting script asking
+    // about one image should not.
     let mut lists = Vec::new();
     if a.uuid.is_none() {
-        for (s, in_force) in lists_in_force {
+        for (s, in_force) in site.lists_in_force()? {
             lists.push(List {
                 expires: in_force.map(|l| l.expires.to_string()),
                 identifier: s.identifier,
@@ -263,9 +265,12 @@ fn format_secs(s: u64) -> String {
 }
 
 /// The status of the node running on `dir`, read through its control
-/// socket; `None` when no node answers.
-pub(crate) fn of_running(dir: &std::path::Path) -> Option<Report> {
-    let reply = ::node::control::call(dir, &["status".to_owned(), "--json".to_owned()]).ok()??;
+/// socket, of `image` only (without lists) when one is given; `None` when
+/// no node answers, or it knows no such image.
+pub(crate) fn of_running(dir: &std::path::Path, image: Option<Uuid>) -> Option<Report> {
+    let args: Vec<String> =
+        ["status".to_owned()].into_iter().chain(image.map(|u| u.to_string())).chain(["--json".to_owned()]).collect();
+    let reply = ::node::control::call(dir, &args).ok()??;
     if reply.code != 0 {
         return None;
     }

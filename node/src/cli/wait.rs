@@ -71,7 +71,10 @@ pub(crate) fn wait(data_dir: Option<&Path>, a: WaitArgs) -> anyhow::Result<ExitC
         }
         if now >= next_look {
             next_look = now + look_every;
-            if let Some(report) = super::status::of_running(dir) {
+            // The image's own report while the node knows it (the whole one
+            // parses every list), the whole one while it does not.
+            let report = super::status::of_running(dir, Some(a.uuid)).or_else(|| super::status::of_running(dir, None));
+            if let Some(report) = report {
                 if let Some(why) = never(&report, a.uuid) {
                     bail!("image {}: {why}", a.uuid);
                 }

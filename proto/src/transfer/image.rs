@@ -15,7 +15,8 @@
 //!   dropped;
 //! * the swarm hears of a chunk only once it is written; the chunk's record
 //!   follows in a group commit, one commit at a time (`unsynced`, then
-//!   `committing`);
+//!   `committing`), and one per [`COMMIT_EVERY`] at most until every chunk
+//!   is written;
 //! * the image is installed only once every chunk is committed, and once.
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,14 @@ pub const MANIFEST_TIMEOUT: Micros = 10_000_000;
 /// How long to wait before asking peers again once each has failed to hand
 /// the manifest over.
 pub const MANIFEST_RETRY: Micros = 200_000;
+
+/// The least time between the starts of two commits of one image while
+/// chunks still come. A commit syncs the image's file and the store; taken
+/// as soon as the last one ended, it would sync every chunk or two of a
+/// fast download, and those syncs cost the host CPU its swarm needs. A
+/// crash loses at most this long's chunks, which are fetched again. The
+/// commit that makes the image complete is not held back.
+pub const COMMIT_EVERY: Micros = 250_000;
 
 /// What a node knows of an image when it takes it up.
 #[derive(Debug, Clone)]
@@ -91,6 +100,8 @@ pub struct Transfer {
     /// Written and known to the swarm, not yet durable: the next commit's.
     pub(super) unsynced: Vec<(ChunkIndex, ChunkHash)>,
     pub(super) committing: bool,
+    /// When the next commit may start, unless every chunk is written.
+    pub(super) next_commit: Micros,
     pub(super) installing: bool,
     pub(super) available: bool,
 }
@@ -125,6 +136,7 @@ impl Transfer {
             writing: HashMap::new(),
             unsynced: Vec::new(),
             committing: false,
+            next_commit: 0,
             installing: false,
             available: spec.available,
         };
@@ -298,6 +310,17 @@ impl Transfer {
     }
 
     // ---- gating ----
+
+    /// When the written chunks are to be committed: now once every chunk is
+    /// written, otherwise not before `next_commit`; `None` while a commit
+    /// runs or nothing waits for one.
+    pub(super) fn commit_due(&self) -> Option<Micros> {
+        if self.committing || self.unsynced.is_empty() {
+            return None;
+        }
+        let complete = self.writing.is_empty() && self.swarm.as_ref().is_some_and(Swarm::is_complete);
+        Some(if complete { 0 } else { self.next_commit })
+    }
 
     /// Whether the image may be installed now: every chunk is written and
     /// committed, and no install ran or runs.

@@ -276,11 +276,22 @@ fn short_bytes_are_corrupt_too() {
     )));
 }
 
+/// The chunks of each commit in `e`, in order.
+fn commits(e: &[Effect<Vec<u8>>]) -> Vec<Vec<ChunkIndex>> {
+    e.iter()
+        .filter_map(|e| match e {
+            Effect::Commit { chunks, .. } => Some(chunks.iter().map(|c| c.0).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Feeds every chunk request of `e` from peer 1 with the right bytes, and
-/// carries out writes and commits as they come; returns the effects seen.
-fn serve_all(h: &mut Host<Vec<u8>>, f: &Fixture, mut e: Vec<Effect<Vec<u8>>>) -> Vec<Effect<Vec<u8>>> {
+/// carries out writes and commits as they come, a microsecond apart from
+/// `from` on; returns the effects seen.
+fn serve_all(h: &mut Host<Vec<u8>>, f: &Fixture, mut e: Vec<Effect<Vec<u8>>>, from: Micros) -> Vec<Effect<Vec<u8>>> {
     let mut seen = Vec::new();
-    let mut t = 10;
+    let mut t = from;
     while !e.is_empty() {
         for effect in std::mem::take(&mut e) {
             t += 1;
@@ -322,7 +333,7 @@ fn chunks_are_written_once_committed_in_groups_and_installed_last() {
     // Everything else arrives while that commit runs: no second commit, and
     // no install, until it ends.
     let seen =
-        serve_all(&mut h, &f, first.into_iter().chain(e).filter(|e| !matches!(e, Effect::Commit { .. })).collect());
+        serve_all(&mut h, &f, first.into_iter().chain(e).filter(|e| !matches!(e, Effect::Commit { .. })).collect(), 10);
     assert!(!seen.iter().any(|e| matches!(e, Effect::Commit { .. } | Effect::Install { .. })), "{seen:?}");
     assert!(h.image(IMAGE).unwrap().have().is_full());
     h.handle_committed(100, IMAGE, 1, Ok(()));
@@ -332,6 +343,48 @@ fn chunks_are_written_once_committed_in_groups_and_installed_last() {
     assert_eq!(effects(&mut h), vec![Effect::Install { image: IMAGE, epoch: 1 }]);
     h.handle_installed(102, IMAGE, 1, Ok(()));
     assert!(h.image(IMAGE).unwrap().is_available());
+}
+
+#[test]
+fn commits_are_spaced_while_chunks_come_and_the_last_is_not_held_back() {
+    let f = fixture();
+    let mut h = with_image(&f, true);
+    let mut asked = meet(&mut h, 1, Bitfield::full(CHUNKS));
+    let [a, b] = chunk_requests(&asked, 1)[..2] else { panic!("{asked:?}") };
+    asked.retain(|e| !matches!(e, Effect::RequestChunk { index, .. } if [a, b].contains(index)));
+    // Writes and commits are carried out by hand here: `step` keeps the
+    // chunk requests for later and gives the commits' chunks.
+    fn step(h: &mut Host<Vec<u8>>, asked: &mut Vec<Effect<Vec<u8>>>) -> Vec<Vec<ChunkIndex>> {
+        let e = effects(h);
+        asked.extend(e.iter().filter(|e| matches!(e, Effect::RequestChunk { .. })).cloned());
+        commits(&e)
+    }
+    h.handle_chunk_reply(1, 1, IMAGE, a, ChunkReply::Data(f.chunk(a)));
+    step(&mut h, &mut asked);
+    h.handle_written(2, IMAGE, 1, a, Ok(()));
+    assert_eq!(step(&mut h, &mut asked), vec![vec![a]], "the first commit starts at once");
+    h.handle_committed(3, IMAGE, 1, Ok(()));
+    h.handle_chunk_reply(4, 1, IMAGE, b, ChunkReply::Data(f.chunk(b)));
+    step(&mut h, &mut asked);
+    h.handle_written(5, IMAGE, 1, b, Ok(()));
+    assert!(step(&mut h, &mut asked).is_empty(), "the next waits for its turn");
+    let due = 2 + COMMIT_EVERY;
+    assert!(h.poll_timeout().is_some_and(|t| t <= due), "{:?}", h.poll_timeout());
+    h.handle_timeout(due - 1);
+    assert!(step(&mut h, &mut asked).is_empty());
+    h.handle_timeout(due);
+    assert_eq!(step(&mut h, &mut asked), vec![vec![b]]);
+    h.handle_committed(due + 1, IMAGE, 1, Ok(()));
+    assert!(step(&mut h, &mut asked).is_empty());
+
+    // The rest arrive well within one interval: the commit that makes the
+    // image whole starts when the last chunk is written, and the install
+    // once it ends.
+    let seen = serve_all(&mut h, &f, asked, due + 2);
+    let rest = commits(&seen);
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0].len(), CHUNKS as usize - 2);
+    assert!(seen.iter().any(|e| matches!(e, Effect::Install { .. })), "{seen:?}");
 }
 
 #[test]
