@@ -124,14 +124,16 @@ pub struct Swarm {
     pub max_inflight: u32,
     /// Requests in flight per peer of another site.
     pub cross_site_pipeline: u32,
-    /// Concurrent uploads per host.
+    /// Concurrent uploads per host (not master).
     pub upload_slots: u32,
     /// Concurrent uploads per master.
     pub master_slots: u32,
+    /// Queued requests per master.
+    pub master_queue: usize,
     /// Concurrent uploads to one peer of the same site, for hosts and
     /// masters (`UploadPolicy::per_peer`).
     pub upload_per_peer: u32,
-    /// Queued requests per node.
+    /// Queued requests per host (not master).
     pub max_queue: usize,
     /// Random chunks before rarest-first.
     pub random_first: u32,
@@ -159,6 +161,7 @@ pub struct Swarm {
 impl Default for Swarm {
     fn default() -> Self {
         let node = proto::swarm::Config::default();
+        let master = proto::swarm::UploadPolicy::master();
         Self {
             tracker_want: proto::transfer::TRACKER_WANT,
             max_peers: proto::transfer::MAX_PEERS,
@@ -167,7 +170,8 @@ impl Default for Swarm {
             max_inflight: node.max_inflight,
             cross_site_pipeline: node.cross_site_pipeline,
             upload_slots: node.upload.slots,
-            master_slots: node.upload.slots,
+            master_slots: master.slots,
+            master_queue: master.max_queue,
             upload_per_peer: node.upload.per_peer,
             max_queue: node.upload.max_queue,
             random_first: node.random_first,

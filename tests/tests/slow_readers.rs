@@ -49,12 +49,13 @@ fn slow_reader(addr: Multiaddr, wire: Uuid, chunks: u32, index: u32) -> tokio::t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_that_never_read_lose_their_upload_slots() -> anyhow::Result<()> {
-    let mut site = Site::new(1, 32 * MIB, 4 * MIB).await?;
+    // A chunk for each of the master's slots.
+    let slots = proto::swarm::UploadPolicy::master().slots;
+    let mut site = Site::new(1, u64::from(slots) * 4 * MIB, 4 * MIB).await?;
     site.start(0).await?;
     site.until("the master to swarm on the image", |s| s.image(0).is_some()).await?;
     let addr = site.client(0).clone().listen_addrs().await?.remove(0);
-    let slots = proto::swarm::UploadPolicy::default().slots;
-    let readers: Vec<_> = (0..slots).map(|i| slow_reader(addr.clone(), site.wire_image(), 8, i)).collect();
+    let readers: Vec<_> = (0..slots).map(|i| slow_reader(addr.clone(), site.wire_image(), slots, i)).collect();
     site.until("the master's slots taken", |s| s.image(0).is_some_and(|m| m.bytes_out >= u64::from(slots) * 4 * MIB))
         .await?;
     let taken = std::time::Instant::now();

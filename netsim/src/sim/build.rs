@@ -50,7 +50,7 @@ impl<'a> Sim<'a> {
                 let upload = UploadPolicy {
                     slots: sw.master_slots,
                     per_peer: sw.upload_per_peer,
-                    max_queue: sw.max_queue * 4,
+                    max_queue: sw.master_queue,
                     master_copies: if opt.master_policy { sw.master_copies } else { u16::MAX },
                     stripe,
                     ..UploadPolicy::default()

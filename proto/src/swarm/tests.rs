@@ -284,6 +284,28 @@ fn upload_slots_and_queue_are_bounded() {
 }
 
 #[test]
+fn a_master_serves_twice_a_hosts_uploads_and_queues_four_times_its_requests() {
+    // 64 workers each ask for a chunk nobody else holds; what each role
+    // starts, queues and refuses.
+    let served = |role: Role| {
+        let mut s = Swarm::new(Config { role, upload: UploadPolicy::of(role), ..Config::default() }, Bitfield::full(N));
+        for p in 1..=64 {
+            s.handle_connected(0, p, info(0, Role::Worker));
+        }
+        drain(&mut s);
+        for c in 0..64 {
+            s.handle_message(0, u64::from(c) + 1, Message::Request(c));
+        }
+        let acts = drain(&mut s);
+        let uploads = acts.iter().filter(|a| matches!(a, Action::Upload { .. })).count();
+        let refused = acts.iter().filter(|a| matches!(a, Action::Refuse { .. })).count();
+        (uploads, 64 - uploads - refused, refused)
+    };
+    assert_eq!(served(Role::Worker), (8, 8, 48));
+    assert_eq!(served(Role::Master), (16, 32, 16));
+}
+
+#[test]
 fn a_masters_uploads_to_other_sites_keep_to_a_quarter_of_its_slots() {
     let upload = UploadPolicy { slots: 8, max_queue: 16, ..UploadPolicy::default() };
     let mut m = Swarm::new(Config { role: Role::Master, upload, ..Config::default() }, Bitfield::full(N));

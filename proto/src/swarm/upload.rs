@@ -61,6 +61,13 @@
 //!   it is still unavailable `grace` after it was first asked for, so that
 //!   masters do not send the same chunk twice while a master that died does
 //!   not stall the swarm.
+//! * **Masters hold more slots and a longer queue** ([`UploadPolicy::master`]).
+//!   A flow gets what the recipient's downlink leaves it beside the
+//!   recipient's other flows, and a worker's downlink carries many; so a
+//!   master with a host's slots leaves part of its uplink, the swarm's
+//!   scarcest, idle, and a master's flows are the ones the whole site waits
+//!   on. Its queue holds requests for chunks nobody else has, which must
+//!   wait for it anyway: refused, their askers would only ask again.
 //! * **A sent chunk counts until it is announced.** For a master, a chunk
 //!   is on its way from the moment a request for it is queued until the
 //!   recipient announces it (or asks for it again, leaves, or
@@ -95,9 +102,24 @@ pub struct UploadPolicy {
     pub delivery_grace: Micros,
 }
 
+/// A host's policy.
 impl Default for UploadPolicy {
     fn default() -> Self {
         Self { slots: 8, per_peer: 1, max_queue: 8, master_copies: 1, stripe: None, delivery_grace: 2_000_000 }
+    }
+}
+
+impl UploadPolicy {
+    /// A master's policy: twice a host's slots and four times its queue
+    /// (see the module docs).
+    pub fn master() -> Self {
+        let host = Self::default();
+        Self { slots: 2 * host.slots, max_queue: 4 * host.max_queue, ..host }
+    }
+
+    /// The policy of a node in `role`.
+    pub fn of(role: Role) -> Self {
+        if role == Role::Master { Self::master() } else { Self::default() }
     }
 }
 

@@ -288,6 +288,7 @@ impl EventLoop {
                 seed,
                 pipeline: self.cfg.pipeline,
                 fetch_stripe: self.fetch_stripe.clone(),
+                upload: swarm::UploadPolicy::of(self.role),
                 ..swarm::Config::default()
             },
         };
