@@ -263,43 +263,38 @@ fn workers_never_trade_across_sites_but_gateways_and_masters_do() {
     assert_eq!(drain(&mut m), vec![Action::Refuse { to: 9, chunk: 3 }]);
 }
 
+/// `askers` workers of this site connect to `s` (which holds every chunk)
+/// and each asks for a chunk of its own, peer `k` for chunk `k - 1`: how
+/// many uploads `s` starts, queues and refuses.
+fn ask_once_each(s: &mut Swarm, askers: u32) -> (usize, usize, usize) {
+    for p in 1..=askers {
+        s.handle_connected(0, u64::from(p), info(0, Role::Worker));
+    }
+    drain(s);
+    for c in 0..askers {
+        s.handle_message(0, u64::from(c) + 1, Message::Request(c));
+    }
+    let acts = drain(s);
+    let uploads = acts.iter().filter(|a| matches!(a, Action::Upload { .. })).count();
+    let refused = acts.iter().filter(|a| matches!(a, Action::Refuse { .. })).count();
+    (uploads, askers as usize - uploads - refused, refused)
+}
+
 #[test]
 fn upload_slots_and_queue_are_bounded() {
     let cfg =
         Config { upload: UploadPolicy { slots: 2, max_queue: 1, ..UploadPolicy::default() }, ..Config::default() };
     let mut s = Swarm::new(cfg, Bitfield::full(N));
-    for p in 1..=4 {
-        s.handle_connected(0, p, info(0, Role::Worker));
-    }
-    drain(&mut s);
-    for c in 0..4 {
-        s.handle_message(0, u64::from(c) + 1, Message::Request(c));
-    }
-    let acts = drain(&mut s);
-    let uploads = acts.iter().filter(|a| matches!(a, Action::Upload { .. })).count();
-    let rejects = acts.iter().filter(|a| matches!(a, Action::Refuse { .. })).count();
-    assert_eq!((uploads, rejects), (2, 1), "{acts:?}");
+    assert_eq!(ask_once_each(&mut s, 4), (2, 1, 1));
     s.handle_upload_done(1, 1, 0);
     assert!(matches!(drain(&mut s)[..], [Action::Upload { to: 3, chunk: 2 }]));
 }
 
 #[test]
 fn a_master_serves_twice_a_hosts_uploads_and_queues_four_times_its_requests() {
-    // 64 workers each ask for a chunk nobody else holds; what each role
-    // starts, queues and refuses.
     let served = |role: Role| {
-        let mut s = Swarm::new(Config { role, upload: UploadPolicy::of(role), ..Config::default() }, Bitfield::full(N));
-        for p in 1..=64 {
-            s.handle_connected(0, p, info(0, Role::Worker));
-        }
-        drain(&mut s);
-        for c in 0..64 {
-            s.handle_message(0, u64::from(c) + 1, Message::Request(c));
-        }
-        let acts = drain(&mut s);
-        let uploads = acts.iter().filter(|a| matches!(a, Action::Upload { .. })).count();
-        let refused = acts.iter().filter(|a| matches!(a, Action::Refuse { .. })).count();
-        (uploads, 64 - uploads - refused, refused)
+        let cfg = Config { role, upload: UploadPolicy::of(role), ..Config::default() };
+        ask_once_each(&mut Swarm::new(cfg, Bitfield::full(N)), 64)
     };
     assert_eq!(served(Role::Worker), (8, 8, 48));
     assert_eq!(served(Role::Master), (16, 32, 16));
