@@ -53,7 +53,7 @@ impl<'a> Sim<'a> {
                     max_queue: sw.master_queue,
                     master_copies: if opt.master_policy { sw.master_copies } else { u16::MAX },
                     stripe,
-                    ..UploadPolicy::default()
+                    ..UploadPolicy::master()
                 };
                 nodes.push(new_node(s, &opt, site, Role::Master, upload, nodes.len()));
                 up.push(s.link_rate(x.master_up_gbit));

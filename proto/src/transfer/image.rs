@@ -318,18 +318,17 @@ impl Transfer {
         if self.committing || self.unsynced.is_empty() {
             return None;
         }
-        let complete = self.writing.is_empty() && self.swarm.as_ref().is_some_and(Swarm::is_complete);
-        Some(if complete { 0 } else { self.next_commit })
+        Some(if self.all_written() { 0 } else { self.next_commit })
+    }
+
+    /// Whether every chunk is verified and written.
+    fn all_written(&self) -> bool {
+        self.writing.is_empty() && self.swarm.as_ref().is_some_and(Swarm::is_complete)
     }
 
     /// Whether the image may be installed now: every chunk is written and
     /// committed, and no install ran or runs.
     pub(super) fn ready_to_install(&self) -> bool {
-        !self.available
-            && !self.installing
-            && !self.committing
-            && self.unsynced.is_empty()
-            && self.writing.is_empty()
-            && self.swarm.as_ref().is_some_and(Swarm::is_complete)
+        !self.available && !self.installing && !self.committing && self.unsynced.is_empty() && self.all_written()
     }
 }
