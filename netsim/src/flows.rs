@@ -18,7 +18,12 @@
 //!   flows) per event: for checking the local model on small scenarios
 //!   (`tests/sharing.rs`).
 //!
-//! A flow's completion is predicted from its rate; when rates change, the
+//! A flow may carry a mark: a number of bytes still to go at which it is
+//! due once before it completes ([`Flows::set_mark`], [`Flows::pass_mark`]),
+//! as the sender's transport reports an upload sent while its last bytes
+//! are still on their way.
+//!
+//! A flow's next due time is predicted from its rate; when rates change, the
 //! bytes sent so far are settled and the prediction is moved in place in an
 //! indexed priority queue, so the queue holds one entry per live flow (a
 //! change of rate at a busy node re-predicts every flow there, and stale
@@ -55,6 +60,8 @@ pub struct Flow {
     /// `(sender site, receiver site)` when it crosses sites.
     pub cross: Option<(u32, u32)>,
     left: f64,
+    /// While positive: the flow is due when this many bytes are left.
+    mark: f64,
     rate: f64,
     last: f64,
     /// The sender's water-filling allocation to this flow.
@@ -68,6 +75,17 @@ impl Flow {
     pub fn sent(&self, now: f64) -> f64 {
         let left = (self.left - self.rate * (now - self.last)).max(0.0);
         self.bytes as f64 - left
+    }
+
+    /// Whether the flow's mark is still ahead of it.
+    pub fn before_mark(&self) -> bool {
+        self.mark > 0.0
+    }
+
+    /// When the flow is next due, counted from `now`, when its bytes to go
+    /// were last settled: at its mark while one is ahead, else at its end.
+    fn due_at(&self, now: f64) -> f64 {
+        if self.rate > 0.0 { now + (self.left - self.mark).max(0.0) / self.rate } else { f64::INFINITY }
     }
 }
 
@@ -97,6 +115,8 @@ pub struct Flows {
     seeds: Vec<bool>,
     /// The sum of the rates of flows from those senders.
     seed_total: f64,
+    /// Per site, the sum of the rates of flows into it from other sites.
+    wan_in_total: Vec<f64>,
     /// Per node, the water level of its uplink and downlink at their last
     /// fill (the capacity while idle).
     up_level: Vec<f64>,
@@ -126,6 +146,7 @@ impl Flows {
             total: 0.0,
             seeds: vec![false; n],
             seed_total: 0.0,
+            wan_in_total: vec![0.0; s],
             up_level,
             down_level,
             due: DaryHeapOfIndices::with_index_bound(1024),
@@ -147,6 +168,7 @@ impl Flows {
             bytes,
             cross,
             left: bytes as f64,
+            mark: 0.0,
             rate: 0.0,
             last: now,
             up_alloc: 0.0,
@@ -187,6 +209,9 @@ impl Flows {
         if self.seeds[flow.from as usize] {
             self.seed_total -= flow.rate;
         }
+        if let Some((_, into)) = flow.cross {
+            self.wan_in_total[into as usize] -= flow.rate;
+        }
         let drop_id = |v: &mut Vec<FlowId>| {
             if let Some(p) = v.iter().position(|&x| x == id) {
                 v.swap_remove(p);
@@ -202,7 +227,32 @@ impl Flows {
         Some(flow)
     }
 
-    /// The earliest predicted completion.
+    /// Makes `id` due once more, when `left` bytes of it are still to go
+    /// (at once if fewer are), before it completes.
+    pub fn set_mark(&mut self, now: f64, id: FlowId, left: u64) {
+        if let Some(f) = self.slots.get_mut(id as usize).and_then(Option::as_mut) {
+            f.mark = left as f64;
+            let rate = f.rate;
+            self.repredict(now, id, rate);
+        }
+    }
+
+    /// If `id` is due at its mark: clears the mark, predicts its completion
+    /// and returns `true`; `false` if it is due at its end.
+    pub fn pass_mark(&mut self, now: f64, id: FlowId) -> bool {
+        let Some(f) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        if !f.before_mark() {
+            return false;
+        }
+        f.mark = 0.0;
+        let rate = f.rate;
+        self.repredict(now, id, rate);
+        true
+    }
+
+    /// The earliest predicted completion or mark.
     pub fn next_due(&self) -> Option<(f64, FlowId)> {
         self.due.peek().map(|&(id, (At(t), _))| (t, id))
     }
@@ -210,6 +260,11 @@ impl Flows {
     /// A flow in progress.
     pub fn get(&self, id: FlowId) -> Option<&Flow> {
         self.slots.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Whether a flow from `from` to `to` is in progress.
+    pub fn between(&self, from: u32, to: u32) -> bool {
+        self.up[from as usize].iter().any(|&id| self.get(id).is_some_and(|f| f.to == to))
     }
 
     /// Every flow into or out of `node`.
@@ -238,6 +293,12 @@ impl Flows {
     /// [`Flows::mark_seed`], bytes per second.
     pub fn seed_rate(&self) -> f64 {
         self.seed_total
+    }
+
+    /// Per site, the sum of the rates of flows into it from other sites,
+    /// bytes per second.
+    pub fn wan_in_rates(&self) -> &[f64] {
+        &self.wan_in_total
     }
 
     /// A node's upload capacity, bytes per second.
@@ -353,17 +414,31 @@ impl Flows {
         let Some(f) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        f.left = (f.left - f.rate * (now - f.last)).max(0.0);
-        f.last = now;
         if f.rate == rate && self.due.contains(&id) {
+            f.left = (f.left - f.rate * (now - f.last)).max(0.0);
+            f.last = now;
             return;
         }
+        self.repredict(now, id, rate);
+    }
+
+    /// Settles what `id` sent until `now`, gives it `rate` and moves its
+    /// next due time in the queue.
+    fn repredict(&mut self, now: f64, id: FlowId, rate: f64) {
+        let Some(f) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        f.left = (f.left - f.rate * (now - f.last)).max(0.0);
+        f.last = now;
         self.total += rate - f.rate;
         if self.seeds[f.from as usize] {
             self.seed_total += rate - f.rate;
         }
+        if let Some((_, into)) = f.cross {
+            self.wan_in_total[into as usize] += rate - f.rate;
+        }
         f.rate = rate;
-        let t = if rate > 0.0 { now + f.left / rate } else { f64::INFINITY };
+        let t = f.due_at(now);
         if t.is_finite() {
             self.due.update_key_or_push(&id, (At(t), id));
         } else if self.due.contains(&id) {

@@ -18,6 +18,9 @@
 //!   priority queue, at O(1) per message.
 //! * Data starts flowing when the request arrives; a flow's own first-byte
 //!   latency is not modelled (it is small against a chunk's transfer time).
+//!   Each pair of nodes has one connection, which carries its uploads one
+//!   after another, and a node counts an upload sent, freeing its slot,
+//!   once all but the socket's unsent bytes have left ([`transport`]).
 //! * A malicious host downloads like any other and serves only corrupt
 //!   chunks: each arrives in full and fails verification at the receiver.
 //!   A liar claims every chunk and answers every request with `Busy`.
@@ -32,6 +35,7 @@ mod build;
 mod faults;
 mod outcome;
 mod peering;
+mod transport;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -89,6 +93,8 @@ struct Node {
     swarm: Config,
     /// Connected peers.
     links: Vec<u32>,
+    /// Uploads waiting for the connection to their peer ([`transport`]).
+    waiting: Vec<transport::Waiting>,
     timer: Option<u64>,
     completed: Option<f64>,
     down_for: f64,
@@ -176,7 +182,8 @@ struct Sim<'a> {
     dirty: Vec<u32>,
     master_bytes: f64,
     wan_bytes: Vec<Vec<f64>>,
-    /// Per site, per tenth of the bound: bytes in over the WAN.
+    /// Per site, per tenth of the bound: bytes in over the WAN (all flows,
+    /// complete or not).
     wan_in_tenths: Vec<Vec<f64>>,
     bans: u64,
     corrupt: BTreeMap<(u32, u32), u32>,
@@ -260,7 +267,9 @@ impl Sim<'_> {
             self.advance(next.max(self.t));
             self.processed += 1;
             if flow == Some(next) {
-                if let Some((_, id)) = self.flows.next_due() {
+                if let Some((_, id)) = self.flows.next_due()
+                    && !self.at_mark(id)
+                {
                     self.flow_done(id);
                 }
             } else if ev == Some(next) {
@@ -301,6 +310,11 @@ impl Sim<'_> {
             let until = t.min((tenth + 1) as f64 * self.tenth()).max(self.t);
             credit(&mut self.delivered, tenth, rate * (until - self.t));
             credit(&mut self.seeded, tenth, seed_rate * (until - self.t));
+            for (site, &r) in self.flows.wan_in_rates().iter().enumerate() {
+                if r > 0.0 {
+                    credit(&mut self.wan_in_tenths[site], tenth, r * (until - self.t));
+                }
+            }
             // Guards against a step that rounding would leave at zero length.
             self.t = if until > self.t { until } else { t };
         }
@@ -400,9 +414,8 @@ impl Sim<'_> {
         let (from, to) = (u64::from(f.from), u64::from(f.to));
         self.trace(from << 32 | to);
         self.nodes[f.to as usize].host.handle_chunk_reply(now, from, IMAGE, f.chunk, ChunkReply::Data(body));
-        self.nodes[f.from as usize].host.handle_upload_done(now, to, IMAGE, f.chunk);
         self.dirty.push(f.to);
-        self.dirty.push(f.from);
+        self.next_upload(f.from, f.to);
     }
 
     fn account(&mut self, f: &crate::flows::Flow, bytes: f64) {
@@ -411,8 +424,6 @@ impl Sim<'_> {
         }
         if let Some((from, into)) = f.cross {
             self.wan_bytes[from as usize][into as usize] += bytes;
-            let tenth = self.tenth_now();
-            credit(&mut self.wan_in_tenths[into as usize], tenth, bytes);
         }
     }
 
@@ -449,8 +460,7 @@ impl Sim<'_> {
                         && self.nodes[n as usize].links.contains(&to)
                         && !self.serve_blocked(n, to)
                     {
-                        let cross = self.crossing(n, to);
-                        self.flows.start(self.t, n, to, index, bytes, cross);
+                        self.upload(n, to, index, bytes);
                     } else {
                         self.nodes[n as usize].host.handle_upload_done(now, u64::from(to), IMAGE, index);
                     }
@@ -540,11 +550,7 @@ impl Sim<'_> {
             return;
         };
         self.account(&f, sent);
-        let now = self.now_us();
-        if self.presence[f.from as usize].alive {
-            self.nodes[f.from as usize].host.handle_upload_done(now, u64::from(f.to), IMAGE, f.chunk);
-            self.dirty.push(f.from);
-        }
+        self.drop_uploads(f.from, f.to, f.before_mark().then_some(f.chunk));
     }
 }
 

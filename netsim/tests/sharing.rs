@@ -115,3 +115,46 @@ fn completions_come_in_time_order_however_many_flows_run() {
     }
     assert_eq!(done, N + N / 100);
 }
+
+/// A flow with a mark is due when that many bytes are left, then at its
+/// end; a later change of rate moves both, and a mark at or beyond what is
+/// left is due at once.
+#[test]
+fn a_marked_flow_is_due_at_its_mark_then_at_its_end() {
+    let cap =
+        Capacities { up: vec![1.0; 3], down: vec![1.0; 3], wan_out: vec![f64::INFINITY], wan_in: vec![f64::INFINITY] };
+    let mut flows = Flows::new(cap, Sharing::Local);
+    let a = flows.start(0.0, 0, 1, 0, 10, None);
+    flows.set_mark(0.0, a, 4);
+    assert_eq!(flows.next_due(), Some((6.0, a)));
+    assert!(flows.get(a).unwrap().before_mark());
+    // A second flow from the same sender halves the rate from t = 2: the
+    // mark's 4 bytes to go take 8 s more at 0.5.
+    let b = flows.start(2.0, 0, 2, 1, 100, None);
+    assert_eq!(flows.next_due(), Some((10.0, a)));
+    assert!(flows.pass_mark(10.0, a));
+    assert!(!flows.get(a).unwrap().before_mark());
+    assert_eq!(flows.next_due(), Some((18.0, a)));
+    assert!(!flows.pass_mark(18.0, a), "due at its end, not at a mark");
+    flows.remove(18.0, a).unwrap();
+    flows.set_mark(18.0, b, 1_000);
+    assert_eq!(flows.next_due(), Some((18.0, b)));
+    assert!(flows.pass_mark(18.0, b));
+    assert!(flows.between(0, 2) && !flows.between(0, 1) && !flows.between(2, 0));
+}
+
+/// What flows into a site from others is summed per site as rates change,
+/// for the WAN use reported per tenth of the bound.
+#[test]
+fn wan_in_rates_follow_the_flows_into_each_site() {
+    let cap = Capacities { up: vec![4.0; 3], down: vec![4.0; 3], wan_out: vec![10.0; 2], wan_in: vec![3.0, 10.0] };
+    let mut flows = Flows::new(cap, Sharing::Local);
+    let a = flows.start(0.0, 0, 1, 0, 100, Some((1, 0)));
+    assert_eq!(flows.wan_in_rates(), [3.0, 0.0]);
+    let b = flows.start(0.0, 2, 1, 1, 100, None);
+    let local = flows.rate(b).unwrap();
+    assert_eq!(flows.wan_in_rates(), [flows.rate(a).unwrap(), 0.0]);
+    assert!(flows.rate(a).unwrap() + local <= 4.0 + 1e-9);
+    flows.remove(1.0, a).unwrap();
+    assert_eq!(flows.wan_in_rates(), [0.0, 0.0]);
+}

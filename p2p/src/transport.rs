@@ -49,8 +49,9 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/imageswarm/kad/1"
 pub const AGENT: &str = concat!("imageswarm/", env!("CARGO_PKG_VERSION"));
 
 /// The most bytes a TCP socket holds that it has not sent yet
-/// (`TCP_NOTSENT_LOWAT`); on top of them, only what is in flight.
-pub const UNSENT_BYTES: u32 = 128 << 10;
+/// (`TCP_NOTSENT_LOWAT`); on top of them, only what is in flight. The
+/// swarm's own figure ([`proto::swarm::UNSENT_BYTES`]), which netsim models.
+pub const UNSENT_BYTES: u32 = proto::swarm::UNSENT_BYTES;
 
 /// How long a new TCP connection may take to be ready for streams.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);

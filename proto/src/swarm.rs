@@ -63,7 +63,7 @@ pub use message::{Action, ChunkIndex, Message, Micros, PeerId, PeerInfo, Reply, 
 pub use picker::PickerMode;
 use rng::Rng;
 use upload::{Asker, Queued};
-pub use upload::{Stripe, UploadPolicy};
+pub use upload::{Stripe, UNSENT_BYTES, UploadPolicy};
 
 use crate::bitfield::Bitfield;
 

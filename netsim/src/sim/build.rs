@@ -176,6 +176,7 @@ fn new_node(s: &Scenario, opt: &Options, site: u32, role: Role, upload: UploadPo
         host: Host::new(),
         swarm,
         links: Vec::new(),
+        waiting: Vec::new(),
         timer: None,
         completed: None,
         down_for: 0.0,

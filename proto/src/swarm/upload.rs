@@ -82,6 +82,14 @@ use std::collections::VecDeque;
 
 use super::{ChunkIndex, Config, Micros, PeerId, Role};
 
+/// The most bytes of an upload its node's transport may still hold, not
+/// yet sent, when it reports the upload done: a TCP socket takes this many
+/// beyond what is on the wire (`p2p::transport` sets `TCP_NOTSENT_LOWAT` to
+/// it), so a chunk's slot frees once all but this much of it has left, and a
+/// chunk no larger frees its slot as it starts. netsim frees slots at the
+/// same point.
+pub const UNSENT_BYTES: u32 = 128 << 10;
+
 /// How a node serves requests.
 #[derive(Debug, Clone)]
 pub struct UploadPolicy {
