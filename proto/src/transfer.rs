@@ -28,8 +28,9 @@
 //!   images, [`MAX_HELLO_IMAGES`] at a time; a hello's answer names the
 //!   images it named first.
 //! * **Manifests.** A node that lacks an image's manifest asks one peer at a
-//!   time, most complete first, and starts the image's swarm only with a
-//!   manifest whose root is the list's ([`Transfer`]). A peer whose
+//!   time, most complete first, and a second beside the first once that
+//!   one has gone [`MANIFEST_HEDGE`] unanswered, and starts the image's
+//!   swarm only with a manifest whose root is the list's ([`Transfer`]). A peer whose
 //!   manifest does not match is banned.
 //! * **Requests from peers.** A chunk request is answered exactly once:
 //!   [`Effect::Serve`] when the swarm starts the upload, or
@@ -61,7 +62,7 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 pub use effect::{ChunkReply, DiskFailed, Effect, ManifestReply, Notice, Offence};
-pub use image::{COMMIT_EVERY, ImageSpec, MANIFEST_RETRY, MANIFEST_TIMEOUT, Transfer};
+pub use image::{COMMIT_EVERY, ImageSpec, MANIFEST_HEDGE, MANIFEST_RETRY, MANIFEST_TIMEOUT, Transfer};
 use uuid::Uuid;
 
 use crate::Error;

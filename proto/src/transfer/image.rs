@@ -6,10 +6,11 @@
 //! turns what they decide into effects. Every method leaves these holding:
 //! * the swarm exists only once a manifest whose root is the list's is
 //!   known; until then peers wait in `early`, with what they hold;
-//! * at most one manifest request is open, and a peer that failed to hand
-//!   the manifest over is asked again only after every other peer was, and
-//!   not before [`MANIFEST_RETRY`] has passed, unless it announces chunks
-//!   since (a peer that holds chunks holds the manifest);
+//! * one manifest request is open, or two once the first has gone
+//!   [`MANIFEST_HEDGE`] unanswered and another peer may be asked; a peer
+//!   that failed to hand the manifest over is asked again only after every
+//!   other peer was, and not before [`MANIFEST_RETRY`] has passed, unless it
+//!   announces chunks since (a peer that holds chunks holds the manifest);
 //! * a verified chunk is written once: `writing` holds the chunks whose
 //!   write is under way, and a second copy that arrives meanwhile is
 //!   dropped;
@@ -28,9 +29,19 @@ use crate::manifest::{ChunkHash, ChunkSize, Manifest, ManifestRoot, VerifiedMani
 use crate::swarm::{self, ChunkIndex, Micros, PeerId, PeerInfo, Swarm};
 use crate::wire::MAX_CHUNK_BYTES;
 
-/// How long a manifest request may stay unanswered before another peer is
-/// asked.
+/// How long a manifest request may stay unanswered before it counts as
+/// failed.
 pub const MANIFEST_TIMEOUT: Micros = 10_000_000;
+
+/// How long a manifest request may stay unanswered before a second peer is
+/// asked beside it. A peer that holds the manifest sends it within a round
+/// trip and the manifest's own transfer; one that stays silent (stuck,
+/// overloaded or lying) would otherwise hold the image's start for
+/// [`MANIFEST_TIMEOUT`], which a large manifest over a busy link needs.
+pub const MANIFEST_HEDGE: Micros = 1_000_000;
+
+/// Manifest requests open at once at most.
+const MANIFEST_ASKS: usize = 2;
 
 /// How long to wait before asking peers again once each has failed to hand
 /// the manifest over.
@@ -69,8 +80,8 @@ pub struct ImageSpec {
 /// Where a manifest request stands.
 #[derive(Debug, Default)]
 struct ManifestAsk {
-    /// The peer asked, and when.
-    open: Option<(PeerId, Micros)>,
+    /// The peers asked, and when, oldest first.
+    open: Vec<(PeerId, Micros)>,
     /// Peers that failed to hand it over, in the order asked.
     tried: Vec<PeerId>,
     /// Once every peer was tried: not before this again.
@@ -204,36 +215,48 @@ impl Transfer {
     }
 
     /// The peer to ask for the manifest at `now`, if one should be asked:
-    /// the most complete peer not yet tried, or once all were, every peer
-    /// again after [`MANIFEST_RETRY`]; none while a request is open.
+    /// the most complete peer neither tried nor asked, or once all were
+    /// tried, every peer again after [`MANIFEST_RETRY`]; none while a
+    /// request younger than [`MANIFEST_HEDGE`] is open, or
+    /// [`MANIFEST_ASKS`] are. A request open for [`MANIFEST_TIMEOUT`]
+    /// counts as failed.
     pub(super) fn next_manifest_source(&mut self, now: Micros) -> Option<PeerId> {
-        if self.manifest.is_some() || self.ask.open.is_some_and(|(_, t)| now < t + MANIFEST_TIMEOUT) {
+        if self.manifest.is_some() {
             return None;
         }
-        if let Some((p, _)) = self.ask.open.take() {
-            self.ask.tried.push(p);
+        let ask = &mut self.ask;
+        while let Some(i) = ask.open.iter().position(|&(_, t)| now >= t + MANIFEST_TIMEOUT) {
+            let (p, _) = ask.open.remove(i);
+            ask.tried.push(p);
         }
-        let mut by_count: Vec<(u32, PeerId)> = self.early.iter().map(|(p, (_, b))| (b.count(), *p)).collect();
-        by_count.sort_unstable_by(|a, b| b.cmp(a));
-        let untried = by_count.iter().map(|&(_, p)| p).find(|p| !self.ask.tried.contains(p));
-        let next = match untried {
+        if ask.open.len() >= MANIFEST_ASKS || ask.open.first().is_some_and(|&(_, t)| now < t + MANIFEST_HEDGE) {
+            return None;
+        }
+        let next = match self.untried() {
             Some(p) => p,
-            None if now >= self.ask.retry_at => {
+            None if self.ask.open.is_empty() && now >= self.ask.retry_at => {
                 self.ask.tried.clear();
                 self.ask.retry_at = now + MANIFEST_RETRY;
-                by_count.first()?.1
+                self.untried()?
             }
             None => return None,
         };
-        self.ask.open = Some((next, now));
+        self.ask.open.push((next, now));
         Some(next)
+    }
+
+    /// The most complete peer neither tried nor asked now.
+    fn untried(&self) -> Option<PeerId> {
+        let asked = |p: &PeerId| self.ask.tried.contains(p) || self.ask.open.iter().any(|(o, _)| o == p);
+        let mut by_count: Vec<(u32, PeerId)> =
+            self.early.iter().filter(|(p, _)| !asked(p)).map(|(p, (_, b))| (b.count(), *p)).collect();
+        by_count.sort_unstable_by(|a, b| b.cmp(a));
+        by_count.first().map(|&(_, p)| p)
     }
 
     /// The manifest request to `peer` ended without a manifest.
     pub(super) fn manifest_failed(&mut self, now: Micros, peer: PeerId) {
-        if self.ask.open.is_some_and(|(p, _)| p == peer) {
-            self.ask.open = None;
-        }
+        self.ask.open.retain(|&(p, _)| p != peer);
         self.ask.tried.push(peer);
         if self.ask.tried.len() >= self.early.len() {
             self.ask.retry_at = self.ask.retry_at.max(now + MANIFEST_RETRY);
@@ -245,9 +268,10 @@ impl Transfer {
         if self.manifest.is_some() || self.early.is_empty() {
             return None;
         }
-        match self.ask.open {
-            Some((_, t)) => Some(t + MANIFEST_TIMEOUT),
-            None => Some(self.ask.retry_at),
+        match self.ask.open.as_slice() {
+            [] => Some(self.ask.retry_at),
+            [(_, t)] if self.untried().is_some() => Some(t + MANIFEST_HEDGE),
+            open => open.iter().map(|&(_, t)| t + MANIFEST_TIMEOUT).min(),
         }
     }
 
@@ -299,9 +323,7 @@ impl Transfer {
     /// A peer left.
     pub(super) fn disconnected(&mut self, now: Micros, peer: PeerId) {
         self.early.remove(&peer);
-        if self.ask.open.is_some_and(|(p, _)| p == peer) {
-            self.ask.open = None;
-        }
+        self.ask.open.retain(|&(p, _)| p != peer);
         if let Some(s) = &mut self.swarm
             && s.has_peer(peer)
         {

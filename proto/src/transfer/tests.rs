@@ -184,15 +184,31 @@ fn the_manifest_is_asked_of_the_most_complete_peer_and_a_wrong_one_bans_its_send
 }
 
 #[test]
-fn an_unanswered_manifest_request_times_out_to_another_peer() {
+fn an_unanswered_manifest_request_is_hedged_then_times_out() {
     let f = fixture();
     let mut h = with_image(&f, false);
     let e = meet(&mut h, 1, Bitfield::full(CHUNKS));
     assert!(e.contains(&Effect::RequestManifest { to: 1, image: IMAGE }));
-    meet(&mut h, 2, Bitfield::full(CHUNKS));
+    // Alone, the request waits its whole time.
+    assert_eq!(h.poll_timeout(), Some(MANIFEST_TIMEOUT));
+    // With another peer to ask, a second request goes out beside the
+    // first once that one is MANIFEST_HEDGE old, and no third.
+    assert!(!meet(&mut h, 2, Bitfield::full(CHUNKS)).contains(&Effect::RequestManifest { to: 2, image: IMAGE }));
+    assert_eq!(h.poll_timeout(), Some(MANIFEST_HEDGE));
+    h.handle_timeout(MANIFEST_HEDGE);
+    assert_eq!(effects(&mut h), vec![Effect::RequestManifest { to: 2, image: IMAGE }]);
+    assert!(!meet(&mut h, 3, Bitfield::full(CHUNKS)).contains(&Effect::RequestManifest { to: 3, image: IMAGE }));
+    // The first request counts as failed at its timeout: the third peer is
+    // asked then.
     assert_eq!(h.poll_timeout(), Some(MANIFEST_TIMEOUT));
     h.handle_timeout(MANIFEST_TIMEOUT);
-    assert_eq!(effects(&mut h), vec![Effect::RequestManifest { to: 2, image: IMAGE }]);
+    assert_eq!(effects(&mut h), vec![Effect::RequestManifest { to: 3, image: IMAGE }]);
+    // The second peer's answer, late as it is, starts the swarm; the
+    // others' later answers change nothing.
+    h.handle_manifest_reply(MANIFEST_TIMEOUT + 1, 2, IMAGE, ManifestReply::Hashes(f.hashes.clone()));
+    assert!(h.image(IMAGE).unwrap().manifest().is_some());
+    h.handle_manifest_reply(MANIFEST_TIMEOUT + 2, 3, IMAGE, ManifestReply::Failed);
+    assert!(h.image(IMAGE).unwrap().manifest().is_some());
 }
 
 #[test]
