@@ -35,9 +35,9 @@ pub(super) struct Waiting {
 impl Sim<'_> {
     /// Node `from` starts uploading `chunk` (`bytes` long) to `to`.
     pub(super) fn upload(&mut self, from: u32, to: u32, chunk: u32, bytes: u64) {
-        let in_line = self.crossing(from, to).is_none()
-            && (self.nodes[from as usize].waiting.iter().any(|w| w.to == to) || self.flows.between(from, to));
-        if in_line {
+        // An upload waits only behind a flow to the same peer: when a flow
+        // ends or is aborted, the uploads behind it go on or are dropped.
+        if self.crossing(from, to).is_none() && self.flows.between(from, to) {
             self.nodes[from as usize].waiting.push(Waiting { to, chunk, bytes });
         } else {
             self.send_upload(from, Waiting { to, chunk, bytes });

@@ -245,13 +245,12 @@ impl Transfer {
         Some(next)
     }
 
-    /// The most complete peer neither tried nor asked now.
+    /// The most complete peer neither tried nor asked now (of equally
+    /// complete ones, the highest id). [`Transfer::manifest_deadline`] asks
+    /// this on every poll for a timeout, so it allocates nothing.
     fn untried(&self) -> Option<PeerId> {
         let asked = |p: &PeerId| self.ask.tried.contains(p) || self.ask.open.iter().any(|(o, _)| o == p);
-        let mut by_count: Vec<(u32, PeerId)> =
-            self.early.iter().filter(|(p, _)| !asked(p)).map(|(p, (_, b))| (b.count(), *p)).collect();
-        by_count.sort_unstable_by(|a, b| b.cmp(a));
-        by_count.first().map(|&(_, p)| p)
+        self.early.iter().filter(|(p, _)| !asked(p)).map(|(p, (_, b))| (b.count(), *p)).max().map(|(_, p)| p)
     }
 
     /// The manifest request to `peer` ended without a manifest.
