@@ -97,6 +97,11 @@ for s in $(seq "$sites"); do
   done
 done
 in_ns() { local s=$1 h=$2; shift 2; ip netns exec "$tag-s$s-$h" "$@"; }
+ends=()
+for s in $(seq "$sites"); do
+  for h in $(site_hosts "$s"); do ends+=("$tag-s$s-$h:eth0"); done
+done
+resolved "${ends[@]}"
 ip_of() { eval echo "\$ip_s$1_$2"; }
 wan_in() { ip netns exec "$tag-core" cat "/sys/class/net/c$1/statistics/tx_bytes"; }
 wan_out() { ip netns exec "$tag-core" cat "/sys/class/net/c$1/statistics/rx_bytes"; }

@@ -81,3 +81,24 @@ serve_site() {
   server=$!
   sleep 0.5
 }
+
+# resolved NS:DEV...: gives each namespace a permanent neighbour entry for
+# the address and MAC of every other one, as hosts on a LAN that answers ARP
+# have. On the testbeds a host's capped link is a `tbf` FIFO that its own
+# uploads keep full, and that queue drops ARP requests and replies too: a
+# busy host then cannot resolve, and so cannot reach, a host it has not met
+# yet (at N = 32 the master reached 17-20 of the 32 workers, those it met
+# before its uplink filled). Real switches and NIC queues do not starve ARP so.
+resolved() {
+  local e ns dev table=""
+  for e in "$@"; do
+    ns=${e%%:*} dev=${e#*:}
+    table+="$(ip -n "$ns" -br -4 addr show dev "$dev" | awk '{sub(/\/.*/, "", $3); print $3}') "
+    table+="$(ip -n "$ns" -br link show dev "$dev" | awk '{print $3}') $dev $ns"$'\n'
+  done
+  for e in "$@"; do
+    ns=${e%%:*} dev=${e#*:}
+    awk -v ns="$ns" -v dev="$dev" 'NF == 4 && $4 != ns {print "neigh replace " $1 " lladdr " $2 " dev " dev " nud permanent"}' \
+      <<<"$table" | ip -n "$ns" -batch -
+  done
+}

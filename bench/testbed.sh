@@ -4,8 +4,11 @@
 # `tc tbf`. Runs the real binaries and reports the time until every worker
 # holds the verified image, as a ratio to the Kumar–Ross bound, next to a
 # central HTTP server (the master's host serving every worker) on the same
-# testbed. Needs root (ip netns); touches nothing outside the namespaces it
-# creates, and removes them on exit.
+# testbed. Every host holds the others' MAC addresses from the start, as on
+# a LAN that answers ARP (`resolved` in bench/site.sh says why). It also
+# prints how much TCP sent again, summed over the hosts. Needs root
+# (ip netns); touches nothing outside the namespaces it creates, and removes
+# them on exit.
 #
 #   bash bench/testbed.sh [N=8] [RATE_MBIT=200] [SIZE_MIB=128] [CHUNK_BYTES]
 #
@@ -76,6 +79,10 @@ for h in "${hosts[@]}"; do
   k=$((k + 1))
 done
 in_ns() { local h=$1; shift; ip netns exec "$tag-$h" "$@"; }
+k=1
+ends=()
+for h in "${hosts[@]}"; do ends+=("$tag-$h:v$k"); k=$((k + 1)); done
+resolved "${ends[@]}"
 
 if [ -n "${KEEP:-}" ] && [ -z "${RUST_LOG:-}" ]; then
   export RUST_LOG=info,node::net::event_loop::peers=trace
@@ -142,6 +149,11 @@ if [ -n "$links_pid" ]; then
   kill "$links_pid"
 fi
 for h in "${hosts[@]:1}"; do ip netns pids "$tag-$h" | xargs -r kill 2>/dev/null || true; done
+# Every host's TCP counters, summed over the hosts (the namespaces are new, so
+# they count the set-up and the swarm phase).
+tcp=$(for h in "${hosts[@]:1}"; do
+  in_ns "$h" nstat -saz TcpExtTCPOrigDataSent TcpRetransSegs TcpExtTCPTimeouts TcpExtTCPSynRetrans
+done | awk '!/^#/ {s[$1] += $2} END {print s["TcpExtTCPOrigDataSent"] + 0, s["TcpRetransSegs"] + 0, s["TcpExtTCPTimeouts"] + 0, s["TcpExtTCPSynRetrans"] + 0}')
 exact=0
 for i in $(seq "$n"); do cmp -s www/image.img "w$i/images/$uuid" && exact=$((exact + 1)); done
 
@@ -195,7 +207,7 @@ if [ -n "${ARIA2:-}" ]; then
   fi
 fi
 
-python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" "$done_at" "$cpu0" "$cpu1" "$exact" "$a0" "$a1" <<'PY'
+python3 - "$n" "$rate" "$size_mib" "$t0" "$t1" "$h0" "$h1" "$done_at" "$cpu0" "$cpu1" "$exact" "$a0" "$a1" "$tcp" <<'PY'
 import sys
 n, rate, mib = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 t0, t1, h0, h1 = map(float, sys.argv[4:8])
@@ -211,6 +223,11 @@ print("imageswarm per worker: " + " ".join(f"{t / bound:.2f}" for t in each) + "
 print(f"imageswarm: {swarm:.2f} s = {swarm / bound:.2f}x the bound (goal <= 1.15)")
 print(f"byte-exact: {exact} of {n} workers hold the image as the source has it")
 print(f"cpu: {100 * (1 - (idle1 - idle0) / max(1, all1 - all0)):.0f} % of the machine busy during the swarm phase")
+sent, again, rtos, syns = map(int, sys.argv[14].split())
+print(
+    f"tcp: {100 * again / max(1, sent + again):.2f} % of data segments sent again, {rtos} retransmission timeouts, "
+    f"{syns} connection attempts (SYNs) sent again"
+)
 if central > 0:
     print(f"central HTTP: {central:.2f} s = {central / bound:.2f}x the bound")
 if a1 > 0:
