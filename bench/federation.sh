@@ -79,6 +79,7 @@ cable() {
 }
 
 bridge "$tag-core"
+ends=()
 for s in $(seq "$sites"); do
   bridge "$tag-sw$s"
   # The site's WAN link: u$s is the site's side, c$s the core's.
@@ -92,15 +93,12 @@ for s in $(seq "$sites"); do
     ip -n "$ns" link set lo up
     cable "$ns" eth0 "$tag-sw$s" "p$k" "$lan"
     ip -n "$ns" addr add "10.78.$s.$k/16" dev eth0
+    ends+=("$ns:eth0")
     eval "ip_s${s}_$h=10.78.$s.$k"
     k=$((k + 1))
   done
 done
 in_ns() { local s=$1 h=$2; shift 2; ip netns exec "$tag-s$s-$h" "$@"; }
-ends=()
-for s in $(seq "$sites"); do
-  for h in $(site_hosts "$s"); do ends+=("$tag-s$s-$h:eth0"); done
-done
 resolved "${ends[@]}"
 ip_of() { eval echo "\$ip_s$1_$2"; }
 wan_in() { ip netns exec "$tag-core" cat "/sys/class/net/c$1/statistics/tx_bytes"; }

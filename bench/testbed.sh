@@ -62,6 +62,7 @@ ip netns add "$tag-sw"
 ip -n "$tag-sw" link add br0 type bridge
 ip -n "$tag-sw" link set br0 up
 k=1
+ends=()
 for h in "${hosts[@]}"; do
   ns="$tag-$h"
   ip netns add "$ns"
@@ -76,12 +77,10 @@ for h in "${hosts[@]}"; do
     ip netns exec "$tag-sw" tc qdisc add dev "p$k" root tbf rate "${rate}mbit" burst 256kb latency 50ms
   fi
   eval "ip_$h=10.77.0.$k"
+  ends+=("$ns:v$k")
   k=$((k + 1))
 done
 in_ns() { local h=$1; shift; ip netns exec "$tag-$h" "$@"; }
-k=1
-ends=()
-for h in "${hosts[@]}"; do ends+=("$tag-$h:v$k"); k=$((k + 1)); done
 resolved "${ends[@]}"
 
 if [ -n "${KEEP:-}" ] && [ -z "${RUST_LOG:-}" ]; then

@@ -73,8 +73,18 @@ pub struct Flow {
 impl Flow {
     /// Bytes delivered so far, at time `now`.
     pub fn sent(&self, now: f64) -> f64 {
-        let left = (self.left - self.rate * (now - self.last)).max(0.0);
-        self.bytes as f64 - left
+        self.bytes as f64 - self.left_at(now)
+    }
+
+    /// Bytes still to go at `now`.
+    fn left_at(&self, now: f64) -> f64 {
+        (self.left - self.rate * (now - self.last)).max(0.0)
+    }
+
+    /// Counts what the flow sent until `now`.
+    fn settle(&mut self, now: f64) {
+        self.left = self.left_at(now);
+        self.last = now;
     }
 
     /// Whether the flow's mark is still ahead of it.
@@ -415,9 +425,7 @@ impl Flows {
             return;
         };
         if f.rate == rate && self.due.contains(&id) {
-            f.left = (f.left - f.rate * (now - f.last)).max(0.0);
-            f.last = now;
-            return;
+            return f.settle(now);
         }
         self.repredict(now, id, rate);
     }
@@ -428,8 +436,7 @@ impl Flows {
         let Some(f) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        f.left = (f.left - f.rate * (now - f.last)).max(0.0);
-        f.last = now;
+        f.settle(now);
         self.total += rate - f.rate;
         if self.seeds[f.from as usize] {
             self.seed_total += rate - f.rate;
